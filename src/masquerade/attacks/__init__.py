@@ -1,0 +1,1 @@
+"""Attacks, one module per family; importing this package registers them."""

@@ -1,0 +1,128 @@
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+A crash or Ctrl-C therefore never leaves a half-written key, array or image that looks whole: either the old file
+(or nothing) is there, or the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+__all__ = ["atomic_path", "atomic_open", "atomic_dir", "write_json", "write_text", "save_npy", "save_npz", "save_png"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if mode is not None:
+            os.chmod(tmp_path, mode)
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8",
+                file_mode: int | None = None) -> Iterator[IO[Any]]:
+    """``open()`` for writing, made atomic; ``mode`` is ``"w"`` or ``"wb"``."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', not {mode!r}")
+    with atomic_path(path, mode=file_mode) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces ``path`` (which must not exist yet)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    from .keys import Key
+
+    if isinstance(obj, Key):
+        return {"fingerprint": obj.fingerprint}
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, np.ndarray) and obj.size <= 64:
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(obj: Any) -> str:
+    """JSON with numpy scalars handled and keys replaced by their fingerprints."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    with atomic_open(path, "w") as fh:
+        fh.write(to_json(obj) + "\n")
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    return Path(path)
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Save one uint8 H×W×C (C in 1, 3, 4) or H×W image as PNG."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"save_png expects uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(arr).save(fh, format="PNG")
+    return Path(path)

@@ -1,0 +1,234 @@
+"""Key material: a frozen base class, safe key files, fingerprints.
+
+Every scheme's key extends :class:`Key`. A key file is a single ``.safetensors`` file: the arrays as tensors, and one
+JSON document in the header's metadata (scheme name, key type, format version and the key's other fields). Nothing
+else is ever loaded as a key -- in particular never a pickle -- so loading a key never runs code. Key files are
+written atomically with permissions 0600.
+
+``repr(key)`` never prints key material, only the fingerprint (a SHA-256 prefix over the canonical serialisation) and
+array shapes; reports and logs carry fingerprints only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import InputError, IntegrityError
+from .fileio import atomic_path
+from .rng import secure_bytes, secure_rng
+
+__all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_META_FIELD = "masquerade"
+_KEY_TYPES: dict[str, type["Key"]] = {}
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def key_types() -> dict[str, type["Key"]]:
+    """The registered key classes by type name."""
+    return dict(_KEY_TYPES)
+
+
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class Key:
+    """Base of every scheme's key: a frozen dataclass of arrays and JSON-able fields.
+
+    Subclasses set ``scheme`` (the scheme's registry name) and declare their fields. A field may hold a numpy
+    array, ``bytes``, a JSON value (numbers, strings, lists, dicts) or a frozen dataclass of JSON values (settings).
+    ``public_fields`` names the fields that ``repr`` may show (settings, sizes); everything else is redacted.
+    """
+
+    scheme: ClassVar[str] = ""
+    public_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.type_name()
+        if name in _KEY_TYPES and _KEY_TYPES[name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"key type {name!r} is registered twice ({_KEY_TYPES[name].__qualname__}, {cls.__qualname__})")
+        _KEY_TYPES[name] = cls
+
+    @classmethod
+    def type_name(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    # -- serialisation -------------------------------------------------------------------------------------------
+    def to_parts(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Split into arrays (for safetensors) and a JSON document (everything else)."""
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {}
+        byte_fields: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                arrays[f.name] = np.ascontiguousarray(value)
+            elif isinstance(value, (bytes, bytearray)):
+                arrays[f.name] = np.frombuffer(bytes(value), dtype=np.uint8).copy()
+                byte_fields.append(f.name)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                meta[f.name] = _jsonable(dataclasses.asdict(value), f.name)
+            else:
+                meta[f.name] = _jsonable(value, f.name)
+        doc = {"format_version": FORMAT_VERSION, "key_type": self.type_name(), "scheme": self.scheme,
+               "fields": meta, "bytes_fields": byte_fields}
+        return arrays, doc
+
+    @classmethod
+    def from_parts(cls, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> "Key":
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        bytes_fields = set(doc.get("bytes_fields", []))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        given = set(arrays) | set(doc["fields"])
+        missing = [n for n, f in fields.items() if n not in given and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        unknown = sorted(given - set(fields))
+        if missing or unknown:
+            raise IntegrityError(f"key file does not match {cls.__name__}: missing {missing}, unexpected {unknown}")
+        for name, arr in arrays.items():
+            values[name] = arr.tobytes() if name in bytes_fields else arr
+        for name, value in doc["fields"].items():
+            hint = hints.get(name)
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+                value = hint(**value)
+            values[name] = value
+        return cls(**values)
+
+    # -- identity --------------------------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Key) or type(other) is not type(self):
+            return NotImplemented
+        return _canonical_digest(self) == _canonical_digest(other)
+
+    def __hash__(self) -> int:
+        return hash(_canonical_digest(self))
+
+    def __repr__(self) -> str:
+        parts = [f"fingerprint={self.fingerprint!r}"]
+        for name in self.public_fields:
+            parts.append(f"{name}={getattr(self, name)!r}")
+        shapes = {f.name: tuple(getattr(self, f.name).shape) for f in dataclasses.fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        if shapes:
+            parts.append(f"arrays={shapes}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # keys never travel by pickle
+        raise TypeError("keys are not picklable; save them with masquerade.keys.save_key")
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    if isinstance(value, _JSON_SCALARS):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise InputError(f"key field {where!r}: non-finite float {value} cannot be stored")
+        return value
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, where) for k, v in value.items()}
+    raise InputError(f"key field {where!r}: {type(value).__name__} cannot be stored in a key file")
+
+
+def _canonical_digest(key: Key) -> bytes:
+    arrays, doc = key.to_parts()
+    h = hashlib.sha256()
+    h.update(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def fingerprint(key: Key, length: int = 16) -> str:
+    """A SHA-256 prefix (hex) that identifies ``key`` without revealing it."""
+    if not isinstance(key, Key):
+        raise InputError(f"fingerprint() takes a Key, not {type(key).__name__}")
+    return _canonical_digest(key).hex()[:length]
+
+
+def save_key(path: str | os.PathLike[str], key: Key) -> Path:
+    """Write ``key`` to ``path`` (``.safetensors``), atomically, readable by the owner only."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: key files are written as .safetensors (use that suffix)")
+    if not isinstance(key, Key):
+        raise InputError(f"save_key() takes a Key, not {type(key).__name__}")
+    arrays, doc = key.to_parts()
+    with atomic_path(path, mode=0o600) as tmp:
+        save_file(arrays, str(tmp), metadata={_META_FIELD: json.dumps(doc, sort_keys=True)})
+    return path
+
+
+def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = None) -> Key:
+    """Read a key file written by :func:`save_key`; ``expect`` (a scheme name or Key class) guards against mix-ups."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such key file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if path.suffix != ".safetensors" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") \
+            or head[:2] == b"PK":
+        raise InputError(f"{path}: not a masquerade key file (keys are .safetensors; pickles are never loaded)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable key file ({exc})") from None
+    if _META_FIELD not in meta:
+        raise InputError(f"{path}: a safetensors file, but not a masquerade key (no '{_META_FIELD}' metadata)")
+    try:
+        doc = json.loads(meta[_META_FIELD])
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"{path}: key metadata is not valid JSON ({exc})") from None
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IntegrityError(f"{path}: key format version {version!r} is newer than this masquerade understands "
+                             f"({FORMAT_VERSION}); upgrade masquerade")
+    scheme = doc.get("scheme", "")
+    if expect is not None:
+        want = expect if isinstance(expect, str) else expect.scheme
+        if scheme != want:
+            raise InputError(f"{path}: this key is for scheme {scheme!r}, not {want!r}")
+    key_type = doc.get("key_type")
+    cls = _KEY_TYPES.get(key_type or "")
+    if cls is None:
+        _import_scheme_modules()
+        cls = _KEY_TYPES.get(key_type or "")
+    if cls is None:
+        raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r})")
+    return cls.from_parts(arrays, doc)
+
+
+def _import_scheme_modules() -> None:
+    """Key classes live beside their schemes; importing the registry registers them all."""
+    from . import registry
+
+    registry.load_builtin()

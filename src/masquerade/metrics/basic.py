@@ -1,0 +1,45 @@
+"""Pixel metrics: MSE, RMSE and PSNR per image, each with an explicit ``data_range``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .ssim import as_batch
+
+__all__ = ["mse", "rmse", "psnr"]
+
+
+def _pair(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = as_batch(x, name=f"{name} x"), as_batch(y, name=f"{name} y")
+    if a.shape != b.shape:
+        raise InputError(f"{name}: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a, b
+
+
+def _check_range(data_range: float, name: str) -> None:
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
+
+
+def mse(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float) -> torch.Tensor:
+    """Mean squared error per image on the [0, 1] scale (pixel differences divided by ``data_range``)."""
+    _check_range(data_range, "mse")
+    a, b = _pair(x, y, "mse")
+    return ((a - b) / data_range).pow(2).mean(dim=(1, 2, 3))
+
+
+def rmse(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float) -> torch.Tensor:
+    """Root mean squared error per image on the [0, 1] scale (0 = equal, 1 = opposite extremes)."""
+    return mse(x, y, data_range=data_range).sqrt()
+
+
+def psnr(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB, as ``skimage.metrics.peak_signal_noise_ratio`` (inf if equal)."""
+    _check_range(data_range, "psnr")
+    a, b = _pair(x, y, "psnr")
+    err = (a - b).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(data_range**2 / err)

@@ -1,0 +1,3 @@
+"""Protections, one module each; importing this package registers them."""
+
+from . import identity  # noqa: F401

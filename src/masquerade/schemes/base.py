@@ -1,0 +1,36 @@
+"""Helpers shared by the schemes: input checks at the API boundary."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..keys import Key
+
+__all__ = ["check_images", "check_key"]
+
+
+def check_images(x: object, *, where: str, range01: bool = True) -> torch.Tensor:
+    """Validate a float32 N×C×H×W batch (in [0, 1] when ``range01``) and return it."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{where}: expected a torch.Tensor of images (N×C×H×W float32 in [0, 1]), "
+                         f"got {type(x).__name__}; ImageSet.to_tensor() gives one")
+    if x.ndim != 4:
+        raise InputError(f"{where}: expected images as N×C×H×W, got a tensor of shape {tuple(x.shape)}")
+    if x.dtype != torch.float32:
+        raise InputError(f"{where}: expected float32 pixels, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{where}: images contain NaN or infinite values")
+    if range01 and x.numel() and (x.min() < 0 or x.max() > 1):
+        raise InputError(f"{where}: pixels must lie in [0, 1], found [{x.min().item():.3g}, {x.max().item():.3g}]")
+    return x
+
+
+def check_key(key: object, cls: type[Key], *, where: str, n: int | None = None) -> None:
+    """Refuse a key of another scheme, or one drawn for a different number of images."""
+    if not isinstance(key, cls):
+        other = getattr(key, "scheme", type(key).__name__)
+        raise InputError(f"{where}: expected a {cls.scheme!r} key, got one for {other!r}")
+    key_n = getattr(key, "n", None)
+    if n is not None and key_n is not None and key_n != n:
+        raise InputError(f"{where}: the key was drawn for {key_n} images, the batch has {n}")

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never write into the user's cache from tests."""
+    monkeypatch.setenv("MASQUERADE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("MASQUERADE_DATA", str(tmp_path_factory.getbasetemp() / "datasets"))
+
+
+def shared(name: str) -> Path:
+    p = SHARED / name
+    if not p.exists():
+        pytest.skip(f"needs ../shared/data/{name} (present in CI and on the team's machines)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cifar_test() -> tuple[np.ndarray, np.ndarray]:
+    p = shared("cifar10-test.npz")
+    with np.load(p) as z:
+        return z["images"][:2000], z["labels"][:2000]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+os.environ.setdefault("MASQUERADE_QUIET", "1")

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from masquerade import __version__
+from masquerade.cli import main
+from masquerade.keys import save_key
+
+from .test_keys import make_key
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "report", "list", "data", "metrics", "key"):
+        assert cmd in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point() -> None:
+    r = subprocess.run([sys.executable, "-m", "masquerade", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_errors_are_one_line_with_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "info", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("masquerade: error:") and "missing" in err and "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["data", "patches", "--from", "x", "--out", "y.npz", "--n", "-3"])
+    assert e.value.code == 2
+    capsys.readouterr()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["data", "info", str(tmp_path / "bad.png")]) == 2
+    assert "bad.png" in capsys.readouterr().err
+    with pytest.raises(Exception):
+        main(["--debug", "data", "info", str(tmp_path / "missing")])
+    assert main([]) == 2
+
+
+def test_list_info_key_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "identity" in out and "bundled:NAME" in out and "mnist" in out
+    assert main(["data", "info", "bundled:digits"]) == 0
+    assert "1797 images" in capsys.readouterr().out
+    key = make_key()
+    save_key(tmp_path / "k.safetensors", key)
+    assert main(["key", "show", str(tmp_path / "k.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert key.fingerprint in out and key.secret.hex() not in out
+    g = np.random.default_rng(0)
+    a = g.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=a)
+    np.savez(tmp_path / "b.npz", images=a)
+    assert main(["metrics", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "ssim_mean        1" in out and (tmp_path / "m" / "metrics.json").is_file()
+
+
+def test_patches_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pool.npz"
+    rc = main(["--quiet", "data", "patches", "--from", "bundled:photos", "--n", "12", "--out", str(out), "--seed",
+               "1", "--run-out", str(tmp_path / "run"), "--no-cache"])
+    assert rc == 0
+    with np.load(out) as z:
+        assert z["images"].shape == (12, 32, 32, 3)
+    assert (tmp_path / "run" / "patches.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
+    # proxies pointing at a closed loopback port: any attempt to download would fail the demo
+    env = {"MASQUERADE_QUIET": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    r = subprocess.run([sys.executable, "-m", "masquerade", "demo", "--out", str(tmp_path / "demo")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = tmp_path / "demo" / "report.html"
+    assert report.is_file() and str(report) in r.stdout
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page

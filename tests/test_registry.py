@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import masquerade
+from masquerade.errors import InputError
+from masquerade.registry import ATTACKS, Knowledge, ThreatModel, run_attack
+
+
+def test_identity_scheme_round_trip_and_checks() -> None:
+    assert "identity" in masquerade.list_schemes()
+    s = masquerade.create_scheme("identity")
+    assert isinstance(s, masquerade.Scheme)
+    x = torch.rand(4, 3, 8, 8)
+    key = s.keygen(4, 0)
+    z = s.encode(x, key)
+    assert torch.equal(s.decode(z, key), x) and z is not x
+    with pytest.raises(InputError, match="drawn for 4 images"):
+        s.encode(torch.rand(5, 3, 8, 8), key)
+    with pytest.raises(InputError, match="N×C×H×W"):
+        s.encode(torch.rand(3, 8, 8), key)
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        s.encode(x * 3, key)
+    with pytest.raises(InputError, match="float32"):
+        s.encode(x.double(), key)
+    with pytest.raises(InputError, match="torch.Tensor"):
+        s.encode(np.zeros((4, 3, 8, 8), np.float32), key)  # type: ignore[arg-type]
+
+
+def test_unknown_names_and_settings() -> None:
+    with pytest.raises(InputError, match="unknown scheme 'nope'; available: .*identity"):
+        masquerade.create_scheme("nope")
+    with pytest.raises(InputError, match="has no setting"):
+        masquerade.create_scheme("identity", k=3)
+    with pytest.raises(InputError, match="unknown attack"):
+        masquerade.create_attack("nope")
+
+
+class _EchoAttack:
+    name = "echo-test"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}), optional=frozenset({Knowledge.LABELS}))
+
+    def run(self, **given):
+        return sorted(given)
+
+
+def test_threat_model_is_enforced() -> None:
+    ATTACKS.register("echo-test")(_EchoAttack)
+    try:
+        attack = masquerade.create_attack("echo-test")
+        assert isinstance(attack, masquerade.Attack)
+        assert run_attack(attack, encodings=1) == ["encodings"]
+        assert run_attack(attack, encodings=1, labels=2) == ["encodings", "labels"]
+        with pytest.raises(InputError, match="does not give it \\['truth'\\]"):
+            run_attack(attack, encodings=1, truth=3)
+        with pytest.raises(InputError, match="needs \\['encodings'\\]"):
+            run_attack(attack, labels=2)
+        assert "echo-test" in masquerade.list_attacks()
+        assert "encodings" in attack.threat_model.describe()
+    finally:
+        ATTACKS.unregister("echo-test")
+    with pytest.raises(ValueError):
+        ThreatModel(requires=frozenset({"labels"}), optional=frozenset({"labels"}))
+
+
+def test_top_level_api() -> None:
+    for name in ("create_scheme", "list_schemes", "create_attack", "list_attacks", "ImageSet", "load_images",
+                 "fetch_dataset", "extract_patches", "save_key", "load_key", "fingerprint", "secure_rng"):
+        assert hasattr(masquerade, name), name
+    assert masquerade.__version__

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from masquerade.errors import InputError
+from masquerade.fileio import atomic_open, save_npy, write_json
+from masquerade.report import build_report
+from masquerade.runs import image_grid, start_run
+
+from .test_keys import make_key
+
+
+def test_run_folder_layout_and_report(tmp_path: Path) -> None:
+    key = make_key()
+    with start_run("unit", root=tmp_path) as run:
+        run.write_config({"k": 4, "key": key, "nested": {"a": [1, 2]}}, seed=11, keys={"train": key})
+        run.add_metrics(acc=0.5, table=[{"a": 1, "b": 2.5}, {"a": 2, "b": 3.5}],
+                        curve={"x": [1, 2, 3], "y": {"ssim": [0.1, 0.5, 0.9]}, "xlabel": "t"})
+        run.add_metrics(loss=1.25)
+        run.save_grid("samples", torch.rand(6, 3, 8, 8), ncol=3, caption="random <b>pixels</b>")
+        run.log("hello log")
+    assert run.path.parent == tmp_path / "unit"
+    cfg = json.loads((run.path / "config.json").read_text())
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert cfg["seed"] == 11 and cfg["keys"]["train"]["fingerprint"] == key.fingerprint
+    assert cfg["config"]["key"] == {"key_fingerprint": key.fingerprint, "scheme": "toy"}
+    assert metrics["acc"] == 0.5 and metrics["loss"] == 1.25
+    text = (run.path / "config.json").read_text() + (run.path / "log.txt").read_text()
+    assert key.secret.hex() not in text and str(key.perm.tolist()) not in text
+    assert "hello log" in (run.path / "log.txt").read_text()
+
+    report = build_report([run.path])
+    page = report.read_text()
+    assert report == run.path / "report.html"
+    assert page.count("data:image/png;base64,") == 2  # the grid and the plot
+    assert "random &lt;b&gt;pixels&lt;/b&gt;" in page and "<th>table</th>" not in page
+    assert "1.25" in page and key.fingerprint in page and key.secret.hex() not in page
+    assert "<h3>table</h3>" in page
+
+
+def test_two_runs_do_not_collide(tmp_path: Path) -> None:
+    a = start_run("x", root=tmp_path)
+    b = start_run("x", root=tmp_path)
+    a.close()
+    b.close()
+    assert a.path != b.path
+    with pytest.raises(InputError, match="not empty"):
+        start_run("x", out=a.path)
+    with pytest.raises(InputError, match="not a run folder"):
+        build_report([tmp_path / "nothing"])
+
+
+def test_image_grid_shapes() -> None:
+    g = image_grid(np.zeros((5, 4, 6, 1), np.uint8), ncol=2, pad=1)
+    assert g.shape == (3 * 5 + 1, 2 * 7 + 1, 3)
+    with pytest.raises(InputError):
+        image_grid(np.zeros((2, 4, 4, 3), np.float32))
+
+
+def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as fh:
+            fh.write('{"a": 2')
+            raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    save_npy(tmp_path / "x.npy", np.arange(4))
+    assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2, 3]
