@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -19,10 +20,12 @@ def check_images(x: object, *, where: str, range01: bool = True) -> torch.Tensor
         raise InputError(f"{where}: expected images as N×C×H×W, got a tensor of shape {tuple(x.shape)}")
     if x.dtype != torch.float32:
         raise InputError(f"{where}: expected float32 pixels, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise InputError(f"{where}: images contain NaN or infinite values")
-    if range01 and x.numel() and (x.min() < 0 or x.max() > 1):
-        raise InputError(f"{where}: pixels must lie in [0, 1], found [{x.min().item():.3g}, {x.max().item():.3g}]")
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; NaN propagates into lo/hi
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise InputError(f"{where}: images contain NaN or infinite values")
+        if range01 and (lo < 0 or hi > 1):
+            raise InputError(f"{where}: pixels must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]")
     return x
 
 
