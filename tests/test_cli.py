@@ -89,3 +89,54 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     assert report.is_file() and str(report) in r.stdout
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page
+
+
+def test_protect_instahide_writes_encodings_and_a_separate_key(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from masquerade.keys import load_key
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=g.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8), labels=np.arange(30) % 3)
+    np.savez(tmp_path / "pool.npz", images=g.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8))
+    out, key = tmp_path / "enc", tmp_path / "keys" / "k.safetensors"
+    rc = main(["--quiet", "protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(out), "--key", str(key),
+               "--k", "4", "--mode", "cross", "--public", str(tmp_path / "pool.npz"), "--seed", "3",
+               "--run-out", str(tmp_path / "run")])
+    assert rc == 0
+    enc = np.load(out / "encodings.npy")
+    soft = np.load(out / "labels.npy")
+    assert enc.shape == (30, 16, 16, 3) and enc.dtype == np.float32 and soft.shape == (30, 3)
+    k = load_key(key, expect="instahide")
+    assert k.n == 30 and k.pool_size == 200
+    assert k.fingerprint in capsys.readouterr().out
+    cfg = (tmp_path / "run" / "config.json").read_text()
+    assert k.fingerprint in cfg and k.mask.tobytes().hex()[:64] not in cfg
+    # the key is never written next to the data, and never overwritten silently
+    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(out), "--key",
+                 str(out / "k.safetensors")]) == 2
+    assert "apart from the data" in capsys.readouterr().err
+    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e2"), "--key",
+                 str(key)]) == 2
+    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e3"), "--key",
+                 str(tmp_path / "k3.safetensors"), "--mode", "cross"]) == 2
+    assert "needs --public" in capsys.readouterr().err
+
+
+def test_train_command_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["--quiet", "train", "--data", str(tmp_path / "missing.npz"), "--test", "bundled:digits"]) == 2
+    capsys.readouterr()
+    g = np.random.default_rng(0)
+    imgs = g.integers(0, 256, (120, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tr.npz", images=imgs, labels=np.arange(120) % 4)
+    np.savez(tmp_path / "te.npz", images=imgs[:40], labels=np.arange(40) % 4)
+    args = ["--quiet", "train", "--data", str(tmp_path / "tr.npz"), "--test", str(tmp_path / "te.npz"),
+            "--epochs", "2", "--batch-size", "64", "--precision", "fp32", "--seed", "0", "--scheme", "instahide",
+            "--k", "2", "--out", str(tmp_path / "run2")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert len(metrics["accuracy_curve"]["y"]["test accuracy"]) == 2
+    assert (tmp_path / "run2" / "checkpoint.pt").is_file()
+    resume = args[:-2] + ["--resume", str(tmp_path / "run2")]
+    assert main(resume) == 0  # already finished: resumes to the same end state

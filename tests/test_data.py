@@ -226,3 +226,12 @@ def test_shared_imagenet_folder_loads() -> None:
     assert len(photos) == 1000 and all(p.dtype == np.uint8 and p.shape[2] == 3 for p in photos)
     with pytest.raises(InputError, match="different sizes"):
         load_images(folder)
+
+
+def test_load_photos_from_a_relative_path_with_dots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _save(tmp_path / "pics" / "a.png", np.zeros((9, 7, 3), np.uint8))
+    _save(tmp_path / "pics" / ".hidden" / "b.png", np.zeros((9, 7, 3), np.uint8))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    photos, names = load_photos("../pics")
+    assert names == ["a.png"]

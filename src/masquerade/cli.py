@@ -156,6 +156,198 @@ def cmd_key_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: Sequence[str] | None) -> dict[str, object]:
+    """``--set key=value`` pairs: ints, floats, booleans, comma-separated tuples, else strings."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def _parse_value(text: str) -> object:
+    if "," in text:
+        return tuple(_parse_value(t) for t in text.split(",") if t)
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _scheme_settings(args: argparse.Namespace) -> dict[str, object]:
+    settings = _parse_sets(getattr(args, "set", None))
+    for name in ("k", "mode", "private_per_mix", "pixel_scale"):
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    return settings
+
+
+def _load_public(args: argparse.Namespace, n_needed: int, size: int, seed: int | None):  # type: ignore[no-untyped-def]
+    from .challenge import public_pool
+
+    if not args.public:
+        return None
+    return public_pool(args.public, n_needed, size=size, rng=seed)
+
+
+def _check_key_apart(key: Path, out: Path) -> None:
+    if key.resolve().is_relative_to(out.resolve()):
+        raise InputError(f"{key}: keep the key apart from the data (--key must not be inside {out})")
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_images
+    from .fileio import save_npy
+    from .keys import save_key
+    from .registry import create_scheme
+    from .runs import start_run
+
+    out, keyfile = Path(args.out), Path(args.key)
+    _check_key_apart(keyfile, out)
+    if keyfile.exists() and not args.force:
+        raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
+    data = load_images(args.input)
+    scheme = create_scheme(args.scheme, **_scheme_settings(args))
+    h, w, c = data.image_shape
+    s = scheme.settings
+    cross = getattr(s, "mode", "") == "cross"
+    if cross and not args.public:
+        raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
+    public = _load_public(args, max(1, len(data) * (s.k - s.p)) if cross else 0, h, args.seed) if cross else None
+    if public is not None and c == 1:
+        raise InputError("cross-dataset InstaHide needs colour images")
+    from .rng import as_generator
+    from .schemes.base import encode_with, keygen_for
+
+    with start_run("protect", out=args.run_out) as run:
+        key = keygen_for(scheme, len(data), as_generator(args.seed), (c, h, w), 0 if public is None else len(public))
+        z = encode_with(scheme, data.to_tensor(), key, None if public is None else public.to_tensor())
+        save_npy(out / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
+        if data.labels is not None and hasattr(scheme, "mix_labels"):
+            save_npy(out / "labels.npy", scheme.mix_labels(data.labels, key, data.num_classes).numpy())
+        if public is not None:
+            from .fileio import save_npz
+
+            save_npz(keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz"),
+                     images=public.images, names=np.array(public.names))
+        save_key(keyfile, key)
+        run.write_config({"scheme": args.scheme, "settings": str(s), "input": args.input, "out": str(out)},
+                         seed=args.seed, keys={"protect": key})
+        run.add_metrics(images=len(data), encodings_shape=list(z.shape))
+        run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2, caption="|encodings| (first 32)")
+    print(f"wrote {len(data)} encodings to {out}/encodings.npy; key {keyfile} (fingerprint {key.fingerprint})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_images
+    from .registry import create_scheme
+    from .runs import start_run
+    from .train import TrainSettings, train
+
+    settings = TrainSettings(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, schedule=args.schedule, precision=args.precision,
+                             augment=not args.no_augment, infer_encodings=args.infer_encodings)
+    train_set, test_set = load_images(args.data), load_images(args.test, split="test")
+    scheme = create_scheme(args.scheme, **_scheme_settings(args))
+    s = scheme.settings
+    cross = getattr(s, "mode", "") == "cross"
+    if cross and not args.public:
+        raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
+    public = _load_public(args, args.public_patches, train_set.image_shape[0], args.seed) if cross else None
+    if args.resume:
+        run_path = Path(args.resume)
+        if not (run_path / "checkpoint.pt").is_file():
+            raise InputError(f"{run_path}: no checkpoint.pt to resume from")
+        from .runs import Run
+
+        run = Run(run_path, "train")
+    else:
+        run = start_run("train", out=args.out)
+        run.write_config({"scheme": args.scheme, "scheme_settings": str(s), "train": vars(args) | {"func": None},
+                          "settings": settings.__dict__}, seed=args.seed)
+    with run:
+        def log_epoch(rec: dict) -> None:
+            run.log(f"epoch {rec['epoch']}: loss {rec['train_loss']:.4f}, test accuracy {rec['test_acc']:.4f}, "
+                    f"{rec['seconds']:.1f}s")
+            if not args.quiet:
+                print(f"epoch {rec['epoch']:3d}  loss {rec['train_loss']:.4f}  test acc {rec['test_acc']:.4f}  "
+                      f"({rec['seconds']:.0f}s)", flush=True)
+
+        result = train(train_set, test_set, scheme=scheme, public=public, settings=settings, seed=args.seed,
+                       checkpoint=run.path / "checkpoint.pt", resume=bool(args.resume), on_epoch=log_epoch)
+        hist = result["history"]
+        metrics = {k: v for k, v in result.items() if k not in ("history", "model_state")}
+        metrics["accuracy_curve"] = {"x": [h["epoch"] for h in hist], "y": {"test accuracy": [h["test_acc"] for h in hist]},
+                                     "xlabel": "epoch", "ylabel": "clean test accuracy"}
+        run.add_metrics(**metrics)
+    print(f"test accuracy {result['test_acc']:.4f} after {len(hist)} epochs ({result['seconds']:.0f}s); "
+          f"run folder {run.path}")
+    return 0
+
+
+def cmd_challenge_make(args: argparse.Namespace) -> int:
+    from .challenge import make_challenge, public_pool
+    from .data import load_images
+    from .runs import start_run
+
+    private = load_images(args.private, split=args.split)
+    if private.image_shape[2] != 3:
+        private = private.to_rgb()
+    needed = args.n_private * (args.k - 2)
+    public = public_pool(args.public, needed, size=private.image_shape[0], rng=args.seed)
+    with start_run("challenge-make", out=args.run_out) as run:
+        summary = make_challenge(private, public, args.out, args.truth, n_private=args.n_private,
+                                 per_image=args.per_image, k=args.k, rng=args.seed)
+        run.write_config({"private": args.private, "public": args.public, "n_private": args.n_private,
+                          "per_image": args.per_image, "k": args.k, "out": args.out, "truth": args.truth},
+                         seed=args.seed)
+        run.add_metrics(**summary)
+        import numpy as np
+
+        enc = np.load(Path(args.out) / "encryption.npy")[:40]
+        run.save_grid("encodings", np.clip(np.round(np.abs(enc) * 255), 0, 255).astype(np.uint8), ncol=10, scale=2,
+                      caption="|encodings| (first 40)")
+    print(f"challenge: {summary['encodings']} encodings in {args.out} (encryption.npy, label.npy); "
+          f"truth in {args.truth}")
+    return 0
+
+
+def cmd_challenge_score(args: argparse.Namespace) -> int:
+    import json
+
+    from .challenge import score_challenge, summary_json
+    from .runs import start_run
+
+    scores = score_challenge(args.truth, args.recovered)
+    with start_run("challenge-score", out=args.out) as run:
+        run.write_config({"truth": args.truth, "recovered": args.recovered})
+        summary = json.loads(summary_json(scores))
+        run.add_metrics(**summary, per_image_best_ssim=[round(float(v), 4) for v in scores["per_image_best_ssim"]])
+    if args.json:
+        print(summary_json(scores))
+    else:
+        print(f"success rate (Max_SSIM > 0.8)  {scores['success_rate']:.4f}")
+        print(f"mean Max_SSIM                  {scores['mean_max_ssim']:.4f}")
+        print(f"mean Mean_SSIM                 {scores['mean_mean_ssim']:.4f}")
+        print(f"mean Min_RMSE                  {scores['mean_min_rmse']:.4f}")
+        print(f"mean Mean_RMSE                 {scores['mean_mean_rmse']:.4f}")
+        print(f"private images recovered       {scores['private_recovered']} of {scores['private_images']}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -211,6 +403,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gaussian", action="store_true", help="Gaussian-weighted SSIM window")
     p.add_argument("--out", help="run folder")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("protect", help="protect a data set with a scheme; writes encodings and a key file")
+    p.add_argument("scheme", help="scheme name (masquerade list)")
+    p.add_argument("--in", dest="input", required=True, help="images: folder, .npz, CIFAR archive or bundled:NAME")
+    p.add_argument("--out", required=True, help="output folder for encodings.npy (and labels.npy)")
+    p.add_argument("--key", required=True, help="key file to write (.safetensors), kept apart from --out")
+    p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
+    p.add_argument("--k", type=_positive_int, help="InstaHide: images per mix")
+    p.add_argument("--mode", choices=["inside", "cross"], help="InstaHide: inside or cross dataset")
+    p.add_argument("--private-per-mix", type=_positive_int, help="InstaHide cross mode: private images per mix")
+    p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"], help="InstaHide pixel scale")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
+    p.add_argument("--seed", type=_seed, help="seed for a reproducible experiment (default: OS randomness)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    p.add_argument("--run-out", help="run folder")
+    p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("train", help="train a classifier on protected data and test it on clean data")
+    p.add_argument("--data", required=True, help="training images (labelled)")
+    p.add_argument("--test", required=True, help="test images (labelled; CIFAR archives use their test split)")
+    p.add_argument("--scheme", default="identity", help="protection applied on the fly (default identity)")
+    p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
+    p.add_argument("--public-patches", type=_positive_int, default=10000, help="patches to cut from photos")
+    p.add_argument("--k", type=_positive_int)
+    p.add_argument("--mode", choices=["inside", "cross"])
+    p.add_argument("--private-per-mix", type=_positive_int)
+    p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
+    p.add_argument("--model", default="fastresnet", help="fastresnet (default), resnet9, resnet18")
+    p.add_argument("--epochs", type=_positive_int, default=15)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", choices=["onecycle", "step"], default="onecycle")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--infer-encodings", type=int, default=0, metavar="T",
+                   help="also test in the paper's inference mode: average over T encodings")
+    p.add_argument("--seed", type=_seed)
+    p.add_argument("--out", help="run folder (default runs/train/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    ch = sub.add_parser("challenge", help="make or score an InstaHide Challenge")
+    csub = ch.add_subparsers(dest="challenge_command", metavar="ACTION")
+    ch.set_defaults(func=lambda a: _missing_action(ch))
+    p = csub.add_parser("make", help="make a challenge (official recipe)")
+    p.add_argument("--private", required=True, help="labelled private images (e.g. a CIFAR-10 .npz)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="CIFAR archive split (test)")
+    p.add_argument("--public", required=True, help="photos folder (patches are cut) or a ready patch .npz")
+    p.add_argument("--out", required=True, help="challenge folder: encryption.npy, label.npy")
+    p.add_argument("--truth", required=True, help="ground-truth folder (kept apart)")
+    p.add_argument("--n-private", type=_positive_int, default=100)
+    p.add_argument("--per-image", type=_positive_int, default=50)
+    p.add_argument("--k", type=_positive_int, default=6)
+    p.add_argument("--seed", type=_seed, help="seed (reproducible); default: OS randomness")
+    p.add_argument("--run-out", help="run folder")
+    p.set_defaults(func=cmd_challenge_make)
+    p = csub.add_parser("score", help="score recoveries against the truth")
+    p.add_argument("--truth", required=True)
+    p.add_argument("--recovered", required=True, help="folder of i_recover.png or an .npy E×H×W×C")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--out", help="run folder")
+    p.set_defaults(func=cmd_challenge_score)
 
     key = sub.add_parser("key", help="inspect key files (never prints key material)")
     ksub = key.add_subparsers(dest="key_command", metavar="ACTION")

@@ -118,8 +118,8 @@ def load_photos(path: str | os.PathLike[str], *, channels: int | None = 3) -> tu
         return [decode_image(p, name=str(p), channels=channels)], [p.name]
     if not p.is_dir():
         raise InputError(f"{p}: no such file or folder")
-    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.parts)
-                   and f.name.lower() not in _IGNORED)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower() not in _IGNORED
+                   and not any(part.startswith(".") for part in f.relative_to(p).parts))
     bad = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
     if bad:
         raise InputError(f"{bad[0]}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import numpy as np
 import torch
 
 from ..errors import InputError
 from ..keys import Key
 
-__all__ = ["check_images", "check_key"]
+__all__ = ["check_images", "check_key", "keygen_for", "encode_with"]
 
 
 def check_images(x: object, *, where: str, range01: bool = True) -> torch.Tensor:
@@ -37,3 +40,21 @@ def check_key(key: object, cls: type[Key], *, where: str, n: int | None = None) 
     key_n = getattr(key, "n", None)
     if n is not None and key_n is not None and key_n != n:
         raise InputError(f"{where}: the key was drawn for {key_n} images, the batch has {n}")
+
+
+def keygen_for(scheme: Any, n: int, rng: Any, shape: tuple[int, int, int], pool_size: int = 0) -> Key:
+    """``scheme.keygen`` with the image shape and public pool size passed to schemes that take them."""
+    params = inspect.signature(scheme.keygen).parameters
+    kwargs: dict[str, Any] = {}
+    if "shape" in params:
+        kwargs["shape"] = shape
+    if "pool_size" in params:
+        kwargs["pool_size"] = pool_size
+    return scheme.keygen(n, rng, **kwargs)
+
+
+def encode_with(scheme: Any, x: torch.Tensor, key: Key, public: torch.Tensor | None = None) -> torch.Tensor:
+    """``scheme.encode`` with the public pool passed to schemes that mix one in."""
+    if "public" in inspect.signature(scheme.encode).parameters:
+        return scheme.encode(x, key, public=public)
+    return scheme.encode(x, key)

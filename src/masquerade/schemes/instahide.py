@@ -327,6 +327,11 @@ class InstaHide:
         x = lu.solve(y.reshape(k.n, -1))
         return torch.from_numpy(x.reshape(k.n, c, h, w).astype(np.float32))
 
+    def clean_view(self, x: torch.Tensor) -> torch.Tensor:
+        """Clean images on the scale the encodings use (no mixing, no signs): what a model sees at test time."""
+        scale, shift = self.settings.affine(x.shape[1])
+        return x * torch.from_numpy(scale[0])[None, :, None, None] + torch.from_numpy(shift[0])[None, :, None, None]
+
     # -- labels ------------------------------------------------------------------------------------------------------
     def mix_labels(self, labels: np.ndarray | torch.Tensor, key: Key, num_classes: int) -> torch.Tensor:
         """Soft labels (n × num_classes, float32): the coefficient-weighted one-hots of the private slots."""
