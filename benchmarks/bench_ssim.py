@@ -52,10 +52,10 @@ def main() -> None:
           f"{torch.get_num_threads()}")
     rows = []
     for label, kw in [("uniform 7x7 (default)", {}), ("gaussian sigma 1.5", {"gaussian_weights": True})]:
-        def reference() -> np.ndarray:
+        def reference(kw: dict = kw) -> np.ndarray:
             return np.array([structural_similarity(x, y, channel_axis=-1, data_range=255, **kw) for x, y in zip(a, b)])
 
-        def ours() -> np.ndarray:  # includes the NHWC -> NCHW conversion a caller would do
+        def ours(kw: dict = kw) -> np.ndarray:  # includes the NHWC -> NCHW conversion a caller would do
             ta = torch.from_numpy(a).permute(0, 3, 1, 2)
             tb = torch.from_numpy(b).permute(0, 3, 1, 2)
             return ssim(ta, tb, data_range=255, **kw).numpy()

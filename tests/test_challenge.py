@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
@@ -146,4 +145,3 @@ def test_load_recovered_grey(tmp_path: Path) -> None:
     arr = np.zeros((3, 8, 8), np.uint8)
     np.save(tmp_path / "g.npy", arr)
     assert load_recovered(tmp_path / "g.npy", 3, (8, 8, 1)).shape == (3, 8, 8, 1)
-    _ = torch  # torch import keeps the test module's dependencies explicit

@@ -42,7 +42,9 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path, capsys: pytest.Capt
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert main(["data", "info", str(tmp_path / "bad.png")]) == 2
     assert "bad.png" in capsys.readouterr().err
-    with pytest.raises(Exception):
+    from masquerade.errors import InputError
+
+    with pytest.raises(InputError):  # --debug lets the exception (and its traceback) through
         main(["--debug", "data", "info", str(tmp_path / "missing")])
     assert main([]) == 2
 
@@ -140,3 +142,25 @@ def test_train_command_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (tmp_path / "run2" / "checkpoint.pt").is_file()
     resume = args[:-2] + ["--resume", str(tmp_path / "run2")]
     assert main(resume) == 0  # already finished: resumes to the same end state
+
+
+@pytest.mark.parametrize("scheme, extra", [("disguise", ["--set", "transform=aes"]), ("disguise", []),
+                                           ("instahide", ["--k", "4", "--mode", "cross"])])
+def test_protect_then_reveal_round_trip(tmp_path: Path, scheme: str, extra: list[str]) -> None:
+    g = np.random.default_rng(1)
+    imgs = g.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=imgs, labels=np.arange(24) % 3)
+    np.savez(tmp_path / "pool.npz", images=g.integers(0, 256, (120, 16, 16, 3), dtype=np.uint8))
+    key = tmp_path / "k.safetensors"
+    pub = ["--public", str(tmp_path / "pool.npz")] if scheme == "instahide" else []
+    assert main(["--quiet", "protect", scheme, "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "enc"),
+                 "--key", str(key), "--seed", "0", "--run-out", str(tmp_path / "run"), *extra, *pub]) == 0
+    assert main(["reveal", scheme, "--in", str(tmp_path / "enc" / "encodings.npy"), "--key", str(key),
+                 "--out", str(tmp_path / "back.npz")]) == 0
+    back = np.load(tmp_path / "back.npz")["images"]
+    if scheme == "instahide":  # float32 mixing, then a sparse solve: within a grey level or two
+        assert np.abs(back.astype(int) - imgs).max() <= 2 or np.mean(back == imgs) > 0.95
+    else:
+        assert np.array_equal(back, imgs)
+    assert main(["reveal", "instahide" if scheme == "disguise" else "disguise", "--in",
+                 str(tmp_path / "enc" / "encodings.npy"), "--key", str(key), "--out", str(tmp_path / "x.npz")]) == 2

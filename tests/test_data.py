@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 from pathlib import Path

@@ -87,3 +87,21 @@ def test_bad_settings() -> None:
         TrainSettings(epochs=0)
     with pytest.raises(InputError):
         TrainSettings(schedule="cosine")
+
+
+def test_training_leaves_the_global_rngs_alone(digits) -> None:
+    tr, te = digits
+    torch.manual_seed(123)
+    np.random.seed(7)
+    t_state, n_state = torch.get_rng_state().clone(), np.random.get_state()[1].copy()
+    train(tr[:64], te[:32], settings=TrainSettings(epochs=1, batch_size=32, precision="fp32"), seed=1, progress=False)
+    assert torch.equal(torch.get_rng_state(), t_state) and np.array_equal(np.random.get_state()[1], n_state)
+
+
+def test_dataset_key_schemes_train_and_test_on_disguised_images(digits) -> None:
+    tr, te = digits
+    tr16 = mq.ImageSet(np.ascontiguousarray(tr.images), tr.labels, tr.classes)
+    scheme = mq.create_scheme("disguise", transform="none")  # block permutation only
+    s = TrainSettings(model="fastresnet", epochs=4, batch_size=64, lr=0.05, precision="fp32", augment=False)
+    r = train(tr16, te, scheme=scheme, settings=s, seed=0, progress=False)
+    assert r["tested_on"] == "images disguised with the dataset key" and r["test_acc"] > 0.3

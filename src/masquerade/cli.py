@@ -225,9 +225,9 @@ def cmd_protect(args: argparse.Namespace) -> int:
     cross = getattr(s, "mode", "") == "cross"
     if cross and not args.public:
         raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
-    public = _load_public(args, max(1, len(data) * (s.k - s.p)) if cross else 0, h, args.seed) if cross else None
-    if public is not None and c == 1:
-        raise InputError("cross-dataset InstaHide needs colour images")
+    if cross and c == 1:
+        raise InputError("cross-dataset InstaHide mixes colour patches: the private images must be colour too")
+    public = _load_public(args, min(args.public_patches, len(data) * (s.k - s.p)), h, args.seed) if cross else None
     from .rng import as_generator
     from .schemes.base import encode_with, keygen_for
 
@@ -248,6 +248,46 @@ def cmd_protect(args: argparse.Namespace) -> int:
         run.add_metrics(images=len(data), encodings_shape=list(z.shape))
         run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2, caption="|encodings| (first 32)")
     print(f"wrote {len(data)} encodings to {out}/encodings.npy; key {keyfile} (fingerprint {key.fingerprint})")
+    return 0
+
+
+def cmd_reveal(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .errors import NotInvertibleError
+    from .fileio import save_npz
+    from .keys import load_key
+    from .registry import create_scheme
+
+    key = load_key(args.key, expect=args.scheme)
+    scheme = create_scheme(args.scheme, **{f: getattr(key.settings, f) for f in key.settings.__dataclass_fields__})
+    if not scheme.invertible:
+        raise NotInvertibleError(f"{args.scheme} cannot be decoded, even with its key")
+    path = Path(args.input)
+    if path.suffix != ".npy":
+        raise InputError(f"{path}: reveal reads the encodings.npy that protect wrote")
+    try:
+        enc = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a numeric .npy array ({exc})") from None
+    if enc.ndim != 4 or enc.dtype != np.float32:
+        raise InputError(f"{path}: expected float32 N×H×W×C encodings, got {enc.dtype} {enc.shape}")
+    z = torch.from_numpy(np.ascontiguousarray(enc.transpose(0, 3, 1, 2)))
+    kwargs = {}
+    if getattr(key, "pool_size", 0):
+        pub_path = Path(args.public) if args.public else Path(args.key).with_name(
+            Path(args.key).name.replace(".safetensors", "") + ".public.npz")
+        from .data import load_images
+
+        kwargs["public"] = load_images(pub_path).to_tensor()
+    x = scheme.decode(z, key, **kwargs)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise InputError(f"{out}: revealed images are written as .npz")
+    save_npz(out, images=images)
+    print(f"revealed {len(images)} images to {out} (key fingerprint {key.fingerprint})")
     return 0
 
 
@@ -410,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for encodings.npy (and labels.npy)")
     p.add_argument("--key", required=True, help="key file to write (.safetensors), kept apart from --out")
     p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
+    p.add_argument("--public-patches", type=_positive_int, default=10000,
+                   help="at most this many patches to cut from photos (default 10000)")
     p.add_argument("--k", type=_positive_int, help="InstaHide: images per mix")
     p.add_argument("--mode", choices=["inside", "cross"], help="InstaHide: inside or cross dataset")
     p.add_argument("--private-per-mix", type=_positive_int, help="InstaHide cross mode: private images per mix")
@@ -419,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing key file")
     p.add_argument("--run-out", help="run folder")
     p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("reveal", help="decode encodings with their key (invertible schemes)")
+    p.add_argument("scheme")
+    p.add_argument("--in", dest="input", required=True, help="encodings.npy written by protect")
+    p.add_argument("--key", required=True, help="the key file protect wrote")
+    p.add_argument("--public", help="the public patch .npz (cross-mode InstaHide; default: beside the key)")
+    p.add_argument("--out", required=True, help="output .npz of uint8 images")
+    p.set_defaults(func=cmd_reveal)
 
     p = sub.add_parser("train", help="train a classifier on protected data and test it on clean data")
     p.add_argument("--data", required=True, help="training images (labelled)")

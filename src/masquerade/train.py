@@ -89,6 +89,7 @@ class _View:
     """How protected and clean images are presented to the model (the scheme's own scale, or standardisation)."""
 
     def __init__(self, scheme: Scheme, train_x: torch.Tensor) -> None:
+        """``train_x``: the training images as the model will see them before standardisation."""
         self.own = getattr(scheme, "clean_view", None)
         mean = train_x.mean(dim=(0, 2, 3))
         std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-3)
@@ -157,13 +158,26 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     x_test, y_test = test_set.to_tensor(), test_set.labels_tensor()
     pub = public.to_rgb().to_tensor() if public is not None and c == 3 else (public.to_tensor() if public else None)
     pool = 0 if pub is None else len(pub)
-    view = _View(sch, x_train)
+    # Schemes with one-time keys get a fresh key every epoch and are tested on clean images (as InstaHide's code);
+    # dataset-key schemes (DisguisedNets) use one key for the training set, extended to the test set, and are
+    # tested on the disguised test images.
+    fixed_key = None
+    if not getattr(sch, "one_time_keys", True):
+        g_key = np.random.default_rng([seed, 2**32]) if seed is not None else secure_rng()
+        fixed_key = keygen_for(sch, len(x_train), g_key, (c, h, w), pool)
+        test_key = keygen_for(sch, len(x_test), g_key, (c, h, w), pool, base=fixed_key)
+        view = _View(sch, encode_with(sch, x_train, fixed_key, pub, rng=g_key))
+        x_eval = view.encoded(encode_with(sch, x_test, test_key, pub, rng=g_key))
+    else:
+        view = _View(sch, x_train)
+        x_eval = view.clean(x_test)
     bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported())
-    if seed is not None:
-        torch.manual_seed(seed)  # weight initialisation only; every other draw uses explicit generators
-    model = create_model(s.model, num_classes=num_classes, in_channels=c).to(memory_format=torch.channels_last)
+    # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed if seed is not None else int(secure_rng().integers(0, 2**62)))
+        model = create_model(s.model, num_classes=num_classes, in_channels=c).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
-    for name, prm in model.named_parameters():
+    for prm in model.parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
     opt = torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0}],
                           lr=s.lr, momentum=s.momentum, nesterov=True)
@@ -187,8 +201,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         t0 = time.perf_counter()
         gen = _epoch_rng(seed, epoch)
         x = augment(x_train, gen) if s.augment else x_train
-        key = keygen_for(sch, len(x), gen, (c, h, w), pool)
-        inputs = view.encoded(encode_with(sch, x, key, pub))
+        key = fixed_key if fixed_key is not None else keygen_for(sch, len(x), gen, (c, h, w), pool)
+        inputs = view.encoded(encode_with(sch, x, key, pub, rng=gen))
         targets = _soft_targets(sch, y_train, key, num_classes)
         del x
         order = torch.from_numpy(gen.permutation(len(inputs)))
@@ -209,7 +223,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
                 opt.step()
                 total_loss += float(loss.detach())
                 pb.update(1)
-        acc, _ = evaluate(model, view.clean(x_test), y_test, batch=s.eval_batch, bf16=bf16)
+        acc, _ = evaluate(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
         record = {"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "test_acc": acc,
                   "seconds": time.perf_counter() - t0}
         history.append(record)
@@ -223,7 +237,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     result: dict[str, Any] = {"history": history, "test_acc": history[-1]["test_acc"] if history else float("nan"),
                               "seconds": time.perf_counter() - t_start, "bf16": bf16, "model": s.model,
                               "train_images": len(x_train), "test_images": len(x_test)}
-    if s.infer_encodings:
+    result["tested_on"] = "clean images" if fixed_key is None else "images disguised with the dataset key"
+    if s.infer_encodings and fixed_key is None:
         result["test_acc_encoded"] = _encoded_inference(model, sch, view, x_test, y_test, pub, s, seed, bf16)
     result["model_state"] = model
     return result

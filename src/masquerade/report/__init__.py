@@ -103,8 +103,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cols.extend(c for c in r if c not in cols)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td class='num'>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
+    def cell(v: Any) -> str:
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return f"<td{' class=num' if num else ''}>{_fmt(v)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(r.get(c, "")) for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

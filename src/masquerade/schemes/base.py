@@ -42,10 +42,15 @@ def check_key(key: object, cls: type[Key], *, where: str, n: int | None = None) 
         raise InputError(f"{where}: the key was drawn for {key_n} images, the batch has {n}")
 
 
-def keygen_for(scheme: Any, n: int, rng: Any, shape: tuple[int, int, int], pool_size: int = 0) -> Key:
-    """``scheme.keygen`` with the image shape and public pool size passed to schemes that take them."""
+def keygen_for(scheme: Any, n: int, rng: Any, shape: tuple[int, int, int], pool_size: int = 0,
+               base: Key | None = None) -> Key:
+    """``scheme.keygen`` with the image shape, public pool size and base key passed to schemes that take them."""
     params = inspect.signature(scheme.keygen).parameters
     kwargs: dict[str, Any] = {}
+    if base is not None:
+        if "base" not in params:
+            raise InputError(f"{scheme.name}: keys of this scheme cannot be extended to new images")
+        kwargs["base"] = base
     if "shape" in params:
         kwargs["shape"] = shape
     if "pool_size" in params:
@@ -53,8 +58,13 @@ def keygen_for(scheme: Any, n: int, rng: Any, shape: tuple[int, int, int], pool_
     return scheme.keygen(n, rng, **kwargs)
 
 
-def encode_with(scheme: Any, x: torch.Tensor, key: Key, public: torch.Tensor | None = None) -> torch.Tensor:
-    """``scheme.encode`` with the public pool passed to schemes that mix one in."""
-    if "public" in inspect.signature(scheme.encode).parameters:
-        return scheme.encode(x, key, public=public)
-    return scheme.encode(x, key)
+def encode_with(scheme: Any, x: torch.Tensor, key: Key, public: torch.Tensor | None = None,
+                rng: Any = None) -> torch.Tensor:
+    """``scheme.encode`` with the public pool (schemes that mix one in) and ``rng`` (schemes that add noise)."""
+    params = inspect.signature(scheme.encode).parameters
+    kwargs: dict[str, Any] = {}
+    if "public" in params:
+        kwargs["public"] = public
+    if "rng" in params:
+        kwargs["rng"] = rng
+    return scheme.encode(x, key, **kwargs)
