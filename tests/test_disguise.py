@@ -172,3 +172,18 @@ def test_moment_matching_estimates_rmt_without_pairs() -> None:
     err = (r["recovered"] - x[:200]).abs().mean()
     baseline = (z.clamp(0, 1) - x[:200]).abs().mean()
     assert err < 0.5 * baseline
+
+
+@pytest.mark.parametrize("mode", ["ecb", "ctr"])
+@pytest.mark.parametrize("permute", [True, False])
+def test_fused_aes_path_equals_the_block_by_block_reference(mode: str, permute: bool) -> None:
+    s = mq.create_scheme("disguise", transform="aes", aes_mode=mode, permute=permute)
+    x = images(7)
+    key = s.keygen(7, 0, shape=(3, 16, 16))
+    z = s.encode(x, key)
+    # reference: quantise, encrypt each position's blocks in place, then permute the positions
+    blocks = s._aes_apply(to_blocks(np.round(x.numpy() * 255).astype(np.uint8), 4), key, decrypt=False)
+    if permute:
+        blocks = blocks[:, :, key.perm]
+    ref = from_blocks(np.ascontiguousarray(blocks), 16, 16, 4).astype(np.float32) / 255.0
+    assert np.array_equal(ref, z.numpy())

@@ -105,14 +105,18 @@ def _aes(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
     return op.update(data) + op.finalize()
 
 
-def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int) -> np.ndarray:
-    """AES-CTR keystream for every image at once: counter block = nonce (8 bytes) ‖ block index (8 bytes)."""
+def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int | np.ndarray) -> np.ndarray:
+    """AES-CTR keystream for every image at once: counter block = nonce (8 bytes) ‖ block index (8 bytes).
+
+    ``blocks_per_image`` is a count (indices 0..count-1) or the array of block indices, in the order wanted.
+    """
     n = len(nonces)
-    counters = np.empty((n, blocks_per_image, 2), dtype=">u8")
+    index = np.arange(blocks_per_image) if np.isscalar(blocks_per_image) else np.asarray(blocks_per_image)
+    counters = np.empty((n, len(index), 2), dtype=">u8")
     counters[:, :, 0] = nonces[:, None]
-    counters[:, :, 1] = np.arange(blocks_per_image, dtype=np.uint64)[None, :]
+    counters[:, :, 1] = index.astype(np.uint64)[None, :]
     stream = _aes(key, counters.tobytes())
-    return np.frombuffer(stream, dtype=np.uint8).reshape(n, blocks_per_image * 16)
+    return np.frombuffer(stream, dtype=np.uint8).reshape(n, len(index) * 16)
 
 
 @SCHEMES.register("disguise", description="DisguisedNets: block permutation + per-block RMT or AES")
@@ -218,6 +222,32 @@ class Disguise:
             out = np.frombuffer(_aes(key.aes_key, flat.tobytes(), decrypt), np.uint8).reshape(flat.shape)
         return out.reshape(blocks_u8.shape)
 
+    def _aes_dataset(self, arr: np.ndarray, k: DisguiseKey, decrypt: bool) -> np.ndarray:
+        """AES disguising with a dataset key in three passes: gather (quantise and permute) blocks into one byte
+        buffer, one AES call over it, scatter back as float pixels. ECB encrypts every 16 bytes independently, so
+        permuting before encrypting gives the same bytes as encrypting first; CTR keeps each block's counter at the
+        block's original position."""
+        from ._disguise_kernel import gather_u8, scatter_f32
+
+        s = self.settings
+        n, c, h, w = arr.shape
+        b = s.block
+        m = (h // b) * (w // b)
+        src = k.perm if s.permute else np.arange(m, dtype=np.int64)
+        ident = np.arange(m, dtype=np.int64)
+        buf = np.empty((n, c, m, b * b), np.uint8)
+        gather_u8(np.ascontiguousarray(arr, dtype=np.float32), b, ident if decrypt else src, buf)
+        if s.aes_mode == "ecb":
+            buf = np.frombuffer(_aes(k.aes_key, memoryview(buf).cast("B"), decrypt), np.uint8).reshape(buf.shape)
+        else:
+            units = b * b // 16
+            index = ((np.arange(c)[:, None] * m + src[None, :])[:, :, None] * units + np.arange(units)).ravel()
+            flat = buf.reshape(n, -1)
+            np.bitwise_xor(flat, _ctr_keystream(k.aes_key, k.nonces, index), out=flat)
+        out = np.empty((n, c, h, w), np.float32)
+        scatter_f32(buf, b, np.argsort(src) if decrypt else ident, out)
+        return out
+
     # -- encode / decode --------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, key: Key, *, rng: RngLike = None) -> torch.Tensor:
         """Disguise images (float32 N×C×H×W in [0, 1]); ``rng`` draws the RMT noise when ``noise > 0``."""
@@ -226,6 +256,8 @@ class Disguise:
         s = self.settings
         n, c, h, w = x.shape
         arr = x.detach().cpu().numpy()
+        if s.transform == "aes" and s.key_scope == "dataset":
+            return torch.from_numpy(self._aes_dataset(arr, k, decrypt=False))
         if s.transform == "aes":
             blocks = to_blocks(np.round(arr * 255).astype(np.uint8), s.block)
             blocks = self._aes_apply(blocks, k, decrypt=False)
@@ -256,6 +288,8 @@ class Disguise:
         s = self.settings
         n, c, h, w = z.shape
         arr = z.detach().cpu().numpy()
+        if s.transform == "aes" and s.key_scope == "dataset":
+            return torch.from_numpy(self._aes_dataset(arr, k, decrypt=True))
         blocks = to_blocks(np.round(arr * 255).astype(np.uint8) if s.transform == "aes" else arr, s.block)
         if s.key_scope == "image":
             perms, mats = self._per_image(k, n)
