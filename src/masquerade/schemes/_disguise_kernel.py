@@ -2,7 +2,9 @@
 
 ``gather_u8``: out[n, c, j] = round(255 · x[n, c, block src[j]]) as b² bytes (row-major within the block).
 ``scatter_f32``: out[n, c, block j] = blocks[n, c, src[j]] / 255.
-Together with one AES call over the whole buffer they replace several full-size numpy passes.
+Both walk the image plane in memory order through a per-plane offset table (the block moves stay inside one
+channel plane, which fits in L1). Together with one AES call over the whole buffer they replace several full-size
+numpy passes.
 """
 
 from __future__ import annotations
@@ -11,35 +13,35 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def gather_u8(x: np.ndarray, b: int, src: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    n, c, h, w = x.shape
+def plane_offsets(h: int, w: int, b: int, src: np.ndarray) -> np.ndarray:
+    """For every pixel of a plane (row-major), its byte offset in the block buffer whose block j holds block src[j]."""
     gw = w // b
-    m = src.shape[0]
-    for i in prange(n):
-        for ch in range(c):
-            for j in range(m):
-                s = src[j]
-                y0 = (s // gw) * b
-                x0 = (s % gw) * b
-                for r in range(b):
-                    for q in range(b):
-                        v = x[i, ch, y0 + r, x0 + q] * np.float32(255.0)
-                        out[i, ch, j, r * b + q] = np.uint8(np.rint(v))
+    where = np.empty(len(src), np.int64)
+    where[src] = np.arange(len(src))                # plane block -> buffer slot
+    y, x = np.divmod(np.arange(h * w), w)
+    block = (y // b) * gw + x // b
+    return (where[block] * b * b + (y % b) * b + x % b).astype(np.int64)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def scatter_f32(blocks: np.ndarray, b: int, src: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    n, c, h, w = out.shape
-    gw = w // b
-    m = src.shape[0]
-    scale = np.float32(255.0)
+def gather_u8(x: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """x: (N, C, P) float32 in [0, 1]; out: (N, C, P) uint8 with out[n, c, offsets[p]] = round(255 · x[n, c, p])."""
+    n, c, p = x.shape
     for i in prange(n):
         for ch in range(c):
-            for j in range(m):
-                y0 = (j // gw) * b
-                x0 = (j % gw) * b
-                s = src[j]
-                for r in range(b):
-                    for q in range(b):
-                        out[i, ch, y0 + r, x0 + q] = np.float32(blocks[i, ch, s, r * b + q]) / scale
+            src = x[i, ch]
+            dst = out[i, ch]
+            for q in range(p):
+                dst[offsets[q]] = np.uint8(np.rint(src[q] * np.float32(255.0)))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def scatter_f32(blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """blocks: (N, C, P) uint8; out: (N, C, P) float32 with out[n, c, p] = blocks[n, c, offsets[p]] / 255."""
+    n, c, p = out.shape
+    for i in prange(n):
+        for ch in range(c):
+            src = blocks[i, ch]
+            dst = out[i, ch]
+            for q in range(p):
+                dst[q] = np.float32(src[offsets[q]]) / np.float32(255.0)

@@ -227,16 +227,18 @@ class Disguise:
         buffer, one AES call over it, scatter back as float pixels. ECB encrypts every 16 bytes independently, so
         permuting before encrypting gives the same bytes as encrypting first; CTR keeps each block's counter at the
         block's original position."""
-        from ._disguise_kernel import gather_u8, scatter_f32
+        from ._disguise_kernel import gather_u8, plane_offsets, scatter_f32
 
         s = self.settings
         n, c, h, w = arr.shape
         b = s.block
         m = (h // b) * (w // b)
         src = k.perm if s.permute else np.arange(m, dtype=np.int64)
-        ident = np.arange(m, dtype=np.int64)
-        buf = np.empty((n, c, m, b * b), np.uint8)
-        gather_u8(np.ascontiguousarray(arr, dtype=np.float32), b, ident if decrypt else src, buf)
+        plain = plane_offsets(h, w, b, np.arange(m))   # the plane's own block order
+        moved = plane_offsets(h, w, b, src)             # buffer block j holds plane block src[j]
+        flat_in = np.ascontiguousarray(arr, dtype=np.float32).reshape(n, c, h * w)
+        buf = np.empty((n, c, h * w), np.uint8)
+        gather_u8(flat_in, plain if decrypt else moved, buf)
         if s.aes_mode == "ecb":
             buf = np.frombuffer(_aes(k.aes_key, memoryview(buf).cast("B"), decrypt), np.uint8).reshape(buf.shape)
         else:
@@ -244,9 +246,9 @@ class Disguise:
             index = ((np.arange(c)[:, None] * m + src[None, :])[:, :, None] * units + np.arange(units)).ravel()
             flat = buf.reshape(n, -1)
             np.bitwise_xor(flat, _ctr_keystream(k.aes_key, k.nonces, index), out=flat)
-        out = np.empty((n, c, h, w), np.float32)
-        scatter_f32(buf, b, np.argsort(src) if decrypt else ident, out)
-        return out
+        out = np.empty((n, c, h * w), np.float32)
+        scatter_f32(buf, moved if decrypt else plain, out)
+        return out.reshape(n, c, h, w)
 
     # -- encode / decode --------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, key: Key, *, rng: RngLike = None) -> torch.Tensor:
