@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _timing import median_time
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -36,12 +37,7 @@ TRANSFORMS = {
 
 
 def med(fn, repeat: int = 5) -> float:
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return median_time(fn, repeat)[0]
 
 
 def speed(x: torch.Tensor) -> None:

@@ -7,21 +7,13 @@ copying the output array once, measured side by side in one run. Goal: at most 1
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 import masquerade as mq
 
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_time
 
 
 def main() -> None:
@@ -38,8 +30,8 @@ def main() -> None:
     key = scheme.keygen(args.n, 0, pool_size=args.pool)
     t_key = time.perf_counter() - t
     z = scheme.encode(x, key, public=public)  # warm-up (compiles the kernel once; numba caches it)
-    t_enc = median_time(lambda: scheme.encode(x, key, public=public), args.repeat)
-    t_copy = median_time(lambda: z.clone(), args.repeat)
+    t_enc, _ = median_time(lambda: scheme.encode(x, key, public=public), args.repeat)
+    t_copy, _ = median_time(lambda: z.clone(), args.repeat)
     mb = z.numel() * 4 / 1e6
     print(f"{args.n} images 32x32x3, k=6 cross (2 private + 4 public from {args.pool}), torch threads "
           f"{torch.get_num_threads()}")

@@ -10,8 +10,6 @@ largest difference from scikit-image over all pairs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from masquerade.metrics import ssim
+
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-test.npz"
 
@@ -31,15 +31,6 @@ def pairs(n: int) -> tuple[np.ndarray, np.ndarray, str]:
     g = np.random.default_rng(0)
     a = g.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     return a, np.clip(a + g.integers(-30, 31, a.shape), 0, 255).astype(np.uint8), "random uint8 images"
-
-
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def main() -> None:
@@ -61,8 +52,8 @@ def main() -> None:
             return ssim(ta, tb, data_range=255, **kw).numpy()
 
         ours()  # warm-up (compiles the kernel once per machine; numba caches it)
-        t_ref, ref = timed(reference, max(1, args.repeat // 2))
-        t_ours, got = timed(ours, args.repeat)
+        t_ref, ref = median_time(reference, max(1, args.repeat // 2))
+        t_ours, got = median_time(ours, args.repeat)
         diff = float(np.abs(np.asarray(ref) - np.asarray(got)).max())
         rows.append((label, t_ref, t_ours, t_ref / t_ours, diff))
     print(f"{'window':24s} {'skimage loop':>13s} {'masquerade':>11s} {'speed-up':>9s} {'max |diff|':>11s}")
