@@ -69,7 +69,9 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
     from masquerade.train import evaluate
 
     rows: list[dict] = []
-    pairs_pool, victims, y_victims = x_test[:100], x_test[1000:2000], y_test[1000:2000]
+    # the CIFAR files are sorted by class: draw pairs and victims at random (fixed seed), never by position
+    order = np.random.default_rng(0).permutation(len(x_test))
+    pairs_pool, victims, y_victims = x_test[order[:100]], x_test[order[100:1100]], y_test[order[100:1100]]
 
     def quality(rec: torch.Tensor) -> tuple[float, float]:
         q = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
@@ -176,9 +178,9 @@ def main() -> None:
         print("\nutility (same model and epochs; disguised rows are trained and tested with one dataset key)")
         for u in utility:
             print("  " + " | ".join(f"{k} {v}" for k, v in u.items()))
-    aux = train_set.to_tensor()[:5000]
+    aux = train_set.to_tensor()[np.random.default_rng(1).choice(len(train_set), 5000, replace=False)]
     rows = attacks(x_test, test_set.labels_tensor(), aux, classifier, view)
-    print("\nattacks on 1,000 CIFAR-10 test images (PSNR/SSIM of the recovery against the original)")
+    print("\nattacks on 1,000 random CIFAR-10 test images (PSNR/SSIM of the recovery against the original)")
     for r in rows:
         print("  " + " | ".join(f"{k} {v}" for k, v in r.items()))
     if args.json:
