@@ -63,6 +63,7 @@ def speed(x: torch.Tensor) -> None:
 
 def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, classifier, view) -> list[dict]:
     import masquerade as mq
+    from masquerade.data import to_uint8
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
     from masquerade.schemes.disguise import to_blocks
@@ -74,7 +75,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
     pairs_pool, victims, y_victims = x_test[order[:100]], x_test[order[100:1100]], y_test[order[100:1100]]
 
     def quality(rec: torch.Tensor) -> tuple[float, float]:
-        q = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+        q = to_uint8
         return float(psnr(q(rec), q(victims), data_range=255).mean()), float(ssim(q(rec), q(victims),
                                                                                    data_range=255).mean())
 

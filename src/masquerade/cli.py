@@ -14,9 +14,6 @@ from typing import Callable, Sequence
 from ._version import __version__
 from .errors import InputError, MasqueradeError
 
-Handler = Callable[[argparse.Namespace], int]
-
-
 def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, with a message naming ``what`` it is."""
 
@@ -191,12 +188,21 @@ def _scheme_settings(args: argparse.Namespace) -> dict[str, object]:
     return settings
 
 
-def _load_public(args: argparse.Namespace, n_needed: int, size: int, seed: int | None):  # type: ignore[no-untyped-def]
+def _public_pool_for(args: argparse.Namespace, scheme: object, n_images: int,  # type: ignore[no-untyped-def]
+                     image_shape: tuple[int, int, int]):
+    """The public patch pool a cross-mode scheme mixes in (None for other schemes), loaded from --public or cut
+    from its photos: one patch per public slot of every image, at most --public-patches."""
     from .challenge import public_pool
 
-    if not args.public:
+    s = scheme.settings  # type: ignore[attr-defined]
+    if getattr(s, "mode", "") != "cross":
         return None
-    return public_pool(args.public, n_needed, size=size, rng=seed)
+    if not args.public:
+        raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
+    h, _, c = image_shape
+    if c == 1:
+        raise InputError("cross-dataset InstaHide mixes colour patches: the private images must be colour too")
+    return public_pool(args.public, min(args.public_patches, n_images * (s.k - s.p)), size=h, rng=args.seed)
 
 
 def _check_key_apart(key: Path, out: Path) -> None:
@@ -221,12 +227,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     scheme = create_scheme(args.scheme, **_scheme_settings(args))
     h, w, c = data.image_shape
     s = scheme.settings
-    cross = getattr(s, "mode", "") == "cross"
-    if cross and not args.public:
-        raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
-    if cross and c == 1:
-        raise InputError("cross-dataset InstaHide mixes colour patches: the private images must be colour too")
-    public = _load_public(args, min(args.public_patches, len(data) * (s.k - s.p)), h, args.seed) if cross else None
+    public = _public_pool_for(args, scheme, len(data), data.image_shape)
     from .rng import as_generator
     from .schemes.base import encode_with, keygen_for
 
@@ -254,13 +255,16 @@ def cmd_reveal(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from .data import to_uint8
     from .errors import NotInvertibleError
     from .fileio import save_npz
     from .keys import load_key
     from .registry import create_scheme
 
     key = load_key(args.key, expect=args.scheme)
-    scheme = create_scheme(args.scheme, **{f: getattr(key.settings, f) for f in key.settings.__dataclass_fields__})
+    import dataclasses
+
+    scheme = create_scheme(args.scheme, **dataclasses.asdict(key.settings))
     if not scheme.invertible:
         raise NotInvertibleError(f"{args.scheme} cannot be decoded, even with its key")
     path = Path(args.input)
@@ -281,7 +285,7 @@ def cmd_reveal(args: argparse.Namespace) -> int:
 
         kwargs["public"] = load_images(pub_path).to_tensor()
     x = scheme.decode(z, key, **kwargs)
-    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    images = to_uint8(x).permute(0, 2, 3, 1).numpy()
     out = Path(args.out)
     if out.suffix != ".npz":
         raise InputError(f"{out}: revealed images are written as .npz")
@@ -302,10 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_set, test_set = load_images(args.data), load_images(args.test, split="test")
     scheme = create_scheme(args.scheme, **_scheme_settings(args))
     s = scheme.settings
-    cross = getattr(s, "mode", "") == "cross"
-    if cross and not args.public:
-        raise InputError(f"{args.scheme} in cross mode needs --public (photos or a patch .npz)")
-    public = _load_public(args, args.public_patches, train_set.image_shape[0], args.seed) if cross else None
+    public = _public_pool_for(args, scheme, len(train_set), train_set.image_shape)
     if args.resume:
         run_path = Path(args.resume)
         if not (run_path / "checkpoint.pt").is_file():
@@ -388,6 +389,18 @@ def cmd_challenge_score(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------------------------
+def _add_scheme_options(p: argparse.ArgumentParser) -> None:
+    """Scheme settings shared by protect and train (read back by _scheme_settings and _public_pool_for)."""
+    p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
+    p.add_argument("--public-patches", type=_positive_int, default=10000,
+                   help="at most this many patches to cut from photos (default 10000)")
+    p.add_argument("--k", type=_positive_int, help="InstaHide: images per mix")
+    p.add_argument("--mode", choices=["inside", "cross"], help="InstaHide: inside or cross dataset")
+    p.add_argument("--private-per-mix", type=_positive_int, help="InstaHide cross mode: private images per mix")
+    p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"], help="InstaHide pixel scale")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masquerade",
@@ -448,14 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in", dest="input", required=True, help="images: folder, .npz, CIFAR archive or bundled:NAME")
     p.add_argument("--out", required=True, help="output folder for encodings.npy (and labels.npy)")
     p.add_argument("--key", required=True, help="key file to write (.safetensors), kept apart from --out")
-    p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
-    p.add_argument("--public-patches", type=_positive_int, default=10000,
-                   help="at most this many patches to cut from photos (default 10000)")
-    p.add_argument("--k", type=_positive_int, help="InstaHide: images per mix")
-    p.add_argument("--mode", choices=["inside", "cross"], help="InstaHide: inside or cross dataset")
-    p.add_argument("--private-per-mix", type=_positive_int, help="InstaHide cross mode: private images per mix")
-    p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"], help="InstaHide pixel scale")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
+    _add_scheme_options(p)
     p.add_argument("--seed", type=_seed, help="seed for a reproducible experiment (default: OS randomness)")
     p.add_argument("--force", action="store_true", help="overwrite an existing key file")
     p.add_argument("--run-out", help="run folder")
@@ -473,13 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="training images (labelled)")
     p.add_argument("--test", required=True, help="test images (labelled; CIFAR archives use their test split)")
     p.add_argument("--scheme", default="identity", help="protection applied on the fly (default identity)")
-    p.add_argument("--public", help="public photos folder or patch .npz (cross-dataset InstaHide)")
-    p.add_argument("--public-patches", type=_positive_int, default=10000, help="patches to cut from photos")
-    p.add_argument("--k", type=_positive_int)
-    p.add_argument("--mode", choices=["inside", "cross"])
-    p.add_argument("--private-per-mix", type=_positive_int)
-    p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"])
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
+    _add_scheme_options(p)
     p.add_argument("--model", default="fastresnet", help="fastresnet (default), resnet9, resnet18")
     p.add_argument("--epochs", type=_positive_int, default=15)
     p.add_argument("--batch-size", type=_positive_int, default=256)

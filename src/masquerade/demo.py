@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .challenge import baseline_recovery, make_challenge, public_pool, read_truth, score_challenge
-from .data import extract_patches, load_images, load_photos
+from .data import extract_patches, load_images, load_photos, to_uint8
 from .metrics import psnr, ssim
 from .registry import ATTACKS, SCHEMES, run_attack
 from .report import build_report
@@ -47,10 +47,6 @@ def _tiles(images: np.ndarray, size: int) -> np.ndarray:
     n, h, w, c = images.shape
     t = images[:, :h - h % size, :w - w % size].reshape(n, h // size, size, w // size, size, c)
     return np.ascontiguousarray(t.transpose(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c))
-
-
-def _u8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
@@ -170,11 +166,11 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
             z = encode_with(dis, xt, key, rng=gen)
             grid_rows.append(z[10:18].clamp(0, 1))
             row = {"disguise": label, "PSNR of the disguised image (dB)":
-                   round(float(psnr(_u8(z), _u8(xt), data_range=255).mean()), 2)}
+                   round(float(psnr(to_uint8(z), to_uint8(xt), data_range=255).mean()), 2)}
             if cfg["transform"] != "aes":
                 attack = ATTACKS.create("disguise-known-plaintext")
                 rec = run_attack(attack, encodings=z[10:], known_pairs=(xt[:10], z[:10]))["recovered"]
-                row["level 3: PSNR after 10 known pairs"] = round(float(psnr(_u8(rec), _u8(xt[10:]),
+                row["level 3: PSNR after 10 known pairs"] = round(float(psnr(to_uint8(rec), to_uint8(xt[10:]),
                                                                              data_range=255).mean()), 2)
                 if label == "RMT":
                     recovered_row = rec[:8]

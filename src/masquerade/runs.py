@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._version import __version__
+from .data.imageset import to_uint8
 from .errors import InputError
 from .fileio import save_png, write_json
 from .keys import Key
@@ -46,7 +47,7 @@ def image_grid(images: np.ndarray | torch.Tensor, *, ncol: int | None = None, pa
         if t.ndim != 4:
             raise InputError(f"image_grid: expected N×C×H×W, got {tuple(t.shape)}")
         if t.dtype != torch.uint8:
-            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            t = to_uint8(t)
         arr = t.permute(0, 2, 3, 1).numpy()
     else:
         arr = np.asarray(images)

@@ -11,7 +11,12 @@ import torch
 from ..errors import InputError
 from ..rng import RngLike, as_generator
 
-__all__ = ["ImageSet"]
+__all__ = ["ImageSet", "to_uint8"]
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] (any layout) to uint8, clamped and rounded to nearest: the one quantiser we use."""
+    return (x.detach().cpu().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +131,7 @@ class ImageSet:
         """Quantise a float N×C×H×W batch in [0, 1] back to uint8 (round to nearest)."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise InputError("ImageSet.from_tensor: expected an N×C×H×W tensor")
-        arr = (x.detach().cpu().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arr = to_uint8(x).permute(0, 2, 3, 1).numpy()
         if isinstance(labels, torch.Tensor):
             labels = labels.detach().cpu().numpy()
         return cls(np.ascontiguousarray(arr), labels, tuple(classes), tuple(names), source)
