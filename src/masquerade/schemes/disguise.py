@@ -97,12 +97,26 @@ def from_blocks(blocks: np.ndarray, h: int, w: int, b: int) -> np.ndarray:
     return blocks.reshape(n, c, h // b, w // b, b, b).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
 
 
-def _aes(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
+def _aes(key: bytes, data: np.ndarray | bytes, decrypt: bool = False, *, out: np.ndarray | None = None) -> np.ndarray:
+    """AES-128-ECB over ``data`` (a multiple of 16 bytes) as a flat uint8 array.
+
+    Writes through ``update_into`` into ``out`` (flat uint8 with at least 15 spare bytes past the data; it may be the
+    buffer ``data`` views, to encrypt in place), so no Python bytes object of the data's size is built: on this
+    machine that allocation, not the cipher, was most of the time.
+    """
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+    src = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
+        np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if out is None:
+        out = np.empty(src.size + 16, np.uint8)
+    if out.ndim != 1 or out.dtype != np.uint8 or out.size < src.size + 15:
+        raise ValueError("_aes: out must be flat uint8 with 15 spare bytes")
     cipher = Cipher(algorithms.AES(key), modes.ECB())
     op = cipher.decryptor() if decrypt else cipher.encryptor()
-    return op.update(data) + op.finalize()
+    written = op.update_into(src, out)
+    op.finalize()
+    return out[:written]
 
 
 def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int | np.ndarray) -> np.ndarray:
@@ -115,8 +129,7 @@ def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int | np.nd
     counters = np.empty((n, len(index), 2), dtype=">u8")
     counters[:, :, 0] = nonces[:, None]
     counters[:, :, 1] = index.astype(np.uint64)[None, :]
-    stream = _aes(key, counters.tobytes())
-    return np.frombuffer(stream, dtype=np.uint8).reshape(n, len(index) * 16)
+    return _aes(key, counters.view(np.uint8)).reshape(n, len(index) * 16)
 
 
 @SCHEMES.register("disguise", description="DisguisedNets: block permutation + per-block RMT or AES")
@@ -216,10 +229,10 @@ class Disguise:
                 stream = _ctr_keystream(key.aes_key, key.nonces, flat.shape[1] // 16)
             return (flat ^ stream).reshape(blocks_u8.shape)
         if s.key_scope == "image":
-            out = np.stack([np.frombuffer(_aes(key.aes_key[16 * i:16 * i + 16], flat[i].tobytes(), decrypt),
-                                          np.uint8) for i in range(n)]) if n else flat
+            out = np.stack([_aes(key.aes_key[16 * i:16 * i + 16], flat[i], decrypt) for i in range(n)]) \
+                if n else flat
         else:
-            out = np.frombuffer(_aes(key.aes_key, flat.tobytes(), decrypt), np.uint8).reshape(flat.shape)
+            out = _aes(key.aes_key, flat, decrypt).reshape(flat.shape)
         return out.reshape(blocks_u8.shape)
 
     def _aes_dataset(self, arr: np.ndarray, k: DisguiseKey, decrypt: bool) -> np.ndarray:
@@ -237,10 +250,11 @@ class Disguise:
         plain = plane_offsets(h, w, b, np.arange(m))   # the plane's own block order
         moved = plane_offsets(h, w, b, src)             # buffer block j holds plane block src[j]
         flat_in = np.ascontiguousarray(arr, dtype=np.float32).reshape(n, c, h * w)
-        buf = np.empty((n, c, h * w), np.uint8)
+        storage = np.empty(n * c * h * w + 16, np.uint8)   # 16 spare bytes: AES writes in place through update_into
+        buf = storage[:-16].reshape(n, c, h * w)
         gather_u8(flat_in, plain if decrypt else moved, buf)
         if s.aes_mode == "ecb":
-            buf = np.frombuffer(_aes(k.aes_key, memoryview(buf).cast("B"), decrypt), np.uint8).reshape(buf.shape)
+            _aes(k.aes_key, buf, decrypt, out=storage)
         else:
             units = b * b // 16
             index = ((np.arange(c)[:, None] * m + src[None, :])[:, :, None] * units + np.arange(units)).ravel()
