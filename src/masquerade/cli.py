@@ -181,7 +181,7 @@ def _parse_value(text: str) -> object:
 
 def _scheme_settings(args: argparse.Namespace) -> dict[str, object]:
     settings = _parse_sets(getattr(args, "set", None))
-    for name in ("k", "mode", "private_per_mix", "pixel_scale"):
+    for name in ("k", "mode", "private_per_mix", "pixel_scale", "scope"):
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
@@ -223,8 +223,10 @@ def cmd_protect(args: argparse.Namespace) -> int:
     _check_key_apart(keyfile, out)
     if keyfile.exists() and not args.force:
         raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
-    data = load_images(args.input)
     scheme = create_scheme(args.scheme, **_scheme_settings(args))
+    if getattr(scheme, "data_kind", "images") == "features":
+        return _protect_features(args, scheme, out, keyfile)
+    data = load_images(args.input)
     h, w, c = data.image_shape
     s = scheme.settings
     public = _public_pool_for(args, scheme, len(data), data.image_shape)
@@ -251,6 +253,57 @@ def cmd_protect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_features(path: Path) -> tuple["np.ndarray", dict[str, "np.ndarray"]]:  # noqa: F821
+    """Float32 features from a .npy, or from a .npz (the array named ``features``, or its only array); the other
+    arrays of a .npz (labels, names) are passed along untouched."""
+    import numpy as np
+
+    if path.suffix not in (".npy", ".npz") or not path.is_file():
+        raise InputError(f"{path}: expected a .npy or .npz file of float32 features")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a numeric array file ({exc})") from None
+    others: dict[str, np.ndarray] = {}
+    if isinstance(loaded, np.ndarray):
+        feats = loaded
+    else:
+        with loaded:
+            names = list(loaded.files)
+            name = "features" if "features" in names else (names[0] if len(names) == 1 else None)
+            if name is None:
+                raise InputError(f"{path}: holds {names}; name the feature array 'features'")
+            feats = loaded[name]
+            others = {k: loaded[k] for k in names if k != name}
+    if feats.dtype != np.float32 or feats.ndim < 2:
+        raise InputError(f"{path}: expected float32 features N × D, got {feats.dtype} {feats.shape}")
+    return feats, others
+
+
+def _protect_features(args: argparse.Namespace, scheme: object, out: Path, keyfile: Path) -> int:
+    from .fileio import save_npy, save_npz
+    from .keys import save_key
+    from .rng import as_generator
+    from .runs import start_run
+
+    feats, others = _load_features(Path(args.input))
+    s = scheme.settings  # type: ignore[attr-defined]
+    with start_run("protect", out=args.run_out) as run:
+        key = scheme.keygen(len(feats), as_generator(args.seed),  # type: ignore[attr-defined]
+                            shape=feats.shape[1:] if s.scope == "element" else ())
+        z = scheme.encode(feats, key)  # type: ignore[attr-defined]
+        save_npy(out / "features.npy", z)  # float32 bit patterns, written as they are
+        if others:
+            save_npz(out / "extra.npz", **others)
+        save_key(keyfile, key)
+        run.write_config({"scheme": args.scheme, "settings": str(s), "input": args.input, "out": str(out)},
+                         seed=args.seed, keys={"protect": key})
+        run.add_metrics(vectors=len(feats), features_shape=list(feats.shape))
+    print(f"wrote {len(feats)} encrypted feature vectors to {out}/features.npy; key {keyfile} "
+          f"(fingerprint {key.fingerprint})")
+    return 0
+
+
 def cmd_reveal(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -268,6 +321,17 @@ def cmd_reveal(args: argparse.Namespace) -> int:
     if not scheme.invertible:
         raise NotInvertibleError(f"{args.scheme} cannot be decoded, even with its key")
     path = Path(args.input)
+    if getattr(scheme, "data_kind", "images") == "features":
+        feats, _ = _load_features(path)
+        plain = scheme.decode(feats, key)
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise InputError(f"{out}: decrypted features are written as .npy")
+        from .fileio import save_npy
+
+        save_npy(out, plain)
+        print(f"decrypted {len(plain)} feature vectors to {out} (key fingerprint {key.fingerprint})")
+        return 0
     if path.suffix != ".npy":
         raise InputError(f"{path}: reveal reads the encodings.npy that protect wrote")
     try:
@@ -398,6 +462,8 @@ def _add_scheme_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["inside", "cross"], help="InstaHide: inside or cross dataset")
     p.add_argument("--private-per-mix", type=_positive_int, help="InstaHide cross mode: private images per mix")
     p.add_argument("--pixel-scale", choices=["[-1,1]", "[0,1]", "normalize"], help="InstaHide pixel scale")
+    p.add_argument("--scope", choices=["fixed", "vector", "element"],
+                   help="ShuffleBits: one key for everything, per vector (default) or per number")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any scheme setting")
 
 
@@ -458,8 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protect", help="protect a data set with a scheme; writes encodings and a key file")
     p.add_argument("scheme", help="scheme name (masquerade list)")
-    p.add_argument("--in", dest="input", required=True, help="images: folder, .npz, CIFAR archive or bundled:NAME")
-    p.add_argument("--out", required=True, help="output folder for encodings.npy (and labels.npy)")
+    p.add_argument("--in", dest="input", required=True,
+                   help="images: folder, .npz, CIFAR archive or bundled:NAME; features (shufflebits): .npy/.npz")
+    p.add_argument("--out", required=True,
+                   help="output folder for encodings.npy (and labels.npy), or features.npy for feature schemes")
     p.add_argument("--key", required=True, help="key file to write (.safetensors), kept apart from --out")
     _add_scheme_options(p)
     p.add_argument("--seed", type=_seed, help="seed for a reproducible experiment (default: OS randomness)")
@@ -469,10 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reveal", help="decode encodings with their key (invertible schemes)")
     p.add_argument("scheme")
-    p.add_argument("--in", dest="input", required=True, help="encodings.npy written by protect")
+    p.add_argument("--in", dest="input", required=True, help="encodings.npy (features.npy) written by protect")
     p.add_argument("--key", required=True, help="the key file protect wrote")
     p.add_argument("--public", help="the public patch .npz (cross-mode InstaHide; default: beside the key)")
-    p.add_argument("--out", required=True, help="output .npz of uint8 images")
+    p.add_argument("--out", required=True, help="output .npz of uint8 images (.npy of features)")
     p.set_defaults(func=cmd_reveal)
 
     p = sub.add_parser("train", help="train a classifier on protected data and test it on clean data")

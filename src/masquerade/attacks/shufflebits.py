@@ -173,8 +173,9 @@ class ShuffleBitsKeyRecovery:
     restarts: int = 4
     max_words: int = 200_000
     rng: RngLike = 0
-    name: str = "shufflebits-key-recovery"
-    threat_model: ThreatModel = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
+
+    name = "shufflebits-key-recovery"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
 
     def __post_init__(self) -> None:
         if self.group not in ("all", "vector"):
@@ -204,8 +205,8 @@ class ShuffleBitsKeyRecovery:
 class ShuffleBitsPopcount:
     """The per-number popcount (N × D, float32 in 0..32): a feature any key scope leaks."""
 
-    name: str = "shufflebits-popcount"
-    threat_model: ThreatModel = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
+    name = "shufflebits-popcount"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
 
     def run(self, *, encodings: Any) -> dict[str, Any]:
         words = _words(encodings, self.name)
