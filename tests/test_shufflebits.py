@@ -225,3 +225,57 @@ def test_one_time_keys_defeat_pooled_recovery_and_element_keys_defeat_per_vector
     # the popcount leaks through every scope: exact zeros stay exact zeros
     pc = run_attack(mq.create_attack("shufflebits-popcount"), encodings=ze)["popcount"]
     np.testing.assert_array_equal(pc == 0, feats[:8] == 0)
+
+
+@pytest.fixture(scope="module")
+def digits_api():
+    """Bundled digits behind a black-box API: a fixed random projection + softplus (no exact zeros, so only the
+    cipher stands between the adversary and the features)."""
+    from masquerade.attacks.feature_inversion import FeatureAPI
+    from masquerade.data import load_images
+
+    data = load_images("bundled:digits", size=8)
+    x, y = data.to_tensor(), data.labels_tensor()
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
+    x, y = x[order], y[order]
+    proj = torch.from_numpy(np.random.default_rng(1).standard_normal((64, 128)).astype(np.float32))
+    api = FeatureAPI(lambda im: torch.nn.functional.softplus(im.reshape(len(im), -1) @ proj - 2.0))
+    return api, (x[:1200], y[:1200]), (x[1200:1500], y[1200:1500])
+
+
+def test_attribute_attack_plaintext_vs_one_time_ciphertexts(digits_api) -> None:
+    api, aux, (xv, yv) = digits_api
+    fv = api.predict(xv).numpy()
+    vec = mq.create_scheme("shufflebits")
+    z = vec.encode(fv, vec.keygen(len(fv), 3))
+    both = np.concatenate([fv, z])
+    pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=both, auxiliary=aux,
+                      api=api)["predicted"]
+    acc_plain = float((pred[:300] == yv).float().mean())
+    acc_cipher = float((pred[300:] == yv).float().mean())
+    assert acc_plain > 0.8                     # far above chance (0.1) on plaintext features
+    assert acc_cipher < 0.2                    # at chance on one-time ciphertexts taken as they are
+    # ... unless the adversary first recovers each vector's key from the ciphertext alone
+    rec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:100])["decrypted"]
+    pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=rec, auxiliary=aux,
+                      api=api)["predicted"]
+    assert float((pred == yv[:100]).float().mean()) > 0.5
+    with pytest.raises(InputError, match="threat model"):
+        run_attack(mq.create_attack("feature-attribute"), encodings=fv, auxiliary=aux, api=api, truth=xv)
+
+
+def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) -> None:
+    from masquerade.attacks.feature_inversion import cosine_distance
+    from masquerade.metrics import ssim
+
+    api, aux, (xv, _) = digits_api
+    fv = api.predict(xv[:100]).numpy()
+    vec = mq.create_scheme("shufflebits")
+    z = vec.encode(fv, vec.keygen(100, 4))
+    r = run_attack(mq.create_attack("feature-inversion", epochs=15, batch=64), encodings=np.concatenate([fv, z]),
+                   auxiliary=aux[0], api=api)["recovered"]
+    s_plain = float(ssim(r[:100], xv[:100], data_range=1.0).mean())
+    s_cipher = float(ssim(r[100:], xv[:100], data_range=1.0).mean())
+    assert s_plain > s_cipher + 0.2
+    dist = cosine_distance(api.predict(r[:100]), torch.from_numpy(fv))
+    assert float(dist.mean()) < float(cosine_distance(api.predict(r[100:]), torch.from_numpy(fv)).mean())

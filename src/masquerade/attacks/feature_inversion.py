@@ -77,7 +77,8 @@ def represent(features: Any, how: str, *, reference: torch.Tensor | None = None)
         from ..schemes.shufflebits import popcount
 
         return torch.from_numpy(popcount(a).astype(np.float32))
-    out = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)   # a copy: the input is untouched
+    with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
+        out = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: the input is untouched
     if reference is not None and len(reference):
         ref = reference.detach().double().numpy()
         out = np.clip(out, ref.min(0), ref.max(0))

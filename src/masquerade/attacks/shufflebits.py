@@ -6,9 +6,11 @@ distribution the integer view of a positive float32 is, up to scale, its logarit
 that makes the decoded integer code vary least: every wrong order moves a varying bit to a heavier position or breaks
 the carries between exponent bits that move together (0111 1111 -> 1000 0000 around 1.0). Finding the order that
 minimises Var(Σ_j 2^(31-j) · bit_j) is a quadratic assignment problem on the 32 × 32 covariance of the bit columns;
-we solve it by steepest-descent swaps from several starts. The sign bit is chosen by trying every column as the sign
-and solving the magnitude order for the other 31 (a constant sign column is then interchangeable with the other
-constant columns; ties go to the decoding whose exponents lie closest to 1.0, the plausible scale of features).
+we solve it by steepest-descent swaps from several starts. Constant columns are interchangeable for the variance and
+are placed so the exponents sit nearest 1.0 (the plausible scale of features) with the sign 0. Signed data show up
+as an implausible unsigned decoding (the varying sign sinks and every other bit moves up one place); then the sign is
+the column whose frequency differs most between feature dimensions across vectors, and the other 31 columns get
+the magnitude order of least variance.
 
 Bits that are uniform and independent of everything (the low mantissa bits) cannot be ordered from ciphertexts; they
 only move a value by less than its top bits' resolution, which is why decryption is close even when the key is not

@@ -1,0 +1,1 @@
+"""Blind image-quality models behind one interface, and the quality camouflage that fools them."""
