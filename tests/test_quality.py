@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import io
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from masquerade.data import load_images
+from masquerade.errors import InputError, MasqueradeError
+from masquerade.quality import brisque as bq
+
+
+def _reference_score(img: np.ndarray) -> float:
+    """The brisque package's own features and libsvm's prediction. The package's ``score`` breaks under NumPy 2
+    (its features are shape-(1,) arrays that ``float()`` refuses), so flatten them here and call libsvm as it does."""
+    pytest.importorskip("libsvm")
+    import skimage.color
+    from brisque import BRISQUE
+    from libsvm import svmutil
+
+    ref = BRISQUE(url=False)
+    g = skimage.color.rgb2gray(img)
+    half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+    feats = [float(np.ravel(f)[0]) for f in np.concatenate([ref.calculate_brisque_features(g, 7, 7 / 6),
+                                                             ref.calculate_brisque_features(half, 7, 7 / 6)])]
+    scaled = ref.scale_features(np.array(feats, dtype=object))
+    x, _ = svmutil.gen_svm_nodearray([float(v) for v in scaled], isKernel=False)
+    return float(svmutil.libsvm.svm_predict_probability(ref.model, x, (svmutil.c_double * 1)()))
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return np.array(Image.open(buf).convert("RGB"))
+
+
+def test_brisque_agrees_with_the_package_on_bundled_photos() -> None:
+    photos = load_images("bundled:photos", size=(384, 512)).images
+    imgs = [p for p in photos] + [_jpeg(p, 90) for p in photos]
+    ours = bq.brisque_score(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).double() / 255).numpy()
+    ref = np.array([_reference_score(im) for im in imgs])
+    assert np.abs(ours - ref).max() < 1.0, (ours, ref)
+    assert np.corrcoef(ours, ref)[0, 1] > 0.999
+
+
+@pytest.mark.parametrize("shape", [(37, 51), (40, 64), (17, 16)])
+def test_half_bicubic_is_opencvs_resize(shape: tuple[int, int]) -> None:
+    g = np.random.default_rng(0).random(shape)
+    ref = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+    ours = bq.half_bicubic(torch.from_numpy(g)[None, None])[0, 0].numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_alpha_solve_inverts_phi_and_gradients_are_sound() -> None:
+    alpha = torch.tensor([0.3, 0.8, 1.0, 2.0, 5.0], dtype=torch.float64)
+    np.testing.assert_allclose(bq._solve_alpha(bq._phi(alpha)).numpy(), alpha.numpy(), rtol=1e-9)
+    r = torch.tensor([0.3, 0.5, 0.7], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(bq._solve_alpha, (r,), eps=1e-7, atol=1e-6)
+    x = (torch.rand(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1)
+    x.requires_grad_(True)
+    # fast mode: the Jacobian against finite differences along random directions (a full check takes a minute)
+    assert torch.autograd.gradcheck(bq.brisque_score, (x,), eps=1e-6, atol=1e-4, rtol=1e-3, fast_mode=True)
+
+
+def test_brisque_inputs_and_model_files(tmp_path, monkeypatch) -> None:
+    with pytest.raises(InputError, match="N×C×H×W"):
+        bq.brisque_score(torch.rand(3, 32, 32))
+    with pytest.raises(InputError, match="16×16"):
+        bq.brisque_score(torch.rand(1, 3, 8, 8))
+    # the feature ranges are read as plain data: a pickle that would call anything is refused
+    params_dir = bq._package_dir()
+    (tmp_path / "svm.txt").write_text((params_dir / "svm.txt").read_text())
+    (tmp_path / "normalize.pickle").write_bytes(pickle.dumps({"min_": [0.0] * 36, "max_": [1.0] * 36}))
+    assert len(bq.load_brisque_params(str(tmp_path)).lo) == 36
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    (tmp_path / "normalize.pickle").write_bytes(pickle.dumps({"min_": Evil()}))
+    bq.load_brisque_params.cache_clear()
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        bq.load_brisque_params(str(tmp_path))
+    monkeypatch.setattr(bq.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MasqueradeError, match="pip install brisque"):
+        bq._package_dir()
