@@ -89,3 +89,45 @@ def test_brisque_inputs_and_model_files(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bq.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MasqueradeError, match="pip install brisque"):
         bq._package_dir()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_quality_models_share_one_interface(tmp_path) -> None:
+    from masquerade.quality.models import BrisqueQuality, TorchScriptQuality
+
+    photos = load_images("bundled:photos", size=(96, 128)).to_tensor()[:3]
+    bq_model = BrisqueQuality()
+    s = bq_model(photos)
+    assert s.shape == (3,) and torch.allclose(s, 100 - bq.brisque_score(photos))
+
+    class Mean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3), keepdim=False)[:, None]
+
+    torch.jit.script(Mean()).save(str(tmp_path / "m.pt"))
+    ts = TorchScriptQuality(tmp_path / "m.pt", input_range=(-1, 1), output_range=(-1, 1), threshold=60)
+    x = torch.full((2, 3, 16, 16), 0.75, requires_grad=True)
+    out = ts(x)
+    torch.testing.assert_close(out, torch.full((2,), 75.0))       # 0.75 -> 0.5 in [-1, 1] -> 75 on 0-100
+    out.sum().backward()
+    assert x.grad is not None and ts.is_good(x).all() and not ts.is_good(x * 0.5).any()
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="TorchScript"):
+        TorchScriptQuality(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="threshold"):
+        BrisqueQuality(threshold=150)
+    with pytest.raises(InputError, match="float"):
+        bq_model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_torch_export_models_load_too(tmp_path) -> None:
+    from masquerade.quality.models import TorchScriptQuality
+
+    class Mean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3))[:, None] * 100
+
+    prog = torch.export.export(Mean(), (torch.rand(2, 3, 16, 16),))
+    torch.export.save(prog, str(tmp_path / "m.pt2"))
+    q = TorchScriptQuality(tmp_path / "m.pt2")
+    torch.testing.assert_close(q(torch.full((2, 3, 16, 16), 0.4)), torch.full((2,), 40.0))

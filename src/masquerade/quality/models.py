@@ -1,0 +1,97 @@
+"""Blind image-quality models behind one interface: ``score(images)`` -> N scores on 0-100 (higher is better),
+differentiable, with a ``threshold`` (a photo scoring above it counts as good quality; 50 in the MediaEval task).
+
+- :class:`BrisqueQuality` -- 100 - BRISQUE, in torch (the default white-box target; runs offline);
+- :class:`TorchScriptQuality` -- any TorchScript (or torch.export ``.pt2``) model, with the input scale it expects
+  and the output range that is mapped onto 0-100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+__all__ = ["QualityModel", "BrisqueQuality", "TorchScriptQuality"]
+
+
+class QualityModel(nn.Module):
+    """Base: subclasses implement ``score``; images are float N×C×H×W in [0, 1]."""
+
+    name = "quality"
+
+    def __init__(self, threshold: float = 50.0) -> None:
+        super().__init__()
+        if not 0 <= threshold <= 100:
+            raise InputError(f"{self.name}: threshold must lie in [0, 100], got {threshold}")
+        self.threshold = float(threshold)
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score(images)
+
+    def is_good(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.score(images) > self.threshold
+
+
+def _check(images: object, where: str) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise InputError(f"{where}: expected images as a float N×C×H×W tensor (C = 1 or 3) in [0, 1]")
+    if not images.is_floating_point():
+        raise InputError(f"{where}: expected float pixels in [0, 1], got {images.dtype}")
+    return images
+
+
+class BrisqueQuality(QualityModel):
+    """100 - BRISQUE (BRISQUE: lower is better). Photos of good quality score well above 50."""
+
+    name = "brisque"
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        from .brisque import brisque_score
+
+        return 100.0 - brisque_score(_check(images, self.name))
+
+
+class TorchScriptQuality(QualityModel):
+    """A user's TorchScript model. ``input_range``: the pixel range it expects ((0, 1) or (-1, 1), as KonCept512);
+    ``output_range``: its score range, mapped linearly onto 0-100 (KonIQ MOS is already 0-100)."""
+
+    name = "torchscript"
+
+    def __init__(self, path: str | Path, *, input_range: tuple[float, float] = (0.0, 1.0),
+                 output_range: tuple[float, float] = (0.0, 100.0), threshold: float = 50.0) -> None:
+        super().__init__(threshold)
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: no such TorchScript model file")
+        import warnings
+
+        try:
+            if p.suffix == ".pt2":                        # a torch.export program (TorchScript's successor)
+                self.model = torch.export.load(str(p)).module()
+            else:
+                with warnings.catch_warnings():           # torch 2.13 marks TorchScript deprecated; users still
+                    warnings.simplefilter("ignore", DeprecationWarning)   # ship their models that way
+                    self.model = torch.jit.load(str(p), map_location="cpu")
+                self.model.eval()
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(f"{p}: not a TorchScript (.pt) or torch.export (.pt2) model "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        lo, hi = output_range
+        if hi <= lo or input_range[1] <= input_range[0]:
+            raise InputError("TorchScriptQuality: ranges are (low, high) with low < high")
+        self.input_range, self.output_range = input_range, output_range
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        x = _check(images, self.name)
+        a, b = self.input_range
+        out = self.model(x * (b - a) + a).reshape(len(x), -1)[:, 0]
+        lo, hi = self.output_range
+        return (out - lo) * (100.0 / (hi - lo))
