@@ -131,3 +131,24 @@ def test_torch_export_models_load_too(tmp_path) -> None:
     torch.export.save(prog, str(tmp_path / "m.pt2"))
     q = TorchScriptQuality(tmp_path / "m.pt2")
     torch.testing.assert_close(q(torch.full((2, 3, 16, 16), 0.4)), torch.full((2,), 40.0))
+
+
+def test_differentiable_jpeg_tracks_the_real_codec() -> None:
+    from masquerade.metrics import psnr
+    from masquerade.quality.jpeg import jpeg_approx, jpeg_real, quant_tables
+
+    x = load_images("bundled:photos", size=(120, 170)).to_tensor()     # sides not multiples of 16 on purpose
+    x = (x * 255).round() / 255
+    for q in (90, 50):
+        real = jpeg_real(x, q)
+        approx = jpeg_approx(x, q)
+        assert approx.shape == x.shape
+        close = float(psnr(approx, real, data_range=1.0).mean())
+        change = float(psnr(x, real, data_range=1.0).mean())
+        assert close > 40 and close > change + 6, (q, close, change)
+    xg = x[:2].clone().requires_grad_(True)
+    jpeg_approx(xg, torch.tensor([85.0, 95.0])).square().sum().backward()
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
+    assert quant_tables(50)[0][0, 0] == 16 and quant_tables(100)[0].max() == 1
+    with pytest.raises(InputError, match="1-100"):
+        quant_tables(0)
