@@ -91,10 +91,27 @@ def load_brisque_params(model_dir: str | None = None) -> BrisqueParams:
 
 
 def _gaussian(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    y, x = torch.meshgrid(torch.arange(7, dtype=dtype, device=device) - 3,
-                          torch.arange(7, dtype=dtype, device=device) - 3, indexing="ij")
-    k = torch.exp(-(x ** 2 + y ** 2) / (2 * (7 / 6) ** 2))
-    return (k / k.sum())[None, None]
+    """The package's normalised 7×7 Gaussian (σ = 7/6) is the outer product of this 1-D kernel with itself."""
+    t = torch.arange(7, dtype=torch.float64) - 3
+    g = torch.exp(-t ** 2 / (2 * (7 / 6) ** 2))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _band(n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """n × n banded matrix B with (x @ B)[j] = Σ_k g[k] x[j + k - 3] (zeros outside): a zero-padded 'same' filter."""
+    g = _gaussian(torch.float64, torch.device("cpu"))
+    b = torch.zeros(n, n, dtype=torch.float64)
+    for k in range(7):
+        b += torch.diag(torch.full((n - abs(k - 3),), float(g[k])), diagonal=3 - k)
+    return b.to(dtype=dtype, device=device)
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """'same' zero-padded 7×7 Gaussian filter (x: N×1×H×W) as two banded matrix products: on CPUs a BLAS matmul
+    beats a single-channel convolution several times over."""
+    h, w = x.shape[-2:]
+    return _band(h, x.dtype, str(x.device)).T @ (x @ _band(w, x.dtype, str(x.device)))
 
 
 def grey(images: torch.Tensor) -> torch.Tensor:
@@ -105,25 +122,28 @@ def grey(images: torch.Tensor) -> torch.Tensor:
     return (images * w[None, :, None, None]).sum(1, keepdim=True)
 
 
-def half_bicubic(x: torch.Tensor) -> torch.Tensor:
-    """OpenCV's ``resize(fx=0.5, fy=0.5, INTER_CUBIC)`` (a = -0.75, edge pixels replicated) on N×1×H×W."""
-    def axis(t: torch.Tensor, dim: int) -> torch.Tensor:
-        n = t.shape[dim]
-        m = int(np.rint(n * 0.5))                            # OpenCV rounds half to even (cvRound)
-        base = 2 * torch.arange(m, device=t.device)           # source centre 2x + 0.5: taps 2x-1 .. 2x+2
-        out = 0
-        for off, wgt in ((-1, -0.09375), (0, 0.59375), (1, 0.59375), (2, -0.09375)):
-            idx = (base + off).clamp(0, n - 1)
-            out = out + wgt * t.index_select(dim, idx)
-        return out
+@functools.lru_cache(maxsize=16)
+def _half_matrix(n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """m × n matrix of OpenCV's cubic taps (a = -0.75) for halving n samples, edge samples replicated."""
+    m = int(np.rint(n * 0.5))                                 # OpenCV rounds half to even (cvRound)
+    a = torch.zeros(m, n, dtype=torch.float64)
+    rows = torch.arange(m)
+    for off, wgt in ((-1, -0.09375), (0, 0.59375), (1, 0.59375), (2, -0.09375)):
+        a.index_put_((rows, (2 * rows + off).clamp(0, n - 1)), torch.full((m,), wgt, dtype=torch.float64),
+                     accumulate=True)                         # source centre 2x + 0.5: taps 2x-1 .. 2x+2
+    return a.to(dtype=dtype, device=device)
 
-    return axis(axis(x, 3), 2)
+
+def half_bicubic(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``resize(fx=0.5, fy=0.5, INTER_CUBIC)`` on N×1×H×W, as two matrix products."""
+    h, w = x.shape[-2:]
+    return _half_matrix(h, x.dtype, str(x.device)) @ x @ _half_matrix(w, x.dtype, str(x.device)).T
 
 
 def mscn(x: torch.Tensor) -> torch.Tensor:
-    k = _gaussian(x.dtype, x.device)
-    mu = F.conv2d(x, k, padding=3)
-    var = F.conv2d(x * x, k, padding=3) - mu * mu
+    both = _blur(torch.cat([x, x * x], 0))                  # one pass for the mean and the second moment
+    mu, second = both[:len(x)], both[len(x):]
+    var = second - mu * mu
     sigma = torch.sqrt(var.abs().clamp_min(1e-20))          # the package's sqrt(|E[x²] - μ²|); safe gradient at 0
     return (x - mu) / (sigma + _C)
 
@@ -152,13 +172,16 @@ def _solve_alpha(r: torch.Tensor) -> torch.Tensor:
 
 
 def _aggd(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-image (α, mean, σl², σr²) of N×P coefficients, by the package's moment matching."""
-    neg = (x < 0).to(x.dtype)
-    pos = 1 - neg
-    sq = x * x
-    left = (sq * neg).sum(1) / neg.sum(1).clamp_min(1)
-    right = (sq * pos).sum(1) / pos.sum(1).clamp_min(1)
-    r_hat = x.abs().mean(1) ** 2 / sq.mean(1)
+    """Per-image (α, mean, σl², σr²) of N×P coefficients, by the package's moment matching (left: x < 0)."""
+    p = x.shape[1]
+    with torch.no_grad():
+        n_left = (x < 0).sum(1).to(x.dtype)
+    sq_total = (x * x).sum(1)
+    neg = x.clamp(max=0)
+    sq_left = (neg * neg).sum(1)
+    left = sq_left / n_left.clamp_min(1)
+    right = (sq_total - sq_left) / (p - n_left).clamp_min(1)
+    r_hat = (x.abs().sum(1) / p) ** 2 / (sq_total / p)
     g = torch.sqrt(left) / torch.sqrt(right)
     big_r = r_hat * (g ** 3 + 1) * (g + 1) / (g ** 2 + 1) ** 2
     alpha = _solve_alpha(big_r)
