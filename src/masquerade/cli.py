@@ -358,6 +358,57 @@ def cmd_reveal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quality_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .quality.models import BrisqueQuality, TorchScriptQuality
+
+    if args.model == "brisque":
+        return BrisqueQuality(threshold=args.threshold)
+    lo, hi = args.output_range
+    a, b = args.input_range
+    return TorchScriptQuality(args.model, input_range=(a, b), output_range=(lo, hi), threshold=args.threshold)
+
+
+def cmd_camouflage(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_photos
+    from .quality.camouflage import CamouflageSettings, camouflage_photos
+    from .runs import start_run
+
+    model = _quality_model(args)
+    fields = {"method": args.method, "jpeg": not args.no_jpeg, "quality": args.quality, "psnr": args.psnr,
+              "steps": args.steps, **_parse_sets(args.set)}
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(CamouflageSettings)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"camouflage: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+    settings = CamouflageSettings(**fields)  # type: ignore[arg-type]
+    photos, names = load_photos(args.input, channels=3)   # grey photos become RGB
+    out = Path(args.out)
+    with start_run("camouflage", out=args.run_out) as run:
+        run.write_config({"input": args.input, "out": str(out), "model": args.model, "threshold": args.threshold,
+                          "settings": str(settings)}, seed=args.seed)
+        rows, pairs = camouflage_photos(model, photos, names, out, settings, rng=args.seed, batch=args.batch,
+                                        max_pixels=args.max_pixels)
+        good = [r for r in rows if r["score"] > model.threshold]
+        summary = {"photos": len(rows), "good quality": len(good),
+                   "success rate (good photos, after JPEG)": round(sum(r["success"] for r in good) / len(good), 4)
+                   if good else None,
+                   "mean PSNR": round(sum(r["PSNR"] for r in rows) / len(rows), 2),
+                   "mean seconds per photo": round(sum(r["seconds"] for r in rows) / len(rows), 1)}
+        run.add_metrics(camouflage=rows, summary=summary)
+        thumbs = []
+        for x, y in pairs[:6]:
+            small = [torch.nn.functional.interpolate(t[None], size=(96, 128), mode="area")[0] for t in (x, y)]
+            thumbs += [small[0], small[1], ((small[1] - small[0]) * 10 + 0.5).clamp(0, 1)]
+        run.save_grid("camouflage", torch.stack(thumbs), ncol=3, scale=2,
+                      caption="original / camouflaged / difference ×10 (thumbnails)")
+    print(f"camouflaged {len(rows)} photos into {out}; " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_images
     from .registry import create_scheme
@@ -542,6 +593,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public", help="the public patch .npz (cross-mode InstaHide; default: beside the key)")
     p.add_argument("--out", required=True, help="output .npz of uint8 images (.npy of features)")
     p.set_defaults(func=cmd_reveal)
+
+    p = sub.add_parser("camouflage", help="make a quality model call good photos bad, through JPEG re-compression")
+    p.add_argument("--in", dest="input", required=True, help="photos: a folder, one file, or bundled:photos")
+    p.add_argument("--out", required=True, help="folder for the camouflaged JPEG files")
+    p.add_argument("--method", choices=["pgd", "cw", "filter"], default="pgd",
+                   help="pgd (L2 budget), cw (Carlini-Wagner L2) or filter (visible tone curves); default pgd")
+    p.add_argument("--model", default="brisque", help="brisque (default) or a TorchScript .pt / torch.export .pt2")
+    p.add_argument("--input-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
+                   help="pixel range a user model expects (KonCept512: -1 1)")
+    p.add_argument("--output-range", type=float, nargs=2, default=(0.0, 100.0), metavar=("LO", "HI"),
+                   help="score range of a user model, mapped onto 0-100")
+    p.add_argument("--threshold", type=float, default=50.0, help="good quality above this score (default 50)")
+    p.add_argument("--quality", type=_int_at_least(1, "a JPEG quality"), default=90,
+                   help="JPEG quality of the re-compression and of the output files (default 90)")
+    p.add_argument("--psnr", type=float, default=40.0, help="pgd: L2 budget as a PSNR in dB (default 40)")
+    p.add_argument("--steps", type=_positive_int, default=60, help="pgd: gradient steps (default 60)")
+    p.add_argument("--no-jpeg", action="store_true", help="optimise without the differentiable JPEG")
+    p.add_argument("--batch", type=_positive_int, default=4, help="photos of one size optimised together")
+    p.add_argument("--max-pixels", type=_positive_int, default=4096 * 4096, help="refuse larger photos")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any CamouflageSettings field")
+    p.add_argument("--seed", type=_seed, help="seed for the JPEG qualities drawn while optimising")
+    p.add_argument("--run-out", help="run folder")
+    p.set_defaults(func=cmd_camouflage)
 
     p = sub.add_parser("train", help="train a classifier on protected data and test it on clean data")
     p.add_argument("--data", required=True, help="training images (labelled)")
