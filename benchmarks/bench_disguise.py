@@ -63,7 +63,8 @@ def speed(x: torch.Tensor) -> None:
     ratio = times["ecb"] / t_ref
     print(f"speed ({len(x)} images, {len(data) / 1e6:.0f} MB): AES-ECB disguise {times['ecb']:.3f}s vs one AES-CTR "
           f"call {t_ref:.3f}s -> {ratio:.2f}x (goal <= 3x: {'met' if ratio <= 3 else 'NOT met'}); AES-CTR disguise "
-          f"{times['ctr']:.3f}s ({times['ctr'] / t_ref:.2f}x); RMT disguise {t_rmt:.3f}s ({t_rmt / t_copy:.1f}x a copy)",
+          f"{times['ctr']:.3f}s ({times['ctr'] / t_ref:.2f}x); RMT disguise {t_rmt:.3f}s "
+          f"({t_rmt / t_copy:.1f}x a copy)",
           flush=True)
 
 

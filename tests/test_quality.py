@@ -152,3 +152,84 @@ def test_differentiable_jpeg_tracks_the_real_codec() -> None:
     assert quant_tables(50)[0][0, 0] == 16 and quant_tables(100)[0].max() == 1
     with pytest.raises(InputError, match="1-100"):
         quant_tables(0)
+
+
+def _toy_model():  # type: ignore[no-untyped-def]
+    """A toy differentiable quality model: 50 + 2000 (mean brightness - 0.5), so a small uniform darkening is
+    enough to cross the threshold -- the attack must find it within its budget."""
+    from masquerade.quality.models import QualityModel
+
+    class Toy(QualityModel):
+        name = "toy"
+
+        def score(self, images: torch.Tensor) -> torch.Tensor:
+            return 50 + 2000 * (images.mean((1, 2, 3)) - 0.5)
+
+    return Toy()
+
+
+@pytest.mark.parametrize("method", ["pgd", "cw", "filter"])
+def test_camouflage_pushes_a_toy_model_below_threshold_within_budget(method: str, monkeypatch) -> None:
+    from masquerade.quality import camouflage as cam
+
+    model = _toy_model()
+    g = torch.Generator().manual_seed(0)
+    x = (0.51 + 0.1 * (torch.rand(2, 3, 48, 64, generator=g) - 0.5)).clamp(0, 1)
+    assert (model.score(x) > 60).all()
+    calls = []
+    real = cam.jpeg_real
+    monkeypatch.setattr(cam, "jpeg_real", lambda im, q: calls.append(q) or real(im, q))
+    s = cam.CamouflageSettings(method=method, psnr=30.0, steps=40, iterations=200, search_steps=4, initial_c=1.0,
+                               filter_steps=60)
+    y = cam.camouflage(model, x, s, rng=0, progress=False)
+    ev = cam.evaluate_camouflage(model, x, y, quality=90)
+    assert ev["success"].all(), ev["camouflaged_score_jpeg"]
+    assert calls and all(q == 90 for q in calls)                 # success is judged by the real codec
+    np.testing.assert_allclose(ev["camouflaged_score_jpeg"],
+                               model.score(real(cam.deliver(y), 90)).numpy(), rtol=1e-6)
+    if method == "pgd":
+        assert (ev["psnr"] >= 30 - 0.2).all()                     # the L2 budget (8-bit rounding aside)
+        assert (ev["psnr"] < 60).all()
+    if method == "filter":                                        # a monotone tone curve: pixel order is kept
+        flat_x, flat_y = x[0, 0].flatten(), y[0, 0].flatten()
+        order = flat_x.argsort()
+        assert (flat_y[order].diff() >= -1e-6).all()
+
+
+def test_camouflage_refuses_bad_input(tmp_path) -> None:
+    from masquerade.quality.camouflage import CamouflageSettings, camouflage, camouflage_photos
+    from masquerade.quality.models import BrisqueQuality
+
+    m = BrisqueQuality()
+    with pytest.raises(InputError, match="N×3×H×W"):
+        camouflage(m, torch.rand(3, 32, 32))
+    with pytest.raises(InputError, match="\\[0, 1\\]"):
+        camouflage(m, torch.rand(1, 3, 32, 32) * 2)
+    with pytest.raises(InputError, match="method"):
+        CamouflageSettings(method="magic")
+    big = np.zeros((300, 400, 3), np.uint8)
+    with pytest.raises(InputError, match="larger than the limit"):
+        camouflage_photos(m, [big], ["big.png"], tmp_path, max_pixels=100_000)
+    with pytest.raises(InputError, match="colour"):
+        camouflage_photos(m, [big[..., 0]], ["grey.png"], tmp_path)
+
+
+def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    photo = load_images("bundled:photos", size=(96, 128)).images[0]
+    Image.fromarray(photo).convert("L").save(tmp_path / "grey.png")
+    Image.fromarray(photo).save(tmp_path / "colour.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    cli = [sys.executable, "-m", "masquerade", "camouflage"]
+    r = subprocess.run(cli + ["--in", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "not an image" in r.stderr
+    (tmp_path / "notes.txt").unlink()
+    r = subprocess.run(cli + ["--in", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "3", "--run-out",
+                              str(tmp_path / "run"), "--seed", "0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    outs = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert outs == ["colour.jpg", "grey.jpg"]
+    assert Image.open(tmp_path / "o" / "grey.jpg").mode == "RGB"
+    assert (tmp_path / "run" / "camouflage.png").is_file()

@@ -445,7 +445,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        checkpoint=run.path / "checkpoint.pt", resume=bool(args.resume), on_epoch=log_epoch)
         hist = result["history"]
         metrics = {k: v for k, v in result.items() if k not in ("history", "model_state")}
-        metrics["accuracy_curve"] = {"x": [h["epoch"] for h in hist], "y": {"test accuracy": [h["test_acc"] for h in hist]},
+        metrics["accuracy_curve"] = {"x": [h["epoch"] for h in hist],
+                                     "y": {"test accuracy": [h["test_acc"] for h in hist]},
                                      "xlabel": "epoch", "ylabel": "clean test accuracy"}
         run.add_metrics(**metrics)
     print(f"test accuracy {result['test_acc']:.4f} after {len(hist)} epochs ({result['seconds']:.0f}s); "

@@ -2,9 +2,9 @@
 
 The approximation follows baseline JPEG as libjpeg encodes it at a given quality: RGB -> YCbCr (JFIF), 4:2:0
 chroma subsampling (2×2 means), level shift, 8×8 DCT-II, quantisation by the standard tables scaled for the quality
-(libjpeg's rule), then the way back (bilinear chroma upsampling: libjpeg's "fancy" triangle filter). Rounding is replaced by
-round(x) + (x - round(x))³ (Shin & Song, 2017), which keeps the rounded value's neighbourhood and a usable
-gradient. Images whose sides are not multiples of 16 are padded by edge replication and cropped back.
+(libjpeg's rule), then the way back (bilinear chroma upsampling: libjpeg's "fancy" triangle filter). Rounding
+is replaced by round(x) + (x - round(x))³ (Shin & Song, 2017), which keeps the rounded value's neighbourhood and a
+usable gradient. Images whose sides are not multiples of 16 are padded by edge replication and cropped back.
 """
 
 from __future__ import annotations
