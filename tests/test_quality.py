@@ -233,3 +233,27 @@ def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path) -> None:
     assert outs == ["colour.jpg", "grey.jpg"]
     assert Image.open(tmp_path / "o" / "grey.jpg").mode == "RGB"
     assert (tmp_path / "run" / "camouflage.png").is_file()
+
+
+def test_koncept512_has_the_published_layout_and_loads_its_state_dict(tmp_path) -> None:
+    from masquerade.quality.koncept import KonCept512Quality
+
+    q = KonCept512Quality()
+    net = q.net
+    # pretrainedmodels' inceptionresnetv2 has 55,843,464 parameters with its 1536x1000 classifier
+    assert sum(p.numel() for p in net.base.parameters()) == 55_843_464 - (1536 * 1000 + 1000)
+    keys = set(net.state_dict())
+    for k in ("base.0.conv.weight", "base.7.branch3.1.bn.running_var", "base.8.9.branch2.2.conv.weight",
+              "base.10.19.branch1.2.conv.weight", "base.12.8.conv2d.bias", "base.13.conv2d.weight",
+              "base.14.bn.num_batches_tracked", "fc.0.weight", "fc.2.running_mean", "fc.12.bias"):
+        assert k in keys, k
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "w.pth")   # as DataParallel
+    q2 = KonCept512Quality(tmp_path / "w.pth")
+    x = torch.rand(1, 3, 299, 320)
+    with torch.no_grad():
+        torch.testing.assert_close(q2(x), q(x))
+    torch.save({"fc.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="not a KonCept512"):
+        KonCept512Quality(tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="299"):
+        q(torch.rand(1, 3, 64, 64))
