@@ -167,7 +167,12 @@ class KonCept512Quality(QualityModel):
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
             state = {k.removeprefix("module."): v for k, v in state.items()}     # saved from DataParallel
-            missing, unexpected = self.net.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = self.net.load_state_dict(state, strict=False)
+            except RuntimeError as exc:                    # shapes that do not fit
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                raise InputError(f"{p}: not a KonCept512 state dict ({lines[min(1, len(lines) - 1)].strip()})") \
+                    from None
             if missing or unexpected:
                 raise InputError(f"{p}: not a KonCept512 state dict (missing {missing[:3]}, unexpected "
                                  f"{unexpected[:3]})")
