@@ -83,6 +83,22 @@ def main() -> None:
             row["goal (>= 95 %, >= 40 dB, 100 photos <= 15 min)"] = "met" if met else "NOT met"
         table.append(row)
         print("  " + " | ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    # KonCept512 (the task's model), randomly initialised: architecture and speed only
+    from masquerade.quality.koncept import KonCept512Quality
+
+    kq = KonCept512Quality()
+    x = torch.from_numpy(np.stack([photos[i] for i in good[:2] if photos[i].shape == photos[good[0]].shape]))
+    x = x.permute(0, 3, 1, 2).float() / 255
+    x.requires_grad_(True)
+    kq.score(x).sum().backward()
+    t = time.perf_counter()
+    kq.score(x).sum().backward()
+    step = (time.perf_counter() - t) / len(x)
+    row = {"method": "KonCept512 (random weights): one forward+backward", "photos": len(x),
+           "seconds per photo-step": round(step, 2),
+           "PGD 60 steps, photos per minute": round(60 / (60 * step), 2)}  # 60 s over 60 steps of `step` s
+    table.append(row)
+    print("  " + " | ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2))
 

@@ -363,6 +363,10 @@ def _quality_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     if args.model == "brisque":
         return BrisqueQuality(threshold=args.threshold)
+    if args.model.startswith("koncept512:"):
+        from .quality.koncept import KonCept512Quality
+
+        return KonCept512Quality(args.model.split(":", 1)[1], threshold=args.threshold)
     lo, hi = args.output_range
     a, b = args.input_range
     return TorchScriptQuality(args.model, input_range=(a, b), output_range=(lo, hi), threshold=args.threshold)
@@ -600,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the camouflaged JPEG files")
     p.add_argument("--method", choices=["pgd", "cw", "filter"], default="pgd",
                    help="pgd (L2 budget), cw (Carlini-Wagner L2) or filter (visible tone curves); default pgd")
-    p.add_argument("--model", default="brisque", help="brisque (default) or a TorchScript .pt / torch.export .pt2")
+    p.add_argument("--model", default="brisque",
+                   help="brisque (default), koncept512:WEIGHTS.pth (the task's model, koniq-PyTorch port), or a "
+                        "TorchScript .pt / torch.export .pt2 file")
     p.add_argument("--input-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
                    help="pixel range a user model expects (KonCept512: -1 1)")
     p.add_argument("--output-range", type=float, nargs=2, default=(0.0, 100.0), metavar=("LO", "HI"),
