@@ -279,3 +279,16 @@ def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) ->
     assert s_plain > s_cipher + 0.2
     dist = cosine_distance(api.predict(r[:100]), torch.from_numpy(fv))
     assert float(dist.mean()) < float(cosine_distance(api.predict(r[100:]), torch.from_numpy(fv)).mean())
+
+
+def test_kernels_refuse_a_key_of_the_wrong_size() -> None:
+    from masquerade.schemes.shufflebits import shuffle_words
+
+    w = _words(4, 6, 0)
+    perm = np.tile(np.arange(32, dtype=np.uint8), (3, 1))
+    for scope in ("vector", "element"):
+        with pytest.raises(InputError, match="permutations"):
+            shuffle_words(w, perm, scope)
+    with pytest.raises(InputError, match="scope"):
+        shuffle_words(w, perm[:1], "row")
+    np.testing.assert_array_equal(shuffle_words(w, perm[:1], "fixed"), w)     # the identity permutation

@@ -86,10 +86,17 @@ def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str) -> np.ndarray
     from ._shufflebits_kernel import shuffle_elements, shuffle_fixed, shuffle_rows
 
     w = np.ascontiguousarray(words, dtype=np.uint32)
+    if w.ndim != 2:
+        raise InputError(f"shuffle_words: expected N × D words, got shape {w.shape}")
+    rows = {"fixed": 1, "vector": w.shape[0], "element": w.size}.get(scope)
+    if rows is None:
+        raise InputError(f"shuffle_words: scope must be one of {SCOPES}, got {scope!r}")
+    dest = perm_to_dest(perm)
+    if len(dest) != rows:                                   # the kernels do not bounds-check: refuse here
+        raise InputError(f"shuffle_words: {scope} scope needs {rows} permutations for {w.shape}, got {len(dest)}")
     out = np.empty_like(w)
     if w.size == 0:
         return out
-    dest = perm_to_dest(perm)
     if scope == "fixed":
         shuffle_fixed(w, dest[0], out)
     elif scope == "vector":
