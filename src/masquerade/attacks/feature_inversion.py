@@ -96,9 +96,9 @@ class _Standardise(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Feature vector -> image: a linear map to 4×4×256, three ×2 upsampling conv stages, a sigmoid."""
+    """Feature vector -> image: a linear map to (size/8)² × width, three ×2 upsampling conv stages, a sigmoid."""
 
-    def __init__(self, dim: int, out_channels: int = 3, size: int = 32, width: int = 256) -> None:
+    def __init__(self, dim: int, out_channels: int = 3, size: int = 32, width: int = 128) -> None:
         super().__init__()
         if size % 8:
             raise InputError("Decoder: the image size must be a multiple of 8")
