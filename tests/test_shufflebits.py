@@ -292,3 +292,12 @@ def test_kernels_refuse_a_key_of_the_wrong_size() -> None:
     with pytest.raises(InputError, match="scope"):
         shuffle_words(w, perm[:1], "row")
     np.testing.assert_array_equal(shuffle_words(w, perm[:1], "fixed"), w)     # the identity permutation
+
+
+def test_key_permutations_are_uniform() -> None:
+    perm = mq.create_scheme("shufflebits").keygen(64000, 5).perm
+    assert (np.sort(perm, axis=1) == np.arange(32)).all()
+    counts = np.stack([np.bincount(perm[:, j], minlength=32) for j in range(32)])   # value v at position j
+    expected = 64000 / 32
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 31 * 31 + 6 * np.sqrt(2 * 31 * 31)          # 961 degrees of freedom, six sigma

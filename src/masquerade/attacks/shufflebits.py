@@ -189,13 +189,11 @@ class ShuffleBitsKeyRecovery:
         gen = as_generator(self.rng)
         if self.group == "all":
             perms = recover_bit_order(words, restarts=self.restarts, rng=gen, max_words=self.max_words)[None]
-            inv = np.argsort(perms, axis=1).astype(np.uint8)
-            plain = shuffle_words(words, inv, "fixed")
+            plain = shuffle_words(words, perms, "fixed", inverse=True)
         else:
             perms = np.stack([recover_bit_order(row[None], restarts=self.restarts, rng=gen,
                                                 max_words=self.max_words) for row in words])
-            inv = np.argsort(perms, axis=1).astype(np.uint8)
-            plain = shuffle_words(words, inv, "vector")
+            plain = shuffle_words(words, perms, "vector", inverse=True)
         shape = tuple(encodings.shape)
         out = plain.view(np.float32).reshape(shape)
         return {"perm": perms, "decrypted": torch.from_numpy(out) if isinstance(encodings, torch.Tensor) else out,

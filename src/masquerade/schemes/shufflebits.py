@@ -80,9 +80,9 @@ def popcount(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(w.view(np.uint8).reshape(w.shape + (4,)), axis=-1).sum(-1)
 
 
-def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str) -> np.ndarray:
-    """Apply bit permutations to uint32 ``words`` (N × D): ``perm`` is 1, N or N·D rows for fixed / vector /
-    element scope. Returns a new uint32 array."""
+def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str, *, inverse: bool = False) -> np.ndarray:
+    """Apply bit permutations (or, with ``inverse``, undo them) to uint32 ``words`` (N × D): ``perm`` is 1, N or
+    N·D MSB-first rows for fixed / vector / element scope. Returns a new uint32 array."""
     from ._shufflebits_kernel import shuffle_elements, shuffle_fixed, shuffle_rows
 
     w = np.ascontiguousarray(words, dtype=np.uint32)
@@ -91,18 +91,18 @@ def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str) -> np.ndarray
     rows = {"fixed": 1, "vector": w.shape[0], "element": w.size}.get(scope)
     if rows is None:
         raise InputError(f"shuffle_words: scope must be one of {SCOPES}, got {scope!r}")
-    dest = perm_to_dest(perm)
-    if len(dest) != rows:                                   # the kernels do not bounds-check: refuse here
-        raise InputError(f"shuffle_words: {scope} scope needs {rows} permutations for {w.shape}, got {len(dest)}")
+    p = np.ascontiguousarray(perm, dtype=np.uint8).reshape(-1, 32)
+    if len(p) != rows:                                      # the kernels do not bounds-check: refuse here
+        raise InputError(f"shuffle_words: {scope} scope needs {rows} permutations for {w.shape}, got {len(p)}")
     out = np.empty_like(w)
     if w.size == 0:
         return out
     if scope == "fixed":
-        shuffle_fixed(w, dest[0], out)
+        shuffle_fixed(w, p[0], inverse, out)
     elif scope == "vector":
-        shuffle_rows(w, dest, out)
+        shuffle_rows(w, p, inverse, out)
     else:
-        shuffle_elements(w.reshape(-1), dest, out.reshape(-1))
+        shuffle_elements(w.reshape(-1), p, inverse, out.reshape(-1))
     return out
 
 
@@ -150,9 +150,11 @@ class ShuffleBits:
         if s.scope == "element" and (not shape or min(shape) < 1):
             raise InputError("shufflebits.keygen: element-scope keys need the feature shape (shape=(D,))")
         rows = 1 if s.scope == "fixed" else int(n) * (int(np.prod(shape)) if s.scope == "element" else 1)
+        from ._shufflebits_kernel import fisher_yates
+
         gen = as_generator(rng)
-        # rows of argsort(uniform) are independent uniform permutations (ties have probability ~2^-53 per pair)
-        perm = np.argsort(gen.random((rows, 32)), axis=1).astype(np.uint8)
+        perm = np.empty((rows, 32), np.uint8)                # an independent uniform permutation per row
+        fisher_yates(gen.integers(0, 2**32, size=(rows, 31), dtype=np.uint32), perm)
         return ShuffleBitsKey(settings=s, n=0 if s.scope == "fixed" else int(n),
                               shape=shape if s.scope == "element" else [], perm=perm)
 
@@ -186,25 +188,27 @@ class ShuffleBits:
             raise InputError(f"{where}: the key is for vectors of shape {tuple(key.shape)}, got {tuple(x.shape[1:])}")
         return key
 
-    def _apply(self, x: Any, perm: np.ndarray, scope: str) -> Any:
+    def _apply(self, x: Any, perm: np.ndarray, scope: str, inverse: bool) -> Any:
         if isinstance(x, torch.Tensor):
             if x.device.type != "cpu":
-                return shuffle_words_torch(x.detach().contiguous().view(torch.int32), perm, scope).view(torch.float32)
+                p = inverse_perm(perm) if inverse else perm
+                return shuffle_words_torch(x.detach().contiguous().view(torch.int32), p, scope).view(torch.float32)
             words = x.detach().contiguous().numpy().view(np.uint32)
-            out = shuffle_words(words.reshape(len(words), -1), perm, scope)
+            out = shuffle_words(words.reshape(len(words), -1), perm, scope, inverse=inverse)
             return torch.from_numpy(out.view(np.float32).reshape(tuple(x.shape)))
         words = np.ascontiguousarray(x).view(np.uint32)
-        return shuffle_words(words.reshape(len(words), -1), perm, scope).view(np.float32).reshape(x.shape)
+        return shuffle_words(words.reshape(len(words), -1), perm, scope, inverse=inverse).view(
+            np.float32).reshape(x.shape)
 
     def encode(self, x: Any, key: Key) -> Any:
         """Ciphertext of float32 features ``x`` (N × ..., numpy or torch): the same type, shape and dtype."""
         k = self._check(x, key, "shufflebits.encode")
-        return self._apply(x, k.perm, k.settings.scope)
+        return self._apply(x, k.perm, k.settings.scope, inverse=False)
 
     def decode(self, z: Any, key: Key) -> Any:
         """Plaintext features from ciphertext ``z`` -- bit for bit."""
         k = self._check(z, key, "shufflebits.decode")
-        return self._apply(z, inverse_perm(k.perm), k.settings.scope)
+        return self._apply(z, k.perm, k.settings.scope, inverse=True)
 
 
 class ShuffleBitsLayer(torch.nn.Module):
