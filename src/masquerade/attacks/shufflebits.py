@@ -86,7 +86,7 @@ def _exponent_offset(bits: np.ndarray, assign: np.ndarray) -> float:
 
 
 def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
-                      max_words: int = 200_000, max_offset: float = 24.0) -> np.ndarray:
+                      max_words: int = 200_000, max_offset: float = 24.0, within: bool = True) -> np.ndarray:
     """The key row (``perm``: ciphertext position j holds plaintext position perm[j]) recovered from uint32
     ciphertext ``words`` (N × D: N vectors of D numbers) that share one bit permutation.
 
@@ -110,7 +110,17 @@ def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
     if len(w) < 2:
         return np.arange(32, dtype=np.uint8)                # nothing to learn from
     bits = _bit_columns(w)
-    cov = np.cov(bits.astype(np.float64), rowvar=False)
+    b64 = bits.astype(np.float64)
+    cov = np.cov(b64, rowvar=False)
+    if within and w2.shape[0] > 1:
+        # variance within each feature dimension: a dimension's values are spread less than all values together,
+        # so the order of the mantissa bits shows more clearly (the exponent bits stay on top either way)
+        counts_d = np.bincount(dim, minlength=w2.shape[1]).astype(np.float64)
+        means = np.zeros((w2.shape[1], 32))
+        np.add.at(means, dim, b64)
+        means /= np.maximum(counts_d, 1)[:, None]
+        cen = b64 - means[dim]
+        cov = cen.T @ cen / len(cen)
     allc = np.arange(32)
     assign = np.empty(32, np.int64)                         # assign[slot] = column
     _, slot_of = _qap(cov, allc, allc, restarts, gen)
