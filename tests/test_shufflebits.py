@@ -183,8 +183,8 @@ def _relu_features(n: int, d: int, seed: int) -> np.ndarray:
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):                            # decrypted garbage holds signalling NaNs
+        a, b = a.astype(np.float64), b.astype(np.float64)
         c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(np.nan_to_num(c, nan=0.0).mean())
 

@@ -52,6 +52,7 @@ class CamouflageSettings:
     steps: int = 60
     check_every: int = 10                   # real-codec check (per image early stop)
     shrink_steps: int = 6                   # bisection on the perturbation's scale after success
+    shrink_margin: float = 2.0              # ... keeping the real-codec score this far below the threshold
     # CW-L2 (the participants' reference defaults)
     search_steps: int = 5
     iterations: int = 1000
@@ -97,14 +98,15 @@ def _through_jpeg(x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generat
 
 def _shrink(model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch.Tensor,
             s: CamouflageSettings) -> torch.Tensor:
-    """Scale each successful perturbation down by bisection while the real-codec check still succeeds."""
+    """Scale each successful perturbation down by bisection while the real-codec score stays ``shrink_margin``
+    below the threshold (a margin for codecs that round a little differently)."""
     if not ok.any():
         return delta
     lo = torch.zeros(len(x), dtype=x.dtype)
     hi = torch.ones(len(x), dtype=x.dtype)
     for _ in range(s.shrink_steps):
         mid = (lo + hi) / 2
-        good = _real_scores(model, x + mid[:, None, None, None] * delta, s.quality) < model.threshold
+        good = _real_scores(model, x + mid[:, None, None, None] * delta, s.quality) < model.threshold - s.shrink_margin
         hi = torch.where(good & ok, mid, hi)
         lo = torch.where(good & ok, lo, mid)
     scale = torch.where(ok, hi, torch.ones_like(hi))
