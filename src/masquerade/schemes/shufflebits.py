@@ -63,7 +63,7 @@ class EncryptedFeatures(NamedTuple):
 
 def perm_to_dest(perm: np.ndarray) -> np.ndarray:
     """(K, 32) MSB-first ``perm`` (ciphertext position j holds plaintext position perm[j]) -> (K, 32) uint8 ``dest``
-    in LSB numbering (plaintext bit i moves to bit dest[i]), the form the kernels take."""
+    in LSB numbering (plaintext bit i moves to bit dest[i]), the form the pure-torch path takes."""
     perm = np.asarray(perm, dtype=np.int64).reshape(-1, 32)
     dest = np.empty(perm.shape, np.uint8)
     np.put_along_axis(dest, 31 - perm, (31 - np.arange(32, dtype=np.uint8))[None, :].repeat(len(perm), 0), axis=1)
