@@ -242,13 +242,20 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
     run: Callable[..., torch.Tensor] = {"pgd": _pgd, "cw": _cw, "filter": _filter}[s.method]
     per_image = {"pgd": s.steps, "cw": s.search_steps * s.iterations, "filter": s.filter_steps}[s.method]
     out = []
+    was_training = model.training
     model.eval()
-    for p in model.parameters():
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:                                   # gradients w.r.t. the image only; restored below
         p.requires_grad_(False)
-    with bar(total=len(images) * per_image, desc=f"camouflage ({s.method})", unit="img-step",
-             disable=None if progress is None else not progress) as pb:
-        for i in range(0, len(images), batch):
-            out.append(run(model, images[i:i + batch], s, gen, pb).detach())
+    try:
+        with bar(total=len(images) * per_image, desc=f"camouflage ({s.method})", unit="img-step",
+                 disable=None if progress is None else not progress) as pb:
+            for i in range(0, len(images), batch):
+                out.append(run(model, images[i:i + batch], s, gen, pb).detach())
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        model.train(was_training)
     return torch.cat(out) if out else images[:0].clone()
 
 
