@@ -1,0 +1,53 @@
+"""Independent check of camouflage success: re-score the delivered JPEG files with the ``brisque`` package itself
+(its features and libsvm's prediction, as tests/test_quality.py calls them), after a fresh Pillow JPEG-90
+re-compression, beside our BRISQUE-torch scores.
+
+    python benchmarks/check_camouflage_reference.py [--photos 6] [--seed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _jpeg(img: np.ndarray, quality: int = 90) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+    from test_quality import _reference_score
+
+    from masquerade.data import load_photos
+    from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
+    from masquerade.quality.models import BrisqueQuality
+
+    photos, names = load_photos(ROOT.parent / "shared" / "data" / "imagenet-sample", channels=3)
+    idx = np.random.default_rng(args.seed).permutation(len(photos))[:args.photos]
+    with tempfile.TemporaryDirectory() as d:
+        rows, _ = camouflage_photos(BrisqueQuality(), [photos[i] for i in idx], [names[i] for i in idx], d,
+                                    CamouflageSettings(), rng=0, progress=False)
+        for r, i in zip(rows, idx):
+            delivered = np.array(Image.open(r["file"]).convert("RGB"))
+            print(f"{r['photo'][:28]:28s} ours: {r['score after JPEG']:6.2f} -> {r['camouflaged score after JPEG']:6.2f}"
+                  f" | brisque package: {100 - _reference_score(_jpeg(photos[i])):6.2f} -> "
+                  f"{100 - _reference_score(_jpeg(delivered)):6.2f} | PSNR {r['PSNR']}")
+
+
+if __name__ == "__main__":
+    main()
