@@ -44,8 +44,9 @@ def main() -> None:
                                     CamouflageSettings(), rng=0, progress=False)
         for r, i in zip(rows, idx):
             delivered = np.array(Image.open(r["file"]).convert("RGB"))
-            print(f"{r['photo'][:28]:28s} ours: {r['score after JPEG']:6.2f} -> {r['camouflaged score after JPEG']:6.2f}"
-                  f" | brisque package: {100 - _reference_score(_jpeg(photos[i])):6.2f} -> "
+            ours = f"{r['score after JPEG']:6.2f} -> {r['camouflaged score after JPEG']:6.2f}"
+            print(f"{r['photo'][:28]:28s} ours: {ours} | brisque package: "
+                  f"{100 - _reference_score(_jpeg(photos[i])):6.2f} -> "
                   f"{100 - _reference_score(_jpeg(delivered)):6.2f} | PSNR {r['PSNR']}")
 
 
