@@ -141,6 +141,20 @@ def _aux(auxiliary: Any, where: str, labels: bool) -> tuple[torch.Tensor, torch.
     return x, y
 
 
+def _adversary_inputs(name: str, encodings: Any, auxiliary: Any, api: FeatureAPI, representation: str,
+                      labels: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
+                                             torch.Tensor]:
+    """What the adversary trains and attacks with: its auxiliary images (and labels), their API features, and both
+    those and the victims' features in the chosen representation."""
+    x_aux, y_aux = _aux(auxiliary, name, labels=labels)
+    f_aux = api.predict(x_aux)
+    a = represent(f_aux, representation, reference=f_aux)
+    v = represent(encodings, representation, reference=f_aux)
+    if v.shape[1] != a.shape[1]:
+        raise InputError(f"{name}: victims' features have {v.shape[1]} numbers, the API gives {a.shape[1]}")
+    return x_aux, y_aux, f_aux, a, v
+
+
 def _torch_seed(gen: np.random.Generator) -> int:
     return int(gen.integers(0, 2**62))
 
@@ -163,13 +177,8 @@ class FeatureAttribute:
 
     def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI) -> dict[str, Any]:
         t = time.perf_counter()
-        x_aux, y_aux = _aux(auxiliary, self.name, labels=True)
+        _, y_aux, _, a, v = _adversary_inputs(self.name, encodings, auxiliary, api, self.representation, True)
         assert y_aux is not None
-        f_aux = api.predict(x_aux)
-        a = represent(f_aux, self.representation, reference=f_aux)
-        v = represent(encodings, self.representation, reference=f_aux)
-        if v.shape[1] != a.shape[1]:
-            raise InputError(f"{self.name}: victims' features have {v.shape[1]} numbers, the API gives {a.shape[1]}")
         gen = as_generator(self.rng)
         classes = int(y_aux.max()) + 1
         with torch.random.fork_rng(devices=[]):
@@ -268,12 +277,7 @@ class FeatureInversion:
 
     def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI) -> dict[str, Any]:
         t = time.perf_counter()
-        x_aux, _ = _aux(auxiliary, self.name, labels=False)
-        f_aux = api.predict(x_aux)
-        a = represent(f_aux, self.representation, reference=f_aux)
-        v = represent(encodings, self.representation, reference=f_aux)
-        if v.shape[1] != a.shape[1]:
-            raise InputError(f"{self.name}: victims' features have {v.shape[1]} numbers, the API gives {a.shape[1]}")
+        x_aux, _, f_aux, a, v = _adversary_inputs(self.name, encodings, auxiliary, api, self.representation, False)
         gen = as_generator(self.rng)
         timings: dict[str, float] = {}
         surrogate = None

@@ -36,30 +36,30 @@ def _build_lut(perm: np.ndarray, inverse: bool, lut: np.ndarray) -> None:  # pra
                 lut[b, v | step] = lut[b, v] | bit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _apply_lut(row: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Four table lookups ORed together per word."""
+    for j in range(row.shape[0]):
+        w = row[j]
+        out[j] = lut[0, w & 0xFF] | lut[1, (w >> 8) & 0xFF] | lut[2, (w >> 16) & 0xFF] | lut[3, w >> 24]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def shuffle_fixed(x: np.ndarray, perm: np.ndarray, inverse: bool, out: np.ndarray) -> None:  # pragma: no cover
     """x, out: (N, D) uint32; perm: (32,) uint8 -- one permutation for everything."""
     lut = np.empty((4, 256), np.uint32)
     _build_lut(perm, inverse, lut)
-    n, d = x.shape
-    for i in prange(n):
-        for j in range(d):
-            w = x[i, j]
-            out[i, j] = (lut[0, w & 0xFF] | lut[1, (w >> 8) & 0xFF] | lut[2, (w >> 16) & 0xFF]
-                         | lut[3, w >> 24])
+    for i in prange(x.shape[0]):
+        _apply_lut(x[i], lut, out[i])
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def shuffle_rows(x: np.ndarray, perm: np.ndarray, inverse: bool, out: np.ndarray) -> None:  # pragma: no cover
     """x, out: (N, D) uint32; perm: (N, 32) uint8 -- one permutation per row."""
-    n, d = x.shape
-    for i in prange(n):
+    for i in prange(x.shape[0]):
         lut = np.empty((4, 256), np.uint32)
         _build_lut(perm[i], inverse, lut)
-        for j in range(d):
-            w = x[i, j]
-            out[i, j] = (lut[0, w & 0xFF] | lut[1, (w >> 8) & 0xFF] | lut[2, (w >> 16) & 0xFF]
-                         | lut[3, w >> 24])
+        _apply_lut(x[i], lut, out[i])
 
 
 @njit(parallel=True, cache=True, nogil=True)
