@@ -115,13 +115,12 @@ def _shrink(model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch
 
 def _pgd(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator,
          pb: Any) -> torch.Tensor:
-    n = len(x)
     dims = x[0].numel()
     eps = math.sqrt(dims * 10 ** (-s.psnr / 10)) if s.norm == "l2" else s.linf
     alpha = 2.5 * eps / s.steps
     target = model.threshold - s.margin
     delta = torch.zeros_like(x)
-    active = torch.ones(n, dtype=torch.bool)
+    active = _real_scores(model, x, s.quality) >= target     # photos the codec already makes bad are left alone
     for step in range(s.steps):
         idx = active.nonzero().flatten()
         if len(idx) == 0:
