@@ -8,7 +8,6 @@ re-compression, beside our BRISQUE-torch scores.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -20,18 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _jpeg(img: np.ndarray, quality: int = 90) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "JPEG", quality=quality)
-    return np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
-    from test_quality import _reference_score
+    from test_quality import _jpeg, _reference_score
 
     from masquerade.data import load_photos
     from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
@@ -46,8 +39,8 @@ def main() -> None:
             delivered = np.array(Image.open(r["file"]).convert("RGB"))
             ours = f"{r['score after JPEG']:6.2f} -> {r['camouflaged score after JPEG']:6.2f}"
             print(f"{r['photo'][:28]:28s} ours: {ours} | brisque package: "
-                  f"{100 - _reference_score(_jpeg(photos[i])):6.2f} -> "
-                  f"{100 - _reference_score(_jpeg(delivered)):6.2f} | PSNR {r['PSNR']}")
+                  f"{100 - _reference_score(_jpeg(photos[i], 90)):6.2f} -> "
+                  f"{100 - _reference_score(_jpeg(delivered, 90)):6.2f} | PSNR {r['PSNR']}")
 
 
 if __name__ == "__main__":

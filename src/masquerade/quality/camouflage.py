@@ -155,7 +155,7 @@ def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ran
     c = torch.full((n,), s.initial_c, dtype=x.dtype)
     lower = torch.zeros(n, dtype=x.dtype)
     upper = torch.full((n,), float("inf"), dtype=x.dtype)
-    best = x.clone()
+    best = x.clone()                                                       # images with no success stay as they were
     best_l2 = torch.full((n,), float("inf"), dtype=x.dtype)
     target = model.threshold - s.margin
     for _ in range(s.search_steps):
@@ -186,8 +186,6 @@ def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ran
             upper = torch.where(ok, torch.minimum(upper, c), upper)
             lower = torch.where(ok, lower, torch.maximum(lower, c))
             c = torch.where(torch.isinf(upper), c * 10, (lower + upper) / 2)
-    failed = torch.isinf(best_l2)
-    best[failed] = ((torch.tanh(w0) + 1) / 2)[failed]                      # nothing found: the original
     return best
 
 
