@@ -485,6 +485,28 @@ def cmd_challenge_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_challenge_attack(args: argparse.Namespace) -> int:
+    from .attacks.instahide_challenge import ChallengeAttackSettings, attack_challenge
+    from .runs import Run
+
+    settings = ChallengeAttackSettings(n_private=args.n_private, use_labels=not args.no_labels,
+                                       colour=not args.no_colour, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(out, "challenge-attack")
+    try:
+        res = attack_challenge(args.dir, out, public=args.public, aux=args.aux, settings=settings, log=run.log)
+        run.save_grid("private_images", res["private_images"], ncol=10, scale=2,
+                      caption=f"the {len(res['private_images'])} recovered private images")
+        run.add_metrics(**{k: v for k, v in res.items() if k not in ("private_images", "settings")})
+    finally:
+        run.close()
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in res["seconds"].items())
+    print(f"challenge attack: {res['encodings']} recoveries in {res['decryption']}; "
+          f"{res.get('images_found', '?')} private images in {out / 'private_images.png'}; {times}")
+    return 0
+
+
 def cmd_challenge_score(args: argparse.Namespace) -> int:
     import json
 
@@ -644,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     p.set_defaults(func=cmd_train)
 
-    ch = sub.add_parser("challenge", help="make or score an InstaHide Challenge")
+    ch = sub.add_parser("challenge", help="make, attack or score an InstaHide Challenge")
     csub = ch.add_subparsers(dest="challenge_command", metavar="ACTION")
     ch.set_defaults(func=lambda a: _missing_action(ch))
     p = csub.add_parser("make", help="make a challenge (official recipe)")
@@ -659,6 +681,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, help="seed (reproducible); default: OS randomness")
     p.add_argument("--run-out", help="run folder")
     p.set_defaults(func=cmd_challenge_make)
+    p = csub.add_parser("attack", help="recover the private images from a challenge's encodings alone")
+    p.add_argument("dir", help="challenge folder (encryption.npy, label.npy); the truth folder is never read")
+    p.add_argument("--out", required=True, help="attack folder: decryption.npy, private_images.*, stages/ (resumes)")
+    p.add_argument("--public", help="public photos (folder) or patch .npz for the public pixel statistics "
+                                    "(default: bundled:photos)")
+    p.add_argument("--aux", help="labelled images disjoint from the private ones (.npz) to learn the colour "
+                                 "correction on a simulated challenge")
+    p.add_argument("--n-private", type=_positive_int, help="number of private images if known (default: estimated "
+                                                           "per class from the spectrum)")
+    p.add_argument("--no-labels", action="store_true", help="ignore label.npy (coefficients and classes unknown)")
+    p.add_argument("--no-colour", action="store_true", help="skip the learned colour correction")
+    p.add_argument("--seed", type=_seed, default=0, help="the attacker's own seed (clustering, simulation)")
+    p.set_defaults(func=cmd_challenge_attack)
     p = csub.add_parser("score", help="score recoveries against the truth")
     p.add_argument("--truth", required=True)
     p.add_argument("--recovered", required=True, help="folder of i_recover.png or an .npy E×H×W×C")
