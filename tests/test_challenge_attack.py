@@ -136,3 +136,17 @@ def test_attack_refuses_bad_input(tmp_path: Path) -> None:
         attack_challenge(tmp_path / "c", tmp_path / "o")
     with pytest.raises(InputError, match="n_private"):
         ChallengeAttackSettings(n_private=0)
+
+
+def test_unlabelled_clustering_names_two_distinct_images(cifar_and_patches) -> None:
+    from masquerade.attacks.instahide_challenge import cluster_slots
+
+    imgs, patches = cifar_and_patches
+    gen = np.random.default_rng(4)
+    pick = gen.choice(len(imgs), 6, replace=False)
+    sim = simulate_challenge(imgs.images[pick], imgs.labels[pick].astype(np.int64), patches, per_image=20, rng=gen)
+    slots = parse_slots(None, len(sim["encryption"]))
+    assert not slots.labelled and not slots.same.any()
+    cl = cluster_slots(sim["encryption"], slots, n_private=6)
+    assert cl["n_images"] == 6 and (cl["pairs"][:, 0] != cl["pairs"][:, 1]).all()
+    assert (cl["confidence"] >= 0).all()

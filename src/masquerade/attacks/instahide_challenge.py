@@ -76,6 +76,7 @@ class Slots:
     c: np.ndarray
     lam: np.ndarray
     same: np.ndarray   # both slots in one class (the label shows only their sum)
+    labelled: bool = True
 
 
 def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: float = 0.65, dom: float = 0.3
@@ -83,7 +84,8 @@ def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: flo
     """Slots from ``label.npy``; without labels every slot gets class 0 and the sampler's mean coefficient."""
     if labels is None:
         lam = sample_coefficients(100_000, k, upper=upper, dom=dom, private=2, rng=0)[:, :2].mean()
-        return Slots(np.zeros((count, 2), np.int64), np.full((count, 2), lam, np.float32), np.ones(count, bool))
+        return Slots(np.zeros((count, 2), np.int64), np.full((count, 2), lam, np.float32), np.zeros(count, bool),
+                     labelled=False)
     lab = np.asarray(labels, dtype=np.float64)
     if lab.ndim != 2 or len(lab) != count:
         raise InputError(f"label.npy has shape {lab.shape}; expected ({count}, classes)")
@@ -288,6 +290,8 @@ def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: in
     e = e.reshape(len(e), -1)
     n_enc = len(e)
     feats = _whitened(e, eps)
+    if not slots.labelled:
+        return _cluster_unlabelled(feats, n_private, seed)
     cls = slots.c.reshape(-1)                     # slot s = 2 j + t
     lam = slots.lam.reshape(-1)
     enc_of = np.repeat(np.arange(n_enc), 2)
@@ -544,3 +548,22 @@ def _learn_colour(aux: str | os.PathLike[str], mean: torch.Tensor, var: torch.Te
                                anneal=s.anneal, em_steps=s.em_steps, shape=shape)
     truth = torch.from_numpy(imgs.images[pick].astype(np.float32) / 127.5 - 1)
     return ColourMap.fit(x.reshape(-1, *shape), truth)
+
+
+def _cluster_unlabelled(feats: np.ndarray, n_private: int | None, seed: int) -> dict[str, Any]:
+    """Without labels: cluster whole encodings; an encoding's two images are its nearest two centroids."""
+    from sklearn.cluster import KMeans
+
+    sim = feats @ feats.T
+    np.fill_diagonal(sim, 0)
+    vals, vecs = np.linalg.eigh(sim)
+    k = n_private if n_private is not None else _eigengap(vals, max(2, len(feats) // 20))
+    k = max(2, min(k, len(feats)))
+    emb = vecs[:, -k:]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    km = KMeans(k, n_init=10, random_state=seed).fit(emb)
+    dist = km.transform(emb)
+    order = np.argsort(dist, axis=1)[:, :3]
+    d = np.take_along_axis(dist, order, 1)
+    conf = np.stack([d[:, 2] - d[:, 0], d[:, 2] - d[:, 1]], 1).astype(np.float32)
+    return {"pairs": order[:, :2].astype(np.int64), "confidence": conf, "per_class": {0: k}, "n_images": k}
