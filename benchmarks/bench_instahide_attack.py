@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from masquerade.attacks.instahide_challenge import (ChallengeAttackSettings, ColourMap, _public_energy,
-                                                    attack_challenge, parse_slots, public_statistics,
-                                                    reconstruct_private)
+                                                    attack_challenge, parse_slots, reconstruct_private)
 from masquerade.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
 from masquerade.data import load_images
 

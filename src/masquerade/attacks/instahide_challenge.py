@@ -29,6 +29,7 @@ Stages (each timed, each cached in the output folder so an interrupted attack re
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -111,15 +112,23 @@ def public_statistics(pool: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return p.mean(0), p.var(0)
 
 
-def _public_energy(r: np.ndarray, k: int, upper: float, dom: float) -> np.ndarray:
-    """E[sum of the squared public coefficients | their sum r], from the challenge's coefficient sampler."""
+_ENERGY_BINS = np.linspace(0, 1, 41)
+
+
+@functools.lru_cache(maxsize=8)
+def _energy_table(k: int, upper: float, dom: float) -> np.ndarray:
     sim = sample_coefficients(200_000, k, upper=upper, dom=dom, private=2, rng=0)
     rs, qs = 1 - sim[:, :2].sum(1), (sim[:, 2:] ** 2).sum(1)
-    bins = np.linspace(0, 1, 41)
-    b = np.digitize(rs, bins)
-    sums, counts = np.bincount(b, qs, len(bins) + 1), np.bincount(b, minlength=len(bins) + 1)
-    table = np.where(counts > 0, sums / np.maximum(counts, 1), qs.mean())
-    return table[np.digitize(r, bins)].astype(np.float32)
+    b = np.digitize(rs, _ENERGY_BINS)
+    n = len(_ENERGY_BINS) + 1
+    sums, counts = np.bincount(b, qs, n), np.bincount(b, minlength=n)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), qs.mean())
+
+
+def _public_energy(r: np.ndarray, k: int, upper: float, dom: float) -> np.ndarray:
+    """E[sum of the squared public coefficients | their sum r], from the challenge's coefficient sampler (its table
+    is drawn once per recipe)."""
+    return _energy_table(k, float(upper), float(dom))[np.digitize(r, _ENERGY_BINS)].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------- pixels ---
@@ -284,8 +293,6 @@ def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: in
     """Group the slots into private images: per class, spectral clustering of coefficient-weighted whitened squared
     encodings. Returns ``pairs`` (E×2 image ids), ``confidence`` (E×2), ``per_class`` (images per class) and
     ``n_images``."""
-    from sklearn.cluster import KMeans
-
     e = torch.as_tensor(np.asarray(enc, dtype=np.float32))
     e = e.reshape(len(e), -1)
     n_enc = len(e)
@@ -304,21 +311,14 @@ def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: in
     next_id = 0
     for c in np.unique(cls):
         sl = np.flatnonzero((cls == c) & primary)
-        g = feats[enc_of[sl]] * lam[sl, None]
-        sim = g @ g.T
-        np.fill_diagonal(sim, 0)
-        vals, vecs = np.linalg.eigh(sim)
-        if n_private is not None:
-            k = max(1, int(round(n_private * len(sl) / total)))
-        else:
-            k = _eigengap(vals, min(len(sl) - 1, max(2, len(sl) // 20)))
-        k = min(k, len(sl))
-        emb = vecs[:, -k:]
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        km = KMeans(k, n_init=10, random_state=seed).fit(emb)
-        dist = np.sort(km.transform(emb), axis=1)
+        share = None if n_private is None else max(1, int(round(n_private * len(sl) / total)))
+        k, labels, dist = _spectral_kmeans(
+            feats[enc_of[sl]] * lam[sl, None],
+            lambda vals, m=len(sl), share=share: min(
+                share if share is not None else _eigengap(vals, min(m - 1, max(2, m // 20))), m), seed)
+        dist = np.sort(dist, axis=1)
         margin = dist[:, 1] - dist[:, 0] if k > 1 else np.ones(len(sl))
-        img[sl] = km.labels_ + next_id
+        img[sl] = labels + next_id
         conf[sl] = margin / max(float(np.median(margin)), 1e-12) * lam[sl]
         per_class[int(c)] = k
         next_id += k
@@ -327,6 +327,34 @@ def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: in
     conf[1::2][slots.same] = 0.0
     return {"pairs": img.reshape(n_enc, 2), "confidence": conf.reshape(n_enc, 2), "per_class": per_class,
             "n_images": next_id}
+
+
+def _spectral_kmeans(g: np.ndarray, choose_k: Callable[[np.ndarray], int], seed: int
+                     ) -> tuple[int, np.ndarray, np.ndarray]:
+    """k-means on the top eigenvectors of the similarity ``g gᵀ`` (zero diagonal); ``choose_k`` picks k from its
+    eigenvalues. Returns k, each row's cluster and its distances to every centroid."""
+    from sklearn.cluster import KMeans
+
+    sim = g @ g.T
+    np.fill_diagonal(sim, 0)
+    vals, vecs = np.linalg.eigh(sim)
+    k = choose_k(vals)
+    emb = vecs[:, -k:]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    km = KMeans(k, n_init=10, random_state=seed).fit(emb)
+    return k, km.labels_, km.transform(emb)
+
+
+def _cluster_unlabelled(feats: np.ndarray, n_private: int | None, seed: int) -> dict[str, Any]:
+    """Without labels: cluster whole encodings; an encoding's two images are its nearest two centroids."""
+    m = len(feats)
+    k, _, dist = _spectral_kmeans(
+        feats, lambda vals: max(2, min(n_private if n_private is not None else _eigengap(vals, max(2, m // 20)), m)),
+        seed)
+    order = np.argsort(dist, axis=1)[:, :3]
+    d = np.take_along_axis(dist, order, 1)
+    conf = np.stack([d[:, 2] - d[:, 0], d[:, 2] - d[:, 1]], 1).astype(np.float32)
+    return {"pairs": order[:, :2].astype(np.int64), "confidence": conf, "per_class": {0: k}, "n_images": k}
 
 
 # ----------------------------------------------------------------------------------------------------- colour ---
@@ -406,7 +434,6 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
     ``aux``: labelled images (``.npz``) disjoint from the private set, for the colour correction. Stages already in
     ``out/stages`` are reused, so an interrupted attack resumes where it stopped."""
     from ..challenge import public_pool
-    from ..data import load_images
     from ..fileio import save_npy, write_json
 
     s = settings or ChallengeAttackSettings()
@@ -549,21 +576,3 @@ def _learn_colour(aux: str | os.PathLike[str], mean: torch.Tensor, var: torch.Te
     truth = torch.from_numpy(imgs.images[pick].astype(np.float32) / 127.5 - 1)
     return ColourMap.fit(x.reshape(-1, *shape), truth)
 
-
-def _cluster_unlabelled(feats: np.ndarray, n_private: int | None, seed: int) -> dict[str, Any]:
-    """Without labels: cluster whole encodings; an encoding's two images are its nearest two centroids."""
-    from sklearn.cluster import KMeans
-
-    sim = feats @ feats.T
-    np.fill_diagonal(sim, 0)
-    vals, vecs = np.linalg.eigh(sim)
-    k = n_private if n_private is not None else _eigengap(vals, max(2, len(feats) // 20))
-    k = max(2, min(k, len(feats)))
-    emb = vecs[:, -k:]
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    km = KMeans(k, n_init=10, random_state=seed).fit(emb)
-    dist = km.transform(emb)
-    order = np.argsort(dist, axis=1)[:, :3]
-    d = np.take_along_axis(dist, order, 1)
-    conf = np.stack([d[:, 2] - d[:, 0], d[:, 2] - d[:, 1]], 1).astype(np.float32)
-    return {"pairs": order[:, :2].astype(np.int64), "confidence": conf, "per_class": {0: k}, "n_images": k}
