@@ -423,7 +423,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                              weight_decay=args.weight_decay, schedule=args.schedule, precision=args.precision,
                              augment=not args.no_augment, infer_encodings=args.infer_encodings)
     train_set, test_set = load_images(args.data), load_images(args.test, split="test")
+    if args.policy is not None:
+        if args.scheme not in ("identity", "ats"):
+            raise InputError("train: --policy applies an ATS policy; it does not combine with --scheme "
+                             f"{args.scheme}")
+        args.scheme = "ats"
+        args.set = list(args.set or []) + [f"policy={args.policy}", f"always={args.always}"]
+    elif args.always:
+        raise InputError("train: --always goes with --policy")
     scheme = create_scheme(args.scheme, **_scheme_settings(args))
+    snapshots = _epoch_list(args.snapshots, args.epochs)
     s = scheme.settings
     public = _public_pool_for(args, scheme, len(train_set), train_set.image_shape)
     if args.resume:
@@ -446,15 +455,162 @@ def cmd_train(args: argparse.Namespace) -> int:
                       f"({rec['seconds']:.0f}s)", flush=True)
 
         result = train(train_set, test_set, scheme=scheme, public=public, settings=settings, seed=args.seed,
-                       checkpoint=run.path / "checkpoint.pt", resume=bool(args.resume), on_epoch=log_epoch)
+                       checkpoint=run.path / "checkpoint.pt", resume=bool(args.resume), on_epoch=log_epoch,
+                       snapshots=snapshots, snapshot_dir=run.path)
+        if result["classifier"] is not None:
+            from .models import save_model
+
+            clf = result["classifier"]
+            save_model(run.path / "model.safetensors", clf, arch=settings.model,
+                       num_classes=max(train_set.num_classes, test_set.num_classes), mean=clf.mean, std=clf.std,
+                       in_channels=train_set.image_shape[2], info={"test_acc": result["test_acc"],
+                                                                   "scheme": str(s)})
         hist = result["history"]
-        metrics = {k: v for k, v in result.items() if k not in ("history", "model_state")}
+        metrics = {k: v for k, v in result.items() if k not in ("history", "model_state", "classifier")}
         metrics["accuracy_curve"] = {"x": [h["epoch"] for h in hist],
                                      "y": {"test accuracy": [h["test_acc"] for h in hist]},
                                      "xlabel": "epoch", "ylabel": "clean test accuracy"}
         run.add_metrics(**metrics)
     print(f"test accuracy {result['test_acc']:.4f} after {len(hist)} epochs ({result['seconds']:.0f}s); "
           f"run folder {run.path}")
+    return 0
+
+
+def _epoch_list(text: str | None, epochs: int) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        out = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise InputError(f"--snapshots expects epochs such as 1,10, got {text!r}") from None
+    bad = [e for e in out if not 1 <= e <= epochs]
+    if bad:
+        raise InputError(f"--snapshots: epochs must lie in 1..{epochs}, got {bad}")
+    return out
+
+
+def _sample(images, n: int, seed: int | None):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from .rng import as_generator
+
+    if n > len(images):
+        raise InputError(f"asked for {n} images, the data has {len(images)}")
+    return images[np.sort(as_generator(seed).choice(len(images), n, replace=False))]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import torch
+
+    from .ats_search import SearchSettings, search
+    from .data import load_images
+    from .models import Normalized, create_model, load_model, save_model
+    from .rng import as_generator
+    from .runs import Run, start_run
+    from .train import TrainSettings, train
+
+    settings = SearchSettings(**({"candidates": args.candidates, "keep": args.keep, "workers": args.workers,
+                                  "acc_threshold": args.acc_threshold, "always": not args.honour_probabilities}
+                                 | _parse_sets(args.set)))  # type: ignore[arg-type]
+    pool = load_images(args.pool, split="test")
+    if pool.labels is None:
+        raise InputError(f"{args.pool}: the scoring images need labels")
+    if pool.image_shape[2] != 3:
+        pool = pool.to_rgb()
+    if args.resume:
+        run = Run(Path(args.resume), "search")
+        if not (run.path / "trained.safetensors").is_file():
+            raise InputError(f"{args.resume}: no trained.safetensors to resume from")
+    else:
+        run = start_run("search", out=args.out)
+        run.write_config({"search": vars(args) | {"func": None}, "settings": settings.__dict__}, seed=args.seed)
+    partial = run.path / "scores.jsonl"
+    with run:
+        gen = as_generator(args.seed)
+        if not (run.path / "trained.safetensors").is_file():
+            data = load_images(args.data)
+            share = gen.choice(len(data), max(1, int(round(len(data) * args.share))), replace=False)
+            run.log(f"training {args.model} on {len(share)} images ({args.share:.0%}) for {args.epochs} epochs")
+            r = train(data[np.sort(share)], pool, settings=TrainSettings(model=args.model, epochs=args.epochs,
+                                                                         lr=0.1, batch_size=128),
+                      seed=args.seed, progress=None if not args.quiet else False)
+            clf = r["classifier"]
+            save_model(run.path / "trained.safetensors", clf, arch=args.model, num_classes=pool.num_classes,
+                       mean=clf.mean, std=clf.std, info={"test_acc": r["test_acc"], "share": args.share})
+            run.log(f"briefly trained model: test accuracy {r['test_acc']:.4f}")
+        trained = load_model(run.path / "trained.safetensors")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(as_generator(None if args.seed is None else args.seed + 1).integers(0, 2**62)))
+            init = Normalized(create_model(args.model, num_classes=pool.num_classes), trained.mean.flatten(),
+                              trained.std.flatten()).eval()
+        done = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+        candidates = [p.strip() for p in args.policies.split(",")] if args.policies else None
+
+        def save(r: dict) -> None:
+            with partial.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+
+        res = search(trained=trained, init=init, images=pool.to_tensor(), labels=torch.from_numpy(pool.labels),
+                     settings=settings, candidates=candidates, rng=args.seed, done=done, on_result=save,
+                     progress=None if not args.quiet else False)
+        run.add_metrics(chosen=", ".join(res["chosen"]) or "none admissible", acc_threshold=res["threshold"],
+                        candidates=len(res["table"]), seconds=res["seconds"], workers=res["workers"],
+                        ranked_policies=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                         for r in res["table"]])
+        from .fileio import write_text
+
+        write_text(run.path / "search.json", json.dumps(res, indent=1) + "\n")
+    print(f"{'policy':20s} {'S_pri':>7s} {'S_acc':>8s}  chosen")
+    for r in res["table"][:args.show]:
+        print(f"{r['policy']:20s} {r['s_pri']:7.4f} {r['s_acc']:8.2f}  {'*' if r['chosen'] else ''}")
+    print(f"chosen (S_acc >= {res['threshold']:.2f}, lowest S_pri): {', '.join(res['chosen']) or 'none'}; "
+          f"table in {run.path / 'search.json'}")
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_images
+    from .gradient_privacy import attack_model, export_rating_set, summary
+    from .models import load_model
+    from .runs import start_run
+
+    model = load_model(args.model_file)
+    data = load_images(args.data, split="test")
+    if data.labels is None:
+        raise InputError(f"{args.data}: the attacked images need labels (the client's labels)")
+    if data.image_shape[2] != 3 and len(model.mean.flatten()) == 3:
+        data = data.to_rgb()
+    sub = _sample(data, args.images, args.seed)
+    x, y = sub.to_tensor(), torch.from_numpy(sub.labels).long()
+    classifier = load_model(args.classifier) if args.classifier else None
+    attack_settings = _parse_sets(args.set)
+    if args.iterations:
+        attack_settings["iterations"] = args.iterations
+    with start_run(f"attack-{args.attack}", out=args.out) as run:
+        run.write_config({"attack": vars(args) | {"func": None}, "settings": attack_settings}, seed=args.seed)
+        res = attack_model(model, x, y, policy=args.policy or "none", always=args.always, attack=args.attack,
+                           attack_settings=attack_settings, known_labels=not args.no_labels, classifier=classifier,
+                           rng=args.seed, progress=None if not args.quiet else False)
+        sm = summary(res)
+        run.add_metrics(**sm, attack=res["attack"], iterations=res["iterations"], seconds=res["seconds"],
+                        policy=res["policy"], images=len(x),
+                        per_image=[{"psnr": round(float(p), 3), "ssim": round(float(q), 4), "label": int(t),
+                                    "label_used": int(u)}
+                                   for p, q, t, u in zip(res["psnr"], res["ssim"], y, res["labels_used"])])
+        run.save_grid("reconstructions", torch.cat([x, res["transformed"], res["reconstructions"]]), ncol=len(x),
+                      scale=2, caption="rows: original, what the client's gradient was computed on, "
+                                       "reconstruction")
+        if args.rating_set:
+            export_rating_set(run.path / "rating", {"original": x, f"{res['policy']}": res["reconstructions"]},
+                              y.tolist(), data.classes or [str(i) for i in range(data.num_classes)], rng=args.seed)
+    mr = f", MR {sm['mr']:.3f}" if "mr" in sm else ""
+    print(f"{args.attack} on {len(x)} images (policy {res['policy']}): PSNR {sm['psnr']:.2f} dB, "
+          f"SSIM {sm['ssim']:.3f}{mr} ({res['seconds']:.0f}s); run folder {run.path}")
     return 0
 
 
@@ -651,7 +807,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True, help="test images (labelled; CIFAR archives use their test split)")
     p.add_argument("--scheme", default="identity", help="protection applied on the fly (default identity)")
     _add_scheme_options(p)
-    p.add_argument("--model", default="fastresnet", help="fastresnet (default), resnet9, resnet18")
+    p.add_argument("--model", default="fastresnet",
+                   help="fastresnet (default), resnet9, resnet18, resnet20, resnet20-4, convnet, convnet16, lenet-zhu")
+    p.add_argument("--policy", help="train with an ATS transformation policy, e.g. 3-1-7 or 3-1-7+43-18-18")
+    p.add_argument("--always", action="store_true",
+                   help="apply every sub-policy of --policy always (the published code), ignoring probabilities")
+    p.add_argument("--snapshots", metavar="E1,E2", help="also save the model after these epochs (to attack them)")
     p.add_argument("--epochs", type=_positive_int, default=15)
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--lr", type=float, default=0.2)
@@ -665,6 +826,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/train/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="ATS: search transformation policies against gradient inversion")
+    p.add_argument("--data", required=True, help="training images; a share trains the model S_pri is scored on")
+    p.add_argument("--pool", required=True, help="labelled held-out images the scores are computed on")
+    p.add_argument("--model", default="resnet20", help="architecture (default resnet20)")
+    p.add_argument("--share", type=float, default=0.1, help="share of --data for the brief training (0.1)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs of the brief training (10)")
+    p.add_argument("--candidates", type=_positive_int, default=100, help="random candidate policies (100)")
+    p.add_argument("--policies", help="score these comma-separated policies instead of random candidates")
+    p.add_argument("--keep", type=_positive_int, default=5, help="policies chosen (5)")
+    p.add_argument("--acc-threshold", type=float, default=-85.0,
+                   help="admit policies with S_acc >= this (ATS: -85, for 64-image batches)")
+    p.add_argument("--honour-probabilities", action="store_true",
+                   help="score policies with their sub-policies' probabilities (default: always applied, as ATS)")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
+    p.add_argument("--show", type=_positive_int, default=15, help="table rows printed (15)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any SearchSettings field")
+    p.add_argument("--seed", type=_seed)
+    p.add_argument("--out", help="run folder (default runs/search/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("attack", help="gradient inversion of a model's shared gradients (per image, batch 1)")
+    p.add_argument("attack", choices=["inverting_gradients", "dlg"])
+    p.add_argument("--model-file", required=True, help="model file (.safetensors from train, search or snapshots)")
+    p.add_argument("--data", required=True, help="the clients' private images (labelled); --images are drawn")
+    p.add_argument("--images", type=_positive_int, default=8, help="images attacked (8)")
+    p.add_argument("--policy", help="the clients' ATS policy (default none)")
+    p.add_argument("--always", action="store_true", help="apply every sub-policy always (the published code)")
+    p.add_argument("--iterations", type=_positive_int, help="optimisation steps (IG 4800, DLG 300)")
+    p.add_argument("--no-labels", action="store_true", help="labels unknown: read them off the gradient (iDLG)")
+    p.add_argument("--classifier", help="a clean model file for model-based recognition (MR)")
+    p.add_argument("--rating-set", action="store_true", help="export a HitL rating set into the run folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any InversionSettings field")
+    p.add_argument("--seed", type=_seed)
+    p.add_argument("--out", help="run folder (default runs/attack-<name>/<timestamp>)")
+    p.set_defaults(func=cmd_attack)
 
     ch = sub.add_parser("challenge", help="make, attack or score an InstaHide Challenge")
     csub = ch.add_subparsers(dest="challenge_command", metavar="ACTION")

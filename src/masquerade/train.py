@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .data import ImageSet
 from .errors import InputError
 from .fileio import atomic_path
-from .models import create_model
+from .models import Normalized, create_model, save_model
 from .progress import bar
 from .registry import Scheme, create_scheme
 from .rng import secure_rng
@@ -144,8 +144,18 @@ def _epoch_rng(seed: int | None, epoch: int) -> np.random.Generator:
 def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "identity",
           public: ImageSet | None = None, settings: TrainSettings | None = None, seed: int | None = None,
           checkpoint: str | Path | None = None, resume: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Train ``settings.model`` on ``train_set`` protected by ``scheme``; returns history and final accuracies."""
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool | None = None,
+          snapshots: Sequence[int] = (), snapshot_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train ``settings.model`` on ``train_set`` protected by ``scheme``; returns history and final accuracies.
+
+    ``snapshots``: epochs after which the model is written to ``snapshot_dir/model-epoch{E}.safetensors`` (a model
+    file that takes [0, 1] images: see :func:`masquerade.models.load_model`), for attacks at several stages of
+    training. ``result["classifier"]`` is the final model in that form.
+    """
+    if snapshots and snapshot_dir is None:
+        raise InputError("train: snapshots need a snapshot_dir")
+    if any(not 1 <= e <= (settings or TrainSettings()).epochs for e in snapshots):
+        raise InputError(f"train: snapshot epochs must lie in 1..epochs, got {list(snapshots)}")
     s = settings or TrainSettings()
     sch: Scheme = create_scheme(scheme) if isinstance(scheme, str) else scheme
     if train_set.labels is None or test_set.labels is None:
@@ -232,6 +242,10 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
                      "settings": dataclasses.asdict(s), "seed": seed, "scheme": _scheme_id(sch)}
             with atomic_path(ckpt) as tmp:
                 torch.save(state, tmp)
+        if epoch + 1 in snapshots:
+            save_model(Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors", model, arch=s.model,  # type: ignore[arg-type]
+                       num_classes=num_classes, mean=view.mean, std=view.std, in_channels=c,
+                       info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc})
         if on_epoch is not None:
             on_epoch(record)
     result: dict[str, Any] = {"history": history, "test_acc": history[-1]["test_acc"] if history else float("nan"),
@@ -241,6 +255,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     if s.infer_encodings and fixed_key is None:
         result["test_acc_encoded"] = _encoded_inference(model, sch, view, x_test, y_test, pub, s, seed, bf16)
     result["model_state"] = model
+    # the model as a function of [0, 1] images (schemes with their own input scale have no such form)
+    result["classifier"] = None if view.own else Normalized(model, view.mean, view.std).eval()
     return result
 
 

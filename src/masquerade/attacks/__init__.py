@@ -1,3 +1,3 @@
 """Attacks, one module per family; importing this package registers them."""
 
-from . import disguise, feature_inversion, shufflebits  # noqa: F401
+from . import disguise, feature_inversion, gradient_inversion, shufflebits  # noqa: F401

@@ -1,3 +1,3 @@
 """Protections, one module each; importing this package registers them."""
 
-from . import disguise, identity, instahide, shufflebits  # noqa: F401
+from . import ats, disguise, identity, instahide, shufflebits  # noqa: F401

@@ -1,0 +1,63 @@
+"""Model files: weights in ``.safetensors`` (no pickle: loading a model never runs code) with the architecture,
+class count and input standardisation in its metadata, so a file alone rebuilds a model that takes [0, 1] images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import InputError
+from ..fileio import atomic_path
+from .normalized import Normalized
+from .resnet import create_model
+
+__all__ = ["save_model", "load_model"]
+
+
+def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int, mean: Sequence[float],
+               std: Sequence[float], in_channels: int = 3, info: dict | None = None) -> Path:
+    """Write ``model`` (an ``arch`` network that takes standardised inputs) with its standardisation, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: model files are written as .safetensors")
+    inner = model.model if isinstance(model, Normalized) else model
+    state = {k: v.detach().contiguous().clone() for k, v in inner.state_dict().items()}
+    meta = {"arch": arch, "num_classes": str(int(num_classes)), "in_channels": str(int(in_channels)),
+            "mean": json.dumps([float(v) for v in torch.as_tensor(mean).flatten()]),
+            "std": json.dumps([float(v) for v in torch.as_tensor(std).flatten()]),
+            "info": json.dumps(info or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def load_model(path: str | Path) -> Normalized:
+    """Rebuild the model of a file written by :func:`save_model`, in eval mode, taking [0, 1] images."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"{path}: not a masquerade model file ({e})") from None
+    if "arch" not in meta:
+        raise InputError(f"{path}: not a masquerade model file (no architecture in its metadata)")
+    model = create_model(meta["arch"], num_classes=int(meta["num_classes"]), in_channels=int(meta["in_channels"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not fit a {meta['arch']} ({str(e).splitlines()[0]})") from None
+    out = Normalized(model, json.loads(meta["mean"]), json.loads(meta["std"])).eval()
+    out.arch = meta["arch"]  # type: ignore[assignment]
+    out.info = json.loads(meta.get("info", "{}"))  # type: ignore[assignment]
+    return out
