@@ -51,6 +51,10 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=60)
     ap.add_argument("--search-epochs", type=int, default=10)
     ap.add_argument("--keep", type=int, default=2, help="searched policies evaluated")
+    ap.add_argument("--long-iterations", type=int, default=0,
+                    help="also attack the late snapshots of --long-rows with this many iterations (ATS: 4800)")
+    ap.add_argument("--long-rows", default="none,3-1-7+43-18-18",
+                    help="row tags for --long-iterations (a policy; '~p' marks the probabilities-honoured row)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -125,6 +129,18 @@ def main() -> int:
         table.append(row)
         print(f"{tag:22s} acc {row['test_acc']:.3f}  early PSNR {row['early']['psnr']:.2f}  late PSNR "
               f"{row['late']['psnr']:.2f}", flush=True)
+    if args.long_iterations:
+        for row in table:
+            tag = f"{row['policy']}{'' if row['probabilities'].startswith('ignored') else '~p'}"
+            if tag not in args.long_rows.split(",") or "late_long" in row:
+                continue
+            model = load_model(work / f"models-{tag}" / f"model-epoch{args.epochs}.safetensors")
+            a = attack_model(model, x_att, y_att, policy=row["policy"], always=tag == row["policy"],
+                             attack_settings={"iterations": args.long_iterations}, classifier=classifier,
+                             rng=args.seed + 20, progress=False)
+            row["late_long"] = summary(a) | {"seconds": a["seconds"], "iterations": args.long_iterations}
+            jdump(work / f"row-{tag}.json", row)
+            print(f"{tag:22s} late, {args.long_iterations} iterations: PSNR {row['late_long']['psnr']:.2f}", flush=True)
     for row in table:
         tag = f"{row['policy']}{'' if row['probabilities'].startswith('ignored') else '~p'}"
         for stage in ("early", "late"):
@@ -150,15 +166,26 @@ def main() -> int:
         print(f"{row['policy'] + (' (ours)' if src else ''):22s} {'always' if row['probabilities'].startswith('ignored') else 'p':8s} "
               f"{row['test_acc']:6.3f} | {e['psnr']:10.2f} {e['ssim']:6.3f} {e['mr']:5.2f} | {l_['psnr']:9.2f} "
               f"{l_['ssim']:6.3f} {l_['mr']:5.2f}")
+    long = [r for r in table if "late_long" in r]
+    if long:
+        print(f"late snapshots, {args.long_iterations} iterations:")
+        for row in long:
+            q = row["late_long"]
+            print(f"  {row['policy']:20s} {'always' if row['probabilities'].startswith('ignored') else 'p':8s} "
+                  f"PSNR {q['psnr']:.2f}  SSIM {q['ssim']:.3f}  MR {q['mr']:.2f}  ({q['seconds'] / 60:.1f} min)")
     print(f"paper (ResNet-20, CIFAR-100, 4,800 iterations, trained 200 epochs): no defence {PAPER_NONE}; "
           f"{PAPER_POLICIES}")
     print(f"random guess PSNR (uniform noise vs the images): "
-          f"{float((10 * torch.log10(1 / (torch.rand_like(x_att) - x_att).pow(2).mean((1, 2, 3)))).mean()):.2f}")
+          f"{float((10 * torch.log10(1 / (_noise(x_att, args.seed) - x_att).pow(2).mean((1, 2, 3)))).mean()):.2f}")
     print(f"total {(time.perf_counter() - t_all) / 60:.1f} min")
     if args.json:
         jdump(Path(args.json), {"table": table, "search": {k: res[k] for k in ("chosen", "threshold", "seconds")},
                                 "settings": vars(args)})
     return 0
+
+
+def _noise(x: torch.Tensor, seed: int) -> torch.Tensor:
+    return torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _norm(r: dict) -> tuple[list[float], list[float]]:

@@ -40,7 +40,7 @@ def loop_reference(model: torch.nn.Module, grads: list[list[torch.Tensor]], labe
             dot = sum((a * b).sum() for a, b in zip(trial, target))
             na = sum(a.pow(2).sum() for a in trial)
             nb = sum(b.pow(2).sum() for b in target)
-            loss = 1 - dot / (na.sqrt() * nb.sqrt()) + 1e-4 * total_variation(z)[0]
+            loss = 1 - dot / (na.sqrt() * nb.sqrt()) + 1e-4 * total_variation(z)
             (g,) = torch.autograd.grad(loss, z)
             z.grad = g.sign()
             opt.step()

@@ -40,14 +40,14 @@ def test_train_with_policy_search_and_attack(crops: Path, tmp_path: Path, capsys
     out = tmp_path / "search"
     assert main(["--quiet", "search", "--data", str(crops), "--pool", str(crops), "--model", "convnet16",
                  "--share", "0.5", "--epochs", "1", "--policies", "none,3-1-7,21-13", "--keep", "1",
-                 "--workers", "1", "--acc-threshold", "-1e9", "--set", "privacy_images=4", "--set", "acc_images=4",
+                 "--workers", "1", "--acc-threshold=-1e9", "--set", "privacy_images=4", "--set", "acc_images=4",
                  "--set", "acc_runs=2", "--set", "bins=4", "--seed", "0", "--out", str(out)]) == 0
     res = json.loads((out / "search.json").read_text())
     assert {r["policy"] for r in res["table"]} == {"none", "3-1-7", "21-13"} and len(res["chosen"]) == 1
     assert (out / "scores.jsonl").is_file() and len((out / "scores.jsonl").read_text().splitlines()) == 3
     # resuming recomputes nothing and gives the same table
     assert main(["--quiet", "search", "--data", str(crops), "--pool", str(crops), "--model", "convnet16",
-                 "--policies", "none,3-1-7,21-13", "--keep", "1", "--workers", "1", "--acc-threshold", "-1e9",
+                 "--policies", "none,3-1-7,21-13", "--keep", "1", "--workers", "1", "--acc-threshold=-1e9",
                  "--set", "privacy_images=4", "--set", "acc_images=4", "--set", "acc_runs=2", "--set", "bins=4",
                  "--seed", "0", "--resume", str(out)]) == 0
     assert len((out / "scores.jsonl").read_text().splitlines()) == 3
@@ -60,6 +60,10 @@ def test_train_with_policy_search_and_attack(crops: Path, tmp_path: Path, capsys
     m = json.loads((att / "metrics.json").read_text())
     assert m["images"] == 2 and "mr" in m and np.isfinite(m["psnr"])
     assert (att / "reconstructions.png").is_file() and (att / "rating" / "manifest.json").is_file()
+    assert main(["report", str(att), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Rating set (4 images)" in page and "r0003" in page
+    assert '"condition"' not in page and "answers.json" not in page      # the report never names a condition
     capsys.readouterr()
 
 

@@ -423,15 +423,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                              weight_decay=args.weight_decay, schedule=args.schedule, precision=args.precision,
                              augment=not args.no_augment, infer_encodings=args.infer_encodings)
     train_set, test_set = load_images(args.data), load_images(args.test, split="test")
+    scheme_settings = _scheme_settings(args)
     if args.policy is not None:
         if args.scheme not in ("identity", "ats"):
             raise InputError("train: --policy applies an ATS policy; it does not combine with --scheme "
                              f"{args.scheme}")
         args.scheme = "ats"
-        args.set = list(args.set or []) + [f"policy={args.policy}", f"always={args.always}"]
+        scheme_settings |= {"policy": args.policy, "always": args.always}
     elif args.always:
         raise InputError("train: --always goes with --policy")
-    scheme = create_scheme(args.scheme, **_scheme_settings(args))
+    scheme = create_scheme(args.scheme, **scheme_settings)
     snapshots = _epoch_list(args.snapshots, args.epochs)
     s = scheme.settings
     public = _public_pool_for(args, scheme, len(train_set), train_set.image_shape)
@@ -542,10 +543,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                        mean=clf.mean, std=clf.std, info={"test_acc": r["test_acc"], "share": args.share})
             run.log(f"briefly trained model: test accuracy {r['test_acc']:.4f}")
         trained = load_model(run.path / "trained.safetensors")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(as_generator(None if args.seed is None else args.seed + 1).integers(0, 2**62)))
-            init = Normalized(create_model(args.model, num_classes=pool.num_classes), trained.mean.flatten(),
-                              trained.std.flatten()).eval()
+        if not (run.path / "init.safetensors").is_file():    # kept, so that a resumed search scores the same net
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(gen.integers(0, 2**62)))
+                init = Normalized(create_model(args.model, num_classes=pool.num_classes), trained.mean.flatten(),
+                                  trained.std.flatten()).eval()
+            save_model(run.path / "init.safetensors", init, arch=args.model, num_classes=pool.num_classes,
+                       mean=init.mean, std=init.std, info={"initialisation": True})
+        init = load_model(run.path / "init.safetensors")
         done = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
         candidates = [p.strip() for p in args.policies.split(",")] if args.policies else None
 

@@ -181,6 +181,9 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     else:
         view = _View(sch, x_train)
         x_eval = view.clean(x_test)
+    if snapshots and view.own:
+        raise InputError(f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
+                         "images, so they are not available for it")
     bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported())
     # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):

@@ -33,6 +33,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}figure{display:inline-
 vertical-align:top}figcaption{font-size:.85em;color:#555;max-width:520px}img{image-rendering:pixelated;
 max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em;
 max-height:300px}.muted{color:#777;font-size:.85em}details{margin:.5em 0}
+div.rating img{width:96px;image-rendering:pixelated}
 """
 
 
@@ -55,7 +56,8 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     log = (p / "log.txt").read_text(encoding="utf-8", errors="replace") if (p / "log.txt").is_file() else ""
     return {"path": p, "config": load("config.json"), "metrics": load("metrics.json"),
-            "captions": load("captions.json"), "images": sorted(p.glob("*.png")), "log": log}
+            "captions": load("captions.json"), "images": sorted(p.glob("*.png")), "log": log,
+            "rating": load("rating/manifest.json")}
 
 
 def _fmt(v: Any) -> str:
@@ -141,6 +143,21 @@ def _img_tag(png: bytes, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def _rating_section(folder: Path, manifest: dict[str, Any]) -> str:
+    """A HitL rating set as raters see it: the question, the choices, every item with its id (never its
+    condition, which stays in answers.json)."""
+    figs = []
+    for item in manifest.get("items", []):
+        f = folder / str(item.get("image", ""))
+        if f.is_file() and f.resolve().is_relative_to(folder.resolve()):
+            figs.append(f"<figure>{_img_tag(f.read_bytes(), str(item.get('id')))}<figcaption>"
+                        f"{html.escape(str(item.get('id')))}</figcaption></figure>")
+    choices = ", ".join(html.escape(str(c)) for c in manifest.get("choices", []))
+    return (f"<h3>Rating set ({len(figs)} images)</h3><p>{html.escape(str(manifest.get('question', '')))}"
+            f"<br><span class='muted'>choices: {choices}, unrecognisable; record answers as ratings.csv "
+            f"(rater,id,choice)</span></p><div class='rating'>{''.join(figs)}</div>")
+
+
 def _run_section(run: dict[str, Any]) -> str:
     cfg, metrics = run["config"], run["metrics"]
     title = cfg.get("command", run["path"].parent.name)
@@ -164,6 +181,9 @@ def _run_section(run: dict[str, Any]) -> str:
             figs.append(f"<figure>{_img_tag(img.read_bytes(), img.stem)}<figcaption>{html.escape(cap)}"
                         f"</figcaption></figure>")
         parts.append("<h3>Images</h3><div>" + "".join(figs) + "</div>")
+    rating = run.get("rating") or {}
+    if rating.get("format") == "masquerade-rating-set":
+        parts.append(_rating_section(run["path"] / "rating", rating))
     if cfg.get("config"):
         parts.append("<details><summary>Settings</summary>" + _kv_table(_flatten(cfg["config"])) + "</details>")
     if cfg.get("keys"):

@@ -321,6 +321,8 @@ class ATSSettings:
     always: bool = False              # True: ignore the sub-policies' probabilities, as the published code does
 
     def __post_init__(self) -> None:
+        if isinstance(self.policy, (int, np.integer)) and not isinstance(self.policy, bool):
+            object.__setattr__(self, "policy", str(int(self.policy)))   # "--set policy=3" reads as a number
         lists = parse_policy(self.policy)
         object.__setattr__(self, "policy", format_policy(lists))
         if not isinstance(self.always, (bool, np.bool_)):
