@@ -205,14 +205,14 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
     t0 = time.perf_counter()
     with bar(total=len(todo), desc="search", unit="policy", disable=None if progress is None else not progress) as pb:
         if workers <= 1 or len(todo) <= 1:
-            _worker_init(state)
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            _WORKER.update(state)        # in this process: keep its thread settings
             for p in todo:
                 r = _worker_score(p)
                 results.append(r)
                 if on_result:
                     on_result(r)
                 pb.update(1)
+            _WORKER.clear()
         else:
             import multiprocessing as mp
 
