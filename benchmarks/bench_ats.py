@@ -90,22 +90,29 @@ def main() -> int:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed + 3)
             init = Normalized(create_model("resnet20"), trained.mean.flatten(), trained.std.flatten()).eval()
+        for name, m in (("search-trained", trained), ("search-init", init)):
+            save_model(work / f"{name}.safetensors", m, arch="resnet20", num_classes=10, mean=m.mean, std=m.std)
         pool = np.random.default_rng(args.seed + 4).choice(np.setdiff1d(np.arange(len(test_set)), pick), 500,
                                                            replace=False)
         t0 = time.perf_counter()
         res = search(trained=trained, init=init, images=test_set.to_tensor()[pool],
                      labels=torch.from_numpy(test_set.labels[pool]),
-                     settings=SearchSettings(candidates=args.candidates, keep=args.keep), rng=args.seed + 5,
-                     progress=False)
+                     settings=SearchSettings(candidates=args.candidates, keep=args.keep + len(PAPER_ROWS) + 1),
+                     rng=args.seed + 5, progress=False, extra=("none",) + PAPER_ROWS)
         res["trained_acc"] = r["test_acc"]
         res["seconds"] = time.perf_counter() - t0
         jdump(search_file, res)
     res = json.loads(search_file.read_text())
+    print(f"S_pri of the {len(res['table'])} scored policies: min {min(r['s_pri'] for r in res['table']):.3f}, "
+          f"median {float(np.median([r['s_pri'] for r in res['table']])):.3f}, "
+          f"max {max(r['s_pri'] for r in res['table']):.3f}")
     print(f"search: {len(res['table'])} candidates in {res['seconds'] / 60:.1f} min on {res['workers']} workers; "
           f"S_acc threshold {res['threshold']:.1f}; chosen {res['chosen']}", flush=True)
 
+    ours = [p for p in res["chosen"] if p not in PAPER_ROWS and p != "none"][:args.keep]
+    scores = {r["policy"]: r for r in res["table"]}
     rows = [("none", True), ("3-1-7", True), ("43-18-18", True), ("3-1-7+43-18-18", True),
-            ("3-1-7+43-18-18", False)] + [(p, True) for p in res["chosen"][:args.keep]]
+            ("3-1-7+43-18-18", False)] + [(p, True) for p in ours]
     table = []
     grids: dict[str, torch.Tensor] = {"original": x_att}
     for policy, always in rows:
@@ -159,13 +166,16 @@ def main() -> int:
           f"iterations, batch 1, labels known) on {args.images} test images; MR classifier fastresnet "
           f"(clean acc {classifier.info.get('test_acc', float('nan')):.3f})")
     print(f"{'policy':22s} {'prob.':8s} {'acc':>6s} | {'early PSNR':>10s} {'SSIM':>6s} {'MR':>5s} | "
-          f"{'late PSNR':>9s} {'SSIM':>6s} {'MR':>5s}")
+          f"{'late PSNR':>9s} {'SSIM':>6s} {'MR':>5s} | {'S_pri':>6s} {'S_acc':>6s}")
     for row in table:
         e, l_ = row["early"], row["late"]
-        src = "search" if row["policy"] in res["chosen"] and row["policy"] not in PAPER_ROWS else ""
-        print(f"{row['policy'] + (' (ours)' if src else ''):22s} {'always' if row['probabilities'].startswith('ignored') else 'p':8s} "
+        src = "search" if row["policy"] in ours else ""
+        sc = scores.get(row["policy"])
+        sc_text = f"{sc['s_pri']:6.3f} {sc['s_acc']:6.1f}" if sc and row["probabilities"].startswith("ignored") else ""
+        prob = "always" if row["probabilities"].startswith("ignored") else "p"
+        print(f"{row['policy'] + (' (ours)' if src else ''):22s} {prob:8s} "
               f"{row['test_acc']:6.3f} | {e['psnr']:10.2f} {e['ssim']:6.3f} {e['mr']:5.2f} | {l_['psnr']:9.2f} "
-              f"{l_['ssim']:6.3f} {l_['mr']:5.2f}")
+              f"{l_['ssim']:6.3f} {l_['mr']:5.2f} | {sc_text}")
     long = [r for r in table if "late_long" in r]
     if long:
         print(f"late snapshots, {args.long_iterations} iterations:")

@@ -39,7 +39,7 @@ def test_train_with_policy_search_and_attack(crops: Path, tmp_path: Path, capsys
 
     out = tmp_path / "search"
     assert main(["--quiet", "search", "--data", str(crops), "--pool", str(crops), "--model", "convnet16",
-                 "--share", "0.5", "--epochs", "1", "--policies", "none,3-1-7,21-13", "--keep", "1",
+                 "--share", "0.5", "--epochs", "1", "--policies", "none,3-1-7", "--also", "21-13", "--keep", "1",
                  "--workers", "1", "--acc-threshold=-1e9", "--set", "privacy_images=4", "--set", "acc_images=4",
                  "--set", "acc_runs=2", "--set", "bins=4", "--seed", "0", "--out", str(out)]) == 0
     res = json.loads((out / "search.json").read_text())
@@ -47,7 +47,8 @@ def test_train_with_policy_search_and_attack(crops: Path, tmp_path: Path, capsys
     assert (out / "scores.jsonl").is_file() and len((out / "scores.jsonl").read_text().splitlines()) == 3
     # resuming recomputes nothing and gives the same table
     assert main(["--quiet", "search", "--data", str(crops), "--pool", str(crops), "--model", "convnet16",
-                 "--policies", "none,3-1-7,21-13", "--keep", "1", "--workers", "1", "--acc-threshold=-1e9",
+                 "--policies", "none,3-1-7", "--also", "21-13", "--keep", "1", "--workers", "1",
+                 "--acc-threshold=-1e9",
                  "--set", "privacy_images=4", "--set", "acc_images=4", "--set", "acc_runs=2", "--set", "bins=4",
                  "--seed", "0", "--resume", str(out)]) == 0
     assert len((out / "scores.jsonl").read_text().splitlines()) == 3

@@ -222,6 +222,10 @@ def test_search_in_parallel_equals_serial() -> None:
     again = search(trained=trained, init=init, images=x, labels=y, candidates=pols, rng=0, progress=False,
                    settings=SearchSettings(workers=1, **s), done=serial["table"][:2])
     assert key(again) == key(serial)
+    # a policy scores the same however the candidates came (random, given, or as an extra)
+    alone = search(trained=trained, init=init, images=x, labels=y, candidates=["43-18-18"], rng=0, progress=False,
+                   settings=SearchSettings(workers=1, **s), extra=["3-1-7"])
+    assert key(alone) == {p: v for p, v in key(serial).items() if p in ("43-18-18", "3-1-7")}
 
 
 # -- evaluation, model files, rating sets ---------------------------------------------------------------------------

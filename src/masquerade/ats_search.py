@@ -38,7 +38,7 @@ from torch.func import functional_call, grad, vmap
 
 from .errors import InputError
 from .progress import bar
-from .rng import RngLike, as_generator
+from .rng import RngLike, as_generator, spawn
 from .schemes.ats import SUB_POLICIES, ATSPolicy, format_policy, parse_policy
 
 __all__ = ["SearchSettings", "privacy_score", "accuracy_score", "per_sample_gradients", "random_policies",
@@ -177,18 +177,23 @@ def rank(results: Sequence[dict[str, Any]], *, threshold: float | None = None, k
 def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels: torch.Tensor,
            settings: SearchSettings | None = None, candidates: Sequence[str] | None = None, rng: RngLike = None,
            progress: bool | None = None, done: Sequence[dict[str, Any]] = (),
-           on_result: Any = None) -> dict[str, Any]:
-    """Score ``candidates`` (default: ``settings.candidates`` random ones) and rank them.
+           on_result: Any = None, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Score ``candidates`` (default: ``settings.candidates`` random ones) and ``extra`` policies (for reference,
+    e.g. the paper's), and rank them all.
 
     ``trained``: the briefly trained model (S_pri); ``init``: the same architecture at initialisation (S_acc); both
     take [0, 1] images. ``images``/``labels``: a pool of held-out images the scores are computed on. ``done``:
     results of an interrupted search, not recomputed; ``on_result`` is called with each new result (to save it).
     """
     s = settings or SearchSettings()
-    g = as_generator(rng)
+    # two streams: the scoring material (images, noise, draws) does not depend on how the candidates came, so a
+    # policy scores the same in every search with the same seed, pool and models
+    g, g_candidates = spawn(rng, 2)
     if len(images) < max(s.privacy_images, s.acc_images):
         raise InputError(f"search: needs at least {max(s.privacy_images, s.acc_images)} images, got {len(images)}")
-    pol = list(candidates) if candidates is not None else random_policies(s.candidates, s.slots, g)
+    pol = list(candidates) if candidates is not None else random_policies(s.candidates, s.slots, g_candidates)
+    if extra:
+        pol += [p for p in extra if p not in pol]
     for p in pol:
         parse_policy(p)
     pick = g.permutation(len(images))

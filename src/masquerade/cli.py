@@ -560,7 +560,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         res = search(trained=trained, init=init, images=pool.to_tensor(), labels=torch.from_numpy(pool.labels),
                      settings=settings, candidates=candidates, rng=args.seed, done=done, on_result=save,
-                     progress=None if not args.quiet else False)
+                     progress=None if not args.quiet else False,
+                     extra=[p.strip() for p in args.also.split(",") if p.strip()] if args.also else ())
         run.add_metrics(chosen=", ".join(res["chosen"]) or "none admissible", acc_threshold=res["threshold"],
                         candidates=len(res["table"]), seconds=res["seconds"], workers=res["workers"],
                         ranked_policies=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
@@ -840,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs of the brief training (10)")
     p.add_argument("--candidates", type=_positive_int, default=100, help="random candidate policies (100)")
     p.add_argument("--policies", help="score these comma-separated policies instead of random candidates")
+    p.add_argument("--also", metavar="P1,P2", help="score these policies too, for reference (e.g. none,3-1-7)")
     p.add_argument("--keep", type=_positive_int, default=5, help="policies chosen (5)")
     p.add_argument("--acc-threshold", type=float, default=-85.0,
                    help="admit policies with S_acc >= this (ATS: -85, for 64-image batches)")
