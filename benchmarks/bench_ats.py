@@ -24,6 +24,7 @@ import torch
 
 from masquerade.ats_search import SearchSettings, search
 from masquerade.data import load_images
+from masquerade.fileio import write_json
 from masquerade.gradient_privacy import attack_model, export_rating_set, summary
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.runs import image_grid
@@ -34,12 +35,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PAPER_NONE = "13.88 dB, accuracy 76.9 %"
 PAPER_POLICIES = "6.58-8.56 dB, accuracy 70.6-77.9 % (their searched policies, e.g. 3-1-7, 43-18-18 and hybrids)"
 PAPER_ROWS = ("3-1-7", "43-18-18", "3-1-7+43-18-18")
-
-
-def jdump(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def main() -> int:
@@ -73,8 +68,8 @@ def main() -> int:
     if not mr_file.is_file():
         r = train(train_set, test_set, settings=TrainSettings(model="fastresnet", epochs=8), seed=args.seed,
                   progress=False)
-        mean, std = (torch.tensor(v) for v in _norm(r))
-        save_model(mr_file, r["model_state"], arch="fastresnet", num_classes=10, mean=mean, std=std,
+        clf = r["classifier"]
+        save_model(mr_file, clf, arch="fastresnet", num_classes=10, mean=clf.mean, std=clf.std,
                    info={"test_acc": r["test_acc"]})
         print(f"MR classifier: clean test accuracy {r['test_acc']:.3f}", flush=True)
     classifier = load_model(mr_file)
@@ -101,7 +96,7 @@ def main() -> int:
                      rng=args.seed + 5, progress=False, extra=("none",) + PAPER_ROWS)
         res["trained_acc"] = r["test_acc"]
         res["seconds"] = time.perf_counter() - t0
-        jdump(search_file, res)
+        write_json(search_file, res)
     res = json.loads(search_file.read_text())
     print(f"S_pri of the {len(res['table'])} scored policies: min {min(r['s_pri'] for r in res['table']):.3f}, "
           f"median {float(np.median([r['s_pri'] for r in res['table']])):.3f}, "
@@ -132,7 +127,7 @@ def main() -> int:
                              rng=args.seed + 20, progress=False)
             row[stage] = summary(a) | {"seconds": a["seconds"]}
             torch.save(a["reconstructions"], work / f"rec-{tag}-{stage}.pt")
-        jdump(out, row)
+        write_json(out, row)
         table.append(row)
         print(f"{tag:22s} acc {row['test_acc']:.3f}  early PSNR {row['early']['psnr']:.2f}  late PSNR "
               f"{row['late']['psnr']:.2f}", flush=True)
@@ -146,7 +141,7 @@ def main() -> int:
                              attack_settings={"iterations": args.long_iterations}, classifier=classifier,
                              rng=args.seed + 20, progress=False)
             row["late_long"] = summary(a) | {"seconds": a["seconds"], "iterations": args.long_iterations}
-            jdump(work / f"row-{tag}.json", row)
+            write_json(work / f"row-{tag}.json", row)
             print(f"{tag:22s} late, {args.long_iterations} iterations: PSNR {row['late_long']['psnr']:.2f}", flush=True)
     for row in table:
         tag = f"{row['policy']}{'' if row['probabilities'].startswith('ignored') else '~p'}"
@@ -189,18 +184,13 @@ def main() -> int:
           f"{float((10 * torch.log10(1 / (_noise(x_att, args.seed) - x_att).pow(2).mean((1, 2, 3)))).mean()):.2f}")
     print(f"total {(time.perf_counter() - t_all) / 60:.1f} min")
     if args.json:
-        jdump(Path(args.json), {"table": table, "search": {k: res[k] for k in ("chosen", "threshold", "seconds")},
+        write_json(Path(args.json), {"table": table, "search": {k: res[k] for k in ("chosen", "threshold", "seconds")},
                                 "settings": vars(args)})
     return 0
 
 
 def _noise(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _norm(r: dict) -> tuple[list[float], list[float]]:
-    c = r["classifier"]
-    return c.mean.flatten().tolist(), c.std.flatten().tolist()
 
 
 def _train_policy(train_set, test_set, policy: str, always: bool, args: argparse.Namespace, mdir: Path) -> dict:

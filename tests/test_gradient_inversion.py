@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from masquerade.ats_search import (
     SearchSettings,
     accuracy_score,
-    per_sample_gradients,
     privacy_score,
     random_policies,
     rank,
@@ -28,6 +27,7 @@ from masquerade.attacks.gradient_inversion import (
     client_gradient,
     gradient_cost,
     infer_labels,
+    per_sample_gradients,
 )
 from masquerade.errors import InputError
 from masquerade.gradient_privacy import attack_model, export_rating_set, score_ratings

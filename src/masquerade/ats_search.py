@@ -25,23 +25,24 @@ image per class among 100 test images (about 63 images); with 10 classes we draw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
+from .attacks.gradient_inversion import per_sample_gradients
 from .errors import InputError
 from .progress import bar
 from .rng import RngLike, as_generator, spawn
 from .schemes.ats import SUB_POLICIES, ATSPolicy, format_policy, parse_policy
 
-__all__ = ["SearchSettings", "privacy_score", "accuracy_score", "per_sample_gradients", "random_policies",
+__all__ = ["SearchSettings", "privacy_score", "accuracy_score", "random_policies",
            "score_policy", "search", "rank"]
 
 
@@ -64,18 +65,6 @@ class SearchSettings:
             raise InputError("search: counts must be positive (workers >= 0)")
         if self.acc_images < 2:
             raise InputError("search: acc_images must be at least 2 (a correlation needs two Jacobians)")
-
-
-def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Each image's own cross-entropy gradient (model in eval mode): one N×(parameter shape) tensor per parameter."""
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    bufs = dict(model.named_buffers())
-
-    def loss_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(model, (p, bufs), (xb[None],)), yb[None])
-
-    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
-    return [g[k] for k in params]
 
 
 def privacy_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, *,
@@ -208,26 +197,24 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
     results = [finished[p] for p in pol if p in finished]
     workers = s.workers or (os.cpu_count() or 1)
     t0 = time.perf_counter()
-    with bar(total=len(todo), desc="search", unit="policy", disable=None if progress is None else not progress) as pb:
+    with contextlib.ExitStack() as stack:
+        pb = stack.enter_context(bar(total=len(todo), desc="search", unit="policy",
+                                     disable=None if progress is None else not progress))
         if workers <= 1 or len(todo) <= 1:
             _WORKER.update(state)        # in this process: keep its thread settings
-            for p in todo:
-                r = _worker_score(p)
-                results.append(r)
-                if on_result:
-                    on_result(r)
-                pb.update(1)
-            _WORKER.clear()
+            stack.callback(_WORKER.clear)
+            scored: Iterable[dict[str, Any]] = map(_worker_score, todo)
         else:
             import multiprocessing as mp
 
-            ctx = mp.get_context("fork")
-            with ctx.Pool(min(workers, len(todo)), initializer=_worker_init, initargs=(state,)) as pool:
-                for r in pool.imap_unordered(_worker_score, todo):
-                    results.append(r)
-                    if on_result:
-                        on_result(r)
-                    pb.update(1)
+            pool = stack.enter_context(mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_worker_init,
+                                                                   initargs=(state,)))
+            scored = pool.imap_unordered(_worker_score, todo)
+        for r in scored:
+            results.append(r)
+            if on_result:
+                on_result(r)
+            pb.update(1)
     table, thr = rank(results, threshold=s.acc_threshold, keep=s.keep)
     return {"table": table, "threshold": thr, "chosen": [r["policy"] for r in table if r["chosen"]],
             "settings": asdict(s), "seconds": time.perf_counter() - t0, "workers": workers}

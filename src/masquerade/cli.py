@@ -490,20 +490,9 @@ def _epoch_list(text: str | None, epochs: int) -> tuple[int, ...]:
     return out
 
 
-def _sample(images, n: int, seed: int | None):  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    from .rng import as_generator
-
-    if n > len(images):
-        raise InputError(f"asked for {n} images, the data has {len(images)}")
-    return images[np.sort(as_generator(seed).choice(len(images), n, replace=False))]
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    import numpy as np
     import torch
 
     from .ats_search import SearchSettings, search
@@ -533,9 +522,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         gen = as_generator(args.seed)
         if not (run.path / "trained.safetensors").is_file():
             data = load_images(args.data)
-            share = gen.choice(len(data), max(1, int(round(len(data) * args.share))), replace=False)
+            share = data.subset(n=max(1, int(round(len(data) * args.share))), rng=gen)
             run.log(f"training {args.model} on {len(share)} images ({args.share:.0%}) for {args.epochs} epochs")
-            r = train(data[np.sort(share)], pool, settings=TrainSettings(model=args.model, epochs=args.epochs,
+            r = train(share, pool, settings=TrainSettings(model=args.model, epochs=args.epochs,
                                                                          lr=0.1, batch_size=128),
                       seed=args.seed, progress=None if not args.quiet else False)
             clf = r["classifier"]
@@ -591,7 +580,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: the attacked images need labels (the client's labels)")
     if data.image_shape[2] != 3 and len(model.mean.flatten()) == 3:
         data = data.to_rgb()
-    sub = _sample(data, args.images, args.seed)
+    sub = data.subset(n=args.images, rng=args.seed)
     x, y = sub.to_tensor(), torch.from_numpy(sub.labels).long()
     classifier = load_model(args.classifier) if args.classifier else None
     attack_settings = _parse_sets(args.set)

@@ -30,8 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .ats_search import per_sample_gradients
-from .attacks.gradient_inversion import _GradientInversion
+from .attacks.gradient_inversion import _GradientInversion, per_sample_gradients
 from .errors import InputError
 from .fileio import write_text
 from .metrics import psnr, recognition_accuracy, ssim

@@ -152,11 +152,11 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     file that takes [0, 1] images: see :func:`masquerade.models.load_model`), for attacks at several stages of
     training. ``result["classifier"]`` is the final model in that form.
     """
+    s = settings or TrainSettings()
     if snapshots and snapshot_dir is None:
         raise InputError("train: snapshots need a snapshot_dir")
-    if any(not 1 <= e <= (settings or TrainSettings()).epochs for e in snapshots):
+    if any(not 1 <= e <= s.epochs for e in snapshots):
         raise InputError(f"train: snapshot epochs must lie in 1..epochs, got {list(snapshots)}")
-    s = settings or TrainSettings()
     sch: Scheme = create_scheme(scheme) if isinstance(scheme, str) else scheme
     if train_set.labels is None or test_set.labels is None:
         raise InputError("train: the training and test sets need labels")

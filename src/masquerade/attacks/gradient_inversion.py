@@ -41,6 +41,7 @@ from ..registry import ATTACKS, Knowledge, ThreatModel
 from ..rng import RngLike, as_generator
 
 __all__ = ["InversionSettings", "InvertingGradients", "DLG", "InversionResult", "client_gradient", "infer_labels",
+           "per_sample_gradients",
            "total_variation", "gradient_cost", "CIFAR10_MEAN", "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
@@ -97,6 +98,25 @@ def client_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     params = [p for p in model.parameters() if p.requires_grad]
     loss = F.cross_entropy(model(images), labels)
     return [g.detach() for g in torch.autograd.grad(loss, params)]
+
+
+def _problem_gradients(model: nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
+    """The model's trainable parameters and ``fn(params, x, y)``: the cross-entropy gradient of every problem in a
+    P×B×C×H×W batch (labels P×B) at once, via ``torch.func.vmap`` over ``torch.func.grad``; differentiable in x."""
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    bufs = dict(model.named_buffers())
+
+    def loss_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, (p, bufs), (xb,)), yb)
+
+    return params, vmap(grad(loss_one), in_dims=(None, 0, 0))
+
+
+def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Each image's own cross-entropy gradient (model in eval mode): one N×(parameter shape) tensor per parameter."""
+    params, fn = _problem_gradients(model)
+    g = fn(params, x[:, None], torch.as_tensor(y)[:, None])
+    return [g[k] for k in params]
 
 
 def infer_labels(model: nn.Module, gradients: Sequence[torch.Tensor], n: int) -> torch.Tensor:
@@ -157,7 +177,7 @@ class _GradientInversion:
         """``gradients``: one tensor per parameter with a leading dimension P (P independent updates, each of
         ``batch`` images); ``labels``: P×batch or None. Returns one result per update."""
         s = self.settings
-        params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+        params, grad_fn = _problem_gradients(model)
         if len(gradients) != len(params):
             raise InputError(f"{self.name}: got {len(gradients)} gradient tensors, the model has {len(params)} "
                              f"trainable parameters")
@@ -186,12 +206,6 @@ class _GradientInversion:
         z0 = {"randn": lambda: torch.randn(len(idx), batch, *shape, generator=torch_gen),
               "rand": lambda: (torch.rand(len(idx), batch, *shape, generator=torch_gen) - mean) / std,
               "zeros": lambda: torch.zeros(len(idx), batch, *shape)}[s.init]()
-        bufs = dict(model.named_buffers())
-
-        def loss_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(functional_call(model, (p, bufs), (xb,)), yb)
-
-        grad_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))
         keys = list(params)
 
         def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
