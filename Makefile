@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench weights install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The challenge attack's learned image prior, shipped in the package: trained on challenges simulated from
+# CIFAR-10 *training* images with public patches from ImageNet photos (about 1 hour on 2 cores; resumes).
+AUX    ?= ../shared/data/cifar10-train-20k.npz
+PHOTOS ?= ../shared/data/imagenet-sample
+weights: $(STAMP)
+	$(BIN)/masquerade challenge prepare --aux $(AUX) --public $(PHOTOS) \
+		--out src/masquerade/weights/instahide_challenge_prior.safetensors
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ssim.py

@@ -153,10 +153,13 @@ _RECOVER = re.compile(r"^(\d+)_recover\.(png|jpe?g)$", re.IGNORECASE)
 
 
 def load_recovered(path: str | os.PathLike[str], count: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """Recoveries as uint8 E×H×W×C from a folder of ``i_recover.png|jpg`` or an ``.npy`` (uint8, or floats in [0, 1])."""
+    """Recoveries as uint8 E×H×W×C from a folder of ``i_recover.png|jpg``, an ``.npy`` (uint8, or floats in
+    [0, 1]), or an attack's output folder (its ``decryption.npy``)."""
     from .data.loaders import decode_image
 
     p = Path(path)
+    if p.is_dir() and (p / "decryption.npy").is_file() and not any(_RECOVER.match(f.name) for f in p.iterdir()):
+        p = p / "decryption.npy"
     if p.is_file() and p.suffix == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)

@@ -30,6 +30,7 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+_nonnegative_int = _int_at_least(0, "a non-negative integer")
 _seed = _int_at_least(0, "a seed (a non-negative integer)")
 
 
@@ -641,12 +642,13 @@ def cmd_challenge_attack(args: argparse.Namespace) -> int:
     from .runs import Run
 
     settings = ChallengeAttackSettings(n_private=args.n_private, use_labels=not args.no_labels,
-                                       colour=not args.no_colour, seed=args.seed)
+                                       colour=not args.no_colour, seed=args.seed, rounds=args.rounds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, "challenge-attack")
     try:
-        res = attack_challenge(args.dir, out, public=args.public, aux=args.aux, settings=settings, log=run.log)
+        res = attack_challenge(args.dir, out, public=args.public, aux=args.aux, settings=settings,
+                               prior=args.prior, log=run.log)
         run.save_grid("private_images", res["private_images"], ncol=10, scale=2,
                       caption=f"the {len(res['private_images'])} recovered private images")
         run.add_metrics(**{k: v for k, v in res.items() if k not in ("private_images", "settings")})
@@ -655,6 +657,25 @@ def cmd_challenge_attack(args: argparse.Namespace) -> int:
     times = ", ".join(f"{k} {v:.1f}s" for k, v in res["seconds"].items())
     print(f"challenge attack: {res['encodings']} recoveries in {res['decryption']}; "
           f"{res.get('images_found', '?')} private images in {out / 'private_images.png'}; {times}")
+    return 0
+
+
+def cmd_challenge_prepare(args: argparse.Namespace) -> int:
+    from .attacks.instahide_prior import PriorSettings, prepare_prior
+
+    try:
+        passes = tuple(_positive_int(v.strip()) for v in args.passes.split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--passes: {exc} (a comma-separated list of T, e.g. 10,20,50)") from None
+    settings = PriorSettings(passes=passes, challenges=args.challenges, steps=args.steps, seed=args.seed)
+    rec = prepare_prior(args.aux, args.out, public=args.public, settings=settings, log=print)
+    record = Path(args.out).with_suffix(".json")
+    from .fileio import write_json
+
+    write_json(record, {"file": Path(args.out).name, **rec})
+    print(f"challenge prior: {args.out} (sha256 {rec['sha256'][:16]}…; {rec['pairs']} training pairs, "
+          f"{rec['simulation_seconds'] / 60:.0f} min simulating, {rec['training_seconds'] / 60:.0f} min training); "
+          f"record in {record}")
     return 0
 
 
@@ -887,10 +908,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-labels", action="store_true", help="ignore label.npy (coefficients and classes unknown)")
     p.add_argument("--no-colour", action="store_true", help="skip the learned colour correction")
     p.add_argument("--seed", type=_seed, default=0, help="the attacker's own seed (clustering, simulation)")
+    p.add_argument("--rounds", type=_nonnegative_int, default=8,
+                   help="reconstruct + reassign rounds after the clustering (default 8; 0 = clustering only)")
+    p.add_argument("--prior", default="default",
+                   help="learned image prior: a .safetensors from `challenge prepare`, 'none', or 'default' (the "
+                        "weights shipped with the package)")
     p.set_defaults(func=cmd_challenge_attack)
+    p = csub.add_parser("prepare", help="train the attack's image prior on challenges simulated from your own "
+                                        "labelled images (offline, once)")
+    p.add_argument("--aux", required=True, help="labelled images disjoint from any private set (e.g. CIFAR-10 "
+                                                "training images)")
+    p.add_argument("--public", help="photos to cut public patches from (default: bundled:photos)")
+    p.add_argument("--out", required=True, help="the prior's .safetensors (a .json record is written beside it)")
+    p.add_argument("--passes", default="10,20,50", help="T of the simulated challenges (default 10,20,50)")
+    p.add_argument("--challenges", type=_positive_int, default=20, help="simulated challenges per T (default 20)")
+    p.add_argument("--steps", type=_positive_int, default=8000, help="training steps (default 8000)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.set_defaults(func=cmd_challenge_prepare)
     p = csub.add_parser("score", help="score recoveries against the truth")
     p.add_argument("--truth", required=True)
-    p.add_argument("--recovered", required=True, help="folder of i_recover.png or an .npy E×H×W×C")
+    p.add_argument("--recovered", required=True, help="an attack's output folder (its decryption.npy), a folder of "
+                                                      "i_recover.png, or an .npy E×H×W×C")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--out", help="run folder")
     p.set_defaults(func=cmd_challenge_score)

@@ -5,26 +5,38 @@ coefficient-weighted one-hots of each encoding's two private images). It may use
 cut public patches from (for their pixel statistics) and labelled auxiliary images disjoint from the private set (to
 learn the colour correction on a challenge it simulates itself). It never reads the truth folder.
 
-Stages (each timed, each cached in the output folder so an interrupted attack resumes):
+Stages (each timed, each cached in the output folder under a hash of its inputs, so an interrupted attack resumes):
 
 1. **slots** -- every encoding holds two private images; the labels name their classes and coefficients
-   (two equal classes give one entry: the sum, split evenly here).
+   (two equal classes give one entry: the sum, split later).
 2. **clusters** -- the slots of each class are grouped into private images by spectral clustering of the whitened
-   squared encodings weighted by the slot's coefficient. No network and no E² network calls: one SVD and one
-   eigendecomposition per class. The number of images per class comes from ``n_private`` when given (shared out by
-   slot counts) and otherwise from the largest relative eigengap past the first eigenvalue (which carries what all
-   the class's images share), so the estimate assumes at least two images per class: give ``n_private`` otherwise.
-3. **reconstruct** -- all private images at once. Per pixel, the encodings that mix images a and b measure
+   squared encodings weighted by the slot's coefficient (one eigendecomposition of the D×D Gram matrix for the
+   whitening, one of a slots×slots similarity per class). The number of images per class comes from ``n_private``
+   when given; otherwise from the recipe: every image fills exactly 2T slots, so the per-class spectral guesses
+   give T, snapped to a divisor of what T must divide, and each class's slot count divided by 2T.
+3. **refine** -- rounds of reconstruct (stage 4) and reassign: every encoding's candidate pairs (an image of each
+   slot's class) are scored by the cosine, in a deeper whitening, between its squared encoding and what the pair
+   predicts with both images at their current estimates, so the partner explains its share and a wrong pairing
+   cannot explain itself; then one balanced assignment for all encodings (Lagrangian prices per image, since every
+   image fills the same number of slots). A same-class encoding tries several splits of its coefficient sum.
+4. **reconstruct** -- all private images at once. Per pixel, the encodings that mix images a and b measure
    ``|lam_a x_a + lam_b x_b + public|``; the squared encodings give a noisy rank-one matrix ``x x^T`` whose top
    eigenvector fixes every image's pixel up to one sign per pixel shared by all images. Those signs are chosen by
    propagating along a maximum spanning tree of neighbouring pixels (natural images are smooth), then the images are
    refined by expectation-maximisation of the folded-normal likelihood (the public part as Gaussian noise with the
    public pool's per-pixel mean and variance), with a smoothness prior solved in closed form in the eigenbases of the
-   design and of the pixel-grid Laplacian; both global signs are tried and the likelier kept.
-4. **colour** -- a per-pixel cubic map from recovered to true colours, fitted on a challenge the attacker simulates
-   from its auxiliary images (with its own ground truth).
-5. **output** -- one recovery per encoding (the image of its more confidently clustered slot) as ``decryption.npy``,
+   design and of the pixel-grid Laplacian; the signs are synchronised once more on the refined images and EM rerun;
+   both global signs are tried and the likelier kept.
+5. **prior** -- a learned image prior (:mod:`masquerade.attacks.instahide_prior`, shipped with the package): a
+   small denoiser trained offline on challenges simulated from labelled images that are not the private ones,
+   mapping each reconstruction (and how much evidence it rests on) to a cleaner image; the refine stage also scores
+   against its outputs. Without a prior, **colour**: a per-pixel cubic map from recovered to true colours, fitted
+   on a challenge the attacker simulates from its auxiliary images (with its own ground truth).
+6. **output** -- one recovery per encoding (the image of its larger-coefficient slot) as ``decryption.npy``,
    the private images as ``private_images.npy`` and a grid.
+
+Without labels (``use_labels=False``) whole encodings are clustered, an encoding's two images are its two nearest
+centroids, and the refine stage is skipped (its candidates come from the classes).
 """
 
 from __future__ import annotations
@@ -115,8 +127,9 @@ def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: flo
         bad = int(np.flatnonzero((nonzero == 0) | (nonzero > 2))[0])
         raise InputError(f"label.npy row {bad} has {nonzero[bad]} non-zero entries; the challenge labels mix "
                          f"exactly two private images (one entry when both share a class)")
-    order = np.argsort(-lab, axis=1, kind="stable")[:, :2]
-    c = order.copy()
+    if lab.shape[1] < 2:               # a one-class challenge: every row mixes two images of that class
+        lab = np.pad(lab, ((0, 0), (0, 2 - lab.shape[1])))
+    c = np.argsort(-lab, axis=1, kind="stable")[:, :2]
     same = nonzero == 1
     c[same, 1] = c[same, 0]
     lam = np.take_along_axis(lab, c, 1)
@@ -246,14 +259,17 @@ def reconstruct_private(enc: np.ndarray | torch.Tensor, pairs: np.ndarray, lam: 
     m.index_add_(1, b * n_images + a, contrib)
     deg = torch.zeros(n_images).index_add_(0, a, ww[:, 0]).index_add_(0, b, ww[:, 0]).clamp(min=1e-8)
     m = m.view(d, n_images, n_images) / deg.sqrt()[None, :, None] / deg.sqrt()[None, None, :]
-    _, vecs = torch.linalg.eigh(m)
-    x0 = vecs[:, :, -1].T.contiguous()
+    # numpy's batched eigh: torch's splits the batch over OpenMP threads, which stall when another process holds
+    # the cores (measured 30 s instead of 0.3 s for 3072 matrices of 30×30 beside one busy process)
+    _, vecs = np.linalg.eigh(m.numpy().astype(np.float64))
+    x0 = torch.from_numpy(vecs[:, :, -1].T.astype(np.float32)).contiguous()
     x0 = x0 / x0.std(0, keepdim=True).clamp(min=1e-6) * 0.5
     edges = _grid_edges(*shape)
     x0 = x0 * sign_sync(x0, edges)[None]
 
-    lap_vals, lap_vecs = _laplacian_eig(shape)
-    n_vals, n_vecs = torch.linalg.eigh(normal)
+    basis = _grid_basis(shape)
+    n_vals, n_vecs = (torch.from_numpy(v).float() for v in np.linalg.eigh(normal.double().numpy()))
+    denom = n_vals[:, None] + beta * basis.vals[None, :]
 
     def em(x: torch.Tensor) -> torch.Tensor:
         for mult in anneal:
@@ -261,8 +277,8 @@ def reconstruct_private(enc: np.ndarray | torch.Tensor, pairs: np.ndarray, lam: 
                 mu = design @ x + pm.mu0
                 es = torch.tanh(pm.ae * mu / (pm.var * mult))
                 rhs = w.T @ (es * pm.ae - pm.mu0)
-                z = (n_vecs.T @ rhs @ lap_vecs) / (n_vals[:, None] + beta * lap_vals[None, :])
-                x = (n_vecs @ z @ lap_vecs.T).clamp(-1, 1)
+                z = basis.forward(n_vecs.T @ rhs) / denom
+                x = basis.inverse(n_vecs @ z).clamp(-1, 1)
         return x
 
     best: tuple[float, torch.Tensor] | None = None
@@ -283,21 +299,55 @@ def _nll(x: torch.Tensor, design: torch.Tensor, pm: _Pixels, wt: torch.Tensor) -
     return float((per.mean(1) * wt).sum() / wt.sum())
 
 
-_LAP_CACHE: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+class _GridBasis:
+    """The eigenbasis of the Laplacian of :func:`_grid_edges`' graph, applied without forming it.
+
+    That graph is the Cartesian product of a path over rows, a path over columns and a complete graph over
+    channels, so its Laplacian is L_H ⊗ I ⊗ I + I ⊗ L_W ⊗ I + I ⊗ I ⊗ L_C: the eigenvectors are Kronecker products
+    of the three factors' (a DCT-II basis for each path) and the eigenvalues their sums. Applying it is three small
+    matrix products per image, O(d·(H + W + C)), where the dense d×d basis cost O(d²) per image and a d×d
+    eigendecomposition to build (55 s for 32×32×3)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = shape
+        factors = []
+        for n, complete in ((shape[0], False), (shape[1], False), (shape[2], True)):
+            if complete:
+                lap = n * np.eye(n) - np.ones((n, n))
+            else:
+                lap = np.diag(np.r_[1.0, np.full(max(n - 2, 0), 2.0), 1.0][:n]) if n > 1 else np.zeros((1, 1))
+                if n > 1:
+                    lap -= np.eye(n, k=1) + np.eye(n, k=-1)
+            factors.append(np.linalg.eigh(lap))
+        (vh, self.uh), (vw, self.uw), (vc, self.uc) = [(torch.from_numpy(v), torch.from_numpy(u).float())
+                                                        for v, u in factors]
+        self.vals = (vh[:, None, None] + vw[None, :, None] + vc[None, None, :]).reshape(-1).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coefficients (n×d) of pixel vectors x (n×d) in the basis: x @ V."""
+        return self._apply(x, self.uh.T, self.uw.T, self.uc)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel vectors from coefficients: z @ V.T."""
+        return self._apply(z, self.uh, self.uw, self.uc.T)
+
+    def _apply(self, x: torch.Tensor, left_h: torch.Tensor, left_w: torch.Tensor, right_c: torch.Tensor
+               ) -> torch.Tensor:
+        h, w, c = self.shape
+        n = len(x)
+        t = x.reshape(n * h * w, c) @ right_c                          # channels
+        t = torch.matmul(left_w, t.reshape(n * h, w, c))               # columns
+        t = torch.matmul(left_h, t.reshape(n, h, w * c))               # rows
+        return t.reshape(n, -1)
 
 
-def _laplacian_eig(shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    if shape not in _LAP_CACHE:
-        d = int(np.prod(shape))
-        e = torch.from_numpy(_grid_edges(*shape))
-        lap = torch.zeros(d, d, dtype=torch.float64)
-        one = torch.ones(len(e), dtype=torch.float64)
-        lap.index_put_((e[:, 0], e[:, 1]), -one, accumulate=True)
-        lap.index_put_((e[:, 1], e[:, 0]), -one, accumulate=True)
-        lap.diagonal().sub_(lap.sum(1))
-        vals, vecs = torch.linalg.eigh(lap)
-        _LAP_CACHE[shape] = (vals.float(), vecs.float())
-    return _LAP_CACHE[shape]
+_BASIS_CACHE: dict[tuple[int, int, int], _GridBasis] = {}
+
+
+def _grid_basis(shape: tuple[int, int, int]) -> _GridBasis:
+    if shape not in _BASIS_CACHE:
+        _BASIS_CACHE[shape] = _GridBasis(tuple(shape))  # type: ignore[arg-type]
+    return _BASIS_CACHE[shape]
 
 
 # --------------------------------------------------------------------------------------------------- clusters ---
@@ -306,13 +356,31 @@ def _whitening(enc: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
     """The squared encodings centred (E×D, float64), their mean (D) and a whitening map ``T`` (D×D): ``f @ T``
     scales the principal direction with singular value s by 1 / sqrt(s² + eps s_max²), so that directions
     carrying what all encodings share (the mean image's structure, the public pool's) stop dominating a
-    correlation. One eigendecomposition of the D×D Gram matrix (an SVD of the E×D matrix costs ~10× more)."""
+    correlation. Only inner products of mapped vectors are used, so T is any map with ``T Tᵀ = V diag(1 / (s² +
+    eps s_max²)) Vᵀ``: with at least D encodings, the eigenvectors of the D×D Gram matrix scaled (one
+    eigendecomposition; an SVD of the E×D matrix costs ~10× more); with fewer, the symmetric square root built from
+    the E×E Gram matrix (directions outside the encodings' span get the weight of s = 0)."""
     f = enc.double() ** 2
     mean = f.mean(0)
     f = f - mean
-    vals, vecs = torch.linalg.eigh(f.T @ f)
-    vals = vals.clamp(min=0)
-    return f, mean, vecs / torch.sqrt(vals + eps * vals.max())
+    n, d = f.shape
+    # numpy's eigh throughout: torch's took ~6x longer on rank-deficient matrices (52 s vs 7.9 s, D = 3072)
+    if n >= d:
+        vals_np, vecs_np = np.linalg.eigh((f.T @ f).numpy())
+        vals = np.maximum(vals_np, 0)
+        top = max(float(vals.max()), 1e-300)
+        return f, mean, torch.from_numpy(vecs_np / np.sqrt(vals + eps * top))
+    fn = f.numpy()
+    vals_np, u = np.linalg.eigh(fn @ fn.T)
+    vals = np.maximum(vals_np, 0)
+    top = max(float(vals.max()), 1e-300)
+    keep = vals > top * 1e-12
+    v = (fn.T @ u[:, keep]) / np.sqrt(vals[keep])                       # D×r, orthonormal columns
+    c0 = 1 / np.sqrt(eps * top)
+    scale = 1 / np.sqrt(vals[keep] + eps * top) - c0
+    t = (v * scale) @ v.T
+    t[np.diag_indices(d)] += c0
+    return f, mean, torch.from_numpy(t)
 
 
 def _whitened(enc: torch.Tensor, eps: float) -> np.ndarray:
@@ -330,10 +398,11 @@ def _eigengap(vals: np.ndarray, kmax: int) -> int:
 
 
 def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: int | None = None,
-                  eps: float = 1e-2, seed: int = 0) -> dict[str, Any]:
+                  eps: float = 1e-3, seed: int = 0) -> dict[str, Any]:
     """Group the slots into private images: per class, spectral clustering of coefficient-weighted whitened squared
-    encodings. Returns ``pairs`` (E×2 image ids), ``confidence`` (E×2), ``per_class`` (images per class) and
-    ``n_images``."""
+    encodings, with the number of images per class from :func:`images_per_class`. Returns ``pairs`` (E×2 image
+    ids), ``confidence`` (E×2), ``per_class`` (images per class), ``n_images`` and ``passes`` (the estimated
+    number of encodings per image and slot, T)."""
     e = torch.as_tensor(np.asarray(enc, dtype=np.float32))
     e = e.reshape(len(e), -1)
     n_enc = len(e)
@@ -345,57 +414,95 @@ def cluster_slots(enc: np.ndarray | torch.Tensor, slots: Slots, *, n_private: in
     enc_of = np.repeat(np.arange(n_enc), 2)
     primary = np.ones(2 * n_enc, bool)
     primary[1::2][slots.same] = False            # a same-class encoding's second slot is placed after
-    total = int(primary.sum())
+    classes = [int(c) for c in np.unique(cls)]
+    spectra = {c: _spectrum(feats[enc_of[(cls == c) & primary]] * lam[(cls == c) & primary, None])
+               for c in classes}
+    counts = {c: int((cls == c).sum()) for c in classes}
+    guesses = None if n_private is not None else \
+        {c: _eigengap(v, min(len(v) - 1, max(2, len(v) // 20))) for c, (v, _) in spectra.items()}
+    per_class, passes = images_per_class(counts, n_enc, n_private=n_private, guesses=guesses)
     img = -np.ones(2 * n_enc, np.int64)
     conf = np.zeros(2 * n_enc, np.float32)
-    per_class: dict[int, int] = {}
     next_id = 0
-    for c in np.unique(cls):
+    for c in classes:
         sl = np.flatnonzero((cls == c) & primary)
-        share = None if n_private is None else max(1, int(round(n_private * len(sl) / total)))
-        k, labels, dist = _spectral_kmeans(
-            feats[enc_of[sl]] * lam[sl, None],
-            lambda vals, m=len(sl), share=share: min(
-                share if share is not None else _eigengap(vals, min(m - 1, max(2, m // 20))), m), seed)
+        k = min(per_class[c], len(sl))
+        labels, dist = _kmeans(spectra[c][1], k, seed)
         dist = np.sort(dist, axis=1)
         margin = dist[:, 1] - dist[:, 0] if k > 1 else np.ones(len(sl))
         img[sl] = labels + next_id
         conf[sl] = margin / max(float(np.median(margin)), 1e-12) * lam[sl]
-        per_class[int(c)] = k
+        per_class[c] = k
         next_id += k
     # a same-class encoding's second slot is unknown: the pair (a, a) marks it, and reconstruction leaves it out
     img[1::2][slots.same] = img[0::2][slots.same]
     conf[1::2][slots.same] = 0.0
     return {"pairs": img.reshape(n_enc, 2), "confidence": conf.reshape(n_enc, 2), "per_class": per_class,
-            "n_images": next_id}
+            "n_images": next_id, "passes": passes}
 
 
-def _spectral_kmeans(g: np.ndarray, choose_k: Callable[[np.ndarray], int], seed: int
-                     ) -> tuple[int, np.ndarray, np.ndarray]:
-    """k-means on the top eigenvectors of the similarity ``g gᵀ`` (zero diagonal); ``choose_k`` picks k from its
-    eigenvalues. Returns k, each row's cluster and its distances to every centroid."""
-    from sklearn.cluster import KMeans
+def images_per_class(slot_counts: dict[int, int], n_encodings: int, *, n_private: int | None = None,
+                     guesses: dict[int, int] | None = None) -> tuple[dict[int, int], float]:
+    """How many private images each class holds, and T, the number of encodings per image and slot.
 
+    The recipe puts every private image in exactly 2T slots, so a class with s slots holds s / 2T images. Given
+    ``n_private``, T = E / n and the n images are shared out by slot counts (largest remainders). Otherwise each
+    class's spectral guess gives its own T, their median estimates the common T, and that estimate is snapped to
+    the nearest divisor of the greatest common divisor of E and every class's s / 2 (what T must divide when the
+    recipe holds) if one lies within a factor 1.5: noisy per-class guesses then still give exact counts."""
+    classes = sorted(slot_counts)
+    s = np.array([slot_counts[c] for c in classes], np.int64)
+    if n_private is not None:
+        quota = n_private * s / s.sum()
+        n = np.floor(quota).astype(np.int64)
+        n[np.argsort(-(quota - n), kind="stable")[:n_private - int(n.sum())]] += 1
+        n = np.maximum(n, 1)
+        return dict(zip(classes, n.tolist())), n_encodings / n_private
+    if guesses is None:
+        raise InputError("images_per_class: give n_private or per-class guesses")
+    t_hat = float(np.median([slot_counts[c] / (2 * max(1, guesses[c])) for c in classes]))
+    t = t_hat
+    if (s % 2 == 0).all():
+        g = int(np.gcd.reduce(np.append(s // 2, n_encodings)))
+        div = np.array([d for d in range(1, int(np.sqrt(g)) + 1) if g % d == 0], np.int64)
+        div = np.unique(np.concatenate([div, g // div]))
+        near = div[np.argmin(np.abs(np.log(div / t_hat)))]
+        if abs(np.log(near / t_hat)) <= np.log(1.5):
+            t = float(near)
+    n = np.maximum(1, np.round(s / (2 * t)).astype(np.int64))
+    return dict(zip(classes, n.tolist())), t
+
+
+def _spectrum(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of the similarity ``g gᵀ`` (zero diagonal), ascending."""
     sim = g @ g.T
     np.fill_diagonal(sim, 0)
-    vals, vecs = np.linalg.eigh(sim)
-    k = choose_k(vals)
+    return np.linalg.eigh(sim)
+
+
+def _kmeans(vecs: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on the top k eigenvectors (rows normalised); each row's cluster and distances to every centroid."""
+    from sklearn.cluster import KMeans
+
     emb = vecs[:, -k:]
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     km = KMeans(k, n_init=10, random_state=seed).fit(emb)
-    return k, km.labels_, km.transform(emb)
+    return km.labels_, km.transform(emb)
 
 
 def _cluster_unlabelled(feats: np.ndarray, n_private: int | None, seed: int) -> dict[str, Any]:
     """Without labels: cluster whole encodings; an encoding's two images are its nearest two centroids."""
     m = len(feats)
-    k, _, dist = _spectral_kmeans(
-        feats, lambda vals: max(2, min(n_private if n_private is not None else _eigengap(vals, max(2, m // 20)), m)),
-        seed)
+    vals, vecs = _spectrum(feats)
+    guess = None if n_private is not None else {0: _eigengap(vals, max(2, m // 20))}
+    per_class, passes = images_per_class({0: 2 * m}, m, n_private=n_private, guesses=guess)
+    k = max(2, min(per_class[0], m))
+    _, dist = _kmeans(vecs, k, seed)
     order = np.argsort(dist, axis=1)[:, :3]
     d = np.take_along_axis(dist, order, 1)
     conf = np.stack([d[:, 2] - d[:, 0], d[:, 2] - d[:, 1]], 1).astype(np.float32)
-    return {"pairs": order[:, :2].astype(np.int64), "confidence": conf, "per_class": {0: k}, "n_images": k}
+    return {"pairs": order[:, :2].astype(np.int64), "confidence": conf, "per_class": {0: k}, "n_images": k,
+            "passes": passes}
 
 
 # ----------------------------------------------------------------------------------------------------- refine ---
@@ -505,9 +612,11 @@ def balanced_pairs(cand: Candidates, n_images: int, *, capacity: np.ndarray | fl
     """Each encoding's pair, so that every image fills about its number of slots (the challenge's recipe puts
     every private image in the same number of encodings): maximise the total score under the capacities by
     Lagrangian relaxation, a price per image raised while it holds too many slots and lowered while it holds too
-    few. Returns the pairs (E×2), the chosen candidate's column (E) and the remaining imbalance (slots placed
-    beyond or short of capacity, summed over images) of the most balanced step."""
+    few. Returns the pairs (E×2), the chosen candidate's column (E; -1 and the pair (-1, -1) for an encoding
+    without a finite candidate) and the remaining imbalance (slots placed beyond or short of capacity, summed over
+    images) of the most balanced step."""
     n_enc = len(cand.score)
+    valid = np.isfinite(cand.score).any(1)
     cap = np.full(n_images, 2 * n_enc / n_images) if capacity is None else \
         np.broadcast_to(np.asarray(capacity, np.float64), (n_images,))
     base = cand.score.astype(np.float64) * temperature
@@ -516,14 +625,16 @@ def balanced_pairs(cand: Candidates, n_images: int, *, capacity: np.ndarray | fl
     best: tuple[float, np.ndarray] | None = None
     for _ in range(max(1, steps)):
         k = np.argmax(base - price[cand.a] - price[cand.b], axis=1)
-        count = np.bincount(cand.a[rows, k], minlength=n_images) + np.bincount(cand.b[rows, k], minlength=n_images)
+        count = np.bincount(cand.a[rows, k][valid], minlength=n_images) + \
+            np.bincount(cand.b[rows, k][valid], minlength=n_images)
         dev = float(np.abs(count - cap).sum())
         if best is None or dev < best[0]:
             best = (dev, k)
         price += rate * (count - cap) / max(float(cap.mean()), 1e-9)
     assert best is not None
-    k = best[1]
-    return np.stack([cand.a[rows, k], cand.b[rows, k]], 1), k, best[0]
+    k = np.where(valid, best[1], -1)
+    pairs = np.where(valid[:, None], np.stack([cand.a[rows, k], cand.b[rows, k]], 1), -1)
+    return pairs, k, best[0]
 
 
 def refine_pairs(enc: torch.Tensor, slots: Slots, pairs: np.ndarray, n_images: int, mean: torch.Tensor,
@@ -531,6 +642,7 @@ def refine_pairs(enc: torch.Tensor, slots: Slots, pairs: np.ndarray, n_images: i
                  splits: tuple[float, ...] = SPLITS, temperature: float = 20.0, steps: int = 60, rate: float = 0.02,
                  tol: float = 0.002, recon: dict[str, Any] | None = None,
                  start: dict[str, np.ndarray] | None = None,
+                 prior: Callable[[torch.Tensor, np.ndarray, np.ndarray, np.ndarray], torch.Tensor] | None = None,
                  checkpoint: Callable[[int, dict[str, np.ndarray]], None] | None = None,
                  log: Callable[[str], None] = lambda m: None) -> dict[str, np.ndarray]:
     """Alternate reconstruction and a balanced reassignment of slots to images, scored against the current
@@ -539,7 +651,8 @@ def refine_pairs(enc: torch.Tensor, slots: Slots, pairs: np.ndarray, n_images: i
     ``pairs`` (E×2) is the starting grouping; the image classes come from it. Same-class encodings start with
     their second slot unknown (the pair (a, a)) and left out; once assigned, they enter with the split of their
     coefficient that scored best. Stops after ``rounds`` or when fewer than ``tol`` of the slots move.
-    ``start``/``checkpoint`` resume and record rounds (``{"round", "pairs", "lam", "weights"}``)."""
+    ``start``/``checkpoint`` resume and record rounds (``{"round", "pairs", "lam", "weights"}``); ``prior(x, pairs,
+    lam, weights)`` maps each round's reconstruction to the estimates the scores compare against (a denoiser)."""
     recon = dict(recon or {})
     img_class = np.zeros(n_images, np.int64)
     img_class[pairs[:, 0]] = slots.c[:, 0]
@@ -552,16 +665,22 @@ def refine_pairs(enc: torch.Tensor, slots: Slots, pairs: np.ndarray, n_images: i
         pairs, lam, weights, first = start["pairs"], start["lam"], start["weights"], int(start["round"]) + 1
     for rnd in range(first, rounds):
         x, nll = reconstruct_private(enc, pairs, lam, n_images, mean, var, energy, weights=weights, **recon)
+        if prior is not None:       # score against the prior's cleaner estimates
+            x = prior(x, pairs, lam, weights)
         cand = scorer.score(x, img_class)
         new, k, imbalance = balanced_pairs(cand, n_images, temperature=temperature, steps=steps, rate=rate)
-        split = cand.split[np.arange(len(k)), k]
+        kept = k < 0                      # no candidate (a class with one image): keep what the encoding had
+        new[kept] = pairs[kept]
+        split = np.where(kept, -1, cand.split[np.arange(len(k)), np.maximum(k, 0)])
         new_lam = np.asarray(slots.lam, np.float32).copy()
+        new_lam[kept] = lam[kept]
         same = split >= 0
         total = new_lam[same].sum(1)
         share = np.asarray(splits, np.float32)[split[same]]
         new_lam[same, 0], new_lam[same, 1] = total * share, total * (1 - share)
         moved = float((new != pairs).mean())
-        pairs, lam, weights = new, new_lam, np.ones(len(new), np.float32)
+        weights = np.where(kept, weights, 1.0).astype(np.float32)
+        pairs, lam = new, new_lam
         log(f"challenge attack: round {rnd + 1}/{rounds}: fit NLL {nll:.4f}, {moved:.1%} of slots moved, "
             f"imbalance {imbalance:.0f} slots")
         state = {"round": np.int64(rnd), "pairs": pairs, "lam": lam, "weights": weights}
@@ -641,12 +760,16 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
                      public: str | os.PathLike[str] | np.ndarray | None = None,
                      aux: str | os.PathLike[str] | None = None,
                      settings: ChallengeAttackSettings | None = None,
+                     prior: Any = "default",
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the attack on ``challenge/encryption.npy`` (+ ``label.npy``); write ``decryption.npy`` (uint8 E×H×W×C,
     one recovery per encoding), ``private_images.npy``, ``attack.json`` (settings, stage times) to ``out``.
 
     ``public``: photos (folder, ``bundled:photos``) or a patch array/``.npz`` for the public pixel statistics;
-    ``aux``: labelled images (``.npz``) disjoint from the private set, for the colour correction. Stages already in
+    ``aux``: labelled images (``.npz``) disjoint from the private set, for the colour correction (used only when no
+    prior is). ``prior``: a learned image prior (:mod:`masquerade.attacks.instahide_prior`): ``"default"`` for the
+    weights shipped with the package, a path to a prepared ``.safetensors``, a loaded prior, or None for none; the
+    refine stage scores against its outputs and the final images are its outputs. Stages already in
     ``out/stages`` are reused when they were computed from the same inputs (each stage file records a hash of the
     challenge's files, the settings and the public and auxiliary sources); a stale or damaged stage file is
     recomputed, so an interrupted attack resumes where it stopped and a reused folder never mixes challenges."""
@@ -676,7 +799,8 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
         except ValueError as exc:
             raise InputError(f"{cdir / 'label.npy'}: not a numeric .npy array ({exc})") from None
     slots = parse_slots(labels, n_enc, k=s.k, upper=s.upper, dom=s.dom)
-    run_key = _run_key(enc, labels, s, public, aux)
+    learned = _resolve_prior(prior, shape, log)
+    run_key = _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None)
     stages = out / "stages"
     stages.mkdir(parents=True, exist_ok=True)
     state_path = out / "attack.json"
@@ -688,7 +812,8 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
             state = {}
         if not isinstance(state, dict) or state.get("key") != run_key:
             state = {}          # another challenge, other settings or other sources: start afresh
-    state.update({"key": run_key, "settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape)})
+    state.update({"key": run_key, "settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape),
+                  "prior": None if learned is None else {"source": learned.source, "sha256": learned.meta["sha256"]}})
     times: dict[str, float] = state.setdefault("seconds", {})
 
     def load(name: str) -> dict[str, np.ndarray] | None:
@@ -762,7 +887,9 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
             t_mark = [t0]
             res = refine_pairs(enc_t, slots, pairs, n_images, mean, var, energy, rounds=s.rounds, eps=s.score_eps,
                                splits=s.splits, temperature=s.temperature, steps=s.price_steps, rate=s.price_rate,
-                               tol=s.tol, recon=recon, start=got, checkpoint=checkpoint, log=log)
+                               tol=s.tol, recon=recon, start=got, checkpoint=checkpoint, log=log,
+                               prior=None if learned is None else
+                               (lambda xx, pp, ll, ww: learned(xx, pp, ll, ww, shape)))
             pairs, lam, weights = res["pairs"], res["lam"], res["weights"]
             save("refine", finished=np.bool_(True), round=np.int64(s.rounds), pairs=pairs, lam=lam, weights=weights)
             done("refine", t_mark[0])
@@ -777,7 +904,16 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
         state["nll"] = nll
         done("reconstruct", t0)
 
-    if s.colour and aux is not None:
+    if learned is not None:
+        got = load("prior")
+        if got is not None:
+            x_out = torch.from_numpy(got["x"])
+        else:
+            t0 = time.perf_counter()
+            x_out = learned(x, pairs, lam, weights, shape)
+            save("prior", x=x_out.numpy())
+            done("prior", t0)
+    elif s.colour and aux is not None:
         got = load("colour")
         if got is not None:
             cmap = ColourMap(got["coef"])
@@ -806,11 +942,33 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
     return {**state, "decryption": str(out / "decryption.npy"), "private_images": private}
 
 
-def _run_key(enc: np.ndarray, labels: np.ndarray | None, s: ChallengeAttackSettings, public: Any, aux: Any) -> str:
+def _resolve_prior(prior: Any, shape: tuple[int, int, int], log: Callable[[str], None]) -> Any:
+    from .instahide_prior import ChallengePrior, default_prior, load_prior
+
+    if prior is None or (isinstance(prior, str) and prior.lower() == "none"):
+        return None
+    if isinstance(prior, str) and prior == "default":
+        found = default_prior()
+        if found is None:
+            log("challenge attack: no prior shipped with this installation (run `make weights`); none used")
+            return None
+    elif isinstance(prior, ChallengePrior):
+        found = prior
+    else:
+        found = load_prior(prior)
+    if not found.fits(shape):
+        log(f"challenge attack: the prior takes colour images with sides divisible by 4, not {shape}; none used")
+        return None
+    return found
+
+
+def _run_key(enc: np.ndarray, labels: np.ndarray | None, s: ChallengeAttackSettings, public: Any, aux: Any,
+             prior: str | None = None) -> str:
     """A hash of everything the stages depend on: the challenge's arrays, the settings, the sources named."""
     import hashlib
 
     h = hashlib.sha256()
+    h.update(f"prior={prior}".encode())
     for arr in (enc, labels):
         if arr is not None:
             h.update(str((arr.dtype.str, arr.shape)).encode())
