@@ -1,22 +1,30 @@
-"""Break InstaHide Challenges on this CPU and score the recoveries.
+"""Break InstaHide Challenges on this CPU and score the recoveries: the curve over T, one table.
 
-For each T (encodings per private image per slot: the challenge's ``per_image``) a fresh challenge is made with the
-official recipe (100 private CIFAR-10 test images, k = 6, public patches from the ImageNet sample) under a seed, the
-attack runs on the challenge folder alone (public statistics from its own patches, colour learned on CIFAR-10
-*training* images), and ``score`` grades it. Two more rows per T separate the stages:
+For each T (the challenge's ``per_image``) a fresh challenge is made with the official recipe (100 private
+CIFAR-10 *test* images, k = 6, public patches from the ImageNet sample) under ``seed + T``, and the attack runs as a
+user runs it: ``masquerade challenge attack`` in a fresh process (cold: imports, weights and all), on the challenge
+folder alone -- the truth folder is moved away while it runs. Its wall time and peak memory (the child's maximum
+resident set) are measured from outside. Rows per T:
 
-- ``n given``: the attack told the number of private images (instead of estimating it per class);
-- ``true pairing``: reconstruction from the true assignment of slots to images (read from the truth folder, so an
-  analysis row, not an attack) -- the ceiling the clustering stage leaves.
+- ``attack (n given)``: told the number of private images, as the real challenge publishes it;
+- ``attack (n estimated)``: n estimated per class from the recipe and the spectrum;
+- ``attack --no-labels``: label.npy withheld (classes and coefficients unknown), n given;
+- ``attack, no prior``: without the learned image prior shipped in the package (colour correction learned on
+  CIFAR-10 *training* images instead), n given -- what the prior adds;
+- ``true pairing (analysis)``: the reconstruction (and prior) from the true assignment of slots to images, read
+  from the truth folder -- not an attack, the ceiling that the grouping stage leaves.
 
-    python benchmarks/bench_instahide_attack.py [--T 10,20,50] [--seed 2026] [--json out.json]
+    python benchmarks/bench_instahide_attack.py [--T 10,20,50] [--seed 2026] [--rows given,estimated,nolabels,noprior]
+        [--data ../shared/data] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +34,32 @@ import numpy as np
 import torch
 
 from masquerade.attacks.instahide_challenge import (ChallengeAttackSettings, ColourMap, _public_energy,
-                                                    attack_challenge, parse_slots, reconstruct_private)
+                                                    parse_slots, reconstruct_private)
+from masquerade.attacks.instahide_prior import default_prior
 from masquerade.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
 from masquerade.data import load_images
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PUBLISHED = [("Carlini et al. ver.1 (leaderboard)", "50", "0.90", "-", "2 GPU h + 2 CPU h, +10 GPU h training"),
-             ("Carlini et al. ver.2 (leaderboard)", "50", "0.79", "-", "same")]
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PUBLISHED = [("Carlini et al. v1 (real challenge)", "50", "-", "0.90", "GPU: ~12 h in all, incl. training"),
+             ("Carlini et al. v2 (stronger challenge)", "50", "-", "0.79", "GPU")]
+ROWS = {"given": ("attack (n given)", ["--n-private", "{n}"]),
+        "estimated": ("attack (n estimated)", []),
+        "nolabels": ("attack --no-labels (n given)", ["--n-private", "{n}", "--no-labels"]),
+        "noprior": ("attack, no prior (n given)", ["--n-private", "{n}", "--prior", "none"])}
+
+
+def run_attack(ch: Path, out: Path, data: Path, extra: list[str]) -> dict[str, float]:
+    """The CLI in a fresh process; wall seconds and peak resident memory (GiB) of that process."""
+    cmd = [sys.executable, "-m", "masquerade", "challenge", "attack", str(ch), "--out", str(out),
+           "--public", str(data / "imagenet-sample"), "--aux", str(data / "cifar10-train-20k.npz"), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return {"seconds": round(wall, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
 def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSettings) -> dict[str, float]:
@@ -48,9 +75,13 @@ def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSetting
     with np.load(att / "stages" / "public.npz") as z:
         mean, var = torch.from_numpy(z["mean"]), torch.from_numpy(z["var"])
     energy = _public_energy(1 - slots.lam.sum(1), s.k, s.upper, s.dom)
-    x, _ = reconstruct_private(enc, ordered, slots.lam, int(pairs.max()) + 1, mean, var, energy,
-                               weights=(~slots.same).astype(np.float32))
-    if (att / "stages" / "colour.npz").is_file():
+    weights = (~slots.same).astype(np.float32)
+    n = int(pairs.max()) + 1
+    x, _ = reconstruct_private(enc, ordered, slots.lam, n, mean, var, energy, weights=weights)
+    prior = default_prior()
+    if prior is not None:
+        x = prior(x, ordered, slots.lam, weights)
+    elif (att / "stages" / "colour.npz").is_file():
         with np.load(att / "stages" / "colour.npz") as z:
             x = ColourMap(z["coef"])(x.reshape(-1, 32, 32, 3)).reshape(len(x), -1)
     imgs = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).reshape(-1, 32, 32, 3).numpy()
@@ -62,11 +93,20 @@ def main() -> int:
     ap.add_argument("--T", default="10,20,50")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--n-private", type=int, default=100)
+    ap.add_argument("--rows", default="given,estimated,nolabels,noprior",
+                    help=f"attack rows per T, from {','.join(ROWS)}")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MASQUERADE_BENCH_DATA", DEFAULT_DATA)),
+                    help="folder with cifar10-test.npz, cifar10-train-20k.npz, imagenet-sample/ "
+                         "(default $MASQUERADE_BENCH_DATA or ../shared/data)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    private = load_images(DATA / "cifar10-test.npz")
-    public = public_pool(DATA / "imagenet-sample", args.n_private * 4, size=32, rng=args.seed)
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if unknown := [r for r in wanted if r not in ROWS]:
+        ap.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
+    data = args.data
+    private = load_images(data / "cifar10-test.npz")
+    public = public_pool(data / "imagenet-sample", args.n_private * 4, size=32, rng=args.seed)
+    prior = default_prior()
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-ih-attack-"))
     try:
@@ -75,33 +115,37 @@ def main() -> int:
             make_challenge(private, public, ch, truth, n_private=args.n_private, per_image=t, rng=args.seed + t)
             base = score_challenge(truth, baseline_recovery(np.load(ch / "encryption.npy")))
             rows.append({"T": t, "row": "|encoding| baseline", **_keep(base), "seconds": 0.0})
-            for label, n in (("attack (n estimated)", None), ("attack (n given)", args.n_private)):
-                att = work / f"att{t}-{'n' if n else 'est'}"
-                s = ChallengeAttackSettings(n_private=n)
+            att = None
+            for name in wanted:
+                label, extra = ROWS[name]
+                att = work / f"att{t}-{name}"
                 hidden = truth.rename(work / f"hidden{t}")          # the attack runs with the truth folder absent
-                t0 = time.perf_counter()
-                res = attack_challenge(ch, att, public=DATA / "imagenet-sample",
-                                       aux=DATA / "cifar10-train-20k.npz", settings=s, log=lambda m: None)
-                wall = time.perf_counter() - t0
-                hidden.rename(truth)
-                sc = score_challenge(truth, att / "decryption.npy")
-                rows.append({"T": t, "row": label, **_keep(sc), "seconds": round(wall, 1),
-                             "images_found": res["images_found"], "stage_seconds": res["seconds"]})
+                try:
+                    cost = run_attack(ch, att, data, [a.format(n=args.n_private) for a in extra])
+                finally:
+                    hidden.rename(truth)
+                sc = score_challenge(truth, att)
+                info = json.loads((att / "attack.json").read_text())
+                rows.append({"T": t, "row": label, **_keep(sc), **cost, "images_found": info.get("images_found"),
+                             "stage_seconds": info.get("seconds")})
                 print(json.dumps(rows[-1]), flush=True)
-            tp = true_pairing_row(ch, truth, att, s)
-            rows.append({"T": t, "row": "true pairing (analysis)", **_keep(tp), "seconds": 0.0})
-            print(json.dumps(rows[-1]), flush=True)
+            if att is not None:
+                tp = true_pairing_row(ch, truth, att, ChallengeAttackSettings())
+                rows.append({"T": t, "row": "true pairing (analysis)", **_keep(tp), "seconds": 0.0})
+                print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nInstaHide Challenge attack, {args.n_private} private CIFAR-10 test images, k = 6, seed {args.seed}, "
-          f"2 CPU cores (success = Max_SSIM > 0.8)")
-    print(f"{'row':36s} {'T':>3s} {'success':>8s} {'mean Max_SSIM':>14s} {'images':>7s} {'minutes':>8s}")
+    pr = f"prior {prior.fingerprint}" if prior is not None else "no prior shipped"
+    print(f"\nInstaHide Challenge attack, {args.n_private} private CIFAR-10 test images, k = 6, seed {args.seed}+T, "
+          f"2 CPU cores, {pr}; success = share of images with Max_SSIM > 0.8; time and memory of the cold CLI call")
+    print(f"{'row':40s} {'T':>3s} {'success':>8s} {'mean Max_SSIM':>14s} {'images':>7s} {'minutes':>8s} "
+          f"{'peak GiB':>9s}")
     for r in rows:
-        print(f"{r['row']:36s} {r['T']:3d} {r['success_rate']:8.3f} {r['mean_max_ssim']:14.3f} "
-              f"{r.get('images_found', '-')!s:>7s} {r['seconds'] / 60:8.2f}")
-    print("published (the real challenge; GPU):")
-    for name, t, ms, succ, cost in PUBLISHED:
-        print(f"{name:36s} {t:>3s} {succ:>8s} {ms:>14s}   {cost}")
+        print(f"{r['row']:40s} {r['T']:3d} {r['success_rate']:8.3f} {r['mean_max_ssim']:14.3f} "
+              f"{r.get('images_found') or '-'!s:>7s} {r['seconds'] / 60:8.2f} {r.get('peak_gib', '-')!s:>9s}")
+    print("published:")
+    for name, t, succ, ms, cost in PUBLISHED:
+        print(f"{name:40s} {t:>3s} {succ:>8s} {ms:>14s}   {cost}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

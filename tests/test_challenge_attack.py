@@ -136,14 +136,15 @@ def test_cli_attack_beats_baseline_without_the_truth(cifar_and_patches, tmp_path
     try:
         np.savez(tmp_path / "pub.npz", images=patches)
         aux = tmp_path / "aux.npz"
-        np.savez(aux, images=imgs.images[:2000], labels=imgs.labels[:2000])
+        few = np.concatenate([np.flatnonzero(imgs.labels == c)[:200] for c in range(10)])
+        np.savez(aux, images=imgs.images[few], labels=imgs.labels[few])
         argv = ["--quiet", "challenge", "attack", str(tmp_path / "ch"), "--out", str(tmp_path / "att"),
                 "--public", str(tmp_path / "pub.npz"), "--aux", str(aux), "--n-private", "10"]
         assert main(argv) == 0
         capsys.readouterr()
         state = json.loads((tmp_path / "att" / "attack.json").read_text())
-        assert set(state["seconds"]) >= {"public", "clusters", "reconstruct", "colour", "output"}
-        assert state["images_found"] == 10 and state["n_private_given"]
+        assert set(state["seconds"]) >= {"public", "clusters", "refine", "reconstruct", "prior", "output"}
+        assert state["images_found"] == 10 and state["n_private_given"] and state["prior"]["sha256"]
         assert (tmp_path / "att" / "private_images.png").is_file()
         assert state["seconds"]["refine"] > 0
         # resumable: a second run reuses every stage
@@ -151,8 +152,13 @@ def test_cli_attack_beats_baseline_without_the_truth(cifar_and_patches, tmp_path
         again = json.loads((tmp_path / "att" / "attack.json").read_text())
         assert again["seconds"]["reconstruct"] == state["seconds"]["reconstruct"]
         assert again["seconds"]["refine"] == state["seconds"]["refine"]
+        # without the prior, the colour map learned on the auxiliary images takes its place
+        assert main(argv[:5] + [str(tmp_path / "att-np")] + argv[6:] + ["--prior", "none"]) == 0
+        plain = json.loads((tmp_path / "att-np" / "attack.json").read_text())
+        assert "colour" in plain["seconds"] and "prior" not in plain["seconds"] and plain["prior"] is None
     finally:
         shutil.move(str(hidden), tmp_path / "truth")
+    assert score_challenge(tmp_path / "truth", tmp_path / "att-np")["mean_max_ssim"] > 0.7
     s = score_challenge(tmp_path / "truth", tmp_path / "att")     # the attack's folder is read as its decryption.npy
     from_npy = score_challenge(tmp_path / "truth", tmp_path / "att" / "decryption.npy")
     assert s["mean_max_ssim"] == from_npy["mean_max_ssim"]

@@ -91,7 +91,7 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     assert report.is_file() and str(report) in r.stdout
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page
-    assert "ats_gradient_inversion" in page
+    assert "ats_gradient_inversion" in page and "challenge_attack" in page
 
 
 def test_protect_instahide_writes_encodings_and_a_separate_key(tmp_path: Path,
