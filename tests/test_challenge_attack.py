@@ -403,3 +403,17 @@ def test_shipped_prior_matches_its_record_and_cleans_unseen_reconstructions(cifa
     after = score(prior(x, sim["pairs"], lam, None))
     random_after = score(untrained(x, sim["pairs"], lam, None))
     assert after > before + 0.05 and after > random_after + 0.05, (before, after, random_after)
+
+
+def test_a_damaged_prior_record_or_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import masquerade.attacks.instahide_prior as ip
+
+    weights = tmp_path / "prior.safetensors"
+    shutil.copy(ip.SHIPPED_PRIOR, weights)
+    monkeypatch.setattr(ip, "SHIPPED_PRIOR", weights)
+    weights.with_suffix(".json").write_text("{not json")
+    with pytest.raises(InputError, match="prior record"):
+        ip.default_prior()
+    weights.with_suffix(".json").write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(InputError, match="SHA-256"):
+        ip.default_prior()

@@ -142,7 +142,13 @@ def default_prior() -> ChallengePrior | None:
     record = SHIPPED_PRIOR.with_suffix(".json")
     if not SHIPPED_PRIOR.is_file() or not record.is_file():
         return None
-    return load_prior(SHIPPED_PRIOR, sha256=json.loads(record.read_text())["sha256"])
+    try:
+        digest = json.loads(record.read_text())["sha256"]
+        if not isinstance(digest, str):
+            raise TypeError("sha256 is not a string")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{record}: not a readable prior record ({exc}); run `make weights` again") from None
+    return load_prior(SHIPPED_PRIOR, sha256=digest)
 
 
 # ------------------------------------------------------------------------------------------------ preparation ---
