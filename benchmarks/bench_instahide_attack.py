@@ -35,7 +35,7 @@ import torch
 
 from masquerade.attacks.instahide_challenge import (ChallengeAttackSettings, ColourMap, _public_energy,
                                                     parse_slots, reconstruct_private)
-from masquerade.attacks.instahide_prior import default_prior
+from masquerade.attacks.instahide_prior import ChallengePrior, default_prior
 from masquerade.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
 from masquerade.data import load_images
 
@@ -62,7 +62,8 @@ def run_attack(ch: Path, out: Path, data: Path, extra: list[str]) -> dict[str, f
     return {"seconds": round(wall, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
-def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSettings) -> dict[str, float]:
+def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSettings, prior: ChallengePrior | None
+                     ) -> dict[str, float]:
     enc = np.load(ch / "encryption.npy")
     lab = np.load(ch / "label.npy")
     pairs = np.load(truth / "private_pairs.npy")
@@ -78,7 +79,6 @@ def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSetting
     weights = (~slots.same).astype(np.float32)
     n = int(pairs.max()) + 1
     x, _ = reconstruct_private(enc, ordered, slots.lam, n, mean, var, energy, weights=weights)
-    prior = default_prior()
     if prior is not None:
         x = prior(x, ordered, slots.lam, weights)
     elif (att / "stages" / "colour.npz").is_file():
@@ -130,7 +130,7 @@ def main() -> int:
                              "stage_seconds": info.get("seconds")})
                 print(json.dumps(rows[-1]), flush=True)
             if att is not None:
-                tp = true_pairing_row(ch, truth, att, ChallengeAttackSettings())
+                tp = true_pairing_row(ch, truth, att, ChallengeAttackSettings(), prior)
                 rows.append({"T": t, "row": "true pairing (analysis)", **_keep(tp), "seconds": 0.0})
                 print(json.dumps(rows[-1]), flush=True)
     finally:

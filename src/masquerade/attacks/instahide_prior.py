@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ class ChallengePrior:
 
 def load_prior(path: str | os.PathLike[str], *, sha256: str | None = None) -> ChallengePrior:
     """Load a prior written by :func:`prepare_prior`; with ``sha256``, refuse a file whose digest differs."""
-    from safetensors import SafetensorError, safe_open
+    from ..models.io import read_safetensors
 
     p = Path(path)
     if not p.is_file():
@@ -118,12 +119,7 @@ def load_prior(path: str | os.PathLike[str], *, sha256: str | None = None) -> Ch
     if sha256 is not None and digest != sha256:
         raise InputError(f"{p}: SHA-256 {digest[:16]}… differs from the recorded {sha256[:16]}… (damaged or "
                          f"replaced; run `make weights` or `masquerade challenge prepare` again)")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{p}: not a challenge prior file ({exc})") from None
+    meta, state = read_safetensors(p, "challenge prior file")
     if meta.get("kind") != PRIOR_KIND:
         raise InputError(f"{p}: not a challenge prior file (kind {meta.get('kind')!r})")
     try:
@@ -318,8 +314,6 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=meta)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    import shutil
-
     shutil.rmtree(work_dir, ignore_errors=True)
     log(f"challenge prior: wrote {out} (sha256 {digest[:16]}…) after {step} steps, final loss {record['final_loss']}")
     return {**record, "sha256": digest, "settings": _settings_doc(s)}

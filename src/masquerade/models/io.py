@@ -37,19 +37,25 @@ def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_class
     return path
 
 
-def load_model(path: str | Path) -> Normalized:
-    """Rebuild the model of a file written by :func:`save_model`, in eval mode, taking [0, 1] images."""
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a safetensors file; an unreadable one is ``InputError("PATH: not a WHAT (...)")``."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{path}: not a masquerade model file ({e})") from None
+        raise InputError(f"{path}: not a {what} ({e})") from None
+    return meta, state
+
+
+def load_model(path: str | Path) -> Normalized:
+    """Rebuild the model of a file written by :func:`save_model`, in eval mode, taking [0, 1] images."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    meta, state = read_safetensors(path, "masquerade model file")
     if "arch" not in meta:
         raise InputError(f"{path}: not a masquerade model file (no architecture in its metadata)")
     model = create_model(meta["arch"], num_classes=int(meta["num_classes"]), in_channels=int(meta["in_channels"]))
