@@ -349,7 +349,9 @@ def test_prepare_prior_trains_resumes_and_loads(cifar_and_patches, tmp_path: Pat
     with pytest.raises(Stop):          # killed after the simulations: they are kept and reused
         prepare_prior(aux, out, public=tmp_path / "pub.npz", settings=s, log=stop_after_simulating)
     assert not out.exists() and len(list((tmp_path / "prior.safetensors.work").glob("sim-*.npz"))) == 2
+    rng_state = torch.random.get_rng_state()
     rec = prepare_prior(aux, out, public=tmp_path / "pub.npz", settings=s, log=lambda m: None)
+    assert torch.equal(torch.random.get_rng_state(), rng_state)     # the global torch RNG is not used
     assert rec["pairs"] == 40 and rec["simulation_seconds"] < 1.0 and len(rec["sha256"]) == 64
     assert not (tmp_path / "prior.safetensors.work").exists()
     prior = load_prior(out, sha256=rec["sha256"])

@@ -257,8 +257,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     info = torch.from_numpy(np.concatenate([p["info"] for p in parts])).float()
     log(f"challenge prior: {len(x)} training pairs from {len(parts)} simulated challenges in {sim_seconds:.0f}s")
 
-    torch.manual_seed(s.seed)
-    model = ReconstructionDenoiser(s.width)
+    model = _seeded_model(s)
     opt = torch.optim.Adam(model.parameters(), s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
     gen = torch.Generator().manual_seed(s.seed)
@@ -273,8 +272,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
             gen.set_state(st["gen"])
             step, losses = int(st["step"]), [float(v) for v in st["losses"]]
         except Exception:                  # a damaged checkpoint: train from the start
-            torch.manual_seed(s.seed)
-            model, step, losses = ReconstructionDenoiser(s.width), 0, []
+            model, step, losses = _seeded_model(s), 0, []
             opt = torch.optim.Adam(model.parameters(), s.lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
             gen = torch.Generator().manual_seed(s.seed)
@@ -317,6 +315,14 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     shutil.rmtree(work_dir, ignore_errors=True)
     log(f"challenge prior: wrote {out} (sha256 {digest[:16]}…) after {step} steps, final loss {record['final_loss']}")
     return {**record, "sha256": digest, "settings": _settings_doc(s)}
+
+
+def _seeded_model(s: PriorSettings) -> ReconstructionDenoiser:
+    """The network with its initial weights drawn under ``s.seed``, leaving the caller's global torch RNG as it was
+    (the same weights ``torch.manual_seed(seed)`` then construction gives)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        return ReconstructionDenoiser(s.width)
 
 
 def _settings_doc(s: PriorSettings) -> dict[str, Any]:
