@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masquerade.ats_search import SearchSettings, search
+from masquerade.ats.search import SearchSettings, search
 from masquerade.data import load_images
 from masquerade.fileio import write_json
-from masquerade.gradient_privacy import attack_model, export_rating_set, summary
+from masquerade.ats.privacy import attack_model, export_rating_set, summary
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.runs import image_grid
-from masquerade.train import TrainSettings, train
+from masquerade.training import TrainSettings, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # ATS, CVPR 2021, ResNet-20 on CIFAR-100: PSNR of Inverting Gradients and test accuracy

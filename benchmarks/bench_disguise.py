@@ -50,14 +50,14 @@ def speed(x: torch.Tensor) -> None:
     times = {}
     for mode in ("ecb", "ctr"):
         aes = mq.create_scheme("disguise", transform="aes", aes_mode=mode)
-        key = aes.keygen(len(x) if mode == "ctr" else 0, 0)
+        key = aes.keygen(len(x) if mode == "ctr" else 0, rng=0)
         for _ in range(2):  # the first calls pay for the process growing its heap (page faults), not for the cipher
             aes.encode(x, key)
             ctr.encryptor().update(data)
         times[mode] = med(lambda: aes.encode(x, key))
     t_ref = med(lambda: ctr.encryptor().update(data))
     rmt = mq.create_scheme("disguise")
-    rk = rmt.keygen(0, 0)
+    rk = rmt.keygen(0, rng=0)
     t_rmt = med(lambda: rmt.encode(x, rk))
     t_copy = med(lambda: x.clone())
     ratio = times["ecb"] / t_ref
@@ -74,8 +74,8 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
     from masquerade.data import to_uint8
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
-    from masquerade.schemes.disguise import to_blocks
-    from masquerade.train import evaluate
+    from masquerade.disguise.scheme import to_blocks
+    from masquerade.training import evaluate
 
     rows: list[dict] = []
     # the CIFAR files are sorted by class: draw pairs and victims at random (fixed seed), never by position
@@ -91,7 +91,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
         if cfg is None:
             continue
         s = mq.create_scheme("disguise", **cfg)
-        key = s.keygen(1100 if cfg.get("aes_mode") == "ctr" else 0, 0)
+        key = s.keygen(1100 if cfg.get("aes_mode") == "ctr" else 0, rng=0)
         both = torch.cat([pairs_pool, victims])
         z = s.encode(both, key, rng=1)
         zp, zv = z[:100], z[100:]
@@ -115,7 +115,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
                 rows.append(row)
             if cfg["transform"] == "rmt":
                 unperm = mq.create_scheme("disguise", **cfg, permute=False)
-                uk = unperm.keygen(0, 0)
+                uk = unperm.keygen(0, rng=0)
                 r = run_attack(mq.create_attack("disguise-moments"), encodings=unperm.encode(victims, uk, rng=2),
                                auxiliary=aux)
                 p, q = quality(r["recovered"])
@@ -150,7 +150,7 @@ def instahide_level1(victims: torch.Tensor, y_victims: torch.Tensor, public: tor
     import masquerade as mq
     from masquerade.data import to_uint8
     from masquerade.metrics import psnr, ssim
-    from masquerade.train import evaluate
+    from masquerade.training import evaluate
 
     rows = []
     for name, cfg in INSTAHIDE.items():
@@ -158,7 +158,7 @@ def instahide_level1(victims: torch.Tensor, y_victims: torch.Tensor, public: tor
             continue
         s = mq.create_scheme("instahide", **cfg)
         pool = public if cfg["mode"] == "cross" else None
-        key = s.keygen(len(victims), 0, shape=tuple(victims.shape[1:]), pool_size=0 if pool is None else len(pool))
+        key = s.keygen(len(victims), rng=0, shape=tuple(victims.shape[1:]), pool_size=0 if pool is None else len(pool))
         z = s.encode(victims, key, public=pool).abs()
         lo, hi = z.amin(dim=(1, 2, 3), keepdim=True), z.amax(dim=(1, 2, 3), keepdim=True)
         seen = (z - lo) / (hi - lo).clamp_min(1e-8)
@@ -222,7 +222,7 @@ def main() -> None:
         sys.exit(f"needs {SHARED}/cifar10-test.npz and cifar10-train-20k.npz")
     import masquerade as mq
     from masquerade.data import load_images
-    from masquerade.train import TrainSettings, _View, train
+    from masquerade.training import TrainSettings, _View, train
 
     train_set = load_images(SHARED / "cifar10-train-20k.npz")
     test_set = load_images(SHARED / "cifar10-test.npz")

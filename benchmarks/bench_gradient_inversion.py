@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from masquerade.attacks.gradient_inversion import (CIFAR10_MEAN, CIFAR10_STD, InvertingGradients, client_gradient,
+from masquerade.ats.inversion import (CIFAR10_MEAN, CIFAR10_STD, InvertingGradients, client_gradient,
                                                    total_variation)
 from masquerade.models import Normalized, create_model
 

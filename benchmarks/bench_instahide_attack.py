@@ -33,10 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masquerade.attacks.instahide_challenge import (ChallengeAttackSettings, ColourMap, _public_energy,
-                                                    parse_slots, reconstruct_private)
-from masquerade.attacks.instahide_prior import ChallengePrior, default_prior
-from masquerade.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
+from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap
+
+from masquerade.instahide.recipe import _public_energy, parse_slots
+
+from masquerade.instahide.reconstruct import reconstruct_private
+from masquerade.instahide.prior import ChallengePrior, default_prior
+from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
 from masquerade.data import load_images
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -27,7 +27,7 @@ def main() -> None:
     public = torch.rand(args.pool, 3, 32, 32, generator=g)
     scheme = mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2)
     t = time.perf_counter()
-    key = scheme.keygen(args.n, 0, pool_size=args.pool)
+    key = scheme.keygen(args.n, rng=0, pool_size=args.pool)
     t_key = time.perf_counter() - t
     z = scheme.encode(x, key, public=public)  # warm-up (compiles the kernel once; numba caches it)
     t_enc, _ = median_time(lambda: scheme.encode(x, key, public=public), args.repeat)

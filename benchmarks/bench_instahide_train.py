@@ -40,7 +40,7 @@ def main() -> None:
         sys.exit(f"needs {SHARED}/cifar10-train-20k.npz and cifar10-test.npz")
     from masquerade import create_scheme
     from masquerade.data import extract_patches, load_images
-    from masquerade.train import TrainSettings, bf16_supported, train
+    from masquerade.training import TrainSettings, bf16_supported, train
 
     train_set = load_images(SHARED / "cifar10-train-20k.npz")
     test_set = load_images(SHARED / "cifar10-test.npz")

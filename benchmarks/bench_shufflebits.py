@@ -29,7 +29,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def speed() -> None:
     import masquerade as mq
-    from masquerade.schemes.shufflebits import shuffle_words_torch
+    from masquerade.shufflebits.scheme import shuffle_words_torch
 
     x = np.random.default_rng(0).standard_normal((131072, 512), dtype=np.float32)   # 256 MiB
     for _ in range(2):  # the first calls pay for page faults and the JIT, not for the cipher
@@ -39,17 +39,17 @@ def speed() -> None:
     for scope in ("vector", "fixed", "element"):
         s = mq.create_scheme("shufflebits", scope=scope)
         data = x if scope != "element" else x[:8192]
-        key = s.keygen(len(data), 0, shape=data.shape[1:])
+        key = s.keygen(len(data), rng=0, shape=data.shape[1:])
         for _ in range(2):
             s.encode(data, key)
         t, _ = median_time(lambda: s.encode(data, key))
         t_c, _ = median_time(lambda: data.copy())
-        t_key, _ = median_time(lambda: s.keygen(len(data), None, shape=data.shape[1:]), 3)
+        t_key, _ = median_time(lambda: s.keygen(len(data), rng=None, shape=data.shape[1:]), 3)
         goal = f" (goal >= 1 GB/s: {'met' if data.nbytes / t >= 1e9 else 'NOT met'})" if scope == "vector" else ""
         print(f"  {scope:8s} encrypt {data.nbytes / t / 1e9:6.2f} GB/s = {t / t_c:5.2f}x a copy{goal}; "
               f"keygen (OS randomness) {t_key:.3f}s", flush=True)
     small = torch.from_numpy(x[:8192].copy()).view(torch.int32)
-    key = mq.create_scheme("shufflebits").keygen(len(small), 0)
+    key = mq.create_scheme("shufflebits").keygen(len(small), rng=0)
     t, _ = median_time(lambda: shuffle_words_torch(small, key.perm, "vector"), 3)
     print(f"  pure-torch path (for GPUs; here on CPU): {small.numel() * 4 / t / 1e9:.2f} GB/s", flush=True)
 
@@ -70,7 +70,7 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
     for n in (1, 2, 5, 10, 50, 200, len(feats)):
         errs, coss, exact, secs = [], [], [], []
         for seed in range(3):
-            key = fixed.keygen(0, 100 + seed)
+            key = fixed.keygen(0, rng=100 + seed)
             r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=fixed.encode(feats[:n], key))
             dec = mq.create_scheme("shufflebits", scope="fixed").decode(
                 fixed.encode(feats, key), fixed.key_from_perm(r["perm"][0]))    # decrypt everything
@@ -83,7 +83,7 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
                      "median rel. error": f"{np.mean(errs):.1e}", "numbers exact": round(np.mean(exact), 3),
                      "seconds": round(float(np.mean(secs)), 2)})
     vec = mq.create_scheme("shufflebits", scope="vector")
-    z = vec.encode(feats, vec.keygen(len(feats), 7))
+    z = vec.encode(feats, vec.keygen(len(feats), rng=7))
     r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z)
     rows.append({"key": "one-time per vector", "attacked": f"{len(feats)} vectors pooled",
                  "cos(decrypted, true)": round(float(cos_rows(r["decrypted"], feats).mean()), 5)})
@@ -96,7 +96,7 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
                  "median rel. error": f"{np.median(rel):.1e}",
                  "seconds": round(r["seconds"] / m, 3)})
     el = mq.create_scheme("shufflebits", scope="element")
-    ze = el.encode(feats[:m], el.keygen(m, 8, shape=feats.shape[1:]))
+    ze = el.encode(feats[:m], el.keygen(m, rng=8, shape=feats.shape[1:]))
     r = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=ze)
     rows.append({"key": "one-time per number", "attacked": f"each of {m} vectors alone",
                  "cos(decrypted, true)": round(float(cos_rows(r["decrypted"], feats[:m]).mean()), 5)})
@@ -116,11 +116,11 @@ def main() -> None:
     if not (SHARED / "cifar10-train-20k.npz").is_file():
         sys.exit(f"needs {SHARED}/cifar10-train-20k.npz and cifar10-test.npz")
     import masquerade as mq
-    from masquerade.attacks.feature_inversion import FeatureAPI, cosine_distance
+    from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
     from masquerade.data import load_images, to_uint8
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
-    from masquerade.train import TrainSettings, _View, train
+    from masquerade.training import TrainSettings, _View, train
 
     speed()
     train_set = load_images(SHARED / "cifar10-train-20k.npz")
@@ -153,9 +153,9 @@ def main() -> None:
         fixed = mq.create_scheme("shufflebits", scope="fixed")
         vec = mq.create_scheme("shufflebits", scope="vector")
         el = mq.create_scheme("shufflebits", scope="element")
-        z_fixed = fixed.encode(fv, fixed.keygen(0, 21))
-        z_vec = vec.encode(fv, vec.keygen(len(fv), 22))
-        z_el = el.encode(fv, el.keygen(len(fv), 23, shape=fv.shape[1:]))
+        z_fixed = fixed.encode(fv, fixed.keygen(0, rng=21))
+        z_vec = vec.encode(fv, vec.keygen(len(fv), rng=22))
+        z_el = el.encode(fv, el.keygen(len(fv), rng=23, shape=fv.shape[1:]))
         t = time.perf_counter()
         rec_fixed = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z_fixed)["decrypted"]
         rec_vec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"),

@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from masquerade.errors import InputError, NotInvertibleError
 from masquerade.registry import create_scheme
-from masquerade.schemes.ats import (
+from masquerade.ats.policies import (
     MAGNITUDES,
     OPERATIONS,
     SUB_POLICIES,
@@ -97,9 +97,9 @@ def test_every_sub_policy_keeps_shape_range_and_is_deterministic() -> None:
     x = _images(5, seed=1)
     everything = "-".join(str(i) for i in range(len(SUB_POLICIES)))
     sch = create_scheme("ats", policy=everything, always=True)
-    z1 = sch.encode(x, sch.keygen(5, 7))
-    z2 = sch.encode(x, sch.keygen(5, 7))
-    z3 = sch.encode(x, sch.keygen(5, 8))
+    z1 = sch.encode(x, sch.keygen(5, rng=7))
+    z2 = sch.encode(x, sch.keygen(5, rng=7))
+    z3 = sch.encode(x, sch.keygen(5, rng=8))
     assert z1.shape == x.shape and z1.dtype == torch.float32
     assert float(z1.min()) >= 0 and float(z1.max()) <= 1
     assert torch.equal(z1, z2) and not torch.equal(z1, z3)
@@ -108,7 +108,7 @@ def test_every_sub_policy_keeps_shape_range_and_is_deterministic() -> None:
 
 @pytest.mark.parametrize("op", ["zoom", "warp"])
 def test_zoom_and_warp(op: str) -> None:
-    from masquerade.schemes.ats import _draw_extra
+    from masquerade.ats.policies import _draw_extra
 
     x = _images(4, seed=2)
     g = np.random.default_rng(0)
@@ -129,22 +129,22 @@ def test_random_policies_deterministic_and_in_range(seed: int, policy: list[int]
     text = "-".join(str(p) for p in policy if p >= 0) or "none"
     sch = create_scheme("ats", policy=text, always=always)
     x = _images(3, seed=seed % 100)
-    key = sch.keygen(3, seed)
+    key = sch.keygen(3, rng=seed)
     z = sch.encode(x, key)
     assert z.shape == x.shape and float(z.min()) >= 0 and float(z.max()) <= 1
-    assert torch.equal(z, sch.encode(x, sch.keygen(3, seed)))
+    assert torch.equal(z, sch.encode(x, sch.keygen(3, rng=seed)))
 
 
 def test_probabilities_and_hybrids() -> None:
     n = 4000
     # sub-policy 3 fires with probability 0.3; 29 never (probability 0.0)
-    key = create_scheme("ats", policy="3-29").keygen(n, 0)
+    key = create_scheme("ats", policy="3-29").keygen(n, rng=0)
     assert abs((key.steps[:, 0] == 3).mean() - 0.3) < 0.03
     assert (key.steps[:, 1] == -1).all()
-    key = create_scheme("ats", policy="3-29", always=True).keygen(n, 0)
+    key = create_scheme("ats", policy="3-29", always=True).keygen(n, rng=0)
     assert (key.steps[:, 0] == 3).all() and (key.steps[:, 1] == 29).all()
     # a hybrid: each image takes one of the lists, about evenly
-    key = create_scheme("ats", policy="3-1-7+43-18-18", always=True).keygen(n, 1)
+    key = create_scheme("ats", policy="3-1-7+43-18-18", always=True).keygen(n, rng=1)
     first = (key.steps == [3, 1, 7]).all(1)
     second = (key.steps == [43, 18, 18]).all(1)
     assert (first ^ second).all() and abs(first.mean() - 0.5) < 0.03
@@ -153,7 +153,7 @@ def test_probabilities_and_hybrids() -> None:
 def test_scheme_contract() -> None:
     sch = create_scheme("ats", policy="3-1-7")
     x = _images(2)
-    key = sch.keygen(2, 0)
+    key = sch.keygen(2, rng=0)
     with pytest.raises(NotInvertibleError):
         sch.decode(sch.encode(x, key), key)
     with pytest.raises(InputError):
@@ -163,7 +163,7 @@ def test_scheme_contract() -> None:
     with pytest.raises(InputError):
         create_scheme("ats", policy="99")
     assert torch.equal(create_scheme("ats", policy="none").encode(x, create_scheme("ats", policy="none")
-                                                                   .keygen(2, 0)), x)
+                                                                   .keygen(2, rng=0)), x)
 
 
 
@@ -172,7 +172,7 @@ def test_key_files_round_trip(tmp_path) -> None:
 
     sch = create_scheme("ats", policy="3-1-7+43-18-18")
     x = _images(4)
-    key = sch.keygen(4, 3)
+    key = sch.keygen(4, rng=3)
     save_key(tmp_path / "k.safetensors", key)
     back = load_key(tmp_path / "k.safetensors")
     assert torch.equal(sch.encode(x, back), sch.encode(x, key))

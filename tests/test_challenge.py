@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from masquerade.challenge import (baseline_recovery, load_recovered, make_challenge, read_truth, score_challenge)
+from masquerade.instahide.challenge import (baseline_recovery, load_recovered, make_challenge, read_truth, score_challenge)
 from masquerade.cli import main
 from masquerade.data import ImageSet
 from masquerade.errors import InputError

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from masquerade.attacks.instahide_challenge import (ChallengeAttackSettings, ColourMap, _cubic, _grid_edges,
-                                                    attack_challenge, parse_slots, public_statistics,
-                                                    reconstruct_private, sign_sync, simulate_challenge)
-from masquerade.challenge import baseline_recovery, make_challenge, score_challenge
+from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap, _cubic, attack_challenge
+
+from masquerade.instahide.reconstruct import _grid_edges, reconstruct_private, sign_sync
+
+from masquerade.instahide.recipe import parse_slots, public_statistics, simulate_challenge
+from masquerade.instahide.challenge import baseline_recovery, make_challenge, score_challenge
 from masquerade.cli import main
 from masquerade.data import ImageSet, extract_patches, load_images
 from masquerade.errors import InputError
@@ -51,7 +53,7 @@ def test_sign_sync_undoes_random_pixel_signs() -> None:
 
 
 def test_grid_basis_diagonalises_the_pixel_graph_laplacian() -> None:
-    from masquerade.attacks.instahide_challenge import _grid_edges, _GridBasis
+    from masquerade.instahide.reconstruct import _grid_edges, _GridBasis
 
     for shape in [(4, 5, 3), (6, 3, 2), (8, 8, 1)]:
         d = int(np.prod(shape))
@@ -69,7 +71,7 @@ def test_grid_basis_diagonalises_the_pixel_graph_laplacian() -> None:
 
 
 def test_whitening_from_few_encodings_keeps_the_inner_products() -> None:
-    from masquerade.attacks.instahide_challenge import _whitening
+    from masquerade.instahide.reconstruct import _whitening
 
     gen = torch.Generator().manual_seed(0)
     few = torch.randn(12, 40, generator=gen, dtype=torch.float64) @ torch.randn(40, 60, generator=gen,
@@ -106,7 +108,7 @@ def test_reconstruction_true_pairing_succeeds_random_fails(cifar_and_patches) ->
     pick = gen.choice(len(imgs), 24, replace=False)
     sim = simulate_challenge(imgs.images[pick], imgs.labels[pick].astype(np.int64), patches, per_image=30, rng=gen)
     mean, var = public_statistics(patches)
-    from masquerade.attacks.instahide_challenge import _public_energy
+    from masquerade.instahide.recipe import _public_energy
 
     lam = sim["lam"][:, :2]
     energy = _public_energy(1 - lam.sum(1), 6, 0.65, 0.3)
@@ -182,7 +184,7 @@ def test_attack_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_unlabelled_clustering_names_two_distinct_images(cifar_and_patches) -> None:
-    from masquerade.attacks.instahide_challenge import cluster_slots
+    from masquerade.instahide.grouping import cluster_slots
 
     imgs, patches = cifar_and_patches
     gen = np.random.default_rng(4)
@@ -198,7 +200,7 @@ def test_unlabelled_clustering_names_two_distinct_images(cifar_and_patches) -> N
 # -- grouping: counts, scores, balanced assignment, refinement ------------------------------------------------------
 
 def test_images_per_class_recovers_exact_counts_from_rough_guesses() -> None:
-    from masquerade.attacks.instahide_challenge import images_per_class
+    from masquerade.instahide.grouping import images_per_class
 
     rng = np.random.default_rng(0)
     for t in (10, 20, 50):
@@ -218,7 +220,7 @@ def test_images_per_class_recovers_exact_counts_from_rough_guesses() -> None:
 def test_balanced_pairs_respects_capacities() -> None:
     import itertools
 
-    from masquerade.attacks.instahide_challenge import Candidates, balanced_pairs
+    from masquerade.instahide.grouping import Candidates, balanced_pairs
 
     # 8 encodings choose one of 4 pairs over 4 images; image 0 scores best almost everywhere, but each image has
     # room for 4 slots. Brute force over all 4^8 choices gives the best balanced total.
@@ -252,7 +254,7 @@ def small_challenge(cifar_and_patches):
     swap = sim["lam"][:, 1] > sim["lam"][:, 0]
     truth = np.where(swap[:, None], sim["pairs"][:, ::-1], sim["pairs"])
     mean, var = public_statistics(patches)
-    from masquerade.attacks.instahide_challenge import _public_energy
+    from masquerade.instahide.recipe import _public_energy
 
     energy = _public_energy(1 - slots.lam.sum(1), 6, 0.65, 0.3)
     x = torch.from_numpy(imgs.images[pick].astype(np.float32) / 127.5 - 1).reshape(30, -1)
@@ -262,7 +264,7 @@ def small_challenge(cifar_and_patches):
 
 
 def test_pair_scorer_finds_the_true_pair_with_true_images_not_with_wrong_ones(small_challenge) -> None:
-    from masquerade.attacks.instahide_challenge import PairScorer, balanced_pairs
+    from masquerade.instahide.grouping import PairScorer, balanced_pairs
 
     c = small_challenge
     scorer = PairScorer(c["enc"], c["slots"], c["mean"], c["var"], c["energy"])
@@ -284,7 +286,7 @@ def test_pair_scorer_finds_the_true_pair_with_true_images_not_with_wrong_ones(sm
 
 
 def test_refinement_repairs_a_corrupted_grouping(small_challenge) -> None:
-    from masquerade.attacks.instahide_challenge import refine_pairs
+    from masquerade.instahide.grouping import refine_pairs
 
     c = small_challenge
     gen = np.random.default_rng(3)
@@ -329,7 +331,7 @@ def test_stages_are_keyed_by_their_inputs_and_damage_is_recomputed(cifar_and_pat
 # -- the learned prior ------------------------------------------------------------------------------------------------
 
 def test_prepare_prior_trains_resumes_and_loads(cifar_and_patches, tmp_path: Path) -> None:
-    from masquerade.attacks.instahide_prior import PriorSettings, evidence, load_prior, prepare_prior
+    from masquerade.instahide.prior import PriorSettings, evidence, load_prior, prepare_prior
 
     imgs, patches = cifar_and_patches
     aux = tmp_path / "aux.npz"
@@ -376,8 +378,8 @@ def test_shipped_prior_matches_its_record_and_cleans_unseen_reconstructions(cifa
     """The weights shipped in the package: their digest is the record's, and on images they were not trained on
     (CIFAR-10 test images; training used the training images) they raise the reconstructions' SSIM, well beyond
     what the same network with fresh random weights does."""
-    from masquerade.attacks.instahide_challenge import _public_energy
-    from masquerade.attacks.instahide_prior import SHIPPED_PRIOR, ChallengePrior, default_prior
+    from masquerade.instahide.recipe import _public_energy
+    from masquerade.instahide.prior import SHIPPED_PRIOR, ChallengePrior, default_prior
     from masquerade.models.denoiser import ReconstructionDenoiser
 
     prior = default_prior()
@@ -408,7 +410,7 @@ def test_shipped_prior_matches_its_record_and_cleans_unseen_reconstructions(cifa
 
 
 def test_a_damaged_prior_record_or_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import masquerade.attacks.instahide_prior as ip
+    import masquerade.instahide.prior as ip
 
     weights = tmp_path / "prior.safetensors"
     shutil.copy(ip.SHIPPED_PRIOR, weights)

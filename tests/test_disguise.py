@@ -10,7 +10,7 @@ import masquerade as mq
 from masquerade.errors import InputError
 from masquerade.keys import load_key, save_key
 from masquerade.registry import run_attack
-from masquerade.schemes.disguise import DisguiseKey, from_blocks, to_blocks
+from masquerade.disguise.scheme import DisguiseKey, from_blocks, to_blocks
 
 
 def images(n: int, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
@@ -27,7 +27,7 @@ CONFIGS = [dict(), dict(permute=False), dict(transform="none"), dict(transform="
 def test_round_trip_and_key_reuse(cfg: dict, tmp_path) -> None:
     s = mq.create_scheme("disguise", **cfg)
     x = images(6)
-    key = s.keygen(6, 3, shape=(3, 16, 16))
+    key = s.keygen(6, rng=3, shape=(3, 16, 16))
     z = s.encode(x, key)
     assert z.shape == x.shape and z.dtype == torch.float32
     back = s.decode(z, key)
@@ -50,7 +50,7 @@ def test_round_trip_over_shapes(b: int, gh: int, gw: int, c: int, seed: int, aes
         return
     s = mq.create_scheme("disguise", block=b, transform="aes" if aes else "rmt")
     x = images(3, c, gh * b, gw * b, seed)
-    key = s.keygen(3, seed, shape=(c, gh * b, gw * b))
+    key = s.keygen(3, rng=seed, shape=(c, gh * b, gw * b))
     back = s.decode(s.encode(x, key), key)
     assert (back - x).abs().max() <= (0 if aes else 1e-5)
     blocks = to_blocks(x.numpy(), b)
@@ -59,13 +59,13 @@ def test_round_trip_over_shapes(b: int, gh: int, gw: int, c: int, seed: int, aes
 
 def test_rmt_matrices_are_orthogonal_and_keys_deterministic() -> None:
     s = mq.create_scheme("disguise")
-    key = s.keygen(0, 5)
+    key = s.keygen(0, rng=5)
     eye = np.eye(16)
     assert np.allclose(np.einsum("mij,mkj->mik", key.rmt, key.rmt), eye, atol=1e-12)
     assert key.rmt.shape == (64, 16, 16) and sorted(key.perm.tolist()) == list(range(64))
-    assert s.keygen(0, 5) == key and s.keygen(0, 6) != key
+    assert s.keygen(0, rng=5) == key and s.keygen(0, rng=6) != key
     # Haar: the first entry of Q is symmetric around 0 (no sign bias from the QR convention)
-    big = s.keygen(0, 7, shape=(1, 256, 256)).rmt
+    big = s.keygen(0, rng=7, shape=(1, 256, 256)).rmt
     assert abs(np.mean(big[:, 0, 0] > 0) - 0.5) < 0.1
 
 
@@ -73,24 +73,24 @@ def test_wrong_key_does_not_decode() -> None:
     for cfg in (dict(), dict(transform="aes")):
         s = mq.create_scheme("disguise", **cfg)
         x = images(4)
-        z = s.encode(x, s.keygen(0, 1, shape=(3, 16, 16)))
-        wrong = s.decode(z, s.keygen(0, 2, shape=(3, 16, 16)))
+        z = s.encode(x, s.keygen(0, rng=1, shape=(3, 16, 16)))
+        wrong = s.decode(z, s.keygen(0, rng=2, shape=(3, 16, 16)))
         assert (wrong - x).abs().mean() > 0.1
 
 
 def test_aes_keys_never_come_from_a_seed_unless_asked() -> None:
     s = mq.create_scheme("disguise", transform="aes")
-    assert s.keygen(0, 1).aes_key != s.keygen(0, 1).aes_key
+    assert s.keygen(0, rng=1).aes_key != s.keygen(0, rng=1).aes_key
     r = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
-    assert r.keygen(0, 1).aes_key == r.keygen(0, 1).aes_key
+    assert r.keygen(0, rng=1).aes_key == r.keygen(0, rng=1).aes_key
 
 
 def test_ctr_keys_extend_to_new_images() -> None:
     s = mq.create_scheme("disguise", transform="aes", aes_mode="ctr")
-    key = s.keygen(4, 0, shape=(3, 16, 16))
+    key = s.keygen(4, rng=0, shape=(3, 16, 16))
     with pytest.raises(InputError, match="drawn for 4 images"):
         s.encode(images(5), key)
-    test_key = s.keygen(5, 1, shape=(3, 16, 16), base=key)
+    test_key = s.keygen(5, rng=1, shape=(3, 16, 16), base=key)
     assert test_key.aes_key == key.aes_key and not np.array_equal(test_key.nonces[:4], key.nonces)
     x = images(5)
     assert torch.equal(s.decode(s.encode(x, test_key), test_key), x)
@@ -102,24 +102,24 @@ def test_bad_settings() -> None:
     with pytest.raises(InputError, match="noise"):
         mq.create_scheme("disguise", transform="aes", noise=0.1)
     with pytest.raises(InputError, match="divide"):
-        mq.create_scheme("disguise", block=5).keygen(0, 0, shape=(3, 32, 32))
+        mq.create_scheme("disguise", block=5).keygen(0, rng=0, shape=(3, 32, 32))
     s = mq.create_scheme("disguise")
     with pytest.raises(InputError, match="other settings"):
-        mq.create_scheme("disguise", permute=False).encode(images(2), s.keygen(0, 0, shape=(3, 16, 16)))
+        mq.create_scheme("disguise", permute=False).encode(images(2), s.keygen(0, rng=0, shape=(3, 16, 16)))
 
 
 def test_least_squares_attack_needs_enough_pairs() -> None:
     s = mq.create_scheme("disguise")
     x = images(60, seed=1)
-    key = s.keygen(0, 2, shape=(3, 16, 16))
+    key = s.keygen(0, rng=2, shape=(3, 16, 16))
     z = s.encode(x, key)
     attack = mq.create_attack("disguise-known-plaintext")
     good = run_attack(attack, encodings=z[20:], known_pairs=(x[:6], z[:6]))  # 6 pairs × 3 channels ≥ 16 unknowns
-    assert np.array_equal(good["perm"], key.perm)
-    assert np.allclose(good["matrices"], key.rmt, atol=1e-6)
-    assert (good["recovered"] - x[20:]).abs().max() < 1e-4
+    assert np.array_equal(good.recovered["perm"], key.perm)
+    assert np.allclose(good.recovered["matrices"], key.rmt, atol=1e-6)
+    assert (good.reconstructions - x[20:]).abs().max() < 1e-4
     few = run_attack(attack, encodings=z[20:], known_pairs=(x[:2], z[:2]))
-    assert (few["recovered"] - x[20:]).abs().mean() > 0.05
+    assert (few.reconstructions - x[20:]).abs().mean() > 0.05
     with pytest.raises(InputError, match="threat model does not give it"):
         run_attack(attack, encodings=z, known_pairs=(x, z), key=key)
 
@@ -127,10 +127,10 @@ def test_least_squares_attack_needs_enough_pairs() -> None:
 def test_least_squares_attack_with_noise_degrades_gracefully() -> None:
     s = mq.create_scheme("disguise", noise=0.05)
     x = images(80, seed=2)
-    key = s.keygen(0, 2, shape=(3, 16, 16))
+    key = s.keygen(0, rng=2, shape=(3, 16, 16))
     z = s.encode(x, key, rng=0)
     r = run_attack(mq.create_attack("disguise-known-plaintext"), encodings=z[40:], known_pairs=(x[:40], z[:40]))
-    err = (r["recovered"] - x[40:]).abs().mean()
+    err = (r.reconstructions - x[40:]).abs().mean()
     assert 0.005 < err < 0.1
 
 
@@ -147,17 +147,17 @@ def _palette_images(n: int, seed: int) -> torch.Tensor:
 def test_ecb_codebook_succeeds_and_ctr_defeats_it() -> None:
     x = _palette_images(40, 0)
     ecb = mq.create_scheme("disguise", transform="aes")
-    key = ecb.keygen(0, 0, shape=(3, 16, 16))
+    key = ecb.keygen(0, rng=0, shape=(3, 16, 16))
     z = ecb.encode(x, key)
     attack = mq.create_attack("aes-ecb-codebook")
     r = run_attack(attack, encodings=z[20:], known_pairs=(x[:20], z[:20]))
-    assert r["decoded_share"] > 0.95
-    assert (r["recovered"] - x[20:]).abs().max() < 1e-6 or (r["recovered"] - x[20:]).abs().mean() < 0.02
+    assert r.metrics["decoded_share"] > 0.95
+    assert (r.reconstructions - x[20:]).abs().max() < 1e-6 or (r.reconstructions - x[20:]).abs().mean() < 0.02
     ctr = mq.create_scheme("disguise", transform="aes", aes_mode="ctr")
-    ck = ctr.keygen(40, 0, shape=(3, 16, 16))
+    ck = ctr.keygen(40, rng=0, shape=(3, 16, 16))
     zc = ctr.encode(x, ck)
     rc = run_attack(attack, encodings=zc[20:], known_pairs=(x[:20], zc[:20]))
-    assert rc["decoded_share"] < 0.01
+    assert rc.metrics["decoded_share"] < 0.01
 
 
 def test_moment_matching_estimates_rmt_without_pairs() -> None:
@@ -166,10 +166,10 @@ def test_moment_matching_estimates_rmt_without_pairs() -> None:
     # smooth images: strongly correlated pixels, like natural blocks
     base = torch.from_numpy(g.random((400, 3, 4, 4))).float()
     x = torch.nn.functional.interpolate(base, size=(16, 16), mode="bilinear", align_corners=False)
-    key = s.keygen(0, 1, shape=(3, 16, 16))
+    key = s.keygen(0, rng=1, shape=(3, 16, 16))
     z = s.encode(x[:200], key)
     r = run_attack(mq.create_attack("disguise-moments"), encodings=z, auxiliary=x[200:])
-    err = (r["recovered"] - x[:200]).abs().mean()
+    err = (r.reconstructions - x[:200]).abs().mean()
     baseline = (z.clamp(0, 1) - x[:200]).abs().mean()
     assert err < 0.5 * baseline
 
@@ -179,7 +179,7 @@ def test_moment_matching_estimates_rmt_without_pairs() -> None:
 def test_fused_aes_path_equals_the_block_by_block_reference(mode: str, permute: bool) -> None:
     s = mq.create_scheme("disguise", transform="aes", aes_mode=mode, permute=permute)
     x = images(7)
-    key = s.keygen(7, 0, shape=(3, 16, 16))
+    key = s.keygen(7, rng=0, shape=(3, 16, 16))
     z = s.encode(x, key)
     # reference: quantise, encrypt each position's blocks in place, then permute the positions
     blocks = s._aes_apply(to_blocks(np.round(x.numpy() * 255).astype(np.uint8), 4), key, decrypt=False)

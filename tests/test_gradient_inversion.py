@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masquerade.ats_search import (
+from masquerade.ats.search import (
     SearchSettings,
     accuracy_score,
     privacy_score,
@@ -19,7 +19,7 @@ from masquerade.ats_search import (
     rank,
     search,
 )
-from masquerade.attacks.gradient_inversion import (
+from masquerade.ats.inversion import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DLG,
@@ -30,7 +30,7 @@ from masquerade.attacks.gradient_inversion import (
     per_sample_gradients,
 )
 from masquerade.errors import InputError
-from masquerade.gradient_privacy import attack_model, export_rating_set, score_ratings
+from masquerade.ats.privacy import attack_model, export_rating_set, score_ratings
 from masquerade.metrics import psnr, recognition_accuracy
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.registry import create_attack, run_attack
@@ -93,12 +93,11 @@ def test_inverting_gradients_recovers_an_image_from_an_untrained_model() -> None
     m = _model("convnet16")
     g = client_gradient(m, x, y)
     atk = create_attack("inverting_gradients", iterations=300)
-    atk.rng, atk.progress = 0, False
-    res = run_attack(atk, model=m, gradients=g, labels=y)
-    p = float(psnr(res.images, x, data_range=1.0))
+    res = run_attack(atk, model=m, gradients=g, labels=y, rng=0, progress=False)
+    p = float(psnr(res.reconstructions, x, data_range=1.0))
     guess = float(psnr(torch.rand_like(x), x, data_range=1.0))
     assert p > guess + 6, (p, guess)
-    assert res.loss < 0.05 and res.images.shape == x.shape
+    assert res.metrics["loss"] < 0.05 and res.reconstructions.shape == x.shape
     # a strong policy applied by the client: the reconstruction is far from the private image
     strong = attack_model(m, x, y, policy="3-1-7", always=True, attack_settings={"iterations": 300}, rng=0,
                           progress=False)
@@ -118,17 +117,17 @@ def test_dlg_matches_gradients_with_lbfgs() -> None:
     x, y = _cifar(1, seed=5)
     m = Normalized(create_model("lenet-zhu"), CIFAR10_MEAN, CIFAR10_STD).eval()
     g = client_gradient(m, x, y)
-    res = DLG(iterations=10, rng=1, progress=False).run(model=m, gradients=g, labels=y)
-    assert res.loss < 0.05 * res.history[0]
-    assert float(psnr(res.images, x, data_range=1.0)) > float(psnr(torch.rand_like(x), x, data_range=1.0)) + 3
+    res = DLG(iterations=10).run(model=m, gradients=g, labels=y, rng=1, progress=False)
+    assert res.metrics["loss"] < 0.05 * res.metrics["history"][0]
+    assert float(psnr(res.reconstructions, x, data_range=1.0)) > float(psnr(torch.rand_like(x), x, data_range=1.0)) + 3
 
 
 def test_restarts_run_together_and_the_best_wins() -> None:
     x, y = _cifar(2, seed=6)
     m = _model("convnet16")
     grads = per_sample_gradients(m, x, y)
-    res = InvertingGradients(iterations=20, restarts=3, rng=0, progress=False).run_many(
-        model=m, gradients=grads, labels=y[:, None])
+    res = InvertingGradients(iterations=20, restarts=3).run_many(
+        model=m, gradients=grads, labels=y[:, None], rng=0, progress=False)
     assert len(res) == 2 and all(len(r.restart_losses) == 3 for r in res)
     assert all(r.loss == pytest.approx(min(r.restart_losses)) for r in res)
 
@@ -137,9 +136,9 @@ def test_attack_input_errors() -> None:
     m = _model("convnet16")
     x, y = _cifar(1)
     g = client_gradient(m, x, y)
-    atk = InvertingGradients(iterations=2, progress=False)
+    atk = InvertingGradients(iterations=2)
     with pytest.raises(InputError):
-        atk.run(model=m, gradients=g[:-1], labels=y)
+        atk.run(model=m, gradients=g[:-1], labels=y, progress=False)
     with pytest.raises(InputError):
         atk.run(model=m, gradients=[t * float("nan") for t in g], labels=y)
     with pytest.raises(InputError):

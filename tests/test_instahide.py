@@ -8,7 +8,7 @@ from scipy import stats
 import masquerade as mq
 from masquerade.errors import InputError
 from masquerade.keys import load_key, save_key
-from masquerade.schemes.instahide import InstaHideKey, sample_coefficients
+from masquerade.instahide.scheme import InstaHideKey, sample_coefficients
 
 
 def official_loop(n: int, k: int, upper: float, dom: float | None, rng: np.random.RandomState) -> np.ndarray:
@@ -46,29 +46,29 @@ def test_coefficient_sampler_matches_the_official_loop(k: int, dom: float | None
 
 def test_partner_structure_and_distinctness() -> None:
     s = mq.create_scheme("instahide", k=4)
-    key = s.keygen(500, 3)
+    key = s.keygen(500, rng=3)
     p = key.partners
     assert np.array_equal(p[:, 0], np.arange(500))
     for j in range(1, 4):  # every slot is a permutation of the private set
         assert np.array_equal(np.sort(p[:, j]), np.arange(500))
     assert all(len(set(row)) == 4 for row in p.tolist())  # distinct: never mixed with itself
     loose = mq.create_scheme("instahide", k=4, distinct=False)
-    fixed_points = sum(int((loose.keygen(500, seed).partners[:, 1] == np.arange(500)).sum()) for seed in range(20))
+    fixed_points = sum(int((loose.keygen(500, rng=seed).partners[:, 1] == np.arange(500)).sum()) for seed in range(20))
     assert fixed_points > 0  # the official behaviour can mix an image with itself
 
 
 def test_cross_mode_public_slots_do_not_repeat_within_a_key() -> None:
     s = mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2)
-    key = s.keygen(100, 0, pool_size=1000)
+    key = s.keygen(100, rng=0, pool_size=1000)
     pub = key.partners[:, 2:]
     assert pub.shape == (100, 4) and len(np.unique(pub)) == 400 and pub.max() < 1000
-    small = s.keygen(100, 0, pool_size=50).partners[:, 2:]  # pool too small: each slot still uses every patch
+    small = s.keygen(100, rng=0, pool_size=50).partners[:, 2:]  # pool too small: each slot still uses every patch
     assert all(len(np.unique(small[:, j])) == 50 for j in range(4))
 
 
 def test_mask_statistics_and_regeneration(tmp_path) -> None:
     s = mq.create_scheme("instahide", k=4)
-    key = s.keygen(300, 9)
+    key = s.keygen(300, rng=9)
     signs = key.signs()
     assert set(np.unique(signs)) == {-1.0, 1.0}
     frac = (signs < 0).mean()
@@ -76,9 +76,9 @@ def test_mask_statistics_and_regeneration(tmp_path) -> None:
     # independent across pixels: neighbouring pixels agree half of the time
     agree = (signs[..., 1:] == signs[..., :-1]).mean()
     assert abs(agree - 0.5) < 0.005
-    again = s.keygen(300, 9)
+    again = s.keygen(300, rng=9)
     assert again == key and again.fingerprint == key.fingerprint
-    assert s.keygen(300, 10) != key
+    assert s.keygen(300, rng=10) != key
     x = torch.rand(300, 3, 32, 32)
     path = save_key(tmp_path / "k.safetensors", key)
     back = load_key(path, expect="instahide")
@@ -109,7 +109,7 @@ def test_encode_equals_slow_reference_and_decodes(settings: dict) -> None:
     x = torch.rand(40, 3, 8, 8, generator=g)
     pub = torch.rand(300, 3, 8, 8, generator=g)
     cross = settings.get("mode") == "cross"
-    key = s.keygen(40, 5, shape=(3, 8, 8), pool_size=300 if cross else 0)
+    key = s.keygen(40, rng=5, shape=(3, 8, 8), pool_size=300 if cross else 0)
     z = s.encode(x, key, public=pub if cross else None)
     scale, shift = s.settings.affine(3)
     ref = slow_encode(x, key, pub, scale, shift, s.settings.p)
@@ -129,16 +129,16 @@ def _mixing_matrix(key: InstaHideKey, p: int) -> np.ndarray:
 def test_wrong_key_does_not_decode() -> None:
     s = mq.create_scheme("instahide", k=4)
     x = torch.rand(60, 3, 8, 8)
-    key = s.keygen(60, 1, shape=(3, 8, 8))
+    key = s.keygen(60, rng=1, shape=(3, 8, 8))
     z = s.encode(x, key)
     assert torch.allclose(s.decode(z, key), x, atol=1e-3)
-    wrong = s.decode(z, s.keygen(60, 2, shape=(3, 8, 8)))
+    wrong = s.decode(z, s.keygen(60, rng=2, shape=(3, 8, 8)))
     assert (wrong - x).abs().mean() > 0.2
 
 
 def test_label_mixing() -> None:
     s = mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2)
-    key = s.keygen(50, 0, pool_size=500)
+    key = s.keygen(50, rng=0, pool_size=500)
     y = np.arange(50) % 10
     soft = s.mix_labels(y, key, 10).numpy()
     expect = np.zeros((50, 10))
@@ -148,9 +148,9 @@ def test_label_mixing() -> None:
     np.testing.assert_allclose(soft, expect, atol=1e-6)
     assert np.allclose(soft.sum(1), key.lam[:, :2].sum(1))  # not renormalised, as the official code
     renorm = mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2, renormalize_labels=True)
-    assert np.allclose(renorm.mix_labels(y, renorm.keygen(50, 0, pool_size=500), 10).numpy().sum(1), 1)
+    assert np.allclose(renorm.mix_labels(y, renorm.keygen(50, rng=0, pool_size=500), 10).numpy().sum(1), 1)
     inside = mq.create_scheme("instahide", k=4)
-    assert np.allclose(inside.mix_labels(y, inside.keygen(50, 0), 10).numpy().sum(1), 1)
+    assert np.allclose(inside.mix_labels(y, inside.keygen(50, rng=0), 10).numpy().sum(1), 1)
 
 
 def test_bad_settings_and_inputs() -> None:
@@ -160,8 +160,8 @@ def test_bad_settings_and_inputs() -> None:
             mq.create_scheme("instahide", **bad)
     s = mq.create_scheme("instahide", k=4, mode="cross", private_per_mix=2)
     with pytest.raises(InputError, match="pool_size"):
-        s.keygen(10, 0)
-    key = s.keygen(10, 0, shape=(3, 8, 8), pool_size=20)
+        s.keygen(10, rng=0)
+    key = s.keygen(10, rng=0, shape=(3, 8, 8), pool_size=20)
     with pytest.raises(InputError, match="public pool"):
         s.encode(torch.rand(10, 3, 8, 8), key)
     with pytest.raises(InputError, match="20 images"):

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
 
 import masquerade
 from masquerade.errors import InputError
+from masquerade.contracts import AttackResult, Configurable
 from masquerade.registry import ATTACKS, Knowledge, ThreatModel, run_attack
 
 
@@ -14,7 +17,7 @@ def test_identity_scheme_round_trip_and_checks() -> None:
     s = masquerade.create_scheme("identity")
     assert isinstance(s, masquerade.Scheme)
     x = torch.rand(4, 3, 8, 8)
-    key = s.keygen(4, 0)
+    key = s.keygen(4, rng=0)
     z = s.encode(x, key)
     assert torch.equal(s.decode(z, key), x) and z is not x
     with pytest.raises(InputError, match="drawn for 4 images"):
@@ -38,12 +41,17 @@ def test_unknown_names_and_settings() -> None:
         masquerade.create_attack("nope")
 
 
-class _EchoAttack:
+class _EchoAttack(Configurable):
+    @dataclass(frozen=True)
+    class Settings:
+        pass
+
     name = "echo-test"
+    data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}), optional=frozenset({Knowledge.LABELS}))
 
-    def run(self, **given):
-        return sorted(given)
+    def run(self, *, rng=None, progress=None, **given) -> AttackResult:
+        return AttackResult(self.name, metrics={"given": sorted(given)})
 
 
 def test_threat_model_is_enforced() -> None:
@@ -51,8 +59,8 @@ def test_threat_model_is_enforced() -> None:
     try:
         attack = masquerade.create_attack("echo-test")
         assert isinstance(attack, masquerade.Attack)
-        assert run_attack(attack, encodings=1) == ["encodings"]
-        assert run_attack(attack, encodings=1, labels=2) == ["encodings", "labels"]
+        assert run_attack(attack, encodings=1).metrics["given"] == ["encodings"]
+        assert run_attack(attack, encodings=1, labels=2).metrics["given"] == ["encodings", "labels"]
         with pytest.raises(InputError, match="does not give it \\['truth'\\]"):
             run_attack(attack, encodings=1, truth=3)
         with pytest.raises(InputError, match="needs \\['encodings'\\]"):

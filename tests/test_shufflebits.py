@@ -13,7 +13,7 @@ import masquerade as mq
 from masquerade.errors import InputError
 from masquerade.keys import load_key, save_key
 from masquerade.registry import run_attack
-from masquerade.schemes.shufflebits import ShuffleBitsLayer, popcount, shuffle_words_torch
+from masquerade.shufflebits.scheme import ShuffleBitsLayer, popcount, shuffle_words_torch
 
 SCOPES = ("fixed", "vector", "element")
 
@@ -44,7 +44,7 @@ def test_matches_the_slow_reference_and_round_trips_bit_for_bit(scope: str) -> N
     w = _words(5, 7, 1)
     x = w.view(np.float32)
     s = mq.create_scheme("shufflebits", scope=scope)
-    key = s.keygen(5, 2, shape=(7,))
+    key = s.keygen(5, rng=2, shape=(7,))
     z = s.encode(x, key)
     assert z.dtype == np.float32 and z.shape == x.shape
     zw = z.view(np.uint32)
@@ -70,7 +70,7 @@ def test_matches_the_slow_reference_and_round_trips_bit_for_bit(scope: str) -> N
 def test_round_trip_any_bit_pattern(words: list[int], scope: str, seed: int) -> None:
     w = np.array(words, dtype=np.uint32)[None]
     s = mq.create_scheme("shufflebits", scope=scope)
-    key = s.keygen(1, seed, shape=(w.shape[1],))
+    key = s.keygen(1, rng=seed, shape=(w.shape[1],))
     z = s.encode(w.view(np.float32), key)
     np.testing.assert_array_equal(popcount(z), popcount(w))          # a bit permutation keeps the set bits
     np.testing.assert_array_equal(s.decode(z, key).view(np.uint32), w)
@@ -92,7 +92,7 @@ def test_keys_fresh_per_vector_from_os_randomness_and_files(tmp_path) -> None:
     assert not np.array_equal(k1.perm, k2.perm)                        # OS randomness: never the same twice
     assert len({bytes(r) for r in k1.perm}) > 45                       # a fresh permutation per vector
     assert all(sorted(r.tolist()) == list(range(32)) for r in k1.perm)
-    np.testing.assert_array_equal(s.keygen(50, 7).perm, s.keygen(50, 7).perm)   # seeds reproduce
+    np.testing.assert_array_equal(s.keygen(50, rng=7).perm, s.keygen(50, rng=7).perm)   # seeds reproduce
     save_key(tmp_path / "k.safetensors", k1)
     k3 = load_key(tmp_path / "k.safetensors", expect="shufflebits")
     np.testing.assert_array_equal(k3.perm, k1.perm)
@@ -102,14 +102,14 @@ def test_keys_fresh_per_vector_from_os_randomness_and_files(tmp_path) -> None:
 def test_wrong_key_does_not_decode() -> None:
     s = mq.create_scheme("shufflebits")
     x = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
-    z = s.encode(x, s.keygen(20, 1))
-    wrong = s.decode(z, s.keygen(20, 2))
+    z = s.encode(x, s.keygen(20, rng=1))
+    wrong = s.decode(z, s.keygen(20, rng=2))
     assert (wrong.view(np.uint32) == x.view(np.uint32)).mean() < 0.05
 
 
 def test_bad_input() -> None:
     s = mq.create_scheme("shufflebits")
-    key = s.keygen(3, 0)
+    key = s.keygen(3, rng=0)
     with pytest.raises(InputError, match="float32"):
         s.encode(np.zeros((3, 4)), key)
     with pytest.raises(InputError, match="3 vectors"):
@@ -119,7 +119,7 @@ def test_bad_input() -> None:
     with pytest.raises(InputError, match="scope must be"):
         mq.create_scheme("shufflebits", scope="row")
     with pytest.raises(InputError, match="shape"):
-        mq.create_scheme("shufflebits", scope="element").keygen(3, 0)
+        mq.create_scheme("shufflebits", scope="element").keygen(3, rng=0)
     with pytest.raises(InputError, match="0..31"):
         s.key_from_perm(list(range(31)) + [0])
 
@@ -141,7 +141,7 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
 
     # signalling NaNs and other odd patterns as *ciphertexts*: through torch, files and back, bit for bit
     s = mq.create_scheme("shufflebits", scope="fixed")
-    key = s.keygen(0, 5)
+    key = s.keygen(0, rng=5)
     w = _words(4, 12, 9)
     z = s.decode(w.view(np.float32), key)   # plaintext whose ciphertext is exactly w (sNaNs included)
     c = s.encode(torch.from_numpy(z), key)
@@ -192,38 +192,38 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def test_fixed_key_recovery_from_ciphertexts_alone() -> None:
     feats = _relu_features(64, 256, 0)
     s = mq.create_scheme("shufflebits", scope="fixed")
-    key = s.keygen(0, 11)
+    key = s.keygen(0, rng=11)
     z = s.encode(feats, key)
     r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z)
-    assert _cos(r["decrypted"], feats) > 0.999
+    assert _cos(r.reconstructions, feats) > 0.999
     # the sign, the exponent and the top mantissa bits are found (up to columns that are identical); the low
     # mantissa bits are nearly uniform and their order stays unknown, which costs about 1 % of each value
-    dec, nz = r["decrypted"], feats > 0
+    dec, nz = r.reconstructions, feats > 0
     assert np.median(np.abs(dec - feats)[nz] / feats[nz]) < 0.03
     # signed features need several vectors to tell the sign from a low mantissa bit
     g = np.random.default_rng(1)
     signed = (g.standard_normal((64, 256)) * g.gamma(2, 0.5, 256) + g.normal(0, 1, 256)).astype(np.float32)
     r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=s.encode(signed, key))
-    assert _cos(r["decrypted"], signed) > 0.99
+    assert _cos(r.reconstructions, signed) > 0.99
     # with a random key instead of the recovered one the decryption is useless
-    assert _cos(s.decode(z, s.keygen(0, 12)), feats) < 0.5
+    assert _cos(s.decode(z, s.keygen(0, rng=12)), feats) < 0.5
 
 
 def test_one_time_keys_defeat_pooled_recovery_and_element_keys_defeat_per_vector_recovery() -> None:
     feats = _relu_features(64, 256, 2)
     vec = mq.create_scheme("shufflebits", scope="vector")
-    z = vec.encode(feats, vec.keygen(64, 3))
+    z = vec.encode(feats, vec.keygen(64, rng=3))
     pooled = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z)
-    assert abs(_cos(pooled["decrypted"], feats)) < 0.3
+    assert abs(_cos(pooled.reconstructions, feats)) < 0.3
     # but one vector of 256 ReLU features on its own still gives its key away (a finding, not the paper's claim)
     single = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:8])
-    assert _cos(single["decrypted"], feats[:8]) > 0.95
+    assert _cos(single.reconstructions, feats[:8]) > 0.95
     el = mq.create_scheme("shufflebits", scope="element")
-    ze = el.encode(feats[:8], el.keygen(8, 4, shape=(256,)))
+    ze = el.encode(feats[:8], el.keygen(8, rng=4, shape=(256,)))
     per = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=ze)
-    assert abs(_cos(per["decrypted"], feats[:8])) < 0.3
+    assert abs(_cos(per.reconstructions, feats[:8])) < 0.3
     # the popcount leaks through every scope: exact zeros stay exact zeros
-    pc = run_attack(mq.create_attack("shufflebits-popcount"), encodings=ze)["popcount"]
+    pc = run_attack(mq.create_attack("shufflebits-popcount"), encodings=ze).recovered["popcount"]
     np.testing.assert_array_equal(pc == 0, feats[:8] == 0)
 
 
@@ -231,7 +231,7 @@ def test_one_time_keys_defeat_pooled_recovery_and_element_keys_defeat_per_vector
 def digits_api():
     """Bundled digits behind a black-box API: a fixed random projection + softplus (no exact zeros, so only the
     cipher stands between the adversary and the features)."""
-    from masquerade.attacks.feature_inversion import FeatureAPI
+    from masquerade.shufflebits.inversion import FeatureAPI
     from masquerade.data import load_images
 
     data = load_images("bundled:digits", size=8)
@@ -247,33 +247,33 @@ def test_attribute_attack_plaintext_vs_one_time_ciphertexts(digits_api) -> None:
     api, aux, (xv, yv) = digits_api
     fv = api.predict(xv).numpy()
     vec = mq.create_scheme("shufflebits")
-    z = vec.encode(fv, vec.keygen(len(fv), 3))
+    z = vec.encode(fv, vec.keygen(len(fv), rng=3))
     both = np.concatenate([fv, z])
     pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=both, auxiliary=aux,
-                      api=api)["predicted"]
+                      api=api).recovered["attributes"]
     acc_plain = float((pred[:300] == yv).float().mean())
     acc_cipher = float((pred[300:] == yv).float().mean())
     assert acc_plain > 0.8                     # far above chance (0.1) on plaintext features
     assert acc_cipher < 0.2                    # at chance on one-time ciphertexts taken as they are
     # ... unless the adversary first recovers each vector's key from the ciphertext alone
-    rec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:100])["decrypted"]
+    rec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:100]).reconstructions
     pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=rec, auxiliary=aux,
-                      api=api)["predicted"]
+                      api=api).recovered["attributes"]
     assert float((pred == yv[:100]).float().mean()) > 0.5
     with pytest.raises(InputError, match="threat model"):
         run_attack(mq.create_attack("feature-attribute"), encodings=fv, auxiliary=aux, api=api, truth=xv)
 
 
 def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) -> None:
-    from masquerade.attacks.feature_inversion import cosine_distance
+    from masquerade.shufflebits.inversion import cosine_distance
     from masquerade.metrics import ssim
 
     api, aux, (xv, _) = digits_api
     fv = api.predict(xv[:100]).numpy()
     vec = mq.create_scheme("shufflebits")
-    z = vec.encode(fv, vec.keygen(100, 4))
+    z = vec.encode(fv, vec.keygen(100, rng=4))
     r = run_attack(mq.create_attack("feature-inversion", epochs=15, batch=64), encodings=np.concatenate([fv, z]),
-                   auxiliary=aux[0], api=api)["recovered"]
+                   auxiliary=aux[0], api=api).reconstructions
     s_plain = float(ssim(r[:100], xv[:100], data_range=1.0).mean())
     s_cipher = float(ssim(r[100:], xv[:100], data_range=1.0).mean())
     assert s_plain > s_cipher + 0.2
@@ -282,7 +282,7 @@ def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) ->
 
 
 def test_kernels_refuse_a_key_of_the_wrong_size() -> None:
-    from masquerade.schemes.shufflebits import shuffle_words
+    from masquerade.shufflebits.scheme import shuffle_words
 
     w = _words(4, 6, 0)
     perm = np.tile(np.arange(32, dtype=np.uint8), (3, 1))
@@ -295,7 +295,7 @@ def test_kernels_refuse_a_key_of_the_wrong_size() -> None:
 
 
 def test_key_permutations_are_uniform() -> None:
-    perm = mq.create_scheme("shufflebits").keygen(64000, 5).perm
+    perm = mq.create_scheme("shufflebits").keygen(64000, rng=5).perm
     assert (np.sort(perm, axis=1) == np.arange(32)).all()
     counts = np.stack([np.bincount(perm[:, j], minlength=32) for j in range(32)])   # value v at position j
     expected = 64000 / 32

@@ -10,7 +10,7 @@ import masquerade as mq
 from masquerade.data import load_images
 from masquerade.errors import InputError
 from masquerade.models import create_model, list_models
-from masquerade.train import TrainSettings, augment, train
+from masquerade.training import TrainSettings, augment, train
 
 
 @pytest.fixture(scope="module")

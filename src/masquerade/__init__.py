@@ -1,17 +1,40 @@
-"""masquerade: protect images and deep features, attack the protections, score privacy and utility."""
+"""masquerade: protect images and deep features, attack the protections, score privacy and utility.
 
-from ._version import __version__
-from .data import ImageSet, extract_patches, fetch_dataset, load_images, load_photos
-from .errors import InputError, IntegrityError, MasqueradeError, NotInvertibleError
-from .keys import Key, fingerprint, load_key, save_key
-from .registry import (Attack, Knowledge, Scheme, ThreatModel, create_attack, create_scheme, list_attacks,
-                       list_schemes, run_attack)
-from .rng import secure_rng
+The names below are loaded on first use, so that ``import masquerade`` (and the command line's ``--help``) stays
+light; ``from masquerade import create_scheme`` works as usual.
+"""
 
-__all__ = [
-    "__version__", "ImageSet", "load_images", "load_photos", "fetch_dataset", "extract_patches",
-    "MasqueradeError", "InputError", "IntegrityError", "NotInvertibleError",
-    "Key", "save_key", "load_key", "fingerprint", "secure_rng",
-    "Scheme", "Attack", "Knowledge", "ThreatModel", "create_scheme", "list_schemes", "create_attack",
-    "list_attacks", "run_attack",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from masquerade._version import __version__
+
+_HOME = {
+    "ImageSet": "masquerade.data", "load_images": "masquerade.data", "load_photos": "masquerade.data",
+    "fetch_dataset": "masquerade.data", "extract_patches": "masquerade.data",
+    "MasqueradeError": "masquerade.errors", "InputError": "masquerade.errors", "IntegrityError": "masquerade.errors",
+    "NotInvertibleError": "masquerade.errors",
+    "Key": "masquerade.keys", "save_key": "masquerade.keys", "load_key": "masquerade.keys",
+    "fingerprint": "masquerade.keys", "secure_rng": "masquerade.rng",
+    "Scheme": "masquerade.contracts", "Attack": "masquerade.contracts", "AttackResult": "masquerade.contracts",
+    "Knowledge": "masquerade.contracts", "ThreatModel": "masquerade.contracts",
+    "create_scheme": "masquerade.registry", "list_schemes": "masquerade.registry",
+    "create_attack": "masquerade.registry", "list_attacks": "masquerade.registry", "run_attack": "masquerade.registry",
+}
+
+__all__ = ["__version__", *_HOME]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'masquerade' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import typing
@@ -21,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import InputError, IntegrityError
-from .fileio import atomic_path
-from .rng import secure_bytes, secure_rng
+from masquerade.errors import InputError, IntegrityError
+from masquerade.fileio import atomic_path
+from masquerade.rng import secure_bytes, secure_rng
 
 __all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION"]
 
@@ -54,7 +55,8 @@ class Key:
         super().__init_subclass__(**kwargs)
         name = cls.type_name()
         if name in _KEY_TYPES and _KEY_TYPES[name].__qualname__ != cls.__qualname__:
-            raise TypeError(f"key type {name!r} is registered twice ({_KEY_TYPES[name].__qualname__}, {cls.__qualname__})")
+            raise TypeError(f"key type {name!r} is registered twice ({_KEY_TYPES[name].__qualname__}, "
+                            f"{cls.__qualname__})")
         _KEY_TYPES[name] = cls
 
     @classmethod
@@ -107,6 +109,10 @@ class Key:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self)
+
+    def __json_summary__(self) -> dict[str, str]:
+        """What a run folder records of a key: its fingerprint, never its material."""
+        return {"fingerprint": self.fingerprint}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Key) or type(other) is not type(self):
@@ -220,15 +226,17 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
     key_type = doc.get("key_type")
     cls = _KEY_TYPES.get(key_type or "")
     if cls is None:
-        _import_scheme_modules()
+        _import_scheme_module(scheme)
         cls = _KEY_TYPES.get(key_type or "")
     if cls is None:
         raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r})")
     return cls.from_parts(arrays, doc)
 
 
-def _import_scheme_modules() -> None:
-    """Key classes live beside their schemes; importing the registry registers them all."""
-    from . import registry
+def _import_scheme_module(scheme: str) -> None:
+    """Key classes live beside their schemes: import a built-in scheme's module (never one the file names)."""
+    from masquerade.catalogue import BUILTIN_SCHEMES
 
-    registry.load_builtin()
+    entry = BUILTIN_SCHEMES.get(scheme)
+    if entry is not None:
+        importlib.import_module(entry[0].partition(":")[0])

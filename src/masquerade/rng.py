@@ -13,14 +13,17 @@ repeated. Raw secret bytes (AES keys) never come from a generator: use :func:`se
 from __future__ import annotations
 
 import secrets
-from typing import Union
+import sys
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
-from .errors import InputError
+from masquerade.errors import InputError
 
-RngLike = Union[None, int, np.random.Generator, torch.Generator]
+if TYPE_CHECKING:
+    import torch
+
+RngLike = Union[None, int, np.random.Generator, "torch.Generator"]
 
 __all__ = ["RngLike", "secure_rng", "secure_bytes", "as_generator", "torch_generator", "describe_rng", "spawn"]
 
@@ -45,7 +48,8 @@ def as_generator(rng: RngLike = None) -> np.random.Generator:
         return secure_rng()
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, torch.Generator):
+    torch = sys.modules.get("torch")     # a torch Generator can only come from a program that imported torch
+    if torch is not None and isinstance(rng, torch.Generator):
         seed = int(torch.randint(0, 2**62, (1,), generator=rng).item())
         return np.random.default_rng(seed)
     if isinstance(rng, (bool, np.bool_)):
@@ -61,6 +65,8 @@ def as_generator(rng: RngLike = None) -> np.random.Generator:
 
 def torch_generator(rng: RngLike = None) -> torch.Generator:
     """A CPU :class:`torch.Generator` derived from ``rng`` (a torch generator is returned as is)."""
+    import torch
+
     if isinstance(rng, torch.Generator):
         return rng
     gen = as_generator(rng)

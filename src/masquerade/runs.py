@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._version import __version__
-from .data.imageset import to_uint8
-from .errors import InputError
-from .fileio import save_png, write_json
-from .keys import Key
+from masquerade._version import __version__
+from masquerade.data.imageset import to_uint8
+from masquerade.errors import InputError
+from masquerade.fileio import save_png, write_json
+from masquerade.keys import Key
 
 __all__ = ["Run", "start_run", "image_grid", "versions"]
 

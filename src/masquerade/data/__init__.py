@@ -1,10 +1,23 @@
-"""Data: ImageSet, loaders, downloads with checksums, bundled offline sources, public patch pools."""
+"""Data: ImageSet, loaders, downloads with checksums, bundled offline sources, public patch pools.
 
-from .bundled import BUNDLED, list_bundled
-from .fetch import DATASETS, fetch_dataset
-from .imageset import ImageSet, to_uint8
-from .loaders import load_images, load_photos
-from .patches import extract_patches, sift_keypoint_counts
+Names load on first use (``masquerade list`` reads the bundled catalogue without importing the loaders)."""
 
-__all__ = ["ImageSet", "load_images", "load_photos", "fetch_dataset", "DATASETS", "BUNDLED", "list_bundled",
-           "extract_patches", "sift_keypoint_counts", "to_uint8"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {"ImageSet": "imageset", "to_uint8": "imageset", "load_images": "loaders", "load_photos": "loaders",
+         "fetch_dataset": "fetch", "DATASETS": "fetch", "BUNDLED": "bundled", "list_bundled": "bundled",
+         "extract_patches": "patches", "sift_keypoint_counts": "patches"}
+
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'masquerade.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"masquerade.data.{home}"), name)
+    globals()[name] = value
+    return value

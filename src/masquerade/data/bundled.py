@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
-from .imageset import ImageSet
+from masquerade.data.imageset import ImageSet, resized, stack_images
+from masquerade.errors import InputError
 
 __all__ = ["BUNDLED", "list_bundled", "load_bundled", "bundled_photos"]
 
@@ -102,12 +102,11 @@ _LOADERS: dict[str, Callable[[], ImageSet]] = {"mnist": _mnist, "digits": _digit
 
 def load_bundled(name: str, *, size: tuple[int, int] | None = None) -> ImageSet:
     """Load a bundled source as an ImageSet (``photos`` needs ``size``, since they differ in size)."""
-    from .loaders import _resized, _stack
 
     if name == "photos":
         images, names = bundled_photos()
-        arr = _stack(images, names, size, "bundled:photos")
+        arr = stack_images(images, names, size, "bundled:photos")
         return ImageSet(arr, None, (), tuple(names), "bundled:photos")
     if name not in _LOADERS:
         raise InputError(f"unknown bundled source {name!r}; available: {', '.join(sorted(BUNDLED))}")
-    return _resized(_LOADERS[name](), size)
+    return resized(_LOADERS[name](), size)

@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, IntegrityError, MasqueradeError
-from ..fileio import atomic_dir, atomic_path
-from ..progress import bar
+from masquerade.errors import InputError, IntegrityError, MasqueradeError
+from masquerade.fileio import atomic_dir, atomic_path
+from masquerade.progress import bar
 
 __all__ = ["DATASETS", "DatasetSpec", "fetch_dataset", "default_root", "file_digest"]
 

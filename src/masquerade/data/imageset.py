@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-from ..errors import InputError
-from ..rng import RngLike, as_generator
+from masquerade.errors import InputError
+from masquerade.rng import RngLike, as_generator
 
-__all__ = ["ImageSet", "to_uint8"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["resize_image", "stack_images", "resized", "ImageSet", "to_uint8"]
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Float pixels in [0, 1] (any layout) to uint8, clamped and rounded to nearest: the one quantiser we use."""
+    import torch
+
     return (x.detach().cpu().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
@@ -88,7 +92,8 @@ class ImageSet:
         return f"ImageSet({len(self)} images {h}×{w}×{c}{lab}{src})"
 
     # -- indexing ----------------------------------------------------------------------------------------------------
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "ImageSet | tuple[np.ndarray, int | None]":
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray
+                    ) -> "ImageSet | tuple[np.ndarray, int | None]":
         if isinstance(index, (int, np.integer)):
             i = int(index)
             label = None if self.labels is None else int(self.labels[i])
@@ -117,10 +122,14 @@ class ImageSet:
     # -- conversions -----------------------------------------------------------------------------------------------
     def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
         """float32 N×C×H×W in [0, 1]."""
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(self.images.transpose(0, 3, 1, 2)))
         return x.to(device=device, dtype=torch.float32).div_(255.0)
 
     def labels_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        import torch
+
         if self.labels is None:
             raise InputError(f"{self!r} has no labels")
         return torch.from_numpy(self.labels).to(device)
@@ -129,6 +138,8 @@ class ImageSet:
     def from_tensor(cls, x: torch.Tensor, labels: np.ndarray | torch.Tensor | None = None, *,
                     classes: Sequence[str] = (), names: Sequence[str] = (), source: str = "") -> "ImageSet":
         """Quantise a float N×C×H×W batch in [0, 1] back to uint8 (round to nearest)."""
+        import torch
+
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise InputError("ImageSet.from_tensor: expected an N×C×H×W tensor")
         arr = to_uint8(x).permute(0, 2, 3, 1).numpy()
@@ -228,3 +239,44 @@ class ImageSet:
             order = gen.permutation(n)
         out = [order[bounds[j]:bounds[j + 1]] for j in range(len(bounds) - 1)]
         return tuple(self.select(np.sort(o)) for o in out)
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the target aspect ratio, then resize (Lanczos) to ``size`` = (height, width)."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return img
+    scale = max(th / h, tw / w)
+    ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = img[top:top + ch, left:left + cw]
+    im = Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop)
+    out = np.asarray(im.resize((tw, th), Image.Resampling.LANCZOS))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def stack_images(images: list[np.ndarray], names: list[str], size: tuple[int, int] | None, where: str) -> np.ndarray:
+    if not images:
+        raise InputError(f"{where}: no images found")
+    if len({im.shape[2] for im in images}) > 1:
+        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+    if size is not None:
+        images = [resize_image(im, size) for im in images]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        first = images[0].shape
+        odd = next(i for i, im in enumerate(images) if im.shape != first)
+        raise InputError(f"{where}: images have different sizes ({names[0]} is {first[1]}×{first[0]}, "
+                         f"{names[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size= to resize "
+                         f"them, or use load_photos() to keep each at its own size")
+    return np.stack(images)
+
+
+def resized(ds: ImageSet, size: tuple[int, int] | None) -> ImageSet:
+    if size is None or ds.image_shape[:2] == size:
+        return ds
+    imgs = np.stack([resize_image(im, size) for im in ds.images])
+    return ImageSet(imgs, ds.labels, ds.classes, ds.names, ds.source)

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .imageset import ImageSet
+from masquerade.data.imageset import ImageSet, resize_image, resized, stack_images
+from masquerade.errors import InputError
 
 __all__ = ["load_images", "load_photos", "IMAGE_SUFFIXES", "decode_image", "resize_image"]
 
@@ -61,23 +61,6 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then resize (Lanczos) to ``size`` = (height, width)."""
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    th, tw = size
-    if (h, w) == (th, tw):
-        return img
-    scale = max(th / h, tw / w)
-    ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img[top:top + ch, left:left + cw]
-    im = Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop)
-    out = np.asarray(im.resize((tw, th), Image.Resampling.LANCZOS))
-    return out[..., None] if out.ndim == 2 else out
-
-
 def _image_files(folder: Path) -> list[Path]:
     files = []
     for p in sorted(folder.iterdir()):
@@ -89,28 +72,11 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _stack(images: list[np.ndarray], names: list[str], size: tuple[int, int] | None, where: str) -> np.ndarray:
-    if not images:
-        raise InputError(f"{where}: no images found")
-    if len({im.shape[2] for im in images}) > 1:
-        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
-    if size is not None:
-        images = [resize_image(im, size) for im in images]
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        first = images[0].shape
-        odd = next(i for i, im in enumerate(images) if im.shape != first)
-        raise InputError(f"{where}: images have different sizes ({names[0]} is {first[1]}×{first[0]}, "
-                         f"{names[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size= to resize "
-                         f"them, or use load_photos() to keep each at its own size")
-    return np.stack(images)
-
-
 def load_photos(path: str | os.PathLike[str], *, channels: int | None = 3) -> tuple[list[np.ndarray], list[str]]:
     """Images of any sizes, each at its own resolution: a folder (recursively), one file, or ``bundled:photos``."""
     spec = str(path)
     if spec.startswith("bundled:"):
-        from .bundled import bundled_photos
+        from masquerade.data.bundled import bundled_photos
 
         return bundled_photos(spec.split(":", 1)[1])
     p = Path(path)
@@ -145,7 +111,7 @@ def load_images(path: str | os.PathLike[str], *, size: Size = None, split: str =
     target = _norm_size(size)
     spec = str(path)
     if spec.startswith("bundled:"):
-        from .bundled import load_bundled
+        from masquerade.data.bundled import load_bundled
 
         ds = load_bundled(spec.split(":", 1)[1], size=target)
         return _force_channels(ds, channels)
@@ -155,16 +121,16 @@ def load_images(path: str | os.PathLike[str], *, size: Size = None, split: str =
     if p.is_dir():
         kind = _cifar_kind(p)
         if kind:
-            return _resized(_force_channels(_load_cifar_dir(p, kind, split), channels), target)
+            return resized(_force_channels(_load_cifar_dir(p, kind, split), channels), target)
         return _load_folder(p, target, channels)
     name = p.name.lower()
     if name.endswith((".tar.gz", ".tgz", ".tar")):
-        return _resized(_force_channels(_load_cifar_tar(p, split), channels), target)
+        return resized(_force_channels(_load_cifar_tar(p, split), channels), target)
     if name.endswith(".npz"):
-        return _resized(_force_channels(_load_npz(p), channels), target)
+        return resized(_force_channels(_load_npz(p), channels), target)
     if name.endswith(".npy"):
         arr = _load_npy(p)
-        return _resized(_force_channels(_as_imageset(arr, None, (), (), str(p), str(p)), channels), target)
+        return resized(_force_channels(_as_imageset(arr, None, (), (), str(p), str(p)), channels), target)
     if p.suffix.lower() in IMAGE_SUFFIXES:
         img = decode_image(p, name=str(p), channels=channels)
         if target is not None:
@@ -185,13 +151,6 @@ def _force_channels(ds: ImageSet, channels: int | None) -> ImageSet:
     raise InputError(f"channels must be 1 or 3, got {channels}")
 
 
-def _resized(ds: ImageSet, size: tuple[int, int] | None) -> ImageSet:
-    if size is None or ds.image_shape[:2] == size:
-        return ds
-    imgs = np.stack([resize_image(im, size) for im in ds.images])
-    return ImageSet(imgs, ds.labels, ds.classes, ds.names, ds.source)
-
-
 def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
     subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if subdirs:
@@ -206,11 +165,11 @@ def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) ->
                 images.append(decode_image(f, name=str(f), channels=channels))
                 names.append(f"{d.name}/{f.name}")
                 labels.append(label)
-        arr = _stack(images, names, size, str(p))
+        arr = stack_images(images, names, size, str(p))
         return ImageSet(arr, np.asarray(labels, np.int64), tuple(d.name for d in subdirs), tuple(names), str(p))
     files = _image_files(p)
     images = [decode_image(f, name=str(f), channels=channels) for f in files]
-    arr = _stack(images, [f.name for f in files], size, str(p))
+    arr = stack_images(images, [f.name for f in files], size, str(p))
     return ImageSet(arr, None, (), tuple(f.name for f in files), str(p))
 
 

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, MasqueradeError
-from ..fileio import save_npz
-from ..progress import bar
-from ..rng import RngLike, as_generator
-from .imageset import ImageSet
+from masquerade.data.imageset import ImageSet
+from masquerade.errors import InputError, MasqueradeError
+from masquerade.fileio import save_npz
+from masquerade.progress import bar
+from masquerade.rng import RngLike, as_generator
 
 __all__ = ["extract_patches", "sift_keypoint_counts", "default_cache_dir"]
 
@@ -36,7 +36,7 @@ def default_cache_dir() -> Path:
 
 def _as_photos(photos: PhotoSource) -> tuple[list[np.ndarray], list[str]]:
     if isinstance(photos, (str, os.PathLike)):
-        from .loaders import load_photos
+        from masquerade.data.loaders import load_photos
 
         return load_photos(photos)
     if isinstance(photos, ImageSet):

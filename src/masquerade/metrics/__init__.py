@@ -1,8 +1,8 @@
 """Metrics: SSIM (equal to scikit-image's), PSNR, RMSE, MSE -- batched, each with an explicit data_range;
 model-based recognition (MR) of reconstructions."""
 
-from .basic import mse, psnr, rmse
-from .recognition import recognition_accuracy
-from .ssim import ssim
+from masquerade.metrics.basic import mse, psnr, rmse
+from masquerade.metrics.recognition import recognition_accuracy
+from masquerade.metrics.ssim import ssim
 
 __all__ = ["ssim", "psnr", "rmse", "mse", "recognition_accuracy"]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .ssim import as_batch
+from masquerade.errors import InputError
+from masquerade.metrics.ssim import as_batch
 
 __all__ = ["mse", "rmse", "psnr"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from masquerade.errors import InputError
 
 __all__ = ["recognition_accuracy"]
 

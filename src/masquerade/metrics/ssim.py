@@ -8,8 +8,9 @@ cropped by half a window, averaged over pixels and channels), in float64, for a 
 - ``gaussian_weights=True``: a Gaussian window of ``sigma`` 1.5 truncated at 3.5 sigma (11×11), as skimage does.
 
 uint8 pairs with the uniform window take a fused, exact-integer kernel (``_ssim_kernel``); everything else a
-float64 torch path. Only "valid" window positions are computed: skimage filters the whole image and crops ``(win_size - 1) // 2``
-pixels from each border, which leaves exactly the positions where the window fits inside the image.
+float64 torch path. Only "valid" window positions are computed: skimage filters the whole image and crops
+``(win_size - 1) // 2`` pixels from each border, which leaves exactly the positions where the window fits inside the
+image.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import InputError
+from masquerade.errors import InputError
 
 __all__ = ["ssim", "as_batch"]
 
@@ -104,7 +105,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     c2 = (K2 * data_range) ** 2
     out = torch.empty(a.shape[0], dtype=torch.float64)
     if a.dtype == torch.uint8 and b.dtype == torch.uint8 and not gaussian_weights and a.shape[0]:
-        from ._ssim_kernel import ssim_box_u8
+        from masquerade.metrics._ssim_kernel import ssim_box_u8
 
         ssim_box_u8(np.ascontiguousarray(a.numpy()), np.ascontiguousarray(b.numpy()), win, c1 * n_points**2,
                     c2 * n_points**2, float(cov_norm), out.numpy())

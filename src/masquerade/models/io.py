@@ -9,10 +9,10 @@ from typing import Sequence
 
 import torch
 
-from ..errors import InputError
-from ..fileio import atomic_path
-from .normalized import Normalized
-from .resnet import create_model
+from masquerade.errors import InputError
+from masquerade.fileio import atomic_path
+from masquerade.models.normalized import Normalized
+from masquerade.models.resnet import create_model
 
 __all__ = ["save_model", "load_model"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import InputError
+from masquerade.errors import InputError
 
 __all__ = ["ResNet18", "ResNet9", "ResNet20", "ConvNet", "create_model", "list_models", "MODELS"]
 

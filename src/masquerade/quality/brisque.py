@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, MasqueradeError
+from masquerade.errors import InputError, MasqueradeError
 
 __all__ = ["BrisqueParams", "load_brisque_params", "brisque_features", "brisque_score", "GREY_WEIGHTS"]
 

@@ -27,11 +27,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..progress import bar
-from ..rng import RngLike, as_generator
-from .jpeg import jpeg_approx, jpeg_real
-from .models import QualityModel
+from masquerade.errors import InputError
+from masquerade.progress import bar
+from masquerade.quality.jpeg import jpeg_approx, jpeg_real
+from masquerade.quality.models import QualityModel
+from masquerade.rng import RngLike, as_generator
 
 __all__ = ["CamouflageSettings", "camouflage", "evaluate_camouflage", "deliver", "tone_curve"]
 
@@ -262,7 +262,7 @@ def evaluate_camouflage(model: QualityModel, original: torch.Tensor, camouflaged
     """The task's protocol per image: scores of the original and the camouflaged photo, each as delivered and after
     the real JPEG re-compression at ``quality``; success (camouflaged + JPEG below the threshold); PSNR and SSIM of
     the delivered camouflaged photo against the original."""
-    from ..metrics import psnr, ssim
+    from masquerade.metrics import psnr, ssim
 
     d_orig, d_cam = deliver(original), deliver(camouflaged)
     out = {
@@ -290,7 +290,7 @@ def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list
 
     from PIL import Image
 
-    from ..fileio import atomic_open
+    from masquerade.fileio import atomic_open
 
     s = settings or CamouflageSettings()
     out = Path(out_dir)

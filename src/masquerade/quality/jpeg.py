@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import InputError
+from masquerade.errors import InputError
 
 __all__ = ["jpeg_real", "jpeg_approx", "quant_tables"]
 

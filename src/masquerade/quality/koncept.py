@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .models import QualityModel, _check
+from masquerade.errors import InputError
+from masquerade.quality.models import QualityModel, _check
 
 __all__ = ["InceptionResNetV2Base", "KonCept512", "KonCept512Quality"]
 

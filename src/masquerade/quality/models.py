@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from masquerade.errors import InputError
 
 __all__ = ["QualityModel", "BrisqueQuality", "TorchScriptQuality"]
 
@@ -54,7 +54,7 @@ class BrisqueQuality(QualityModel):
     name = "brisque"
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        from .brisque import brisque_score
+        from masquerade.quality.brisque import brisque_score
 
         return 100.0 - brisque_score(_check(images, self.name))
 

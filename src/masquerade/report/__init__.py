@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import InputError
-from ..fileio import write_text
+from masquerade.errors import InputError
+from masquerade.fileio import write_text
 
 __all__ = ["build_report", "read_run"]
 

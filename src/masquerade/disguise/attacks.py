@@ -1,0 +1,252 @@
+"""Attacks on DisguisedNets disguising, by adversary knowledge.
+
+- Level 3, known plaintext pairs: ``disguise-known-plaintext`` recovers the block permutation (orthogonal maps
+  keep block norms, so positions are matched by their norms over the pairs, then assigned optimally) and each block
+  position's RMT matrix by least squares while the pairs underdetermine it, and by orthogonal Procrustes once they
+  determine it (plain least squares then amplifies noise along the weak directions of natural-image blocks), then
+  decodes everything else.
+  ``aes-ecb-codebook`` builds the ciphertext-block -> plaintext-block dictionary that ECB leaks, recovers the
+  permutation from it, and decodes every block of unseen images that is in the dictionary.
+- Level 2, the distribution is known (auxiliary clean images, no pairs): ``disguise-moments`` estimates every RMT
+  matrix from second-order statistics -- the disguised blocks' covariance is R Σ Rᵀ -- matching eigenvectors of the
+  disguised and auxiliary covariances, with the sign ambiguity resolved by the block means (pixels are positive, so
+  R μ = μ'). The permutation is not recoverable from statistics that do not depend on position; blocks are decoded
+  where they stand.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
+from masquerade.disguise.scheme import from_blocks, to_blocks
+from masquerade.errors import InputError
+
+__all__ = ["KnownPlaintextRMT", "ECBCodebook", "MomentMatching", "recover_permutation_by_norms"]
+
+
+def _arr(x: torch.Tensor | np.ndarray, where: str) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim != 4:
+        raise InputError(f"{where}: expected N×C×H×W images, got shape {a.shape}")
+    return a.astype(np.float64)
+
+
+def _pairs(known_pairs: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        plain, cipher = known_pairs
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: known_pairs is a (plain images, disguised images) tuple") from None
+    p, c = _arr(plain, where), _arr(cipher, where)
+    if p.shape != c.shape:
+        raise InputError(f"{where}: plain and disguised pairs differ in shape: {p.shape} vs {c.shape}")
+    return p, c
+
+
+def recover_permutation_by_norms(plain_blocks: np.ndarray, cipher_blocks: np.ndarray) -> np.ndarray:
+    """perm with cipher position j holding plain position perm[j], from N×C×M×d blocks of known pairs.
+
+    An orthogonal map keeps each block's norm, so the norm profile of a plain position over all pairs and channels
+    equals that of its cipher position; the squared differences are assigned optimally (Hungarian algorithm).
+    """
+    pn = np.linalg.norm(plain_blocks, axis=3).transpose(2, 0, 1).reshape(plain_blocks.shape[2], -1)   # M × (N·C)
+    cn = np.linalg.norm(cipher_blocks, axis=3).transpose(2, 0, 1).reshape(cipher_blocks.shape[2], -1)
+    cost = (cn ** 2).sum(1)[:, None] + (pn ** 2).sum(1)[None, :] - 2 * cn @ pn.T  # cost[j, i]
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(len(rows), np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def _block_size(block: int, where: str) -> None:
+    if not isinstance(block, int) or block < 1:
+        raise InputError(f"{where}: block must be a positive integer, got {block!r}")
+
+
+class KnownPlaintextRMT(Configurable):
+    """Level 3: recover the permutation and every block's RMT matrix from known (plain, disguised) pairs."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        block: int = 4
+        permuted: bool = True
+        method: str = "auto"  # least squares while underdetermined, orthogonal Procrustes (robust to noise) after
+
+        def __post_init__(self) -> None:
+            _block_size(self.block, "disguise-known-plaintext")
+            if self.method not in ("auto", "lstsq", "procrustes"):
+                raise InputError(f"disguise-known-plaintext: method must be 'auto', 'lstsq' or 'procrustes', "
+                                 f"got {self.method!r}")
+
+    name = "disguise-known-plaintext"
+    data_kind = "images"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}))
+
+    def fit(self, plain: np.ndarray, cipher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.settings
+        b = s.block
+        pb, cb = to_blocks(plain, b), to_blocks(cipher, b)
+        m, d = pb.shape[2], pb.shape[3]
+        perm = recover_permutation_by_norms(pb, cb) if s.permuted else np.arange(m)
+        cb = cb[:, :, np.argsort(perm)]  # cipher blocks back at their plain positions
+        mats = np.empty((m, d, d))
+        method = s.method
+        if method == "auto":
+            method = "lstsq" if pb.shape[0] * pb.shape[1] < d else "procrustes"
+        for pos in range(m):  # one small d×d fit per block position
+            p = pb[:, :, pos].reshape(-1, d)
+            q = cb[:, :, pos].reshape(-1, d)
+            if method == "lstsq":
+                rt, *_ = np.linalg.lstsq(p, q, rcond=None)       # q ≈ p Rᵀ
+            else:
+                u, _, vt = np.linalg.svd(p.T @ q)
+                rt = u @ vt
+            mats[pos] = rt.T
+        return perm, mats
+
+    def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None
+            ) -> AttackResult:
+        t = time.perf_counter()
+        plain, cipher = _pairs(known_pairs, self.name)
+        z = _arr(encodings, self.name)
+        n, c, h, w = z.shape
+        b = self.settings.block
+        if (h, w) != plain.shape[2:] or h % b or w % b:
+            raise InputError(f"{self.name}: pairs and encodings must share an image size divisible by {b}")
+        perm, mats = self.fit(plain, cipher)
+        blocks = to_blocks(z, b)[:, :, np.argsort(perm)]
+        solved = np.linalg.pinv(mats)  # the least-squares map need not be orthogonal when pairs are few
+        rec = np.einsum("mij,ncmj->ncmi", solved, blocks)
+        images = from_blocks(rec, h, w, b)
+        return AttackResult(self.name, torch.from_numpy(np.clip(images, 0, 1).astype(np.float32)),
+                            recovered={"perm": perm, "matrices": mats},
+                            metrics={"known_pairs": len(plain)}, seconds=time.perf_counter() - t)
+
+
+class ECBCodebook(Configurable):
+    """Level 3 against AES-ECB: a codebook of ciphertext blocks from known pairs, and the permutation it reveals."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        block: int = 4
+        fill: float = 0.5     # grey level of blocks the codebook does not hold
+
+        def __post_init__(self) -> None:
+            _block_size(self.block, "aes-ecb-codebook")
+            if not 0 <= self.fill <= 1:
+                raise InputError(f"aes-ecb-codebook: fill is a grey level in [0, 1], got {self.fill!r}")
+
+    name = "aes-ecb-codebook"
+    data_kind = "images"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}))
+
+    @staticmethod
+    def _bytes_blocks(x: np.ndarray, b: int) -> np.ndarray:
+        return to_blocks(np.round(x * 255).astype(np.uint8), b)  # N×C×M×b²
+
+    def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None
+            ) -> AttackResult:
+        t = time.perf_counter()
+        plain, cipher = _pairs(known_pairs, self.name)
+        z = _arr(encodings, self.name)
+        b = self.settings.block
+        pb, cb, zb = self._bytes_blocks(plain, b), self._bytes_blocks(cipher, b), self._bytes_blocks(z, b)
+        d = pb.shape[3]
+        if d % 16:
+            raise InputError(f"{self.name}: AES blocks are 16 bytes; block {b} gives {d}")
+        n_pairs, c, m, _ = pb.shape
+        # ECB works on 16-byte units; a disguise block may hold several, each a codebook entry of its own
+        units = d // 16
+        to_void = lambda a: np.ascontiguousarray(a).view(np.dtype((np.void, 16)))[..., 0]  # noqa: E731
+        p_units = to_void(pb.reshape(n_pairs, c, m, units, 16))
+        c_units = to_void(cb.reshape(n_pairs, c, m, units, 16))
+        perm = self._recover_perm(p_units, c_units)
+        aligned_c = c_units[:, :, np.argsort(perm)]
+        keys = aligned_c.reshape(-1)
+        vals = p_units.reshape(-1)
+        book = dict(zip(keys.tolist(), vals.tolist()))
+        zu = to_void(zb.reshape(zb.shape[0], c, m, units, 16))[:, :, np.argsort(perm)]
+        flat = zu.reshape(-1).tolist()
+        hit = np.fromiter((u in book for u in flat), dtype=bool, count=len(flat))
+        out = np.full((len(flat), 16), int(round(self.settings.fill * 255)), np.uint8)
+        if hit.any():
+            found = [book[u] for u, h_ in zip(flat, hit) if h_]
+            out[hit] = np.frombuffer(b"".join(found), np.uint8).reshape(-1, 16)
+        rec_blocks = out.reshape(zb.shape[0], c, m, d)
+        n, _, h, w = z.shape
+        images = from_blocks(rec_blocks, h, w, b).astype(np.float32) / 255.0
+        return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
+                            metrics={"decoded_share": float(hit.mean()), "codebook_size": len(book)},
+                            seconds=time.perf_counter() - t)
+
+    @staticmethod
+    def _recover_perm(p_units: np.ndarray, c_units: np.ndarray) -> np.ndarray:
+        n_pairs, c, m, units = p_units.shape
+        # ECB is a bijection on 16-byte values, so a plaintext value occurs exactly as often as its ciphertext.
+        # A position's signature is, for every (pair, channel, unit), how often its value occurs in all pairs;
+        # the true positions have equal signatures. Positions whose values are all unique (no repeated blocks)
+        # cannot be told apart this way: ECB leaks positions only through repeated blocks.
+        _, p_ids = np.unique(p_units.reshape(-1), return_inverse=True)
+        _, c_ids = np.unique(c_units.reshape(-1), return_inverse=True)
+        p_ids = p_ids.reshape(n_pairs, c, m, units)
+        c_ids = c_ids.reshape(n_pairs, c, m, units)
+
+        def signature(ids: np.ndarray) -> np.ndarray:
+            counts = np.bincount(ids.ravel())
+            return counts[ids].transpose(2, 0, 1, 3).reshape(m, -1).astype(np.float64)
+
+        sp, sc = signature(p_ids), signature(c_ids)
+        cost = (sc ** 2).sum(1)[:, None] + (sp ** 2).sum(1)[None, :] - 2 * sc @ sp.T
+        rows, cols = linear_sum_assignment(cost)
+        perm = np.empty(m, np.int64)
+        perm[rows] = cols
+        return perm
+
+
+class MomentMatching(Configurable):
+    """Level 2: estimate each RMT matrix from the covariance and mean of disguised vs auxiliary clean blocks."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        block: int = 4
+
+        def __post_init__(self) -> None:
+            _block_size(self.block, "disguise-moments")
+
+    name = "disguise-moments"
+    data_kind = "images"
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY}))
+
+    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
+            ) -> AttackResult:
+        t = time.perf_counter()
+        z = _arr(encodings, self.name)
+        aux = _arr(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, self.name)
+        b = self.settings.block
+        zb, ab = to_blocks(z, b), to_blocks(aux, b)
+        n, c, m, d = zb.shape
+        # the auxiliary statistics, pooled over positions and channels (natural images are nearly stationary)
+        a = ab.reshape(-1, d)
+        mu_a = a.mean(0)
+        cov_a = np.cov(a, rowvar=False)
+        ea, ua = np.linalg.eigh(cov_a)
+        mats = np.empty((m, d, d))
+        for pos in range(m):
+            q = zb[:, :, pos].reshape(-1, d)
+            mu_q = q.mean(0)
+            eq, uq = np.linalg.eigh(np.cov(q, rowvar=False))
+            # eigenvectors match in eigenvalue order; each pair's sign from the means: R ua_i = ±uq_i
+            s = np.sign((uq.T @ mu_q) * (ua.T @ mu_a))
+            s[s == 0] = 1
+            mats[pos] = (uq * s) @ ua.T
+        rec = np.einsum("mji,ncmj->ncmi", mats, zb)
+        h, w = z.shape[2:]
+        return AttackResult(self.name, torch.from_numpy(np.clip(from_blocks(rec, h, w, b), 0, 1).astype(np.float32)),
+                            recovered={"matrices": mats}, metrics={"auxiliary_images": len(aux)},
+                            seconds=time.perf_counter() - t)

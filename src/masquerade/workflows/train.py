@@ -1,0 +1,161 @@
+"""Train a classifier on protected data (tested on clean data), and search ATS policies; both resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from masquerade.errors import InputError
+
+__all__ = ["train", "search", "epoch_list"]
+
+PathLike = str | os.PathLike[str]
+
+
+def epoch_list(text: str | None, epochs: int) -> tuple[int, ...]:
+    """``"1,10"`` -> (1, 10), each within 1..epochs."""
+    if not text:
+        return ()
+    try:
+        out = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise InputError(f"--snapshots expects epochs such as 1,10, got {text!r}") from None
+    bad = [e for e in out if not 1 <= e <= epochs]
+    if bad:
+        raise InputError(f"--snapshots: epochs must lie in 1..{epochs}, got {bad}")
+    return out
+
+
+def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_settings: dict[str, Any] | None = None,
+          settings: Any = None, policy: str | None = None, always: bool = False, public: PathLike | None = None,
+          public_patches: int = 10000, snapshots: tuple[int, ...] = (), seed: int | None = None,
+          out: PathLike | None = None, resume: PathLike | None = None, config: dict[str, Any] | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``settings.model`` on ``data`` protected by ``scheme`` (or an ATS ``policy``) and test it on clean
+    ``test`` images; writes the run folder (model.safetensors, metrics, checkpoint) and returns the metrics."""
+    from masquerade.data import load_images
+    from masquerade.models import save_model
+    from masquerade.registry import create_scheme
+    from masquerade.runs import Run, start_run
+    from masquerade.training import TrainSettings
+    from masquerade.training import train as train_model
+    from masquerade.workflows.protect import public_pool_for
+
+    settings = settings or TrainSettings()
+    train_set, test_set = load_images(data), load_images(test, split="test")
+    scheme_settings = dict(scheme_settings or {})
+    if policy is not None:
+        if scheme not in ("identity", "ats"):
+            raise InputError(f"train: --policy applies an ATS policy; it does not combine with --scheme {scheme}")
+        scheme = "ats"
+        scheme_settings |= {"policy": policy, "always": always}
+    elif always:
+        raise InputError("train: --always goes with --policy")
+    sch = create_scheme(scheme, **scheme_settings)
+    pool = public_pool_for(sch, len(train_set), train_set.image_shape, public, patches=public_patches, seed=seed)
+    if resume:
+        run_path = Path(resume)
+        if not (run_path / "checkpoint.pt").is_file():
+            raise InputError(f"{run_path}: no checkpoint.pt to resume from")
+        run = Run(run_path, "train")
+    else:
+        run = start_run("train", out=out)
+        run.write_config({"scheme": scheme, "scheme_settings": str(sch.settings), "train": config or {},
+                          "settings": settings.__dict__}, seed=seed)
+    with run:
+        def log_epoch(rec: dict[str, Any]) -> None:
+            run.log(f"epoch {rec['epoch']}: loss {rec['train_loss']:.4f}, test accuracy {rec['test_acc']:.4f}, "
+                    f"{rec['seconds']:.1f}s")
+            if on_epoch is not None:
+                on_epoch(rec)
+
+        result = train_model(train_set, test_set, scheme=sch, public=pool, settings=settings, seed=seed,
+                             checkpoint=run.path / "checkpoint.pt", resume=bool(resume), on_epoch=log_epoch,
+                             snapshots=snapshots, snapshot_dir=run.path)
+        if result["classifier"] is not None:
+            clf = result["classifier"]
+            save_model(run.path / "model.safetensors", clf, arch=settings.model,
+                       num_classes=max(train_set.num_classes, test_set.num_classes), mean=clf.mean, std=clf.std,
+                       in_channels=train_set.image_shape[2], info={"test_acc": result["test_acc"],
+                                                                   "scheme": str(sch.settings)})
+        hist = result["history"]
+        metrics = {k: v for k, v in result.items() if k not in ("history", "model_state", "classifier")}
+        metrics["accuracy_curve"] = {"x": [h["epoch"] for h in hist],
+                                     "y": {"test accuracy": [h["test_acc"] for h in hist]},
+                                     "xlabel": "epoch", "ylabel": "clean test accuracy"}
+        run.add_metrics(**metrics)
+    return {**metrics, "epochs_run": len(hist), "run": run.path}
+
+
+def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str = "resnet20", share: float = 0.1,
+           epochs: int = 10, policies: list[str] | None = None, also: list[str] | tuple[str, ...] = (),
+           seed: int | None = None, out: PathLike | None = None, resume: PathLike | None = None,
+           quiet: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ATS: briefly train ``model`` on a ``share`` of ``data``, then score candidate policies (S_pri, S_acc) on
+    labelled ``pool`` images and choose the admissible ones; resumable. Returns the search result and run path."""
+    import torch
+
+    from masquerade.ats.search import SearchSettings
+    from masquerade.ats.search import search as run_search
+    from masquerade.data import load_images
+    from masquerade.fileio import write_text
+    from masquerade.models import Normalized, create_model, load_model, save_model
+    from masquerade.rng import as_generator
+    from masquerade.runs import Run, start_run
+    from masquerade.training import TrainSettings
+    from masquerade.training import train as train_model
+
+    settings = settings or SearchSettings()
+    if not 0 < share <= 1:
+        raise InputError(f"search: --share is a fraction in (0, 1], got {share}")
+    images = load_images(pool, split="test")
+    if images.labels is None:
+        raise InputError(f"{pool}: the scoring images need labels")
+    if images.image_shape[2] != 3:
+        images = images.to_rgb()
+    if resume:
+        run = Run(Path(resume), "search")
+        if not (run.path / "trained.safetensors").is_file():
+            raise InputError(f"{resume}: no trained.safetensors to resume from")
+    else:
+        run = start_run("search", out=out)
+        run.write_config({"search": config or {}, "settings": settings.__dict__}, seed=seed)
+    partial = run.path / "scores.jsonl"
+    with run:
+        gen = as_generator(seed)
+        if not (run.path / "trained.safetensors").is_file():
+            train_set = load_images(data)
+            part = train_set.subset(n=max(1, int(round(len(train_set) * share))), rng=gen)
+            run.log(f"training {model} on {len(part)} images ({share:.0%}) for {epochs} epochs")
+            r = train_model(part, images, settings=TrainSettings(model=model, epochs=epochs, lr=0.1, batch_size=128),
+                            seed=seed, progress=None if not quiet else False)
+            clf = r["classifier"]
+            save_model(run.path / "trained.safetensors", clf, arch=model, num_classes=images.num_classes,
+                       mean=clf.mean, std=clf.std, info={"test_acc": r["test_acc"], "share": share})
+            run.log(f"briefly trained model: test accuracy {r['test_acc']:.4f}")
+        trained = load_model(run.path / "trained.safetensors")
+        if not (run.path / "init.safetensors").is_file():    # kept, so that a resumed search scores the same net
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(gen.integers(0, 2**62)))
+                init = Normalized(create_model(model, num_classes=images.num_classes), trained.mean.flatten(),
+                                  trained.std.flatten()).eval()
+            save_model(run.path / "init.safetensors", init, arch=model, num_classes=images.num_classes,
+                       mean=init.mean, std=init.std, info={"initialisation": True})
+        init = load_model(run.path / "init.safetensors")
+        done = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+
+        def save(r: dict[str, Any]) -> None:
+            with partial.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+
+        res = run_search(trained=trained, init=init, images=images.to_tensor(),
+                         labels=torch.from_numpy(images.labels), settings=settings, candidates=policies, rng=seed,
+                         done=done, on_result=save, progress=None if not quiet else False, extra=list(also))
+        run.add_metrics(chosen=", ".join(res["chosen"]) or "none admissible", acc_threshold=res["threshold"],
+                        candidates=len(res["table"]), seconds=res["seconds"], workers=res["workers"],
+                        ranked_policies=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                         for r in res["table"]])
+        write_text(run.path / "search.json", json.dumps(res, indent=1) + "\n")
+    return {**res, "run": run.path}
