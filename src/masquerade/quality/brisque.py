@@ -51,8 +51,10 @@ class _PlainData(pickle.Unpickler):
 def _package_dir() -> Path:
     spec = importlib.util.find_spec("brisque")
     if spec is None or not spec.submodule_search_locations:
-        raise MasqueradeError("BRISQUE needs the 'brisque' package (pip install brisque): its wheel ships the "
-                              "SVR model and feature ranges this implementation reads")
+        from masquerade.extras import MissingExtra
+
+        raise MissingExtra("the BRISQUE quality model needs the 'brisque' package, whose wheel ships the SVR model "
+                           "and feature ranges read here: pip install 'masquerade[brisque]'")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 

@@ -114,8 +114,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(title: str, series: dict[str, Any]) -> str:
-    import matplotlib
+    from masquerade.extras import require
 
+    matplotlib = require("matplotlib")
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
