@@ -36,8 +36,10 @@ weights: $(STAMP)
 	$(BIN)/masquerade challenge prepare --aux $(AUX) --public $(PHOTOS) \
 		--out src/masquerade/weights/instahide_challenge_prior.safetensors
 
+# Speed checks (seconds each); the paper reproductions (hours) are in benchmarks/reproductions/ (see its README).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_ssim.py
+	$(BIN)/python benchmarks/speed/bench_ssim.py
+	$(BIN)/python benchmarks/speed/bench_instahide_encode.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info src/*.egg-info

@@ -7,9 +7,17 @@ light; ``from masquerade import create_scheme`` works as usual.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masquerade._version import __version__
+
+if TYPE_CHECKING:     # what type checkers see; at run time each name loads on first use
+    from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel
+    from masquerade.data import ImageSet, extract_patches, fetch_dataset, load_images, load_photos
+    from masquerade.errors import InputError, IntegrityError, MasqueradeError, NotInvertibleError
+    from masquerade.keys import Key, fingerprint, load_key, save_key
+    from masquerade.registry import create_attack, create_scheme, list_attacks, list_schemes, run_attack
+    from masquerade.rng import secure_rng
 
 _HOME = {
     "ImageSet": "masquerade.data", "load_images": "masquerade.data", "load_photos": "masquerade.data",
@@ -24,7 +32,13 @@ _HOME = {
     "create_attack": "masquerade.registry", "list_attacks": "masquerade.registry", "run_attack": "masquerade.registry",
 }
 
-__all__ = ["__version__", *_HOME]
+__all__ = [
+    "__version__", "ImageSet", "load_images", "load_photos", "fetch_dataset", "extract_patches",
+    "MasqueradeError", "InputError", "IntegrityError", "NotInvertibleError",
+    "Key", "save_key", "load_key", "fingerprint", "secure_rng",
+    "Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel",
+    "create_scheme", "list_schemes", "create_attack", "list_attacks", "run_attack",
+]
 
 
 def __getattr__(name: str) -> Any:

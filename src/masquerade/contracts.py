@@ -106,8 +106,10 @@ class AttackResult:
     """What every attack returns.
 
     ``reconstructions``: what it recovered of the private data (images float32 N×C×H×W in [0, 1], or feature
-    vectors), or None; ``recovered``: other recovered secrets (key material, labels, attributes, fitted models);
-    ``metrics``: numbers about the run (JSON-able); ``seconds``: its wall time.
+    vectors), or None; ``aligned``: whether ``reconstructions[i]`` belongs to the i-th input (false where an attack
+    recovers a set, as the challenge attack recovers the private images behind all encodings: score by best match);
+    ``recovered``: other recovered secrets (key material, labels, attributes, fitted models); ``metrics``: numbers
+    about the run (JSON-able); ``seconds``: its wall time.
     """
 
     attack: str
@@ -115,6 +117,7 @@ class AttackResult:
     recovered: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    aligned: bool = True
 
 
 @runtime_checkable

@@ -108,8 +108,10 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
 
 def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
+    # typed Any: numpy's stub lets a ``**`` mapping fill ``allow_pickle`` too, which the arrays' type does not fit
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
     with atomic_open(path, "wb") as fh:
-        np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez_compressed(fh, **payload)
     return Path(path)
 
 

@@ -90,7 +90,7 @@ class Registry(Generic[T]):
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none yet"
             raise InputError(f"unknown {self.kind} {name!r}; available: {known}")
-        return self._entries[name].load(self.kind, name)  # type: ignore[no-any-return]
+        return self._entries[name].load(self.kind, name)
 
     def create(self, name: str, /, **settings: Any) -> T:
         return self.get(name)(**settings)

@@ -35,7 +35,8 @@ def versions() -> dict[str, str]:
     import skimage
 
     return {"masquerade": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "scipy": scipy.__version__, "scikit-image": skimage.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its lazy-loader stub omits it
             "platform": platform.platform()}
 
 

@@ -187,8 +187,11 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed if seed is not None else int(secure_rng().integers(0, 2**62)))
-        model = create_model(s.model, num_classes=num_classes, in_channels=c).to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
+        model = create_model(s.model, num_classes=num_classes, in_channels=c)
+        # Module.to accepts memory_format (as documented); torch's overload stubs leave it out
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for prm in model.parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
     opt = torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0}],

@@ -152,7 +152,7 @@ def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
     dot = sum((a * b).flatten(1).sum(1) for a, b in zip(trial, target))
     na = sum(a.pow(2).flatten(1).sum(1) for a in trial)
     nb = sum(b.pow(2).flatten(1).sum(1) for b in target)
-    return 1 - dot / (na.sqrt() * nb.sqrt()).clamp_min(1e-30)  # type: ignore[union-attr,operator]
+    return 1 - dot / (na.sqrt() * nb.sqrt()).clamp_min(1e-30)  # type: ignore[union-attr]
 
 
 class _GradientInversion:

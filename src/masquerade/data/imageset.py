@@ -166,7 +166,7 @@ class ImageSet:
         has = {s.labels is not None for s in sets}
         if len(has) != 1:
             raise InputError("ImageSet.concat: some sets have labels and some do not")
-        labels = np.concatenate([s.labels for s in sets]) if sets[0].labels is not None else None  # type: ignore[misc]
+        labels = np.concatenate([s.labels for s in sets]) if sets[0].labels is not None else None
         names = tuple(n for s in sets for n in s.names)
         return ImageSet(np.concatenate([s.images for s in sets]), labels, sets[0].classes, names,
                         "+".join(sorted({s.source for s in sets if s.source})))
@@ -204,7 +204,9 @@ class ImageSet:
         becomes a last part), or a list of counts. With labels and ``stratify`` each class is split in proportion.
         """
         n = len(self)
-        if isinstance(parts, (float, int)) and not isinstance(parts, bool):
+        if isinstance(parts, bool):
+            raise TypeError(f"split: parts must be a fraction or a list, not {parts!r}")
+        if isinstance(parts, (float, int)):
             parts = [float(parts)]
         parts = list(parts)
         if not parts:

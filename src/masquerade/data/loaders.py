@@ -7,7 +7,7 @@ import os
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypedDict
 
 import numpy as np
 
@@ -49,9 +49,8 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
             if want == 1:
                 arr = np.asarray(im.convert("L"))[..., None]
             elif want == 3:
-                if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                    im = im.convert("L")
-                arr = np.asarray(im.convert("RGB"))
+                wide = im.mode in ("I", "I;16", "I;16B", "I;16L", "F")
+                arr = np.asarray((im.convert("L") if wide else im).convert("RGB"))
             else:
                 raise InputError(f"channels must be 1 or 3, got {channels}")
     except InputError:
@@ -226,7 +225,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
             return codecs.encode
         if name == "_reconstruct":
-            from numpy._core.multiarray import _reconstruct  # type: ignore[attr-defined]
+            from numpy._core.multiarray import _reconstruct
 
             return _reconstruct
         return getattr(np, name)
@@ -242,7 +241,15 @@ def _unpickle(data: bytes, where: str) -> dict[str, Any]:
     return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
-_CIFAR_FILES = {
+class _CifarFiles(TypedDict):
+    train: list[str]
+    test: list[str]
+    meta: str
+    labels: str
+    names: str
+
+
+_CIFAR_FILES: dict[str, _CifarFiles] = {
     "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
                 "labels": "labels", "names": "label_names"},
     "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels",
@@ -267,8 +274,10 @@ def _cifar_build(kind: str, split: str, read: Any, where: str) -> ImageSet:
     spec = _CIFAR_FILES[kind]
     meta = _unpickle(read(spec["meta"]), f"{where}/{spec['meta']}")
     classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec["names"]])
-    images, labels, names = [], [], []
-    for fname in spec[split]:
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    names: list[str] = []
+    for fname in spec["train"] if split == "train" else spec["test"]:
         batch = _unpickle(read(fname), f"{where}/{fname}")
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)

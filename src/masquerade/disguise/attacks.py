@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -176,7 +176,8 @@ class ECBCodebook(Configurable):
         hit = np.fromiter((u in book for u in flat), dtype=bool, count=len(flat))
         out = np.full((len(flat), 16), int(round(self.settings.fill * 255)), np.uint8)
         if hit.any():
-            found = [book[u] for u, h_ in zip(flat, hit) if h_]
+            # tolist() gives a 16-byte void item as bytes (numpy's stub also allows tuples, for structured dtypes)
+            found = cast("list[bytes]", [book[u] for u, h_ in zip(flat, hit) if h_])
             out[hit] = np.frombuffer(b"".join(found), np.uint8).reshape(-1, 16)
         rec_blocks = out.reshape(zb.shape[0], c, m, d)
         n, _, h, w = z.shape

@@ -113,7 +113,7 @@ def _aes(key: bytes, data: np.ndarray | bytes, decrypt: bool = False, *, out: np
         raise ValueError("_aes: out must be flat uint8 with 15 spare bytes")
     cipher = Cipher(algorithms.AES(key), modes.ECB())
     op = cipher.decryptor() if decrypt else cipher.encryptor()
-    written = op.update_into(src, out)
+    written = op.update_into(src.data, out.data)
     op.finalize()
     return out[:written]
 
@@ -124,7 +124,8 @@ def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int | np.nd
     ``blocks_per_image`` is a count (indices 0..count-1) or the array of block indices, in the order wanted.
     """
     n = len(nonces)
-    index = np.arange(blocks_per_image) if np.isscalar(blocks_per_image) else np.asarray(blocks_per_image)
+    index = np.arange(blocks_per_image) if isinstance(blocks_per_image, (int, np.integer)) else \
+        np.asarray(blocks_per_image)
     counters = np.empty((n, len(index), 2), dtype=">u8")
     counters[:, :, 0] = nonces[:, None]
     counters[:, :, 1] = index.astype(np.uint64)[None, :]

@@ -262,7 +262,8 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
         state["n_private_given"] = s.n_private is not None
         done("clusters", t0)
 
-    recon = {"beta": s.beta, "anneal": s.anneal, "em_steps": s.em_steps, "shape": shape, "resync": s.resync}
+    recon: dict[str, Any] = {"beta": s.beta, "anneal": s.anneal, "em_steps": s.em_steps, "shape": shape,
+                             "resync": s.resync}
     lam = slots.lam
     weights = (pairs[:, 0] != pairs[:, 1]).astype(np.float32)
     refined = s.rounds > 0 and slots.labelled
@@ -423,10 +424,10 @@ class ChallengeAttack(Configurable):
             res = break_challenge(np.ascontiguousarray(enc, dtype=np.float32), lab, tmp, public=public_pool,
                                   aux=auxiliary, settings=s, log=log or (lambda _msg: None))
         private = torch.from_numpy(res["private_images"]).permute(0, 3, 1, 2).float() / 255
-        metrics = {k: res[k] for k in ("images_found", "n_private_given", "seconds_total") if k in res}
+        metrics: dict[str, Any] = {k: res[k] for k in ("images_found", "n_private_given", "seconds_total") if k in res}
         metrics["stage_seconds"] = res.get("seconds", {})
         return AttackResult(self.name, private, recovered={"recoveries": res["recoveries"]}, metrics=metrics,
-                            seconds=time.perf_counter() - t)
+                            seconds=time.perf_counter() - t, aligned=False)
 
 
 def _learn_colour(aux: Any, mean: torch.Tensor, var: torch.Tensor, s: ChallengeAttackSettings,

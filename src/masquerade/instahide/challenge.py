@@ -27,6 +27,7 @@ import torch
 from masquerade.data import ImageSet, extract_patches, load_images
 from masquerade.errors import InputError
 from masquerade.fileio import save_npy, save_npz, write_json
+from masquerade.instahide.scheme import InstaHide
 from masquerade.metrics import rmse, ssim
 from masquerade.progress import track
 from masquerade.registry import create_scheme
@@ -101,13 +102,14 @@ def make_challenge(private: ImageSet, public: ImageSet, out: str | os.PathLike[s
         raise InputError(f"challenge: public patches are {pub.image_shape}, private images {priv.image_shape}")
     scheme = create_scheme("instahide", k=k, mode="cross", private_per_mix=2, upper=upper, dom=dom,
                            pixel_scale="[-1,1]")
+    assert isinstance(scheme, InstaHide)
     x, p = priv.to_tensor(), pub.to_tensor()
-    num_classes = max(private.num_classes, int(priv.labels.max()) + 1)  # type: ignore[union-attr]
+    num_classes = max(private.num_classes, int(priv.labels.max()) + 1)
     encs, labels, pairs, lams, pubidx, prints = [], [], [], [], [], []
     for _ in track(range(per_image), total=per_image, desc="challenge passes", unit="pass"):
         key = scheme.keygen(n_private, rng=gen, shape=(c, h, w), pool_size=len(pub))
         encs.append(scheme.encode(x, key, public=p))
-        labels.append(scheme.mix_labels(priv.labels, key, num_classes))  # type: ignore[arg-type]
+        labels.append(scheme.mix_labels(priv.labels, key, num_classes))
         pairs.append(key.partners[:, :2])
         pubidx.append(key.partners[:, 2:])
         lams.append(key.lam)
@@ -117,7 +119,7 @@ def make_challenge(private: ImageSet, public: ImageSet, out: str | os.PathLike[s
     save_npy(out / "encryption.npy", np.ascontiguousarray(enc, dtype=np.float32))
     save_npy(out / "label.npy", torch.cat(labels).numpy()[order])
     save_npy(truth / "private_images.npy", priv.images)
-    save_npy(truth / "private_labels.npy", priv.labels)  # type: ignore[arg-type]
+    save_npy(truth / "private_labels.npy", priv.labels)
     save_npy(truth / "private_pairs.npy", np.concatenate(pairs)[order])
     save_npy(truth / "coefficients.npy", np.concatenate(lams)[order])
     save_npy(truth / "public_indices.npy", np.concatenate(pubidx)[order])

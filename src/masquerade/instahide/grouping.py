@@ -226,6 +226,7 @@ class PairScorer:
             if best is None:
                 best, arg = cos, torch.zeros(cos.shape, dtype=torch.int64)
             else:
+                assert arg is not None
                 better = cos > best
                 best = torch.where(better, cos, best)
                 arg = torch.where(better, torch.full_like(arg, si), arg)
@@ -310,7 +311,7 @@ def refine_pairs(enc: torch.Tensor, slots: Slots, pairs: np.ndarray, n_images: i
         pairs, lam = new, new_lam
         log(f"challenge attack: round {rnd + 1}/{rounds}: fit NLL {nll:.4f}, {moved:.1%} of slots moved, "
             f"imbalance {imbalance:.0f} slots")
-        state = {"round": np.int64(rnd), "pairs": pairs, "lam": lam, "weights": weights}
+        state = {"round": np.asarray(rnd, np.int64), "pairs": pairs, "lam": lam, "weights": weights}
         if checkpoint is not None:
             checkpoint(rnd, state)
         if moved < tol:

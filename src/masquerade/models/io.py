@@ -4,6 +4,7 @@ class count and input standardisation in its metadata, so a file alone rebuilds 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +18,9 @@ from masquerade.models.resnet import create_model
 __all__ = ["save_model", "load_model"]
 
 
-def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int, mean: Sequence[float],
-               std: Sequence[float], in_channels: int = 3, info: dict | None = None) -> Path:
+def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int,
+               mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, in_channels: int = 3,
+               info: dict | None = None) -> Path:
     """Write ``model`` (an ``arch`` network that takes standardised inputs) with its standardisation, atomically."""
     from safetensors.torch import save_file
 
@@ -50,7 +52,7 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, str], dict[
     return meta, state
 
 
-def load_model(path: str | Path) -> Normalized:
+def load_model(path: str | os.PathLike[str]) -> Normalized:
     """Rebuild the model of a file written by :func:`save_model`, in eval mode, taking [0, 1] images."""
     path = Path(path)
     if not path.is_file():
@@ -64,6 +66,6 @@ def load_model(path: str | Path) -> Normalized:
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit a {meta['arch']} ({str(e).splitlines()[0]})") from None
     out = Normalized(model, json.loads(meta["mean"]), json.loads(meta["std"])).eval()
-    out.arch = meta["arch"]  # type: ignore[assignment]
-    out.info = json.loads(meta.get("info", "{}"))  # type: ignore[assignment]
+    out.arch = meta["arch"]
+    out.info = json.loads(meta.get("info", "{}"))
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -12,6 +12,11 @@ __all__ = ["Normalized"]
 
 class Normalized(nn.Module):
     """``model((x - mean) / std)``; mean and std are buffers (saved with the weights, never trained)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    arch: str               # these two are set on models read from a file (masquerade.models.load_model)
+    info: dict[str, Any]
 
     def __init__(self, model: nn.Module, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
                  ) -> None:

@@ -146,6 +146,7 @@ class LeNetZhu(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.uniform_(m.weight, -0.5, 0.5)
+                assert m.bias is not None
                 nn.init.uniform_(m.bias, -0.5, 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

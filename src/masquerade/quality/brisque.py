@@ -81,8 +81,8 @@ def load_brisque_params(model_dir: str | None = None) -> BrisqueParams:
     dim = max(max(r) for r in rows)
     sv = np.zeros((len(rows), dim))
     for n, r in enumerate(rows):
-        for i, v in r.items():
-            sv[n, i - 1] = v
+        for i, value in r.items():
+            sv[n, i - 1] = value
     with open(d / "normalize.pickle", "rb") as fh:
         ranges = _PlainData(io.BytesIO(fh.read())).load()
     lo, hi = np.asarray(ranges["min_"], float), np.asarray(ranges["max_"], float)

@@ -130,6 +130,7 @@ def _pgd(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ra
         # the real codec's does not, so the loss has no floor; the real-codec check below decides when to stop
         model.score(_through_jpeg((x[idx] + d).clamp(0, 1), s, gen)).sum().backward()
         g = d.grad
+        assert g is not None
         with torch.no_grad():
             if s.norm == "l2":
                 g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]

@@ -59,6 +59,10 @@ class _Residual(nn.Module):
 
     scale: float
     relu_out: bool
+    branch0: nn.Module
+    branch1: nn.Module
+    branch2: nn.Module      # absent from blocks with two branches
+    conv2d: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [self.branch0(x), self.branch1(x)] + ([self.branch2(x)] if hasattr(self, "branch2") else [])

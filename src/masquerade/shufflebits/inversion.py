@@ -106,6 +106,9 @@ def represent(features: Any, how: str, *, reference: torch.Tensor | None = None)
 
 
 class _Standardise(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, x: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", x.mean(0))
@@ -282,6 +285,7 @@ class FeatureInversion(Configurable):
                 net = self.settings.surrogate()
             else:
                 trunk = create_model("fastresnet", num_classes=1, in_channels=x_aux.shape[1]).net
+                assert isinstance(trunk, nn.Module)
                 with torch.no_grad():
                     width = trunk.eval()(x_aux[:2]).shape[1]
                 net = nn.Sequential(trunk, nn.Linear(width, f_aux.shape[1]))

@@ -90,24 +90,25 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
                 opts = " and ".join(opt for _, opt, _ in keys)
                 raise InputError(f"{attack_cls.name}: needs {know.value} ({opts})")
             continue
+        paths = [v for v in values if v is not None]    # all of them, except known pairs missing one (refused below)
         if know is Knowledge.ENCODINGS:
             if kind == "features":
                 from masquerade.workflows.protect import load_features
 
-                given["encodings"] = load_features(values[0])[0]
+                given["encodings"] = load_features(paths[0])[0]
             else:
-                given["encodings"] = _image_array(values[0], "encodings")
+                given["encodings"] = _image_array(paths[0], "encodings")
         elif know is Knowledge.LABELS:
-            given["labels"] = _labels(values[0])
+            given["labels"] = _labels(paths[0])
         elif know is Knowledge.PUBLIC_POOL:
-            given["public_pool"] = str(values[0])
+            given["public_pool"] = str(paths[0])
         elif know is Knowledge.AUXILIARY:
-            given["auxiliary"] = load_images(values[0])
+            given["auxiliary"] = load_images(paths[0])
         elif know is Knowledge.KNOWN_PAIRS:
             if any(v is None for v in values):
                 raise InputError(f"{attack_cls.name}: known pairs need both --known-plain and --known-cipher")
-            plain = load_images(values[0]).to_tensor()
-            cipher = _image_array(values[1], "known protected images")
+            plain = load_images(paths[0]).to_tensor()
+            cipher = _image_array(paths[1], "known protected images")
             if len(plain) != len(cipher):
                 raise InputError(f"{attack_cls.name}: {len(plain)} known plaintexts but {len(cipher)} protected "
                                  f"images")
@@ -115,16 +116,16 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
         elif know is Knowledge.MODEL:
             from masquerade.models import load_model
 
-            given["model"] = load_model(values[0])
+            given["model"] = load_model(paths[0])
         elif know is Knowledge.API:
             from masquerade.models import load_model
             from masquerade.shufflebits.inversion import FeatureAPI
 
-            given["api"] = FeatureAPI.from_model(load_model(values[0]))
+            given["api"] = FeatureAPI.from_model(load_model(paths[0]))
     return given
 
 
-def score_reconstructions(rec: Any, truth: Any) -> dict[str, float]:
+def score_reconstructions(rec: Any, truth: Any, *, aligned: bool = True) -> dict[str, Any]:
     """Privacy scores of reconstructions against the originals: paired when they align one to one, else each
     original's best match (Max_SSIM, as the InstaHide Challenge scores). ``success``: share with SSIM > 0.8."""
     import torch
@@ -135,7 +136,7 @@ def score_reconstructions(rec: Any, truth: Any) -> dict[str, float]:
         raise InputError(f"--truth: the originals are {tuple(truth.shape[1:])}, the reconstructions "
                          f"{tuple(rec.shape[1:])}")
     rec = rec.clamp(0, 1)
-    if len(rec) == len(truth):
+    if aligned and len(rec) == len(truth):
         s, p = ssim(rec, truth, data_range=1.0), psnr(rec, truth, data_range=1.0)
         how = "paired"
     else:
@@ -208,8 +209,8 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
             rows = [rec[:16].clamp(0, 1)]
             if truth is not None:
                 t = load_images(truth).to_tensor()
-                metrics.update(score_reconstructions(rec, t))
-                if len(t) == len(rec):
+                metrics.update(score_reconstructions(rec, t, aligned=res.aligned))
+                if res.aligned and len(t) == len(rec):
                     rows.insert(0, t[:16])
             run.save_grid("reconstructions", torch.cat(rows), ncol=min(16, len(rows[-1])), scale=2,
                           caption=("rows: originals, reconstructions" if len(rows) == 2 else "reconstructions"))
@@ -219,12 +220,12 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
             if truth is not None:
                 from masquerade.workflows.protect import load_features
 
-                t = load_features(truth)[0]
-                if t.shape != arr.shape:
-                    raise InputError(f"--truth: {t.shape} features, the attack recovered {arr.shape}")
-                metrics["bit_exact_share"] = round(float((t.view(np.uint32) == arr.view(np.uint32)).mean()), 6)
+                feats = load_features(truth)[0]
+                if feats.shape != arr.shape:
+                    raise InputError(f"--truth: {feats.shape} features, the attack recovered {arr.shape}")
+                metrics["bit_exact_share"] = round(float((feats.view(np.uint32) == arr.view(np.uint32)).mean()), 6)
                 a64 = np.nan_to_num(arr.reshape(len(arr), -1).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-                t64 = t.reshape(len(t), -1).astype(np.float64)
+                t64 = feats.reshape(len(feats), -1).astype(np.float64)
                 cos = (a64 * t64).sum(1) / np.maximum(np.linalg.norm(a64, axis=1) * np.linalg.norm(t64, axis=1), 1e-30)
                 metrics["cosine"] = round(float(cos.mean()), 6)
         attrs = res.recovered.get("attributes")

@@ -15,17 +15,19 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from masquerade.data import extract_patches, load_images, load_photos, to_uint8
+from masquerade.data import ImageSet, extract_patches, load_images, load_photos, to_uint8
 from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, read_truth, score_challenge
 from masquerade.metrics import psnr, ssim
+from masquerade.models import ResNet9
 from masquerade.registry import ATTACKS, SCHEMES, run_attack
 from masquerade.report import build_report
 from masquerade.rng import as_generator
-from masquerade.runs import start_run
+from masquerade.runs import Run, start_run
 from masquerade.training import TrainSettings, train
 
 __all__ = ["run_demo"]
@@ -85,7 +87,8 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
             scheme = SCHEMES.create(name)
             key = scheme.keygen(len(x), rng=gen, shape=tuple(x.shape[1:]))
             z = scheme.encode(x, key)
-            row = {"scheme": name, "key fingerprint": key.fingerprint, "encoded shape": str(tuple(z.shape))}
+            row: dict[str, Any] = {"scheme": name, "key fingerprint": key.fingerprint,
+                                   "encoded shape": str(tuple(z.shape))}
             if scheme.invertible:
                 back = scheme.decode(z, key)
                 row["round trip max error"] = float((back - x).abs().max())
@@ -145,7 +148,7 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
         tiles = _tiles(load_images("bundled:photos", size=(128, 128)).images, 32)
         xt = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
         grid_rows = [xt[10:18]]
-        table = []
+        table: list[dict[str, Any]] = []
         recovered_row = xt[:0]
         for label, cfg in [("permutation", dict(transform="none")), ("RMT", dict(transform="rmt")),
                            ("AES-ECB", dict(transform="aes")), ("AES-CTR", dict(transform="aes", aes_mode="ctr"))]:
@@ -163,8 +166,9 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
                 if label == "RMT":
                     recovered_row = rec[:8]
             else:
-                r = run_attack(ATTACKS.create("aes-ecb-codebook"), encodings=z[10:], known_pairs=(xt[:10], z[:10]))
-                row["level 3: blocks decoded by an ECB codebook"] = round(r.metrics["decoded_share"], 4)
+                res = run_attack(ATTACKS.create("aes-ecb-codebook"), encodings=z[10:],
+                                 known_pairs=(xt[:10], z[:10]))
+                row["level 3: blocks decoded by an ECB codebook"] = round(res.metrics["decoded_share"], 4)
             table.append(row)
         grid_rows.append(recovered_row)
         run.save_grid("disguise", torch.cat(grid_rows), ncol=8, scale=2,
@@ -187,7 +191,7 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
     return report
 
 
-def _challenge_section(run, say, gen: np.random.Generator, seed: int) -> None:  # type: ignore[no-untyped-def]
+def _challenge_section(run: Run, say: Callable[..., Any], gen: np.random.Generator, seed: int) -> None:
     from masquerade.instahide.attack import ChallengeAttackSettings, attack_challenge
 
     digits = load_images("bundled:mnist", size=32).to_rgb()
@@ -199,6 +203,7 @@ def _challenge_section(run, say, gen: np.random.Generator, seed: int) -> None:  
     truth = read_truth(run.path / "challenge-truth")
     enc = np.load(run.path / "challenge" / "encryption.npy")
     baseline = score_challenge(run.path / "challenge-truth", baseline_recovery(enc))
+    assert aux.labels is not None
     np.savez(run.path / "challenge-aux.npz", images=aux.images[:500], labels=aux.labels[:500])
     t0 = time.perf_counter()
     res = attack_challenge(run.path / "challenge", run.path / "challenge-attack", public=pool.images,
@@ -224,7 +229,8 @@ def _challenge_section(run, say, gen: np.random.Generator, seed: int) -> None:  
         f"{seconds:.0f}s; the trivial |encoding| baseline scores {baseline['mean_max_ssim']:.3f}")
 
 
-def _shufflebits_section(run, say, extractor, tr, te, seed: int) -> None:  # type: ignore[no-untyped-def]
+def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet,
+                         te: ImageSet, seed: int) -> None:
     """Encrypt the features of test digits three ways, recover keys from ciphertexts alone, and run the attribute
     and pixel-decoder attacks on what an adversary gets in each case."""
     from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
@@ -253,7 +259,7 @@ def _shufflebits_section(run, say, extractor, tr, te, seed: int) -> None:  # typ
                          auxiliary=aux, api=api, rng=seed, progress=False).recovered["attributes"]
     rec = run_attack(ATTACKS.create("feature-inversion", epochs=30, batch=64), encodings=stacked, auxiliary=aux,
                      api=api, rng=seed, progress=False).reconstructions
-    table = []
+    table: list[dict[str, Any]] = []
     fv_t = torch.from_numpy(fv)
     for i, name in enumerate(rows):
         r = rec[i * n:(i + 1) * n]
@@ -273,7 +279,7 @@ def _shufflebits_section(run, say, extractor, tr, te, seed: int) -> None:  # typ
         f"{r['features the adversary has']} {r['class inference accuracy']:.2f}" for r in table))
 
 
-def _camouflage_section(run, say, seed: int) -> None:  # type: ignore[no-untyped-def]
+def _camouflage_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     """Camouflage two bundled photos (at 256×192) invisibly (PGD, 40 dB) and visibly (tone curves)."""
     from masquerade.quality.camouflage import CamouflageSettings, camouflage, evaluate_camouflage
     from masquerade.quality.models import BrisqueQuality
@@ -283,7 +289,8 @@ def _camouflage_section(run, say, seed: int) -> None:  # type: ignore[no-untyped
     with torch.no_grad():
         good = (model.score(x) > model.threshold).nonzero().flatten()[:2]
     x = x[good]
-    table, grid = [], []
+    table: list[dict[str, Any]] = []
+    grid: list[torch.Tensor] = []
     for label, settings in [("invisible (PGD, L2 budget 40 dB, JPEG-aware)", CamouflageSettings(steps=30)),
                             ("visible (tone curves, JPEG-aware)", CamouflageSettings(method="filter",
                                                                                    filter_steps=40))]:
@@ -304,7 +311,7 @@ def _camouflage_section(run, say, seed: int) -> None:  # type: ignore[no-untyped
 
 
 
-def _ats_section(run, say, seed: int) -> None:  # type: ignore[no-untyped-def]
+def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     """Inverting Gradients on three 32×32 photo crops through an untrained ConvNet: each crop is one client update
     (batch 1, label known), shared as is, then transformed by the ATS policy 3-1-7 (applied always, as published)."""
     import torch.nn.functional as F
@@ -319,7 +326,8 @@ def _ats_section(run, say, seed: int) -> None:  # type: ignore[no-untyped-def]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Normalized(create_model("convnet16", num_classes=10), CIFAR10_MEAN, CIFAR10_STD).eval()
-    table, grid = [], [x]
+    table: list[dict[str, Any]] = []
+    grid = [x]
     for policy in ("none", "3-1-7"):
         res = attack_model(model, x, y, policy=policy, always=True, attack_settings={"iterations": 300},
                            rng=seed, progress=False)

@@ -6,7 +6,7 @@ import pytest
 from masquerade.data import extract_patches, load_photos, sift_keypoint_counts
 from masquerade.errors import InputError, MasqueradeError
 
-from .conftest import shared
+from tests.conftest import shared
 
 
 @pytest.fixture(scope="module")

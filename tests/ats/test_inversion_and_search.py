@@ -35,7 +35,7 @@ from masquerade.metrics import psnr, recognition_accuracy
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.registry import create_attack, run_attack
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.conftest import SHARED as DATA  # noqa: E402
 
 
 def _cifar(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from masquerade.data import ImageSet, extract_patches, load_images
 from masquerade.errors import InputError
 from masquerade.metrics import ssim
 
-from .conftest import shared
+from tests.conftest import shared
 
 
 def test_parse_slots_reads_classes_and_coefficients() -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from masquerade.data import ImageSet, list_bundled, load_images, load_photos
 from masquerade.errors import InputError
 
-from .conftest import shared
+from tests.conftest import shared
 
 
 def labelled(n: int = 40, classes: int = 4, seed: int = 0) -> ImageSet:
