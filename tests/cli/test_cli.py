@@ -11,7 +11,7 @@ from masquerade import __version__
 from masquerade.cli import main
 from masquerade.keys import save_key
 
-from .test_keys import make_key
+from tests.test_keys import make_key
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:

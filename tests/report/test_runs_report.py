@@ -12,7 +12,7 @@ from masquerade.fileio import atomic_open, save_npy, write_json
 from masquerade.report import build_report
 from masquerade.runs import image_grid, start_run
 
-from .test_keys import make_key
+from tests.test_keys import make_key
 
 
 def test_run_folder_layout_and_report(tmp_path: Path) -> None:

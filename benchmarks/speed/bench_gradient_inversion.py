@@ -6,7 +6,8 @@ gradient of the cosine loss. Ours optimises P problems (images × restarts) in o
 ``torch.func.grad``. Both run the same signed-Adam step; the ratio is image-iterations per second, ours / loop,
 measured in the same run.
 
-    python benchmarks/bench_gradient_inversion.py [--models resnet20,convnet16] [--problems 8] [--iterations 20]
+    python benchmarks/speed/bench_gradient_inversion.py [--models resnet20,convnet16] [--problems 8] [--iterations 20]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from masquerade.ats.inversion import (CIFAR10_MEAN, CIFAR10_STD, InvertingGradients, client_gradient,
-                                                   total_variation)
+from masquerade.ats.inversion import CIFAR10_MEAN, CIFAR10_STD, InvertingGradients, client_gradient, total_variation
 from masquerade.models import Normalized, create_model
 
 
@@ -66,10 +66,11 @@ def main() -> int:
         stacked = [torch.stack(t) for t in zip(*per)]
         loop_reference(model, per[:1], y, 2)                      # warm-up
         t_loop = loop_reference(model, per, y, args.iterations)
-        atk = InvertingGradients(iterations=args.iterations, chunk=args.problems, rng=0, progress=False)
-        atk.run_many(model=model, gradients=[g[:1] for g in stacked], labels=y[:1, None])   # warm-up
+        atk = InvertingGradients(iterations=args.iterations, chunk=args.problems)
+        atk.run_many(model=model, gradients=[g[:1] for g in stacked], labels=y[:1, None], rng=0,   # warm-up
+                     progress=False)
         t0 = time.perf_counter()
-        atk.run_many(model=model, gradients=stacked, labels=y[:, None])
+        atk.run_many(model=model, gradients=stacked, labels=y[:, None], rng=0, progress=False)
         t_ours = time.perf_counter() - t0
         n_it = args.problems * args.iterations
         row = {"model": arch, "params": sum(p.numel() for p in model.parameters()),

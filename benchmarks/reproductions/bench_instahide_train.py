@@ -1,12 +1,14 @@
-"""Utility of InstaHide: train the same model for the same epochs on CIFAR-10 (20,000 training images of
-``../shared/data``) clean and protected, and test on the 10,000 clean test images.
+"""Utility of InstaHide: train the same model for the same epochs on CIFAR-10 (the 20,000 training images of
+``cifar10-train-20k.npz``) clean and protected, and test on the 10,000 clean test images (``cifar10-test.npz``).
 
 Rows: vanilla / inside k=4 / cross k=4 / cross k=6 (2 private + 4 public, as the challenge), public patches cut from
-``../shared/data/imagenet-sample`` (SIFT-filtered). Pixels are normalised with the official code's mean/std before
-mixing. Reported: clean test accuracy (as the official code evaluates), the paper's inference mode (softmax averaged
-over T=10 encodings of each test image), time, and the accuracy ratio against vanilla measured in the same run.
+``imagenet-sample/`` (SIFT-filtered). Pixels are normalised with the official code's mean/std before mixing.
+Reported: clean test accuracy (as the official code evaluates), the paper's inference mode (softmax averaged over
+T=10 encodings of each test image), time, and the accuracy ratio against vanilla measured in the same run. The files
+come from the data folder (``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/bench_instahide_train.py [--epochs 15] [--rows vanilla,inside4,cross4,cross6]
+    python benchmarks/reproductions/bench_instahide_train.py [--epochs 15] [--rows vanilla,inside4,cross4,cross6]
+        [--model fastresnet] [--patches 10000] [--data DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
 
 ROWS = {
     "vanilla": ("identity", {}),
@@ -34,21 +37,25 @@ def main() -> None:
     ap.add_argument("--model", default="fastresnet")
     ap.add_argument("--patches", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    add_data_option(ap, "cifar10-train-20k.npz, cifar10-test.npz and (for the cross rows) imagenet-sample/")
     ap.add_argument("--json", help="also write the table as JSON here")
     args = ap.parse_args()
-    if not (SHARED / "cifar10-train-20k.npz").is_file():
-        sys.exit(f"needs {SHARED}/cifar10-train-20k.npz and cifar10-test.npz")
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if unknown := [r for r in rows if r not in ROWS]:
+        ap.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
+    data = data_dir(args.data)
+    data.require("cifar10-train-20k.npz", "cifar10-test.npz",
+                 *(["imagenet-sample"] if any(r.startswith("cross") for r in rows) else []))
     from masquerade import create_scheme
     from masquerade.data import extract_patches, load_images
     from masquerade.training import TrainSettings, bf16_supported, train
 
-    train_set = load_images(SHARED / "cifar10-train-20k.npz")
-    test_set = load_images(SHARED / "cifar10-test.npz")
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    train_set = load_images(data / "cifar10-train-20k.npz")
+    test_set = load_images(data / "cifar10-test.npz")
     public = None
     if any(r.startswith("cross") for r in rows):
         t = time.perf_counter()
-        public = extract_patches(SHARED / "imagenet-sample", args.patches, rng=args.seed)
+        public = extract_patches(data / "imagenet-sample", args.patches, rng=args.seed)
         print(f"public pool: {len(public)} SIFT-filtered patches in {time.perf_counter() - t:.0f}s", flush=True)
     settings = TrainSettings(model=args.model, epochs=args.epochs, infer_encodings=10)
     print(f"model {args.model}, {args.epochs} epochs, batch {settings.batch_size}, lr {settings.lr} (one-cycle), "

@@ -7,8 +7,10 @@ Model inversion (the paper's attacks, on CIFAR-10): attribute (class) inference,
 loss, and one trained with pixel + feature-reconstruction loss through a surrogate of the API -- on plaintext
 features, on ciphertexts taken as they are (the paper's evaluation), on what key recovery makes of them, and on the
 popcount that per-element keys leave.
+CIFAR-10 comes from the data folder (``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/bench_shufflebits.py [--victims 1000] [--decoder-epochs 20] [--json FILE] [--grid FILE]
+    python benchmarks/reproductions/bench_shufflebits.py [--victims 1000] [--extractor-epochs 10] [--decoder-epochs 15]
+        [--surrogate-epochs 8] [--skip-inversion] [--data DIR] [--json FILE] [--grid FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _timing import median_time
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 
 def speed() -> None:
@@ -42,9 +44,9 @@ def speed() -> None:
         key = s.keygen(len(data), rng=0, shape=data.shape[1:])
         for _ in range(2):
             s.encode(data, key)
-        t, _ = median_time(lambda: s.encode(data, key))
-        t_c, _ = median_time(lambda: data.copy())
-        t_key, _ = median_time(lambda: s.keygen(len(data), rng=None, shape=data.shape[1:]), 3)
+        t, _ = median_time(lambda s=s, data=data, key=key: s.encode(data, key))
+        t_c, _ = median_time(lambda data=data: data.copy())
+        t_key, _ = median_time(lambda s=s, data=data: s.keygen(len(data), rng=None, shape=data.shape[1:]), 3)
         goal = f" (goal >= 1 GB/s: {'met' if data.nbytes / t >= 1e9 else 'NOT met'})" if scope == "vector" else ""
         print(f"  {scope:8s} encrypt {data.nbytes / t / 1e9:6.2f} GB/s = {t / t_c:5.2f}x a copy{goal}; "
               f"keygen (OS randomness) {t_key:.3f}s", flush=True)
@@ -67,18 +69,18 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
 
     rows = []
     fixed = mq.create_scheme("shufflebits", scope="fixed")
-    for n in (1, 2, 5, 10, 50, 200, len(feats)):
+    for n in [v for v in (1, 2, 5, 10, 50, 200) if v < len(feats)] + [len(feats)]:
         errs, coss, exact, secs = [], [], [], []
         for seed in range(3):
             key = fixed.keygen(0, rng=100 + seed)
             r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=fixed.encode(feats[:n], key))
             dec = mq.create_scheme("shufflebits", scope="fixed").decode(
-                fixed.encode(feats, key), fixed.key_from_perm(r["perm"][0]))    # decrypt everything
+                fixed.encode(feats, key), fixed.key_from_perm(r.recovered["perm"][0]))    # decrypt everything
             nz = feats != 0
             errs.append(float(np.median(np.abs(dec - feats)[nz] / np.abs(feats[nz]))))
             coss.append(float(cos_rows(dec, feats).mean()))
             exact.append(float((dec.view(np.uint32) == feats.view(np.uint32)).mean()))
-            secs.append(r["seconds"])
+            secs.append(r.seconds)
         rows.append({"key": "fixed", "attacked": f"{n} vectors pooled", "cos(decrypted, true)": round(np.mean(coss), 5),
                      "median rel. error": f"{np.mean(errs):.1e}", "numbers exact": round(np.mean(exact), 3),
                      "seconds": round(float(np.mean(secs)), 2)})
@@ -86,20 +88,20 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
     z = vec.encode(feats, vec.keygen(len(feats), rng=7))
     r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z)
     rows.append({"key": "one-time per vector", "attacked": f"{len(feats)} vectors pooled",
-                 "cos(decrypted, true)": round(float(cos_rows(r["decrypted"], feats).mean()), 5)})
+                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats).mean()), 5)})
     m = min(200, len(feats))
     r = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:m])
     nz = feats[:m] != 0
-    rel = np.abs(r["decrypted"] - feats[:m])[nz] / np.abs(feats[:m][nz])
+    rel = np.abs(r.reconstructions - feats[:m])[nz] / np.abs(feats[:m][nz])
     rows.append({"key": "one-time per vector", "attacked": f"each of {m} vectors alone",
-                 "cos(decrypted, true)": round(float(cos_rows(r["decrypted"], feats[:m]).mean()), 5),
+                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5),
                  "median rel. error": f"{np.median(rel):.1e}",
-                 "seconds": round(r["seconds"] / m, 3)})
+                 "seconds": round(r.seconds / m, 3)})
     el = mq.create_scheme("shufflebits", scope="element")
     ze = el.encode(feats[:m], el.keygen(m, rng=8, shape=feats.shape[1:]))
     r = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=ze)
     rows.append({"key": "one-time per number", "attacked": f"each of {m} vectors alone",
-                 "cos(decrypted, true)": round(float(cos_rows(r["decrypted"], feats[:m]).mean()), 5)})
+                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5)})
     return rows
 
 
@@ -112,19 +114,20 @@ def main() -> None:
     ap.add_argument("--skip-inversion", action="store_true")
     ap.add_argument("--json", help="write the tables here")
     ap.add_argument("--grid", help="write originals and reconstructions (PNG) here")
+    add_data_option(ap, "cifar10-train-20k.npz and cifar10-test.npz")
     args = ap.parse_args()
-    if not (SHARED / "cifar10-train-20k.npz").is_file():
-        sys.exit(f"needs {SHARED}/cifar10-train-20k.npz and cifar10-test.npz")
+    data = data_dir(args.data)
+    data.require("cifar10-train-20k.npz", "cifar10-test.npz")
     import masquerade as mq
-    from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
     from masquerade.data import load_images, to_uint8
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
+    from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
     from masquerade.training import TrainSettings, _View, train
 
     speed()
-    train_set = load_images(SHARED / "cifar10-train-20k.npz")
-    test_set = load_images(SHARED / "cifar10-test.npz")
+    train_set = load_images(data / "cifar10-train-20k.npz")
+    test_set = load_images(data / "cifar10-test.npz")
     # the files are sorted by class: split and draw at random. The service trains on one half, the adversary's
     # auxiliary images are the other half, the victims are test images.
     order = np.random.default_rng(0).permutation(len(train_set))
@@ -157,9 +160,9 @@ def main() -> None:
         z_vec = vec.encode(fv, vec.keygen(len(fv), rng=22))
         z_el = el.encode(fv, el.keygen(len(fv), rng=23, shape=fv.shape[1:]))
         t = time.perf_counter()
-        rec_fixed = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z_fixed)["decrypted"]
+        rec_fixed = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z_fixed).reconstructions
         rec_vec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"),
-                             encodings=z_vec)["decrypted"]
+                             encodings=z_vec).reconstructions
         print(f"\nkey recovery for the inversion rows: {time.perf_counter() - t:.0f}s", flush=True)
         float_rows = {"plaintext features": fv, "fixed key, ciphertext as is": z_fixed,
                       "fixed key, after key recovery": rec_fixed, "one-time key, ciphertext as is": z_vec,
@@ -178,11 +181,11 @@ def main() -> None:
             t = time.perf_counter()
             kw = dict(loss=loss, epochs=args.decoder_epochs, surrogate_epochs=args.surrogate_epochs)
             recs[loss] = run_attack(mq.create_attack("feature-inversion", **kw), encodings=stacked,
-                                    auxiliary=aux_l, api=api)["recovered"]
+                                    auxiliary=aux_l, api=api).reconstructions
             if loss == "pixel":   # the popcount row gets the pixel-loss decoder only (time)
                 recs[loss + " popcount"] = run_attack(mq.create_attack("feature-inversion",
                                                                        representation="popcount", **kw),
-                                                      encodings=z_el, auxiliary=aux_l, api=api)["recovered"]
+                                                      encodings=z_el, auxiliary=aux_l, api=api).reconstructions
             timings[f"{loss}-loss decoders"] = time.perf_counter() - t
             print(f"  {loss}-loss decoders trained in {timings[f'{loss}-loss decoders'] / 60:.1f} min", flush=True)
         fv_t = torch.from_numpy(fv)
@@ -193,7 +196,7 @@ def main() -> None:
         for i, name in enumerate(names):
             popc = i == len(float_rows)
             sl = slice(None) if popc else slice(i * n, (i + 1) * n)
-            p = (pred_pc if popc else pred)["predicted"][sl]
+            p = (pred_pc if popc else pred).recovered["attributes"][sl]
             row = {"features the adversary has": name, "class inference acc": round(float((p == yv).float().mean()), 4)}
             for loss in ("pixel", "feature"):
                 if popc and loss == "feature":

@@ -1,19 +1,22 @@
 """InstaHide encoding speed: encoding 20,000 32×32×3 images with k = 6 (cross mode, 2 private + 4 public) against
 copying the output array once, measured side by side in one run. Goal: at most 10× the copy.
 
-    python benchmarks/bench_instahide_encode.py [--n 20000] [--repeat 7]
+    python benchmarks/speed/bench_instahide_encode.py [--n 20000] [--pool 10000] [--repeat 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import masquerade as mq
 
-from _timing import median_time
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _timing import median_time  # noqa: E402
 
 
 def main() -> None:

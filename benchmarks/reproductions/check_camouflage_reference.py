@@ -1,8 +1,9 @@
 """Independent check of camouflage success: re-score the delivered JPEG files with the ``brisque`` package itself
-(its features and libsvm's prediction, as tests/test_quality.py calls them), after a fresh Pillow JPEG-90
-re-compression, beside our BRISQUE-torch scores.
+(its features and libsvm's prediction, as tests/quality/test_quality.py calls them), after a fresh Pillow JPEG-90
+re-compression, beside our BRISQUE-torch scores. The photos are ``imagenet-sample/`` of the data folder (``--data DIR``,
+else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/check_camouflage_reference.py [--photos 6] [--seed 5]
+    python benchmarks/reproductions/check_camouflage_reference.py [--photos 6] [--seed 5] [--data DIR]
 """
 
 from __future__ import annotations
@@ -15,22 +16,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parents[2]                      # the repository: its tests hold the reference
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--seed", type=int, default=5)
+    add_data_option(ap, "imagenet-sample/")
     args = ap.parse_args()
-    from test_quality import _jpeg, _reference_score
+    data = data_dir(args.data)
+    data.require("imagenet-sample")
+    from tests.quality.test_quality import _jpeg, _reference_score
 
     from masquerade.data import load_photos
     from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
     from masquerade.quality.models import BrisqueQuality
 
-    photos, names = load_photos(ROOT.parent / "shared" / "data" / "imagenet-sample", channels=3)
+    photos, names = load_photos(data / "imagenet-sample", channels=3)
     idx = np.random.default_rng(args.seed).permutation(len(photos))[:args.photos]
     with tempfile.TemporaryDirectory() as d:
         rows, _ = camouflage_photos(BrisqueQuality(), [photos[i] for i in idx], [names[i] for i in idx], d,

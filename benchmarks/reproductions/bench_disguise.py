@@ -3,12 +3,15 @@
 Speed: AES disguising of 20,000 CIFAR images against encrypting the same number of bytes in one AES-CTR call of
 ``cryptography`` (goal: at most 3×); RMT disguising (a batched matmul) against one copy.
 Utility: the same model and epoch budget as the InstaHide table (train and test disguised with one dataset key),
-on CIFAR-10 (``../shared/data``) and the bundled digits.
+on CIFAR-10 and the bundled digits.
 Attacks on CIFAR-10 test images: Level 3 (known pairs: RMT least squares vs the number of pairs, with and without
 noise; ECB codebook and CTR), Level 2 (auxiliary clean images: moment matching), Level 1 (model-based recognition:
 the clean-trained model classifying disguised images).
+CIFAR-10 (and ``imagenet-sample/`` for the InstaHide cross row, skipped without it) come from the data folder
+(``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/bench_disguise.py [--epochs 15] [--skip-utility] [--instahide-json FILE]
+    python benchmarks/reproductions/bench_disguise.py [--epochs 15] [--skip-utility] [--instahide-json FILE]
+        [--data DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _timing import median_time
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 TRANSFORMS = {
     "clean": None,
@@ -54,7 +57,7 @@ def speed(x: torch.Tensor) -> None:
         for _ in range(2):  # the first calls pay for the process growing its heap (page faults), not for the cipher
             aes.encode(x, key)
             ctr.encryptor().update(data)
-        times[mode] = med(lambda: aes.encode(x, key))
+        times[mode] = med(lambda aes=aes, key=key: aes.encode(x, key))
     t_ref = med(lambda: ctr.encryptor().update(data))
     rmt = mq.create_scheme("disguise")
     rk = rmt.keygen(0, rng=0)
@@ -72,9 +75,9 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
             public: torch.Tensor | None = None) -> list[dict]:
     import masquerade as mq
     from masquerade.data import to_uint8
+    from masquerade.disguise.scheme import to_blocks
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
-    from masquerade.disguise.scheme import to_blocks
     from masquerade.training import evaluate
 
     rows: list[dict] = []
@@ -91,8 +94,8 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
         if cfg is None:
             continue
         s = mq.create_scheme("disguise", **cfg)
-        key = s.keygen(1100 if cfg.get("aes_mode") == "ctr" else 0, rng=0)
         both = torch.cat([pairs_pool, victims])
+        key = s.keygen(len(both) if cfg.get("aes_mode") == "ctr" else 0, rng=0)
         z = s.encode(both, key, rng=1)
         zp, zv = z[:100], z[100:]
         p0, s0 = quality(zv)
@@ -105,12 +108,12 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
             attack = mq.create_attack("disguise-known-plaintext")
             for m in (1, 2, 4, 6, 10, 20):
                 r = run_attack(attack, encodings=zv, known_pairs=(pairs_pool[:m], zp[:m]))
-                p, q = quality(r["recovered"])
+                p, q = quality(r.reconstructions)
                 row = {"level": "3 (known pairs)", "transform": name, "attack": f"least squares, {m} pairs",
                        "PSNR": round(p, 2), "SSIM": round(q, 3),
-                       "perm recovered": round(float((r["perm"] == key.perm).mean()), 3)}
+                       "perm recovered": round(float((r.recovered["perm"] == key.perm).mean()), 3)}
                 if classifier is not None:
-                    row["MR accuracy"] = round(evaluate(classifier, view.clean(r["recovered"]), y_victims,
+                    row["MR accuracy"] = round(evaluate(classifier, view.clean(r.reconstructions), y_victims,
                                                         batch=500)[0], 4)
                 rows.append(row)
             if cfg["transform"] == "rmt":
@@ -118,23 +121,25 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
                 uk = unperm.keygen(0, rng=0)
                 r = run_attack(mq.create_attack("disguise-moments"), encodings=unperm.encode(victims, uk, rng=2),
                                auxiliary=aux)
-                p, q = quality(r["recovered"])
+                p, q = quality(r.reconstructions)
                 rows.append({"level": "2 (distribution)", "transform": name + ", no permutation",
-                             "attack": "moment matching, 5,000 aux images", "PSNR": round(p, 2), "SSIM": round(q, 3)})
+                             "attack": f"moment matching, {len(aux):,} aux images", "PSNR": round(p, 2),
+                             "SSIM": round(q, 3)})
                 r = run_attack(mq.create_attack("disguise-moments"), encodings=zv, auxiliary=aux)
-                p, q = quality(r["recovered"])
+                p, q = quality(r.reconstructions)
                 tb = to_blocks(victims.numpy(), 4)[:, :, key.perm]
-                rb = to_blocks(r["recovered"].numpy(), 4)
+                rb = to_blocks(r.reconstructions.numpy(), 4)
                 block_psnr = float(10 * np.log10(1 / ((tb - rb) ** 2).mean()))
                 rows.append({"level": "2 (distribution)", "transform": name,
                              "attack": f"moment matching (blocks left permuted; block-wise PSNR {block_psnr:.1f} dB)",
                              "PSNR": round(p, 2), "SSIM": round(q, 3)})
         else:
             r = run_attack(mq.create_attack("aes-ecb-codebook"), encodings=zv, known_pairs=(pairs_pool, zp))
-            p, q = quality(r["recovered"])
+            p, q = quality(r.reconstructions)
             rows.append({"level": "3 (known pairs)", "transform": name, "attack": "ECB codebook, 100 pairs",
-                         "PSNR": round(p, 2), "SSIM": round(q, 3), "blocks decoded": round(r["decoded_share"], 4),
-                         "perm recovered": round(float((r["perm"] == key.perm).mean()), 3)})
+                         "PSNR": round(p, 2), "SSIM": round(q, 3),
+                         "blocks decoded": round(r.metrics["decoded_share"], 4),
+                         "perm recovered": round(float((r.recovered["perm"] == key.perm).mean()), 3)})
     rows += instahide_level1(victims, y_victims, public, classifier, view)
     return rows
 
@@ -217,15 +222,16 @@ def main() -> None:
     ap.add_argument("--instahide-json", help="rows from bench_instahide_train.py --json, for one table")
     ap.add_argument("--json", help="write all tables here")
     ap.add_argument("--seed", type=int, default=0)
+    add_data_option(ap, "cifar10-train-20k.npz, cifar10-test.npz (and imagenet-sample/, optional)")
     args = ap.parse_args()
-    if not (SHARED / "cifar10-test.npz").is_file():
-        sys.exit(f"needs {SHARED}/cifar10-test.npz and cifar10-train-20k.npz")
+    data = data_dir(args.data)
+    data.require("cifar10-train-20k.npz", "cifar10-test.npz")
     import masquerade as mq
     from masquerade.data import load_images
     from masquerade.training import TrainSettings, _View, train
 
-    train_set = load_images(SHARED / "cifar10-train-20k.npz")
-    test_set = load_images(SHARED / "cifar10-test.npz")
+    train_set = load_images(data / "cifar10-train-20k.npz")
+    test_set = load_images(data / "cifar10-test.npz")
     x_test = test_set.to_tensor()
     speed(train_set.to_tensor())
 
@@ -258,12 +264,14 @@ def main() -> None:
         print("\nutility (same model and epochs; disguised rows are trained and tested with one dataset key)")
         for u in utility:
             print("  " + " | ".join(f"{k} {v}" for k, v in u.items()))
-    aux = train_set.to_tensor()[np.random.default_rng(1).choice(len(train_set), 5000, replace=False)]
+    aux = train_set.to_tensor()[np.random.default_rng(1).choice(len(train_set), min(5000, len(train_set)),
+                                                                 replace=False)]
     from masquerade.data import extract_patches
-    public = extract_patches(SHARED / "imagenet-sample", 10000, rng=args.seed).to_tensor() \
-        if (SHARED / "imagenet-sample").is_dir() else None
+    public = extract_patches(data / "imagenet-sample", 10000, rng=args.seed).to_tensor() \
+        if data.has("imagenet-sample") else None
     rows = attacks(x_test, test_set.labels_tensor(), aux, classifier, view, public)
-    print("\nattacks on 1,000 random CIFAR-10 test images (PSNR/SSIM of the recovery against the original)")
+    print(f"\nattacks on {min(1000, len(x_test) - 100):,} random CIFAR-10 test images (PSNR/SSIM of the recovery "
+          "against the original)")
     for r in rows:
         print("  " + " | ".join(f"{k} {v}" for k, v in r.items()))
     table = combined(utility, rows)

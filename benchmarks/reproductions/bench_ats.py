@@ -6,9 +6,11 @@ images, one client update per image (batch 1, labels known); score PSNR and SSIM
 (the accuracy of an independent fastresnet trained on clean data) on the reconstructions. The search row trains a
 ResNet-20 briefly on 10 % of the training images, scores random candidate policies (S_pri, S_acc) and keeps the best.
 
-Everything is cached in ``--work`` (models, search table, per-row results), so an interrupted run resumes.
+Everything is cached in ``--work`` (models, search table, per-row results), so an interrupted run resumes. CIFAR-10
+comes from the data folder (``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/bench_ats.py [--epochs 10] [--images 8] [--iterations 1000] [--candidates 60] [--json out.json]
+    python benchmarks/reproductions/bench_ats.py [--epochs 10] [--images 8] [--iterations 1000] [--candidates 60]
+        [--work DIR] [--data DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from masquerade.ats.privacy import attack_model, export_rating_set, summary
 from masquerade.ats.search import SearchSettings, search
 from masquerade.data import load_images
 from masquerade.fileio import write_json
-from masquerade.ats.privacy import attack_model, export_rating_set, summary
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.runs import image_grid
 from masquerade.training import TrainSettings, train
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
+
 # ATS, CVPR 2021, ResNet-20 on CIFAR-100: PSNR of Inverting Gradients and test accuracy
 PAPER_NONE = "13.88 dB, accuracy 76.9 %"
 PAPER_POLICIES = "6.58-8.56 dB, accuracy 70.6-77.9 % (their searched policies, e.g. 3-1-7, 43-18-18 and hybrids)"
@@ -51,13 +55,16 @@ def main() -> int:
     ap.add_argument("--long-rows", default="none,3-1-7+43-18-18",
                     help="row tags for --long-iterations (a policy; '~p' marks the probabilities-honoured row)")
     ap.add_argument("--seed", type=int, default=2026)
+    add_data_option(ap, "cifar10-train-20k.npz and cifar10-test.npz")
     ap.add_argument("--json")
     args = ap.parse_args()
+    data = data_dir(args.data)
+    data.require("cifar10-train-20k.npz", "cifar10-test.npz")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    train_set = load_images(DATA / "cifar10-train-20k.npz")
-    test_set = load_images(DATA / "cifar10-test.npz", split="test")
+    train_set = load_images(data / "cifar10-train-20k.npz")
+    test_set = load_images(data / "cifar10-test.npz", split="test")
     g = np.random.default_rng(args.seed)
     pick = g.choice(len(test_set), args.images, replace=False)
     x_att = test_set.to_tensor()[pick]
@@ -157,9 +164,9 @@ def main() -> int:
         export_rating_set(work / "rating", grids, y_att.tolist(), test_set.classes or [str(i) for i in range(10)],
                           rng=args.seed)
 
-    print(f"\nCIFAR-10, ResNet-20 ({args.epochs} epochs on 20,000 images), Inverting Gradients ({args.iterations} "
-          f"iterations, batch 1, labels known) on {args.images} test images; MR classifier fastresnet "
-          f"(clean acc {classifier.info.get('test_acc', float('nan')):.3f})")
+    print(f"\nCIFAR-10, ResNet-20 ({args.epochs} epochs on {len(train_set):,} images), Inverting Gradients "
+          f"({args.iterations} iterations, batch 1, labels known) on {args.images} test images; MR classifier "
+          f"fastresnet (clean acc {classifier.info.get('test_acc', float('nan')):.3f})")
     print(f"{'policy':22s} {'prob.':8s} {'acc':>6s} | {'early PSNR':>10s} {'SSIM':>6s} {'MR':>5s} | "
           f"{'late PSNR':>9s} {'SSIM':>6s} {'MR':>5s} | {'S_pri':>6s} {'S_acc':>6s}")
     for row in table:

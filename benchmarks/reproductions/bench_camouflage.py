@@ -4,9 +4,11 @@ The task's protocol on good-quality photos (BRISQUE-torch score > 50): success =
 re-compression (Pillow), mean score drop, PSNR/SSIM as the appeal proxy, and photos per minute on this machine.
 Rows: PGD with the differentiable JPEG (the main route; goal: >= 95 % success at mean PSNR >= 40 dB, 100 photos in
 <= 15 min), PGD without JPEG awareness, CW-L2 (binary search over c) without and with it, the visible tone-curve
-filter, and the speed of one step against a randomly initialised KonCept512.
+filter, and the speed of one step against a randomly initialised KonCept512. The photos are ``imagenet-sample/`` of
+the data folder (``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``).
 
-    python benchmarks/bench_camouflage.py [--photos 100] [--others 12] [--json FILE]
+    python benchmarks/reproductions/bench_camouflage.py [--photos 100] [--others 12] [--seed 0] [--data DIR]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import add_data_option, data_dir  # noqa: E402
 
 
 def main() -> None:
@@ -28,11 +31,12 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=100, help="good-quality photos for the main route")
     ap.add_argument("--others", type=int, default=12, help="photos for the other rows (they are slower or visible)")
     ap.add_argument("--seed", type=int, default=0)
+    add_data_option(ap, "imagenet-sample/")
     ap.add_argument("--json")
     args = ap.parse_args()
-    folder = SHARED / "imagenet-sample"
-    if not folder.is_dir():
-        sys.exit(f"needs {folder}")
+    data = data_dir(args.data)
+    data.require("imagenet-sample")
+    folder = data / "imagenet-sample"
     from masquerade.data import load_photos
     from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
     from masquerade.quality.models import BrisqueQuality

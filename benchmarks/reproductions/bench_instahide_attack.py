@@ -14,8 +14,12 @@ resident set) are measured from outside. Rows per T:
 - ``true pairing (analysis)``: the reconstruction (and prior) from the true assignment of slots to images, read
   from the truth folder -- not an attack, the ceiling that the grouping stage leaves.
 
-    python benchmarks/bench_instahide_attack.py [--T 10,20,50] [--seed 2026] [--rows given,estimated,nolabels,noprior]
-        [--data ../shared/data] [--json out.json]
+The data folder (``--data DIR``, else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``) holds
+``cifar10-test.npz`` (the private images), ``cifar10-train-20k.npz`` (the attacker's auxiliary images) and
+``imagenet-sample/`` (the public photos).
+
+    python benchmarks/reproductions/bench_instahide_attack.py [--T 10,20,50] [--seed 2026] [--n-private 100]
+        [--rows given,estimated,nolabels,noprior] [--data DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,16 +37,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap
-
-from masquerade.instahide.recipe import _public_energy, parse_slots
-
-from masquerade.instahide.reconstruct import reconstruct_private
-from masquerade.instahide.prior import ChallengePrior, default_prior
-from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
 from masquerade.data import load_images
+from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap
+from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
+from masquerade.instahide.prior import ChallengePrior, default_prior
+from masquerade.instahide.recipe import _public_energy, parse_slots
+from masquerade.instahide.reconstruct import reconstruct_private
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import DataDir, add_data_option, data_dir  # noqa: E402
+
+NEEDS = ("cifar10-test.npz", "cifar10-train-20k.npz", "imagenet-sample")
 PUBLISHED = [("Carlini et al. v1 (real challenge)", "50", "-", "0.90", "GPU: ~12 h in all, incl. training"),
              ("Carlini et al. v2 (stronger challenge)", "50", "-", "0.79", "GPU")]
 ROWS = {"given": ("attack (n given)", ["--n-private", "{n}"]),
@@ -51,7 +56,7 @@ ROWS = {"given": ("attack (n given)", ["--n-private", "{n}"]),
         "noprior": ("attack, no prior (n given)", ["--n-private", "{n}", "--prior", "none"])}
 
 
-def run_attack(ch: Path, out: Path, data: Path, extra: list[str]) -> dict[str, float]:
+def run_attack(ch: Path, out: Path, data: DataDir, extra: list[str]) -> dict[str, float]:
     """The CLI in a fresh process; wall seconds and peak resident memory (GiB) of that process."""
     cmd = [sys.executable, "-m", "masquerade", "challenge", "attack", str(ch), "--out", str(out),
            "--public", str(data / "imagenet-sample"), "--aux", str(data / "cifar10-train-20k.npz"), *extra]
@@ -98,15 +103,14 @@ def main() -> int:
     ap.add_argument("--n-private", type=int, default=100)
     ap.add_argument("--rows", default="given,estimated,nolabels,noprior",
                     help=f"attack rows per T, from {','.join(ROWS)}")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MASQUERADE_BENCH_DATA", DEFAULT_DATA)),
-                    help="folder with cifar10-test.npz, cifar10-train-20k.npz, imagenet-sample/ "
-                         "(default $MASQUERADE_BENCH_DATA or ../shared/data)")
+    add_data_option(ap, "cifar10-test.npz, cifar10-train-20k.npz and imagenet-sample/")
     ap.add_argument("--json")
     args = ap.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     if unknown := [r for r in wanted if r not in ROWS]:
         ap.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
-    data = args.data
+    data = data_dir(args.data)
+    data.require(*NEEDS)
     private = load_images(data / "cifar10-test.npz")
     public = public_pool(data / "imagenet-sample", args.n_private * 4, size=32, rng=args.seed)
     prior = default_prior()

@@ -1,15 +1,17 @@
 """SSIM speed: masquerade's batched SSIM against scikit-image called in a loop, in one run.
 
-Pairs are 5,000 CIFAR-10 test images against 5,000 others (``../shared/data``), or random uint8 images where that
-file is absent. Prints the times, the ratio (goal: at least 30x for uint8 pairs with the default 7x7 window) and the
+Pairs are 5,000 CIFAR-10 test images against 5,000 others (``cifar10-test.npz`` of the data folder: ``--data DIR``,
+else ``$MASQUERADE_BENCH_DATA``, else ``<repo>/../shared/data``), or random uint8 images where the default folder
+lacks that file. Prints the times, the ratio (goal: at least 30x for uint8 pairs with the default 7x7 window) and the
 largest difference from scikit-image over all pairs.
 
-    python benchmarks/bench_ssim.py [--pairs 5000] [--repeat 5]
+    python benchmarks/speed/bench_ssim.py [--pairs 5000] [--repeat 5] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +20,20 @@ from skimage.metrics import structural_similarity
 
 from masquerade.metrics import ssim
 
-from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+from _data import DataDir, add_data_option, data_dir  # noqa: E402
+from _timing import median_time  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-test.npz"
+CIFAR = "cifar10-test.npz"
 
 
-def pairs(n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    if SHARED.is_file():
-        with np.load(SHARED) as z:
+def pairs(n: int, data: DataDir) -> tuple[np.ndarray, np.ndarray, str]:
+    if data.explicit:
+        data.require(CIFAR)         # a folder chosen on purpose must hold the file; the default may lack it
+    if data.has(CIFAR):
+        with np.load(data / CIFAR) as z:
             imgs = z["images"]
-        return imgs[:n], imgs[-n:], f"CIFAR-10 test images ({SHARED})"
+        return imgs[:n], imgs[-n:], f"CIFAR-10 test images ({data / CIFAR})"
     g = np.random.default_rng(0)
     a = g.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     return a, np.clip(a + g.integers(-30, 31, a.shape), 0, 255).astype(np.uint8), "random uint8 images"
@@ -37,8 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=5)
+    add_data_option(ap, CIFAR + " (optional: random images without it)")
     args = ap.parse_args()
-    a, b, what = pairs(args.pairs)
+    a, b, what = pairs(args.pairs, data_dir(args.data))
     print(f"{len(a)} pairs of {a.shape[1]}x{a.shape[2]}x{a.shape[3]} uint8: {what}; torch threads "
           f"{torch.get_num_threads()}")
     rows = []
