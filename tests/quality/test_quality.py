@@ -87,7 +87,7 @@ def test_brisque_inputs_and_model_files(tmp_path, monkeypatch) -> None:
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         bq.load_brisque_params(str(tmp_path))
     monkeypatch.setattr(bq.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(MasqueradeError, match="pip install brisque"):
+    with pytest.raises(MasqueradeError, match=r"pip install 'masquerade\[brisque\]'"):
         bq._package_dir()
 
 
