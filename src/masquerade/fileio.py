@@ -16,7 +16,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_open", "atomic_dir", "write_json", "write_text", "save_npy", "save_npz", "save_png"]
+__all__ = ["atomic_path", "atomic_open", "atomic_dir", "replace_dir", "recover_dir", "exclusive_lock", "LockedError",
+           "write_json", "write_text", "save_npy", "save_npz", "save_png", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -63,6 +64,98 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the complete folder ``new`` (a sibling of ``target``) in place of ``target`` with two renames: the old
+    folder is moved aside first and deleted last, so a kill leaves the old folder, the new one, or the old one set
+    aside under ``.NAME.old-*`` (which :func:`recover_dir` puts back)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, aside)
+    os.replace(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_dir(target: Path) -> bool:
+    """Undo a replacement that a kill interrupted between its two renames; also drop stale temporary folders of
+    ``target``. Returns whether an old folder was put back."""
+    restored = False
+    for aside in sorted(target.parent.glob(f".{target.name}.old-*")):
+        if not target.exists():
+            os.replace(aside, target)
+            restored = True
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+    for part in target.parent.glob(f".{target.name}.*.part"):
+        if part.is_dir() and not _lock_alive(target):
+            shutil.rmtree(part, ignore_errors=True)
+    return restored
+
+
+class LockedError(Exception):
+    """Another live process holds the lock."""
+
+
+def _lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
+def _lock_alive(target: Path) -> bool:
+    try:
+        pid = int(_lock_path(target).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``.NAME.lock`` (with this process's pid) beside ``target`` while writing it; a second writer gets
+    :class:`LockedError` naming the holder. A lock left by a killed process is taken over."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_path(target)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            if _lock_alive(target):
+                holder = lock.read_text().split()[0] if lock.exists() else "?"
+                raise LockedError(f"{target}: another masquerade process (pid {holder}) is writing it; wait for it "
+                                  f"to finish, or remove {lock} if that process is gone") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()          # stale: its process is dead
+    else:
+        raise LockedError(f"{target}: could not take the lock {lock}")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _json_default(obj: Any) -> Any:

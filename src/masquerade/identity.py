@@ -9,7 +9,7 @@ import torch
 
 from masquerade.contracts import Configurable, check_images, check_key, refuse_base, refuse_pool
 from masquerade.errors import InputError
-from masquerade.keys import Key
+from masquerade.keys import Key, check_key_field, is_count
 from masquerade.rng import RngLike
 
 
@@ -20,6 +20,9 @@ class IdentityKey(Key):
     scheme: ClassVar[str] = "identity"
     public_fields: ClassVar[tuple[str, ...]] = ("n",)
     n: int
+
+    def validate(self) -> None:
+        check_key_field(self, "n", is_count(self.n, 0), "a count")
 
 
 class Identity(Configurable):

@@ -26,7 +26,8 @@ from masquerade.errors import InputError, IntegrityError
 from masquerade.fileio import atomic_path
 from masquerade.rng import secure_bytes, secure_rng
 
-__all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION"]
+__all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION",
+           "check_key_array", "check_key_field", "is_count"]
 
 FORMAT_VERSION = 1
 _META_FIELD = "masquerade"
@@ -62,6 +63,16 @@ class Key:
     @classmethod
     def type_name(cls) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
+
+    # -- contents ------------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the key's contents (shapes, dtypes, ranges, permutations) before any kernel sees them; raise
+        :class:`~masquerade.errors.InputError`. Runs on every construction, so a key read from a file, however it
+        was tampered with, is either valid or refused. Subclasses extend it with :func:`check_key_array` and
+        :func:`check_key_field`."""
 
     # -- serialisation -------------------------------------------------------------------------------------------
     def to_parts(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -165,6 +176,50 @@ def _canonical_digest(key: Key) -> bytes:
     return h.digest()
 
 
+def check_key_field(key: Key, name: str, ok: bool, want: str) -> None:
+    """Refuse a key whose ``name`` is not what it must be (``want`` says what)."""
+    if not ok:
+        raise InputError(f"{key.scheme} key: {name} must be {want}, got {_describe(getattr(key, name, None))}")
+
+
+def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None, ...], low: float | None = None,
+                    high: float | None = None, finite: bool = False, permutation_rows: bool = False) -> np.ndarray:
+    """Refuse a key array of the wrong dtype or shape (``None`` in ``shape``: any size), with values outside
+    ``[low, high)`` or non-finite, or (``permutation_rows``) whose rows are not permutations of 0..width-1."""
+    a = getattr(key, name)
+    where = f"{key.scheme} key: {name}"
+    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype):
+        raise InputError(f"{where} must be a {np.dtype(dtype)} array, got {_describe(a)}")
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        want = "×".join("*" if s is None else str(s) for s in shape) or "a scalar"
+        raise InputError(f"{where} must have shape {want}, got {'×'.join(map(str, a.shape)) or 'a scalar'}")
+    if a.size:
+        if finite and not np.isfinite(a).all():
+            raise InputError(f"{where} holds NaN or infinite values")
+        if low is not None and a.min() < low:
+            raise InputError(f"{where} holds {a.min()}, below {low}")
+        if high is not None and a.max() >= high:
+            raise InputError(f"{where} holds {a.max()}, not below {high}")
+        if permutation_rows:
+            width = a.shape[-1]
+            rows = np.sort(a.reshape(-1, width).astype(np.int64), axis=1)
+            if not (rows == np.arange(width)).all():
+                raise InputError(f"{where}: every row must be a permutation of 0..{width - 1} (each value once)")
+    return a
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        return f"a {v.dtype} array of shape {v.shape}"
+    text = repr(v)
+    return text if len(text) <= 40 else type(v).__name__
+
+
+def is_count(v: Any, minimum: int = 0) -> bool:
+    """A plain int (not a bool) >= minimum."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and int(v) >= minimum
+
+
 def fingerprint(key: Key, length: int = 16) -> str:
     """A SHA-256 prefix (hex) that identifies ``key`` without revealing it."""
     if not isinstance(key, Key):
@@ -182,6 +237,7 @@ def save_key(path: str | os.PathLike[str], key: Key) -> Path:
     if not isinstance(key, Key):
         raise InputError(f"save_key() takes a Key, not {type(key).__name__}")
     arrays, doc = key.to_parts()
+    doc["fingerprint"] = key.fingerprint
     with atomic_path(path, mode=0o600) as tmp:
         save_file(arrays, str(tmp), metadata={_META_FIELD: json.dumps(doc, sort_keys=True)})
     return path
@@ -230,7 +286,20 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
         cls = _KEY_TYPES.get(key_type or "")
     if cls is None:
         raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r})")
-    return cls.from_parts(arrays, doc)
+    if cls.scheme != scheme:
+        raise InputError(f"{path}: a damaged or tampered key file: its key type is for scheme {cls.scheme!r}, its "
+                         f"metadata says {scheme!r}")
+    try:
+        key = cls.from_parts(arrays, doc)
+    except InputError as exc:
+        raise InputError(f"{path}: a damaged or tampered key file: {exc}") from None
+    except (TypeError, ValueError, KeyError, IntegrityError) as exc:
+        raise InputError(f"{path}: a damaged or tampered key file ({type(exc).__name__}: {exc})") from None
+    stored = doc.get("fingerprint")
+    if stored is not None and stored != key.fingerprint:
+        raise InputError(f"{path}: the key material does not match the fingerprint recorded with it "
+                         f"({stored} vs {key.fingerprint}); the file was altered")
+    return key
 
 
 def _import_scheme_module(scheme: str) -> None:

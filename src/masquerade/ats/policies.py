@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from masquerade.contracts import Configurable, check_images, check_key, refuse_base, refuse_pool
 from masquerade.errors import InputError, NotInvertibleError
-from masquerade.keys import Key
+from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["OPERATIONS", "MAGNITUDES", "SUB_POLICIES", "parse_policy", "format_policy", "apply_operation",
@@ -341,6 +341,20 @@ class ATSKey(Key):
     sign: np.ndarray      # n×L ±1
     extra: np.ndarray     # n×L×8 float64: zoom (pad, y, x) or warp corner points
     seeds: np.ndarray     # n×L int64 noise seeds (zoom)
+
+    def validate(self) -> None:
+        check_key_field(self, "settings", isinstance(self.settings, ATSSettings), "ATS settings")
+        check_key_field(self, "n", is_count(self.n, 0), "a count")
+        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
+                        and all(is_count(v, 1) for v in self.shape), "[C, H, W] of positive sizes")
+        n = int(self.n)
+        steps = check_key_array(self, "steps", dtype=np.int64, shape=(n, None), low=-1, high=len(SUB_POLICIES))
+        length = steps.shape[1]
+        sign = check_key_array(self, "sign", dtype=np.int64, shape=(n, length))
+        if sign.size and not np.isin(sign, (-1, 1)).all():
+            raise InputError("ats key: sign holds values other than -1 and 1")
+        check_key_array(self, "extra", dtype=np.float64, shape=(n, length, 8), finite=True, low=-1e6, high=1e6)
+        check_key_array(self, "seeds", dtype=np.int64, shape=(n, length), low=0)
 
 
 def _draw_extra(op: str, g: np.random.Generator, n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
 def cmd_reveal(args: argparse.Namespace) -> int:
     from masquerade.workflows.protect import reveal
 
-    r = reveal(args.input, args.scheme, key=args.key, out=args.out, public=args.public)
+    r = reveal(args.input, args.scheme, key=args.key, out=args.out, public=args.public, force=args.force)
     what = "decrypted {n} feature vectors" if r["kind"] == "features" else "revealed {n} images"
     print(f"{what.format(n=r['count'])} to {r['out']} (key fingerprint {r['fingerprint']})")
     return 0
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("--key", required=True, help="key file to write (.safetensors), kept apart from --out")
     add_scheme_options(p)
     p.add_argument("--seed", type=seed, help="seed for a reproducible experiment (default: OS randomness)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    p.add_argument("--force", action="store_true", help="replace an existing key file and output folder")
     p.add_argument("--run-out", help="run folder")
     p.set_defaults(func=cmd_protect)
 
@@ -73,4 +73,6 @@ def register(sub: Any) -> None:
     p.add_argument("--key", required=True, help="the key file protect wrote")
     p.add_argument("--public", help="the public patch .npz (cross-mode InstaHide; default: beside the key)")
     p.add_argument("--out", required=True, help="output .npz of uint8 images (.npy of features)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out; decode even with a key other "
+                                                        "than the one the encodings' manifest names")
     p.set_defaults(func=cmd_reveal)

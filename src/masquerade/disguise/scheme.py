@@ -27,7 +27,7 @@ import torch
 
 from masquerade.contracts import Configurable, check_images, check_key, refuse_pool
 from masquerade.errors import InputError
-from masquerade.keys import Key
+from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator, secure_bytes
 
 __all__ = ["Disguise", "DisguiseSettings", "DisguiseKey", "haar_orthogonal", "to_blocks", "from_blocks"]
@@ -74,6 +74,33 @@ class DisguiseKey(Key):
     aes_key: bytes = b""            # 16 bytes (dataset scope) or 16·n (image scope)
     image_seeds: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))  # image scope
     nonces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))           # CTR, one per image
+
+    def validate(self) -> None:
+        s = self.settings
+        check_key_field(self, "settings", isinstance(s, DisguiseSettings), "DisguisedNets settings")
+        b = s.block
+        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
+                        and all(is_count(v, 1) for v in self.shape) and self.shape[1] % b == 0
+                        and self.shape[2] % b == 0 and self.shape[0] * self.shape[1] * self.shape[2] <= 2**31,
+                        f"[C, H, W] with H and W divisible by the block size {b}")
+        m = (self.shape[1] // b) * (self.shape[2] // b)
+        dataset = s.key_scope == "dataset"
+        per_image = s.key_scope == "image" or (s.transform == "aes" and s.aes_mode == "ctr")
+        check_key_field(self, "n", is_count(self.n, 0) and (per_image or self.n == 0),
+                        "the number of images (0 unless the key has per-image parts)")
+        n = int(self.n)
+        check_key_array(self, "perm", dtype=np.int64, shape=(m if s.permute and dataset else 0,),
+                        permutation_rows=s.permute and dataset)
+        rmt = check_key_array(self, "rmt", dtype=np.float64, finite=True,
+                              shape=(m, b * b, b * b) if s.transform == "rmt" and dataset else (0, 0, 0))
+        if rmt.size and np.abs(np.einsum("mij,mkj->mik", rmt, rmt) - np.eye(b * b)).max() > 1e-6:
+            raise InputError("disguise key: every RMT matrix must be orthogonal")
+        want = 16 if s.transform == "aes" and dataset else 16 * n if s.transform == "aes" else 0
+        check_key_field(self, "aes_key", isinstance(self.aes_key, bytes) and len(self.aes_key) == want,
+                        f"{want} bytes")
+        check_key_array(self, "image_seeds", dtype=np.uint64, shape=(n if not dataset else 0, 2))
+        check_key_array(self, "nonces", dtype=np.uint64,
+                        shape=(n if s.transform == "aes" and s.aes_mode == "ctr" else 0,))
 
 
 def haar_orthogonal(count: int, dim: int, gen: np.random.Generator) -> np.ndarray:

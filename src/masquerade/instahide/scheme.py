@@ -31,7 +31,7 @@ import torch
 
 from masquerade.contracts import Configurable, check_images, check_key, refuse_base
 from masquerade.errors import InputError
-from masquerade.keys import Key
+from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["InstaHide", "InstaHideSettings", "InstaHideKey", "sample_coefficients", "CIFAR_MEAN", "CIFAR_STD",
@@ -126,6 +126,24 @@ class InstaHideKey(Key):
     lam: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     partners: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
+
+    def validate(self) -> None:
+        s = self.settings
+        check_key_field(self, "settings", isinstance(s, InstaHideSettings), "InstaHide settings")
+        check_key_field(self, "n", is_count(self.n, 1), "a positive count")
+        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
+                        and all(is_count(v, 1) for v in self.shape) and math.prod(self.shape) <= 2**31,
+                        "[C, H, W] of positive sizes")
+        check_key_field(self, "pool_size", is_count(self.pool_size, 0) and (self.pool_size > 0) == (s.p < s.k),
+                        "the public pool size (positive exactly when the settings mix in public images)")
+        n, c, h, w = int(self.n), *self.shape
+        lam = check_key_array(self, "lam", dtype=np.float32, shape=(n, s.k), low=0.0, high=1.0 + 1e-6, finite=True)
+        if not np.allclose(lam.sum(1), 1.0, atol=1e-4):
+            raise InputError("instahide key: every row of lam (the mixing coefficients) must sum to 1")
+        check_key_array(self, "partners", dtype=np.int64, shape=(n, s.k), low=0)
+        if (self.partners[:, :s.p] >= n).any() or (s.p < s.k and (self.partners[:, s.p:] >= self.pool_size).any()):
+            raise InputError("instahide key: partners name images outside the private set or the public pool")
+        check_key_array(self, "mask", dtype=np.uint8, shape=(n, -(-(c * h * w) // 8) if s.sign_flip else 0))
 
     def signs(self) -> np.ndarray:
         """The ±1 mask as float32 n×C×H×W (all ones without sign flipping)."""

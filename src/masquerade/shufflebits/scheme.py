@@ -24,7 +24,7 @@ import torch
 
 from masquerade.contracts import Configurable, refuse_base, refuse_pool
 from masquerade.errors import InputError
-from masquerade.keys import Key
+from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["ShuffleBits", "ShuffleBitsKey", "ShuffleBitsSettings", "ShuffleBitsLayer", "EncryptedFeatures",
@@ -52,6 +52,17 @@ class ShuffleBitsKey(Key):
     n: int                          # vectors the key is for (0: any number, fixed scope)
     shape: list[int]                # shape of one feature vector (element scope; [] otherwise)
     perm: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+
+    def validate(self) -> None:
+        scope = getattr(self.settings, "scope", None)
+        check_key_field(self, "settings", isinstance(self.settings, ShuffleBitsSettings), "ShuffleBits settings")
+        check_key_field(self, "n", is_count(self.n, 0) and (self.n == 0) == (scope == "fixed"),
+                        "the number of vectors (0 exactly for a fixed key)")
+        check_key_field(self, "shape", isinstance(self.shape, list) and all(is_count(v, 1) for v in self.shape)
+                        and bool(self.shape) == (scope == "element") and int(np.prod(self.shape or [1])) <= 2**31,
+                        "the vector shape (element scope only)")
+        rows = 1 if scope == "fixed" else int(self.n) * (int(np.prod(self.shape)) if scope == "element" else 1)
+        check_key_array(self, "perm", dtype=np.uint8, shape=(rows, 32), permutation_rows=True)
 
 
 class EncryptedFeatures(NamedTuple):

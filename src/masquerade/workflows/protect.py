@@ -64,14 +64,50 @@ def load_features(path: PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return feats, others
 
 
+MANIFEST = "manifest.json"
+
+
+def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int) -> None:
+    from masquerade.fileio import sha256_file, write_json
+
+    write_json(out / MANIFEST, {"format": "masquerade-protected", "version": 1, "scheme": scheme,
+                                "key_fingerprint": key.fingerprint, "count": int(count),
+                                "files": {f: sha256_file(out / f) for f in files}})
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest protect wrote beside its outputs, or None where there is none (outputs of older versions)."""
+    import json
+
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable manifest ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != "masquerade-protected":
+        raise InputError(f"{path}: not a masquerade manifest")
+    return doc
+
+
 def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settings: dict[str, Any] | None = None,
             public: PathLike | None = None, public_patches: int = 10000, seed: int | None = None,
             force: bool = False, run_out: PathLike | None = None) -> dict[str, Any]:
     """Protect ``data`` (images: folder, .npz, CIFAR archive, ``bundled:NAME``; features: .npy/.npz) with
-    ``scheme``: encodings (and mixed labels) into ``out``, the key into ``key`` (apart from ``out``). ``seed`` makes
-    a reproducible experiment; without it the key comes from the OS CSPRNG. Returns a summary."""
+    ``scheme``: encodings (and mixed labels) into the folder ``out`` with a ``manifest.json`` that binds them to the
+    key's fingerprint, the key into ``key`` (apart from ``out``). ``seed`` makes a reproducible experiment; without
+    it the key comes from the OS CSPRNG.
+
+    Everything is validated and computed before anything is written; the folder is written as a temporary sibling
+    and renamed into place last (the key file just before it), so a crash or Ctrl-C leaves the old folder or the
+    complete new one. A lock beside ``out`` refuses a second protect into the same folder. An existing key or
+    non-empty ``out`` is replaced only with ``force``. Returns a summary."""
+    import shutil
+    import tempfile
+
     from masquerade.data import load_images
-    from masquerade.fileio import save_npy, save_npz
+    from masquerade.fileio import LockedError, exclusive_lock, recover_dir, replace_dir, save_npy, save_npz
     from masquerade.keys import save_key
     from masquerade.registry import create_scheme
     from masquerade.rng import as_generator
@@ -79,50 +115,101 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
 
     out, keyfile = Path(out), Path(key)
     _check_key_apart(keyfile, out)
+    if keyfile.suffix != ".safetensors":
+        raise InputError(f"{keyfile}: key files are written as .safetensors (use that suffix)")
     if keyfile.exists() and not force:
         raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if run_out is not None and keyfile.resolve().is_relative_to(Path(run_out).resolve()):
+        raise InputError(f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep "
+                         f"keys apart")
     sch = create_scheme(scheme, **(settings or {}))
     gen = as_generator(seed)
-    if sch.data_kind == "features":
+    features = sch.data_kind == "features"
+    if features:
         feats, others = load_features(data)
+        n, pool = len(feats), None
+    else:
+        images = load_images(data)
+        if len(images) == 0:
+            raise InputError(f"{data}: holds no images")
+        n = len(images)
+        h, w, c = images.image_shape
+        pool = public_pool_for(sch, n, images.image_shape, public, patches=public_patches, seed=seed)
+    try:
+        lock = exclusive_lock(out)
+        lock.__enter__()
+    except LockedError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        recover_dir(out)
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise InputError(f"{out}: holds earlier outputs; refusing to replace them (use --force)")
         with start_run("protect", out=run_out) as run:
-            k = sch.keygen(len(feats), rng=gen, shape=feats.shape[1:])
-            z = sch.encode(feats, k)
-            save_npy(out / "features.npy", z)  # float32 bit patterns, written as they are
-            if others:
-                save_npz(out / "extra.npz", **others)
-            save_key(keyfile, k)
+            if features:
+                k = sch.keygen(n, rng=gen, shape=feats.shape[1:])
+                z_feats = sch.encode(feats, k)
+            else:
+                k = sch.keygen(n, rng=gen, shape=(c, h, w), pool_size=0 if pool is None else len(pool))
+                z = sch.encode(images.to_tensor(), k, public=None if pool is None else pool.to_tensor())
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+            try:
+                if features:
+                    files = ["features.npy"]
+                    save_npy(tmp / "features.npy", z_feats)  # float32 bit patterns, written as they are
+                    if others:
+                        save_npz(tmp / "extra.npz", **others)
+                        files.append("extra.npz")
+                else:
+                    files = ["encodings.npy"]
+                    save_npy(tmp / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
+                    mix_labels = getattr(sch, "mix_labels", None)
+                    if images.labels is not None and mix_labels is not None:
+                        save_npy(tmp / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
+                        files.append("labels.npy")
+                _manifest(tmp, scheme, k, files, n)
+                if pool is not None:
+                    save_npz(keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz"),
+                             images=pool.images, names=np.array(pool.names))
+                save_key(keyfile, k)
+                replace_dir(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             run.write_config({"scheme": scheme, "settings": str(sch.settings), "input": str(data), "out": str(out)},
                              seed=seed, keys={"protect": k})
-            run.add_metrics(vectors=len(feats), features_shape=list(feats.shape))
-        return {"kind": "features", "count": len(feats), "out": out / "features.npy", "key": keyfile,
-                "fingerprint": k.fingerprint, "run": run.path}
-    images = load_images(data)
-    h, w, c = images.image_shape
-    pool = public_pool_for(sch, len(images), images.image_shape, public, patches=public_patches, seed=seed)
-    with start_run("protect", out=run_out) as run:
-        k = sch.keygen(len(images), rng=gen, shape=(c, h, w), pool_size=0 if pool is None else len(pool))
-        z = sch.encode(images.to_tensor(), k, public=None if pool is None else pool.to_tensor())
-        save_npy(out / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
-        mix_labels = getattr(sch, "mix_labels", None)
-        if images.labels is not None and mix_labels is not None:
-            save_npy(out / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
-        if pool is not None:
-            save_npz(keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz"),
-                     images=pool.images, names=np.array(pool.names))
-        save_key(keyfile, k)
-        run.write_config({"scheme": scheme, "settings": str(sch.settings), "input": str(data), "out": str(out)},
-                         seed=seed, keys={"protect": k})
-        run.add_metrics(images=len(images), encodings_shape=list(z.shape))
-        run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2, caption="|encodings| (first 32)")
-    return {"kind": "images", "count": len(images), "out": out / "encodings.npy", "key": keyfile,
+            if features:
+                run.add_metrics(vectors=n, features_shape=list(feats.shape))
+            else:
+                run.add_metrics(images=n, encodings_shape=list(z.shape))
+                run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2,
+                              caption="|encodings| (first 32)")
+    finally:
+        lock.__exit__(None, None, None)
+    name = "features.npy" if features else "encodings.npy"
+    return {"kind": "features" if features else "images", "count": n, "out": out / name, "key": keyfile,
             "fingerprint": k.fingerprint, "run": run.path}
 
 
-def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public: PathLike | None = None
-           ) -> dict[str, Any]:
+def _check_outputs(out: Path, inputs: list[Path], force: bool) -> None:
+    target = out.resolve()
+    for p in inputs:
+        if target == p.resolve():
+            raise InputError(f"{out}: is one of the inputs; choose another output")
+    if out.exists() and not force:
+        raise InputError(f"{out}: exists; refusing to overwrite it (use --force)")
+    if out.exists() and out.is_dir():
+        raise InputError(f"{out}: is a folder; name the output file")
+
+
+def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public: PathLike | None = None,
+           force: bool = False) -> dict[str, Any]:
     """Decode what :func:`protect` wrote (``encodings.npy`` or ``features.npy``) with its key: images to an ``.npz``
-    (uint8), features to an ``.npy``. Returns a summary."""
+    (uint8), features to an ``.npy``. The key must be the one the folder's manifest names (``force`` decodes with
+    another anyway); ``out`` is never one of the inputs, and an existing ``out`` is replaced only with ``force``.
+    Returns a summary."""
     import torch
 
     from masquerade.data import load_images, to_uint8
@@ -130,11 +217,16 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     from masquerade.keys import load_key
     from masquerade.registry import create_scheme
 
+    path, out = Path(data), Path(out)
+    _check_outputs(out, [path, Path(key)] + ([Path(public)] if public else []), force)
     k = load_key(key, expect=scheme)
     sch = create_scheme(scheme, **dataclasses.asdict(k.settings))  # type: ignore[attr-defined]
     if not sch.invertible:
         raise NotInvertibleError(f"{scheme} cannot be decoded, even with its key")
-    path, out = Path(data), Path(out)
+    manifest = read_manifest(path.parent)
+    if manifest is not None and manifest.get("key_fingerprint") != k.fingerprint and not force:
+        raise InputError(f"{path}: these encodings were made with key {manifest.get('key_fingerprint')}, not with "
+                         f"{key} ({k.fingerprint}); decoding with another key gives garbage (--force to try anyway)")
     if sch.data_kind == "features":
         feats, _ = load_features(path)
         if out.suffix != ".npy":
