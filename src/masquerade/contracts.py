@@ -135,14 +135,48 @@ class Attack(Protocol):
 
 def build_settings(cls: type, where: str, /, **values: Any) -> Any:
     """``cls(**values)`` for a Settings dataclass, with one-line errors for unknown names and wrong values."""
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - allowed)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise InputError(f"{where} has no setting {unknown}; its settings are {sorted(allowed) or 'none'}")
+        raise InputError(f"{where} has no setting {unknown}; its settings are {sorted(fields) or 'none'}")
+    for name, value in list(values.items()):
+        if str(fields[name].type).startswith("tuple") and isinstance(value, (int, float, str, list)):
+            value = values[name] = tuple(value) if isinstance(value, list) else (value,)
+        want = _value_fits(str(fields[name].type), value)
+        if want:
+            raise InputError(f"{where}: setting {name} must be {want}, got {value!r}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {exc}") from None
+        text = str(exc)
+        raise InputError(text if text.startswith(f"{where}:") else f"{where}: {text}") from None
+
+
+def _value_fits(annotation: str, value: Any) -> str:
+    """'' when ``value`` fits a simple annotation (int, float, bool, str, tuple, their ``| None``), else what it
+    must be. Annotations it does not know are not checked here (the Settings' own checks still run)."""
+    import math
+
+    kinds = [k.strip() for k in annotation.split("|")]
+    if "None" in kinds and value is None:
+        return ""
+    kinds = [k for k in kinds if k != "None"]
+    if len(kinds) != 1:
+        return ""
+    kind = kinds[0]
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if kind == "int":
+        return "" if is_int else "an integer"
+    if kind == "float":
+        ok = (is_int or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+        return "" if ok else "a finite number"
+    if kind == "bool":
+        return "" if isinstance(value, (bool, np.bool_)) else "true or false"
+    if kind == "str":
+        return "" if isinstance(value, str) else "a string"
+    if kind.startswith("tuple"):
+        return "" if isinstance(value, (tuple, list)) else "a comma-separated list"
+    return ""
 
 
 class Configurable:

@@ -100,3 +100,21 @@ def test_psnr_rmse_match_references(rng: np.random.Generator) -> None:
     assert torch.isinf(psnr(nchw(a), nchw(a), data_range=255)).all()
     with pytest.raises(InputError):
         psnr(nchw(a), nchw(b), data_range=-1)
+
+
+def test_metrics_refuse_a_data_range_that_contradicts_the_pixels(rng: np.random.Generator) -> None:
+    from masquerade.errors import InputError
+    from masquerade.metrics import psnr
+
+    f = torch.from_numpy(rng.random((2, 3, 16, 16)).astype(np.float32))
+    u = (f * 255).round().to(torch.uint8)
+    with pytest.raises(InputError, match="data_range=1"):
+        ssim(f, f.flip(0), data_range=255)        # [0, 1] floats scored as 0..255: SSIM near 1 whatever they are
+    with pytest.raises(InputError, match="wider than data_range"):
+        psnr(u, u.flip(0), data_range=1.0)        # uint8 scored as [0, 1]: negative PSNR
+    with pytest.raises(InputError, match="wider than data_range"):
+        ssim(u, u.flip(0), data_range=1.0)
+    with pytest.raises(InputError, match="NaN"):
+        psnr(f * float("nan"), f, data_range=1.0)
+    assert torch.isfinite(psnr(u, u.flip(0), data_range=255)).all()
+    assert float(ssim(f * 2 - 1, f.flip(0) * 2 - 1, data_range=2.0).min()) > -1     # [-1, 1] images: range 2

@@ -55,7 +55,9 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
                 raise InputError(f"channels must be 1 or 3, got {channels}")
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{name}: refused, a possible decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
@@ -175,7 +177,7 @@ def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) ->
 def _load_npy(p: Path) -> np.ndarray:
     try:
         return np.load(p, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p}: not a plain numeric .npy array ({exc}); object arrays are never loaded") from None
 
 

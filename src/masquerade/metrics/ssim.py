@@ -67,6 +67,28 @@ def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, *,
+                floating: bool | None = None) -> None:
+    """Refuse a ``data_range`` that contradicts the pixels: values spanning more than it (uint8 images scored with
+    ``data_range=1``), or float images in [0, 1] scored with ``data_range`` > 2 (as if they were 0..255)."""
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
+    if not a.numel():
+        return
+    lo_a, hi_a = (float(v) for v in torch.aminmax(a))
+    lo_b, hi_b = (float(v) for v in torch.aminmax(b))
+    lo, hi = min(lo_a, lo_b), max(hi_a, hi_b)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"{name}: the images contain NaN or infinite values")
+    if hi - min(lo, 0.0) > data_range * (1 + 1e-6):
+        raise InputError(f"{name}: pixel values span [{lo:.4g}, {hi:.4g}], wider than data_range={data_range}; "
+                         f"uint8 images take data_range=255")
+    floating = a.is_floating_point() if floating is None else floating
+    if floating and data_range > 2 and 0 < hi <= 1 and lo >= -1:
+        raise InputError(f"{name}: float images in [{lo:.3g}, {hi:.3g}] with data_range={data_range}: images in "
+                         f"[0, 1] take data_range=1")
+
+
 def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float,
          win_size: int | None = None, gaussian_weights: bool = False, sigma: float = 1.5,
          use_sample_covariance: bool = True, K1: float = 0.01, K2: float = 0.03,
@@ -80,8 +102,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     b = _raw(y, name="ssim y")
     if a.shape != b.shape:
         raise InputError(f"ssim: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
-        raise InputError(f"ssim: data_range must be a positive number, got {data_range!r}")
+    check_units(a, b, data_range, "ssim")
     if K1 < 0 or K2 < 0 or sigma <= 0:
         raise InputError("ssim: K1, K2 must be >= 0 and sigma > 0")
     if gaussian_weights:

@@ -38,9 +38,10 @@ def _check_key_apart(key: Path, out: Path) -> None:
         raise InputError(f"{key}: keep the key apart from the data (--key must not be inside {out})")
 
 
-def load_features(path: PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def load_features(path: PathLike, *, finite: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Float32 features from a .npy, or from a .npz (the array named ``features``, or its only array); the other
-    arrays of a .npz (labels, names) are passed along untouched."""
+    arrays of a .npz (labels, names) are passed along untouched. ``finite``: refuse NaN and infinities (plaintext
+    features; ciphertexts hold such bit patterns by design)."""
     path = Path(path)
     if path.suffix not in (".npy", ".npz") or not path.is_file():
         raise InputError(f"{path}: expected a .npy or .npz file of float32 features")
@@ -61,6 +62,11 @@ def load_features(path: PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             others = {k: loaded[k] for k in names if k != name}
     if feats.dtype != np.float32 or feats.ndim < 2:
         raise InputError(f"{path}: expected float32 features N × D, got {feats.dtype} {feats.shape}")
+    if finite and not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).sum())
+        raise InputError(f"{path}: {bad} feature values are NaN or infinite; protect takes plaintext features")
+    if len(feats) == 0:
+        raise InputError(f"{path}: holds no feature vectors")
     return feats, others
 
 
@@ -128,7 +134,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     gen = as_generator(seed)
     features = sch.data_kind == "features"
     if features:
-        feats, others = load_features(data)
+        feats, others = load_features(data, finite=True)
         n, pool = len(feats), None
     else:
         images = load_images(data)

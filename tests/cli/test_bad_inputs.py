@@ -1,0 +1,67 @@
+"""Bad inputs on the command line: each ends with exit 2 and one line on stderr naming what and where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from masquerade.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bad")
+    np.save(d / "empty.npy", np.zeros((0, 8, 8, 3), np.uint8))
+    (d / "trunc.npy").write_bytes((d / "empty.npy").read_bytes()[:20])
+    (d / "zero.npy").write_bytes(b"")
+    np.save(d / "feats_nan.npy", np.array([[1.0, np.nan]], np.float32))
+    np.save(d / "feats_empty.npy", np.zeros((0, 4), np.float32))
+    np.savez(d / "d.npz", images=np.zeros((10, 8, 8, 3), np.uint8), labels=np.arange(10) % 2)
+    (d / "mixed").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "mixed" / "a.png")
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(d / "mixed" / "b.png")
+    (d / "bomb").mkdir()
+    Image.new("1", (20000, 20000)).save(d / "bomb" / "x.png", optimize=True)   # 400 megapixels in a few KB
+    (d / "afile").write_text("x")
+    return d
+
+
+CASES = [
+    (["data", "info", "{d}/trunc.npy"], "trunc.npy"),
+    (["data", "info", "{d}/zero.npy"], "zero.npy"),
+    (["data", "info", "{d}/mixed"], "different sizes"),
+    (["data", "info", "{d}/bomb"], "decompression bomb"),
+    (["protect", "identity", "--in", "{d}/empty.npy", "--out", "{d}/o1", "--key", "{d}/k1.safetensors"], "no images"),
+    (["protect", "shufflebits", "--in", "{d}/feats_nan.npy", "--out", "{d}/o2", "--key", "{d}/k2.safetensors"],
+     "NaN or infinite"),
+    (["protect", "shufflebits", "--in", "{d}/feats_empty.npy", "--out", "{d}/o3", "--key", "{d}/k3.safetensors"],
+     "no feature vectors"),
+    (["protect", "disguise", "--in", "{d}/d.npz", "--out", "{d}/o4", "--key", "{d}/k4.safetensors", "--set",
+      "block=abc"], "setting block must be an integer"),
+    (["protect", "instahide", "--in", "{d}/d.npz", "--out", "{d}/afile", "--key", "{d}/k5.safetensors"],
+     "not a folder"),
+    (["protect", "identity", "--in", "{d}/d.npz", "--out", "{d}/o6", "--key", "{d}/k6.key"], ".safetensors"),
+    (["attack", "dlg", "--model-file", "{d}/none", "--data", "{d}/d.npz", "--set", "iterations=abc"],
+     "iterations must be an integer"),
+    (["attack", "inverting_gradients", "--model-file", "{d}/none", "--data", "{d}/d.npz", "--set", "lr=inf"],
+     "finite number"),
+    (["attack", "shufflebits-popcount", "--encodings", "{d}/trunc.npy"], "trunc.npy"),
+    (["train", "--data", "{d}/d.npz", "--test", "{d}/d.npz", "--lr", "nan"], "finite number"),
+    (["metrics", "{d}/d.npz", "{d}/empty.npy"], "must match"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", CASES, ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_is_one_line_and_exit_2(files: Path, argv: list[str], needle: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        rc = main(["--quiet", *[a.format(d=files) for a in argv]])
+    except SystemExit as exc:     # argparse's own usage errors
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert needle in err[-1] and "Traceback" not in "\n".join(err) and "internal error" not in err[-1]
+    assert len([line for line in err if line.startswith("masquerade")]) == 1
