@@ -80,6 +80,10 @@ def test_resume_reaches_the_same_result(digits, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="other settings"):
         train(tr, te, settings=TrainSettings(epochs=3, precision="fp32"), seed=5, checkpoint=tmp_path / "b.pt",
               resume=True, progress=False)
+    # a dataset-key scheme whose key came from OS randomness: no checkpoint holds it, so no resume
+    with pytest.raises(InputError, match="cannot be resumed"):
+        train(tr, te, scheme="disguise", settings=one, seed=None, checkpoint=tmp_path / "b.pt", resume=True,
+              progress=False)
 
 
 def test_bad_settings() -> None:

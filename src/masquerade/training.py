@@ -171,6 +171,9 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     # dataset-key schemes (DisguisedNets) use one key for the training set, extended to the test set, and are
     # tested on the disguised test images.
     fixed_key = None
+    if resume and seed is None and not getattr(sch, "one_time_keys", True):
+        raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
+                         f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
     if not getattr(sch, "one_time_keys", True):
         g_key = np.random.default_rng([seed, 2**32]) if seed is not None else secure_rng()
         fixed_key = sch.keygen(len(x_train), rng=g_key, shape=(c, h, w), pool_size=pool)

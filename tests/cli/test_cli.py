@@ -143,6 +143,15 @@ def test_train_command_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (tmp_path / "run2" / "checkpoint.pt").is_file()
     resume = args[:-2] + ["--resume", str(tmp_path / "run2")]
     assert main(resume) == 0  # already finished: resumes to the same end state
+    # a resumed run refuses anything that differs from the run it resumes
+    np.savez(tmp_path / "other.npz", images=imgs[::-1].copy(), labels=np.arange(120) % 4)
+    capsys.readouterr()
+    other = [a if a != str(tmp_path / "tr.npz") else str(tmp_path / "other.npz") for a in resume]
+    assert main(other) == 2 and "other training data" in capsys.readouterr().err
+    reseeded = [a if a != "0" else "1" for a in resume]
+    assert main(reseeded) == 2 and "seed" in capsys.readouterr().err
+    assert main(resume[:resume.index("--k")] + ["--k", "3"] + resume[resume.index("--k") + 2:]) == 2
+    assert "scheme settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("scheme, extra", [("disguise", ["--set", "transform=aes"]), ("disguise", []),

@@ -82,3 +82,51 @@ def test_fetch_reports_unreachable_server(tmp_path: Path, server: tuple[str, Pat
 def test_fetch_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(MasqueradeError, match="unknown data set"):
         fetch_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("evil", ["symlink", "dotdot", "absolute"])
+def test_fetch_refuses_hostile_archive_members(tmp_path: Path, server: tuple[str, Path], evil: str) -> None:
+    import io
+    import tarfile
+
+    base, www = server
+    archive, _ = _cifar_archive(tmp_path)
+    bad = www / archive.name
+    with tarfile.open(archive) as src, tarfile.open(bad, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        info = tarfile.TarInfo({"symlink": "cifar-10-batches-py/link", "dotdot": "cifar-10-batches-py/../../escape",
+                                "absolute": "/tmp/masquerade-escape"}[evil])
+        if evil == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            dst.addfile(info)
+        else:
+            info.size = 3
+            dst.addfile(info, io.BytesIO(b"bad"))
+    md5 = hashlib.md5(bad.read_bytes()).hexdigest()
+    root = tmp_path / "data"
+    with pytest.raises(IntegrityError, match="refusing member"):
+        fetch_dataset("cifar10", root, url=f"{base}/{archive.name}", md5=md5, progress=False)
+    assert not (root / "cifar-10-batches-py").exists() and not (tmp_path / "escape").exists()
+
+
+def test_fetch_never_deletes_what_it_did_not_create(tmp_path: Path, server: tuple[str, Path]) -> None:
+    from masquerade.errors import InputError
+
+    base, www = server
+    archive, _ = _cifar_archive(tmp_path)
+    (www / archive.name).write_bytes(archive.read_bytes())
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    root = tmp_path / "data"
+    mine = root / "cifar-10-batches-py"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my own work")
+    with pytest.raises(InputError, match="not ours to delete"):
+        fetch_dataset("cifar10", root, url=f"{base}/{archive.name}", md5=md5, progress=False)
+    assert (mine / "notes.txt").read_text() == "my own work"
+    other = tmp_path / "data2"
+    other.mkdir()
+    (other / archive.name).write_bytes(b"a user's own, different file")
+    with pytest.raises(IntegrityError, match="not ours to delete"):
+        fetch_dataset("cifar10", other, url=f"{base}/{archive.name}", md5=md5, progress=False)
+    assert (other / archive.name).read_bytes() == b"a user's own, different file"

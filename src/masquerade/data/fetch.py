@@ -98,20 +98,30 @@ def fetch_dataset(name: str, root: str | os.PathLike[str] | None = None, *, url:
     root.mkdir(parents=True, exist_ok=True)
     archive = root / spec.filename
     want = (md5 or spec.md5).lower()
-    if not (archive.is_file() and file_digest(archive) == want):
+    if archive.is_file() and file_digest(archive) != want:
+        raise IntegrityError(f"{archive}: exists, but its MD5 is not the published {want}; it is not ours to delete: "
+                             f"remove it, or pass the expected --md5")
+    if not archive.is_file():
         _download(url or spec.url, archive, timeout=timeout, progress=progress)
         got = file_digest(archive)
         if got != want:
             archive.unlink(missing_ok=True)
             raise IntegrityError(f"{spec.filename}: MD5 {got} does not match the published {want}; "
                                  "the download was deleted")
-    if folder.exists():  # an incomplete earlier extraction (e.g. by hand): replace it
-        shutil.rmtree(folder)
+    if folder.exists():  # not made by us (we only ever rename complete folders into place): leave it alone
+        raise InputError(f"{folder}: exists but does not hold the complete data set; it is not ours to delete: "
+                         f"remove it or choose another --root")
     try:
         with tarfile.open(archive) as tar, atomic_dir(folder) as tmp:
-            members = [m for m in tar.getmembers() if m.name.split("/", 1)[0] == spec.folder]
+            every = tar.getmembers()
+            members = [m for m in every if m.name.split("/", 1)[0] == spec.folder]
             if not members:
                 raise IntegrityError(f"{archive}: has no {spec.folder}/ folder")
+            for m in every:
+                parts = Path(m.name).parts
+                if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
+                    raise IntegrityError(f"{archive}: refusing member {m.name!r} (links, devices, absolute paths "
+                                         f"and '..' never leave an archive)")
             tar.extractall(tmp, members=members, filter="data")
             inner = tmp / spec.folder
             for item in inner.iterdir():

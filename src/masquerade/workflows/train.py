@@ -55,15 +55,17 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
         raise InputError("train: --always goes with --policy")
     sch = create_scheme(scheme, **scheme_settings)
     pool = public_pool_for(sch, len(train_set), train_set.image_shape, public, patches=public_patches, seed=seed)
+    identity = {"scheme": scheme, "scheme_settings": str(sch.settings), "settings": dict(settings.__dict__),
+                "data_sha256": _digest(train_set), "test_sha256": _digest(test_set)}
     if resume:
         run_path = Path(resume)
         if not (run_path / "checkpoint.pt").is_file():
             raise InputError(f"{run_path}: no checkpoint.pt to resume from")
+        _check_resume(run_path, identity, seed)
         run = Run(run_path, "train")
     else:
         run = start_run("train", out=out)
-        run.write_config({"scheme": scheme, "scheme_settings": str(sch.settings), "train": config or {},
-                          "settings": settings.__dict__}, seed=seed)
+        run.write_config({**identity, "train": config or {}}, seed=seed)
     with run:
         def log_epoch(rec: dict[str, Any]) -> None:
             run.log(f"epoch {rec['epoch']}: loss {rec['train_loss']:.4f}, test accuracy {rec['test_acc']:.4f}, "
@@ -87,6 +89,36 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
                                      "xlabel": "epoch", "ylabel": "clean test accuracy"}
         run.add_metrics(**metrics)
     return {**metrics, "epochs_run": len(hist), "run": run.path}
+
+
+def _digest(images: Any) -> str:
+    """A digest of a data set's pixels and labels: a resumed run must train on the same data."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(np.ascontiguousarray(images.images).tobytes())
+    if images.labels is not None:
+        h.update(np.ascontiguousarray(images.labels).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_resume(run_path: Path, identity: dict[str, Any], seed: int | None) -> None:
+    """Refuse to resume a run with anything that differs from what it started with."""
+    cfg_path = run_path / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{cfg_path}: cannot read the run's configuration ({exc}); cannot resume") from None
+    if cfg.get("seed") != seed:
+        raise InputError(f"{run_path}: the run was started with seed {cfg.get('seed')!r}, not {seed!r}; resume it "
+                         f"with the same --seed")
+    inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+    for k, v in identity.items():
+        if k in inner and json.loads(json.dumps(inner[k], default=str)) != json.loads(json.dumps(v, default=str)):
+            what = {"data_sha256": "training data", "test_sha256": "test data"}.get(k, k.replace("_", " "))
+            raise InputError(f"{run_path}: the run was started with other {what}; resume it with the same "
+                             f"options (or start a new run)")
 
 
 def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str = "resnet20", share: float = 0.1,
