@@ -65,3 +65,34 @@ def test_bad_input_is_one_line_and_exit_2(files: Path, argv: list[str], needle: 
     assert rc == 2, err
     assert needle in err[-1] and "Traceback" not in "\n".join(err) and "internal error" not in err[-1]
     assert len([line for line in err if line.startswith("masquerade")]) == 1
+
+
+def test_resource_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from safetensors.numpy import save_file
+
+    (tmp_path / "many").mkdir()
+    for i in range(5):
+        Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "many" / f"{i}.png")
+    monkeypatch.setenv("MASQUERADE_MAX_TOTAL_PIXELS", "30000")      # 3 of these 100×100 images
+    assert main(["data", "info", str(tmp_path / "many")]) == 2
+    assert "pixels in all" in capsys.readouterr().err
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(200, 100, 100, 3))
+    del big
+    assert main(["data", "info", str(tmp_path / "big.npy")]) == 2
+    assert "declares" in capsys.readouterr().err
+    monkeypatch.delenv("MASQUERADE_MAX_TOTAL_PIXELS")
+    # model metadata that asks for 10^11 classes is refused before anything is allocated
+    meta = {"arch": "convnet16", "num_classes": str(10**11), "in_channels": "3", "mean": json.dumps([0.5] * 3),
+            "std": json.dumps([0.25] * 3)}
+    save_file({"w": np.zeros(1, np.float32)}, str(tmp_path / "m.safetensors"), metadata=meta)
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.arange(4))
+    assert main(["attack", "dlg", "--model-file", str(tmp_path / "m.safetensors"), "--data",
+                 str(tmp_path / "d.npz")]) == 2
+    assert "10000" in capsys.readouterr().err.replace(",", "")
+    meta |= {"num_classes": "10", "std": "[0, 1, nan]"}
+    save_file({"w": np.zeros(1, np.float32)}, str(tmp_path / "m.safetensors"), metadata=meta)
+    assert main(["attack", "dlg", "--model-file", str(tmp_path / "m.safetensors"), "--data",
+                 str(tmp_path / "d.npz")]) == 2
+    assert "damaged model metadata" in capsys.readouterr().err

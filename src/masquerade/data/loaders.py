@@ -21,6 +21,30 @@ _IGNORED = {"thumbs.db", "desktop.ini"}
 _CIFAR_DIRS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
 MAX_PIXELS = 100_000_000  # refuse decompression bombs beyond 100 megapixels per image
 
+
+def max_total_pixels() -> int:
+    """What one command may load in all: ``$MASQUERADE_MAX_TOTAL_PIXELS`` pixels (default 1.5 billion, about
+    4.5 GB of RGB), so many large images cannot exhaust memory where each alone is within :data:`MAX_PIXELS`."""
+    text = os.environ.get("MASQUERADE_MAX_TOTAL_PIXELS", "")
+    try:
+        return int(text) if text else 1_500_000_000
+    except ValueError:
+        raise InputError(f"$MASQUERADE_MAX_TOTAL_PIXELS must be an integer, got {text!r}") from None
+
+
+class PixelBudget:
+    """A running total of the pixels a command loads, refused past :func:`max_total_pixels`."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.limit = where, max_total_pixels()
+        self.left = self.limit
+
+    def take(self, pixels: int, name: str) -> None:
+        self.left -= int(pixels)
+        if self.left < 0:
+            raise InputError(f"{self.where}: more than {self.limit:,} pixels in all (reached at {name}); load fewer "
+                             f"or smaller images, or raise $MASQUERADE_MAX_TOTAL_PIXELS")
+
 Size = int | tuple[int, int] | None
 
 
@@ -34,7 +58,8 @@ def _norm_size(size: Size) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: int | None = None,
+                 budget: PixelBudget | None = None) -> np.ndarray:
     """Decode one image file to uint8 H×W×C (C = 3 for colour, 1 for grey unless ``channels`` says otherwise)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -43,6 +68,8 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
         with Image.open(src) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise InputError(f"{name}: {im.width}×{im.height} is larger than the {MAX_PIXELS:,}-pixel limit")
+            if budget is not None:
+                budget.take(im.width * im.height, name)
             im.load()
             grey = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
             want = channels if channels is not None else (1 if grey else 3)
@@ -92,7 +119,9 @@ def load_photos(path: str | os.PathLike[str], *, channels: int | None = 3) -> tu
         raise InputError(f"{bad[0]}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
     if not files:
         raise InputError(f"{p}: no images found")
-    return [decode_image(f, name=str(f), channels=channels) for f in files], [str(f.relative_to(p)) for f in files]
+    budget = PixelBudget(str(p))
+    return ([decode_image(f, name=str(f), channels=channels, budget=budget) for f in files],
+            [str(f.relative_to(p)) for f in files])
 
 
 def load_images(path: str | os.PathLike[str], *, size: Size = None, split: str = "train",
@@ -161,21 +190,28 @@ def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) ->
             raise InputError(f"{p}: mixes class sub-folders with loose images (e.g. {loose[0].name}); "
                              "put every image in a class folder, or use a flat folder")
         images, names, labels = [], [], []
+        budget = PixelBudget(str(p))
         for label, d in enumerate(subdirs):
             for f in _image_files(d):
-                images.append(decode_image(f, name=str(f), channels=channels))
+                images.append(decode_image(f, name=str(f), channels=channels, budget=budget))
                 names.append(f"{d.name}/{f.name}")
                 labels.append(label)
         arr = stack_images(images, names, size, str(p))
         return ImageSet(arr, np.asarray(labels, np.int64), tuple(d.name for d in subdirs), tuple(names), str(p))
     files = _image_files(p)
-    images = [decode_image(f, name=str(f), channels=channels) for f in files]
+    budget = PixelBudget(str(p))
+    images = [decode_image(f, name=str(f), channels=channels, budget=budget) for f in files]
     arr = stack_images(images, [f.name for f in files], size, str(p))
     return ImageSet(arr, None, (), tuple(f.name for f in files), str(p))
 
 
 def _load_npy(p: Path) -> np.ndarray:
     try:
+        head = np.load(p, mmap_mode="r", allow_pickle=False)     # the header and the file's size, no allocation
+        if head.size > max_total_pixels() * 4:
+            raise InputError(f"{p}: declares {head.size:,} values, more than this command loads "
+                             f"($MASQUERADE_MAX_TOTAL_PIXELS)")
+        del head
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p}: not a plain numeric .npy array ({exc}); object arrays are never loaded") from None

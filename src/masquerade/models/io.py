@@ -4,6 +4,7 @@ class count and input standardisation in its metadata, so a file alone rebuilds 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -60,12 +61,24 @@ def load_model(path: str | os.PathLike[str]) -> Normalized:
     meta, state = read_safetensors(path, "masquerade model file")
     if "arch" not in meta:
         raise InputError(f"{path}: not a masquerade model file (no architecture in its metadata)")
-    model = create_model(meta["arch"], num_classes=int(meta["num_classes"]), in_channels=int(meta["in_channels"]))
+    try:
+        num_classes, in_channels = int(meta["num_classes"]), int(meta["in_channels"])
+        mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: damaged model metadata ({type(exc).__name__}: {exc})") from None
+    if not (1 <= num_classes <= 100_000 and 1 <= in_channels <= 64):
+        raise InputError(f"{path}: model metadata asks for {num_classes} classes and {in_channels} input channels; "
+                         f"refused (at most 100,000 and 64)")
+    ok = lambda v: isinstance(v, list) and len(v) == in_channels and all(  # noqa: E731
+        isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+    if not (ok(mean) and ok(std) and min(std) > 0):
+        raise InputError(f"{path}: damaged model metadata (mean/std: {in_channels} finite numbers each, std > 0)")
+    model = create_model(meta["arch"], num_classes=num_classes, in_channels=in_channels)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit a {meta['arch']} ({str(e).splitlines()[0]})") from None
-    out = Normalized(model, json.loads(meta["mean"]), json.loads(meta["std"])).eval()
+    out = Normalized(model, mean, std).eval()
     out.arch = meta["arch"]
     out.info = json.loads(meta.get("info", "{}"))
     return out
