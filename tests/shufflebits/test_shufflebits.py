@@ -158,11 +158,15 @@ def test_cli_protect_reveal_features(tmp_path) -> None:
     x.view(np.uint32)[0, :len(SPECIAL)] = SPECIAL[:10]
     np.savez(tmp_path / "f.npz", features=x, labels=np.arange(6))
     cli = [sys.executable, "-m", "masquerade"]
+    r = subprocess.run(cli + ["protect", "shufflebits", "--in", str(tmp_path / "f.npz"), "--out",
+                              str(tmp_path / "refused"), "--key", str(tmp_path / "refused.safetensors")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--allow-nonfinite" in r.stderr        # special values only when asked for
     for scope in SCOPES:
         out, key = tmp_path / f"enc-{scope}", tmp_path / f"{scope}.safetensors"
         r = subprocess.run(cli + ["protect", "shufflebits", "--scope", scope, "--in", str(tmp_path / "f.npz"),
-                                  "--out", str(out), "--key", str(key), "--run-out", str(tmp_path / f"run-{scope}")],
-                           capture_output=True, text=True)
+                                  "--out", str(out), "--key", str(key), "--run-out", str(tmp_path / f"run-{scope}"),
+                                  "--allow-nonfinite"], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         r = subprocess.run(cli + ["reveal", "shufflebits", "--in", str(out / "features.npy"), "--key", str(key),
                                   "--out", str(tmp_path / f"dec-{scope}.npy")], capture_output=True, text=True)

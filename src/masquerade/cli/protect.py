@@ -38,7 +38,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
     r = protect(args.input, args.scheme, out=args.out, key=args.key, settings=scheme_settings(args),
                 public=args.public, public_patches=args.public_patches, seed=args.seed, force=args.force,
-                run_out=args.run_out)
+                run_out=args.run_out, allow_nonfinite=args.allow_nonfinite)
     what = "encrypted feature vectors" if r["kind"] == "features" else "encodings"
     print(f"wrote {r['count']} {what} to {r['out']}; key {r['key']} (fingerprint {r['fingerprint']})")
     return 0
@@ -64,6 +64,8 @@ def register(sub: Any) -> None:
     add_scheme_options(p)
     p.add_argument("--seed", type=seed, help="seed for a reproducible experiment (default: OS randomness)")
     p.add_argument("--force", action="store_true", help="replace an existing key file and output folder")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="features: encrypt NaN and infinite values as the bit patterns they are (refused otherwise)")
     p.add_argument("--run-out", help="run folder")
     p.set_defaults(func=cmd_protect)
 

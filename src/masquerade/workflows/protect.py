@@ -64,7 +64,8 @@ def load_features(path: PathLike, *, finite: bool = False) -> tuple[np.ndarray, 
         raise InputError(f"{path}: expected float32 features N × D, got {feats.dtype} {feats.shape}")
     if finite and not np.isfinite(feats).all():
         bad = int((~np.isfinite(feats)).sum())
-        raise InputError(f"{path}: {bad} feature values are NaN or infinite; protect takes plaintext features")
+        raise InputError(f"{path}: {bad} feature values are NaN or infinite; protect takes plaintext features "
+                         f"(--allow-nonfinite encrypts such bit patterns as they are)")
     if len(feats) == 0:
         raise InputError(f"{path}: holds no feature vectors")
     return feats, others
@@ -99,11 +100,13 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settings: dict[str, Any] | None = None,
             public: PathLike | None = None, public_patches: int = 10000, seed: int | None = None,
-            force: bool = False, run_out: PathLike | None = None) -> dict[str, Any]:
+            force: bool = False, run_out: PathLike | None = None, allow_nonfinite: bool = False
+            ) -> dict[str, Any]:
     """Protect ``data`` (images: folder, .npz, CIFAR archive, ``bundled:NAME``; features: .npy/.npz) with
     ``scheme``: encodings (and mixed labels) into the folder ``out`` with a ``manifest.json`` that binds them to the
-    key's fingerprint, the key into ``key`` (apart from ``out``). ``seed`` makes a reproducible experiment; without
-    it the key comes from the OS CSPRNG.
+    key's fingerprint, the key into ``key`` (apart from ``out``). Non-finite plaintext features are refused unless
+    ``allow_nonfinite`` (the cipher itself is bit-exact for every float32 pattern). ``seed`` makes a reproducible
+    experiment; without it the key comes from the OS CSPRNG.
 
     Everything is validated and computed before anything is written; the folder is written as a temporary sibling
     and renamed into place last (the key file just before it), so a crash or Ctrl-C leaves the old folder or the
@@ -134,7 +137,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     gen = as_generator(seed)
     features = sch.data_kind == "features"
     if features:
-        feats, others = load_features(data, finite=True)
+        feats, others = load_features(data, finite=not allow_nonfinite)
         n, pool = len(feats), None
     else:
         images = load_images(data)
