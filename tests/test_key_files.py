@@ -170,3 +170,31 @@ def test_reveal_with_a_tampered_key_exits_2_with_one_line(tmp_path: Path, capsys
     assert err.count("\n") == 1 and "tampered" in err and "Traceback" not in err
     assert not (tmp_path / "r.npz").exists()
     torch.manual_seed(0)
+
+
+def test_compiled_kernels_check_bounds_at_their_entry() -> None:
+    from masquerade.disguise._kernel import gather_u8, scatter_f32
+    from masquerade.instahide._kernel import mix_encode
+
+    n, c, p = 4, 3, 16
+    priv, pub = np.zeros((n, c, p), np.float32), np.zeros((1, c, p), np.float32)
+    lam = np.full((n, 2), 0.5, np.float32)
+    affine = np.ones((2, c), np.float32)
+    out = np.empty((n, c, p), np.float32)
+    mask = np.zeros((n, c * p // 8), np.uint8)
+    partners = np.tile(np.arange(2), (n, 1)).astype(np.int64)
+    mix_encode(priv, pub, partners, np.zeros(2, bool), lam, affine, affine * 0, mask, True, out)
+    for bad in (n, -1, 10**9):
+        partners[1, 1] = bad
+        with pytest.raises(ValueError, match="outside"):
+            mix_encode(priv, pub, partners, np.zeros(2, bool), lam, affine, affine * 0, mask, True, out)
+    with pytest.raises(ValueError, match="mask"):
+        mix_encode(priv, pub, partners * 0, np.zeros(2, bool), lam, affine, affine * 0, mask[:, :1], True, out)
+    x, buf = np.zeros((2, c, p), np.float32), np.zeros((2, c, p), np.uint8)
+    offsets = np.arange(p, dtype=np.int64)
+    gather_u8(x, offsets, buf)
+    offsets[3] = p
+    with pytest.raises(ValueError, match="outside"):
+        gather_u8(x, offsets, buf)
+    with pytest.raises(ValueError, match="outside"):
+        scatter_f32(buf, offsets, x)

@@ -202,8 +202,16 @@ def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None,
             raise InputError(f"{where} holds {a.max()}, not below {high}")
         if permutation_rows:
             width = a.shape[-1]
-            rows = np.sort(a.reshape(-1, width).astype(np.int64), axis=1)
-            if not (rows == np.arange(width)).all():
+            flat = a.reshape(-1, width)
+            if flat.min() < 0 or flat.max() >= width:
+                ok = False
+            elif width <= 64:      # each row holds every value once: the OR of their bits is all ones
+                bits = np.left_shift(np.uint64(1), flat.astype(np.uint64))
+                full = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
+                ok = bool((np.bitwise_or.reduce(bits, axis=1) == full).all())
+            else:
+                ok = bool((np.sort(flat.astype(np.int64), axis=1) == np.arange(width)).all())
+            if not ok:
                 raise InputError(f"{where}: every row must be a permutation of 0..{width - 1} (each value once)")
     return a
 

@@ -24,7 +24,7 @@ def plane_offsets(h: int, w: int, b: int, src: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def gather_u8(x: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _gather_u8(x: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """x: (N, C, P) float32 in [0, 1]; out: (N, C, P) uint8 with out[n, c, offsets[p]] = round(255 · x[n, c, p])."""
     n, c, p = x.shape
     for i in prange(n):
@@ -36,7 +36,7 @@ def gather_u8(x: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # p
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def scatter_f32(blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _scatter_f32(blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """blocks: (N, C, P) uint8; out: (N, C, P) float32 with out[n, c, p] = blocks[n, c, offsets[p]] / 255."""
     n, c, p = out.shape
     for i in prange(n):
@@ -45,3 +45,23 @@ def scatter_f32(blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> Non
             dst = out[i, ch]
             for q in range(p):
                 dst[q] = np.float32(src[offsets[q]]) / np.float32(255.0)
+
+
+def _check_offsets(offsets: np.ndarray, a: np.ndarray, b: np.ndarray, where: str) -> None:
+    """Compiled code does not check bounds: every offset must address the buffer, and the two arrays agree."""
+    if a.shape != b.shape or a.ndim != 3 or offsets.shape != (a.shape[2],):
+        raise ValueError(f"{where}: the arrays and the offset table disagree in shape")
+    if offsets.size and (offsets.min() < 0 or offsets.max() >= a.shape[2]):
+        raise ValueError(f"{where}: an offset lies outside the block buffer")
+
+
+def gather_u8(x: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """Bounds-checked entry to the compiled gather (see the module docstring)."""
+    _check_offsets(offsets, x, out, "gather_u8")
+    _gather_u8(x, offsets, out)
+
+
+def scatter_f32(blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """Bounds-checked entry to the compiled scatter (see the module docstring)."""
+    _check_offsets(offsets, blocks, out, "scatter_f32")
+    _scatter_f32(blocks, offsets, out)

@@ -12,7 +12,7 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
+def _mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
                lam: np.ndarray, scale: np.ndarray, shift: np.ndarray, mask: np.ndarray, flip: bool,
                out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, n_ch, n_px = out.shape
@@ -53,3 +53,25 @@ def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_pub
                     q = base + p
                     if (mask[i, q >> 3] >> (7 - (q & 7))) & 1:
                         row[p] = -row[p]
+
+
+def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
+               lam: np.ndarray, scale: np.ndarray, shift: np.ndarray, mask: np.ndarray, flip: bool,
+               out: np.ndarray) -> None:
+    """The compiled kernel behind bounds checks: every index it follows is checked here first (compiled code does
+    not check, and a bad index would read or write outside the arrays)."""
+    n, n_ch, n_px = out.shape
+    k = partners.shape[1] if partners.ndim == 2 else -1
+    if partners.shape != (n, k) or lam.shape != (n, k) or slot_public.shape != (k,):
+        raise ValueError("mix_encode: partners, lam and slot_public disagree with the output's shape")
+    if priv.shape[1:] != (n_ch, n_px) or pub.shape[1:] != (n_ch, n_px) or scale.shape != (2, n_ch) \
+            or shift.shape != (2, n_ch):
+        raise ValueError("mix_encode: images or the pixel affine maps disagree with the output's shape")
+    if k and partners.size:
+        pub_slots = slot_public.astype(bool)
+        if partners.min() < 0 or (partners[:, ~pub_slots] >= len(priv)).any() \
+                or (partners[:, pub_slots] >= len(pub)).any():
+            raise ValueError("mix_encode: a partner index lies outside the private set or the public pool")
+    if flip and (mask.shape[0] != n or mask.shape[1] * 8 < n_ch * n_px):
+        raise ValueError("mix_encode: the sign mask is too small for the images")
+    _mix_encode(priv, pub, partners, slot_public, lam, scale, shift, mask, flip, out)
