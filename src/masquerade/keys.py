@@ -11,6 +11,8 @@ array shapes; reports and logs carry fingerprints only.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import importlib
@@ -27,7 +29,7 @@ from masquerade.fileio import atomic_path
 from masquerade.rng import secure_bytes, secure_rng
 
 __all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION",
-           "check_key_array", "check_key_field", "is_count"]
+           "check_key_array", "check_key_field", "is_count", "just_drawn"]
 
 FORMAT_VERSION = 1
 _META_FIELD = "masquerade"
@@ -176,6 +178,21 @@ def _canonical_digest(key: Key) -> bytes:
     return h.digest()
 
 
+_DRAWN = contextvars.ContextVar("masquerade_key_just_drawn", default=False)
+
+
+@contextlib.contextmanager
+def just_drawn() -> Any:
+    """For ``keygen`` only: the key built inside was drawn here, by construction valid, so the O(size) scans of its
+    values (ranges, permutations) are skipped; shapes and dtypes are still checked. Keys read from files never get
+    this."""
+    token = _DRAWN.set(True)
+    try:
+        yield
+    finally:
+        _DRAWN.reset(token)
+
+
 def check_key_field(key: Key, name: str, ok: bool, want: str) -> None:
     """Refuse a key whose ``name`` is not what it must be (``want`` says what)."""
     if not ok:
@@ -193,7 +210,7 @@ def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None,
     if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
         want = "×".join("*" if s is None else str(s) for s in shape) or "a scalar"
         raise InputError(f"{where} must have shape {want}, got {'×'.join(map(str, a.shape)) or 'a scalar'}")
-    if a.size:
+    if a.size and not _DRAWN.get():
         if finite and not np.isfinite(a).all():
             raise InputError(f"{where} holds NaN or infinite values")
         if low is not None and a.min() < low:
@@ -206,9 +223,10 @@ def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None,
             if flat.min() < 0 or flat.max() >= width:
                 ok = False
             elif width <= 64:      # each row holds every value once: the OR of their bits is all ones
-                bits = np.left_shift(np.uint64(1), flat.astype(np.uint64))
-                full = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
-                ok = bool((np.bitwise_or.reduce(bits, axis=1) == full).all())
+                word = np.uint32 if width <= 32 else np.uint64
+                table = np.left_shift(np.ones(width, word), np.arange(width, dtype=word))
+                full = np.bitwise_or.reduce(table)
+                ok = bool((np.bitwise_or.reduce(table[flat], axis=1) == full).all())
             else:
                 ok = bool((np.sort(flat.astype(np.int64), axis=1) == np.arange(width)).all())
             if not ok:

@@ -24,7 +24,7 @@ import torch
 
 from masquerade.contracts import Configurable, refuse_base, refuse_pool
 from masquerade.errors import InputError
-from masquerade.keys import Key, check_key_array, check_key_field, is_count
+from masquerade.keys import Key, check_key_array, check_key_field, is_count, just_drawn
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["ShuffleBits", "ShuffleBitsKey", "ShuffleBitsSettings", "ShuffleBitsLayer", "EncryptedFeatures",
@@ -162,8 +162,9 @@ class ShuffleBits(Configurable):
         gen = as_generator(rng)
         perm = np.empty((rows, 32), np.uint8)                # an independent uniform permutation per row
         fisher_yates(gen.integers(0, 2**32, size=(rows, 31), dtype=np.uint32), perm)
-        return ShuffleBitsKey(settings=s, n=0 if s.scope == "fixed" else int(n),
-                              shape=shape if s.scope == "element" else [], perm=perm)
+        with just_drawn():
+            return ShuffleBitsKey(settings=s, n=0 if s.scope == "fixed" else int(n),
+                                  shape=shape if s.scope == "element" else [], perm=perm)
 
     @staticmethod
     def key_from_perm(perm: np.ndarray | list[int]) -> ShuffleBitsKey:
