@@ -142,6 +142,9 @@ def build_settings(cls: type, where: str, /, **values: Any) -> Any:
     for name, value in list(values.items()):
         if str(fields[name].type).startswith("tuple") and isinstance(value, (int, float, str, list)):
             value = values[name] = tuple(value) if isinstance(value, list) else (value,)
+        if str(fields[name].type).replace(" ", "") in ("str", "str|None") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            value = values[name] = str(value)      # --set policy=43 is a policy name, not a number
         want = _value_fits(str(fields[name].type), value)
         if want:
             raise InputError(f"{where}: setting {name} must be {want}, got {value!r}")

@@ -80,8 +80,11 @@ def replace_dir(new: Path, target: Path) -> None:
 
 
 def recover_dir(target: Path) -> bool:
-    """Undo a replacement that a kill interrupted between its two renames; also drop stale temporary folders of
-    ``target``. Returns whether an old folder was put back."""
+    """Undo a replacement that a kill interrupted between its two renames, and drop the temporary folders of killed
+    writers of ``target``. Call it while holding :func:`exclusive_lock` on ``target``. Returns whether an old folder
+    was put back."""
+    import re
+
     restored = False
     for aside in sorted(target.parent.glob(f".{target.name}.old-*")):
         if not target.exists():
@@ -89,8 +92,9 @@ def recover_dir(target: Path) -> bool:
             restored = True
         else:
             shutil.rmtree(aside, ignore_errors=True)
-    for part in target.parent.glob(f".{target.name}.*.part"):
-        if part.is_dir() and not _lock_alive(target):
+    mine = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.part$")   # tempfile.mkdtemp's names only
+    for part in target.parent.iterdir() if target.parent.is_dir() else ():
+        if mine.match(part.name) and part.is_dir():
             shutil.rmtree(part, ignore_errors=True)
     return restored
 
@@ -99,53 +103,40 @@ class LockedError(Exception):
     """Another live process holds the lock."""
 
 
-def _lock_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.lock")
-
-
-def _lock_alive(target: Path) -> bool:
-    try:
-        pid = int(_lock_path(target).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def exclusive_lock(target: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold ``.NAME.lock`` (with this process's pid) beside ``target`` while writing it; a second writer gets
-    :class:`LockedError` naming the holder. A lock left by a killed process is taken over."""
+    """Hold an exclusive ``flock`` on ``.NAME.lock`` beside ``target`` while writing it; a second writer gets
+    :class:`LockedError` naming the holder's pid. The kernel drops the lock when its process dies, so a killed run
+    never blocks the next one."""
+    import fcntl
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = _lock_path(target)
-    for _ in range(2):
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LockedError(f"{target}: another masquerade process (pid {holder}) is writing it; wait for it to "
+                              f"finish") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino   # not a lock file its holder just removed
+        except FileNotFoundError:
+            same = False
+        if same:
             break
-        except FileExistsError:
-            if _lock_alive(target):
-                holder = lock.read_text().split()[0] if lock.exists() else "?"
-                raise LockedError(f"{target}: another masquerade process (pid {holder}) is writing it; wait for it "
-                                  f"to finish, or remove {lock} if that process is gone") from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()          # stale: its process is dead
-    else:
-        raise LockedError(f"{target}: could not take the lock {lock}")
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
         os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+            lock.unlink()          # while still holding it: a waiter re-checks the inode and retries
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -296,6 +296,10 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
         doc = json.loads(meta[_META_FIELD])
     except json.JSONDecodeError as exc:
         raise IntegrityError(f"{path}: key metadata is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict) \
+            or not isinstance(doc.get("key_type"), str) or not isinstance(doc.get("scheme", ""), str) \
+            or not isinstance(doc.get("bytes_fields", []), list):
+        raise InputError(f"{path}: a damaged or tampered key file (its metadata is not a key's)")
     version = doc.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise IntegrityError(f"{path}: key format version {version!r} is newer than this masquerade understands "

@@ -133,3 +133,41 @@ def test_two_concurrent_protects_into_one_folder(tmp_path: Path) -> None:
     winners = [k for k in ("a", "b") if codes[k] == 0
                and load_key(tmp_path / "keys" / f"{k}.safetensors").fingerprint == fp]
     assert winners, "the folder belongs to the key that wrote it last"
+
+
+def test_a_failed_commit_keeps_the_old_key_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import masquerade.fileio as fio
+
+    _data(tmp_path / "d.npz")
+    assert _protect(tmp_path) == 0
+    key_before = (tmp_path / "keys" / "k.safetensors").read_bytes()
+    enc_before = (tmp_path / "enc" / "encodings.npy").read_bytes()
+    # a killed writer left a temporary folder behind; the next protect removes it
+    (tmp_path / ".enc.abcd1234.part").mkdir()
+    (tmp_path / ".enc.abcd1234.part" / "encodings.npy").write_bytes(b"partial")
+
+    def fail(new: Path, target: Path) -> None:
+        raise OSError("device busy")
+
+    monkeypatch.setattr(fio, "replace_dir", fail)
+    with pytest.raises(OSError):
+        main(["--debug", "--quiet", "protect", "disguise", "--in", str(tmp_path / "d.npz"), "--out",
+              str(tmp_path / "enc"), "--key", str(tmp_path / "keys" / "k.safetensors"), "--seed", "9", "--force",
+              "--run-out", str(tmp_path / "run-fail")])
+    assert (tmp_path / "keys" / "k.safetensors").read_bytes() == key_before      # the old key is back
+    assert (tmp_path / "enc" / "encodings.npy").read_bytes() == enc_before
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert leftovers == [], leftovers                                             # no part, lock or aside file
+    assert not any(p.name.startswith(".") for p in (tmp_path / "keys").iterdir())
+
+
+def test_key_metadata_that_is_not_a_key_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.numpy import save_file
+
+    for doc in ('[1, 2]', '{"fields": [], "key_type": "x", "format_version": 1}',
+                '{"fields": {}, "key_type": ["a"], "format_version": 1}'):
+        save_file({"a": np.zeros(1, np.float32)}, str(tmp_path / "k.safetensors"), metadata={"masquerade": doc})
+        assert main(["key", "show", str(tmp_path / "k.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "internal error" not in err

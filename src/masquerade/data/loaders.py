@@ -213,6 +213,8 @@ def _load_npy(p: Path) -> np.ndarray:
                              f"($MASQUERADE_MAX_TOTAL_PIXELS)")
         del head
         return np.load(p, allow_pickle=False)
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p}: not a plain numeric .npy array ({exc}); object arrays are never loaded") from None
 

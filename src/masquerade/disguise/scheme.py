@@ -93,7 +93,7 @@ class DisguiseKey(Key):
                         permutation_rows=s.permute and dataset)
         rmt = check_key_array(self, "rmt", dtype=np.float64, finite=True,
                               shape=(m, b * b, b * b) if s.transform == "rmt" and dataset else (0, 0, 0))
-        if rmt.size and np.abs(np.einsum("mij,mkj->mik", rmt, rmt) - np.eye(b * b)).max() > 1e-6:
+        if rmt.size and np.abs(rmt @ rmt.transpose(0, 2, 1) - np.eye(b * b)).max() > 1e-6:
             raise InputError("disguise key: every RMT matrix must be orthogonal")
         want = 16 if s.transform == "aes" and dataset else 16 * n if s.transform == "aes" else 0
         check_key_field(self, "aes_key", isinstance(self.aes_key, bytes) and len(self.aes_key) == want,

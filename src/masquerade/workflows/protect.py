@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -74,12 +75,15 @@ def load_features(path: PathLike, *, finite: bool = False) -> tuple[np.ndarray, 
 MANIFEST = "manifest.json"
 
 
-def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int) -> None:
+def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int, pool: Path | None = None,
+              pool_name: str = "") -> None:
     from masquerade.fileio import sha256_file, write_json
 
-    write_json(out / MANIFEST, {"format": "masquerade-protected", "version": 1, "scheme": scheme,
-                                "key_fingerprint": key.fingerprint, "count": int(count),
-                                "files": {f: sha256_file(out / f) for f in files}})
+    doc = {"format": "masquerade-protected", "version": 1, "scheme": scheme, "key_fingerprint": key.fingerprint,
+           "count": int(count), "files": {f: sha256_file(out / f) for f in files}}
+    if pool is not None:       # kept beside the key, not here; its digest binds it to these encodings
+        doc["public_pool"] = {"file": pool_name, "sha256": sha256_file(pool)}
+    write_json(out / MANIFEST, doc)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -116,8 +120,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     import tempfile
 
     from masquerade.data import load_images
-    from masquerade.fileio import LockedError, exclusive_lock, recover_dir, replace_dir, save_npy, save_npz
-    from masquerade.keys import save_key
+    from masquerade.fileio import LockedError, exclusive_lock, recover_dir, save_npy, save_npz
     from masquerade.registry import create_scheme
     from masquerade.rng import as_generator
     from masquerade.runs import start_run
@@ -130,6 +133,8 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
         raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and os.path.ismount(out):
+        raise InputError(f"{out}: is a mount point, which cannot be replaced as a unit; write into a folder inside it")
     if run_out is not None and keyfile.resolve().is_relative_to(Path(run_out).resolve()):
         raise InputError(f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep "
                          f"keys apart")
@@ -146,12 +151,16 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
         n = len(images)
         h, w, c = images.image_shape
         pool = public_pool_for(sch, n, images.image_shape, public, patches=public_patches, seed=seed)
+    locks = contextlib.ExitStack()
     try:
-        lock = exclusive_lock(out)
-        lock.__enter__()
+        locks.enter_context(exclusive_lock(out))
+        locks.enter_context(exclusive_lock(keyfile))
     except LockedError as exc:
+        locks.close()
         raise InputError(str(exc)) from None
     try:
+        if keyfile.exists() and not force:       # checked again under the lock: another protect may have won
+            raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
         recover_dir(out)
         if out.is_dir() and any(out.iterdir()) and not force:
             raise InputError(f"{out}: holds earlier outputs; refusing to replace them (use --force)")
@@ -178,15 +187,16 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                     if images.labels is not None and mix_labels is not None:
                         save_npy(tmp / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
                         files.append("labels.npy")
-                _manifest(tmp, scheme, k, files, n)
+                pool_file = keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz")
+                staged = pool_file.with_name(f".{pool_file.name}.new-{os.getpid()}")
                 if pool is not None:
-                    save_npz(keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz"),
-                             images=pool.images, names=np.array(pool.names))
-                save_key(keyfile, k)
-                replace_dir(tmp, out)
+                    save_npz(staged, images=pool.images, names=np.array(pool.names))
+                _manifest(tmp, scheme, k, files, n, staged if pool is not None else None, pool_file.name)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                staged.unlink(missing_ok=True)
                 raise
+            _commit(tmp, out, keyfile, k, pool_file if pool is not None else None)
             run.write_config({"scheme": scheme, "settings": str(sch.settings), "input": str(data), "out": str(out)},
                              seed=seed, keys={"protect": k})
             if features:
@@ -196,10 +206,49 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                 run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2,
                               caption="|encodings| (first 32)")
     finally:
-        lock.__exit__(None, None, None)
+        locks.close()
     name = "features.npy" if features else "encodings.npy"
     return {"kind": "features" if features else "images", "count": n, "out": out / name, "key": keyfile,
             "fingerprint": k.fingerprint, "run": run.path}
+
+
+def _commit(tmp: Path, out: Path, keyfile: Path, key: Any, pool_file: Path | None) -> None:
+    """Put the new key (and public pool) and the new folder in place; if anything fails, put the old key and pool
+    back, so the old folder still has the key its manifest names. The old files wait aside (``.NAME.old-PID``)
+    until the folder is in place; after a kill there, they are where to look for the old key."""
+    import shutil
+
+    from masquerade.fileio import replace_dir
+    from masquerade.keys import save_key
+
+    pid = os.getpid()
+    staged = pool_file.with_name(f".{pool_file.name}.new-{pid}") if pool_file is not None else None
+    moved: list[tuple[Path, Path]] = []
+    created = False
+    try:
+        for path in [keyfile] + ([pool_file] if pool_file is not None else []):
+            if path.exists():
+                aside = path.with_name(f".{path.name}.old-{pid}")
+                os.replace(path, aside)
+                moved.append((aside, path))
+        save_key(keyfile, key)
+        created = True
+        if pool_file is not None and staged is not None:
+            os.replace(staged, pool_file)
+        replace_dir(tmp, out)
+    except BaseException:
+        for aside, path in moved:
+            with contextlib.suppress(OSError):
+                os.replace(aside, path)
+        if created and not any(path == keyfile for _, path in moved):
+            with contextlib.suppress(OSError):
+                keyfile.unlink()           # a key this run made for a folder it could not put in place
+        shutil.rmtree(tmp, ignore_errors=True)
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise
+    for aside, _ in moved:
+        aside.unlink(missing_ok=True)
 
 
 def _check_outputs(out: Path, inputs: list[Path], force: bool) -> None:
@@ -227,7 +276,8 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     from masquerade.registry import create_scheme
 
     path, out = Path(data), Path(out)
-    _check_outputs(out, [path, Path(key)] + ([Path(public)] if public else []), force)
+    default_pool = Path(key).with_name(Path(key).name.replace(".safetensors", "") + ".public.npz")
+    _check_outputs(out, [path, Path(key), Path(public) if public else default_pool, path.parent / MANIFEST], force)
     k = load_key(key, expect=scheme)
     sch = create_scheme(scheme, **dataclasses.asdict(k.settings))  # type: ignore[attr-defined]
     if not sch.invertible:
