@@ -26,6 +26,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "bomb").mkdir()
     Image.new("1", (20000, 20000)).save(d / "bomb" / "x.png", optimize=True)   # 400 megapixels in a few KB
     (d / "afile").write_text("x")
+    (d / "loop1").symlink_to(d / "loop2")
+    (d / "loop2").symlink_to(d / "loop1")
     return d
 
 
@@ -51,6 +53,9 @@ CASES = [
     (["attack", "shufflebits-popcount", "--encodings", "{d}/trunc.npy"], "trunc.npy"),
     (["train", "--data", "{d}/d.npz", "--test", "{d}/d.npz", "--lr", "nan"], "finite number"),
     (["metrics", "{d}/d.npz", "{d}/empty.npy"], "must match"),
+    (["protect", "identity", "--in", "{d}/d.npz", "--out", "{d}/loop1", "--key", "{d}/k7.safetensors"], "loop"),
+    (["metrics", "{d}/d.npz", "{d}/d.npz", "--out", "{d}/loop1"], "loop1"),
+    (["data", "patches", "--from", "bundled:photos", "--n", "2", "--out", "{d}/afile/p.npz"], "afile"),
 ]
 
 

@@ -53,6 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"masquerade: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:   # a path that cannot be used: a file where a folder must be, no permission, a full disk
+        if args.debug:
+            raise
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"masquerade: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if args.debug:
+            raise
+        if "Symlink loop" in str(exc):
+            print(f"masquerade: error: {exc}; a path that loops cannot be written", file=sys.stderr)
+            return 2
+        print(f"masquerade: internal error: RuntimeError: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clean message
         if args.debug:
             raise
