@@ -140,10 +140,10 @@ def build_settings(cls: type, where: str, /, **values: Any) -> Any:
     if unknown:
         raise InputError(f"{where} has no setting {unknown}; its settings are {sorted(fields) or 'none'}")
     for name, value in list(values.items()):
-        if str(fields[name].type).startswith("tuple") and isinstance(value, (int, float, str, list)):
+        kind = field_kind(str(fields[name].type))[0]
+        if kind == "tuple" and isinstance(value, (int, float, str, list)):
             value = values[name] = tuple(value) if isinstance(value, list) else (value,)
-        if str(fields[name].type).replace(" ", "") in ("str", "str|None") and isinstance(value, (int, float)) \
-                and not isinstance(value, bool):
+        if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = values[name] = str(value)      # --set policy=43 is a policy name, not a number
         want = _value_fits(str(fields[name].type), value)
         if want:
@@ -155,18 +155,27 @@ def build_settings(cls: type, where: str, /, **values: Any) -> Any:
         raise InputError(text if text.startswith(f"{where}:") else f"{where}: {text}") from None
 
 
+def field_kind(annotation: str) -> tuple[str | None, bool]:
+    """The simple kind of a Settings field from its annotation (a string under postponed evaluation): "int",
+    "float", "bool", "str" or "tuple", or None for anything else (callables, modules, unions); and whether it
+    allows None. The command line's options and the type checks of settings both read fields through this."""
+    kinds = [k.strip() for k in str(annotation).replace(" ", "").split("|")]
+    optional = "None" in kinds
+    kinds = [k for k in kinds if k != "None"]
+    if len(kinds) != 1:
+        return None, optional
+    kind = "tuple" if kinds[0].startswith("tuple") else kinds[0]
+    return (kind if kind in ("int", "float", "bool", "str", "tuple") else None), optional
+
+
 def _value_fits(annotation: str, value: Any) -> str:
     """'' when ``value`` fits a simple annotation (int, float, bool, str, tuple, their ``| None``), else what it
     must be. Annotations it does not know are not checked here (the Settings' own checks still run)."""
     import math
 
-    kinds = [k.strip() for k in annotation.split("|")]
-    if "None" in kinds and value is None:
+    kind, optional = field_kind(annotation)
+    if kind is None or (optional and value is None):
         return ""
-    kinds = [k for k in kinds if k != "None"]
-    if len(kinds) != 1:
-        return ""
-    kind = kinds[0]
     is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if kind == "int":
         return "" if is_int else "an integer"
@@ -177,9 +186,7 @@ def _value_fits(annotation: str, value: Any) -> str:
         return "" if isinstance(value, (bool, np.bool_)) else "true or false"
     if kind == "str":
         return "" if isinstance(value, str) else "a string"
-    if kind.startswith("tuple"):
-        return "" if isinstance(value, (tuple, list)) else "a comma-separated list"
-    return ""
+    return "" if isinstance(value, (tuple, list)) else "a comma-separated list"
 
 
 class Configurable:

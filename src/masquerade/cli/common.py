@@ -78,20 +78,18 @@ def parse_value(text: str) -> object:
 
 
 def _option_type(annotation: str) -> tuple[str, Callable[[str], Any]] | None:
-    """The kind of a Settings field from its annotation (a string under postponed evaluation)."""
-    a = annotation.replace(" ", "")
-    if a.startswith("Callable") or "Module" in a or a == "RngLike":
-        return None
-    if a == "bool":
-        return "bool", str
-    if a.startswith("tuple"):
+    """The option of a Settings field (:func:`masquerade.contracts.field_kind`): its kind and its parser."""
+    from masquerade.contracts import field_kind
+
+    kind, optional = field_kind(annotation)
+    if kind == "tuple":
         return "tuple", lambda t: tuple(v for v in (parse_value(x) for x in t.split(",")) if v is not None)
-    if a in ("int", "int|None"):
-        return "int", int_at_least(-(2**62), "an integer") if a == "int" else _optional(int)
-    if a in ("float", "float|None"):
-        return "float", finite_float if a == "float" else _optional(finite_float)
-    if a in ("str", "str|None"):
-        return "str", str
+    if kind == "int":
+        return "int", _optional(int) if optional else int_at_least(-(2**62), "an integer")
+    if kind == "float":
+        return "float", _optional(finite_float) if optional else finite_float
+    if kind in ("bool", "str"):
+        return kind, str
     return None
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from masquerade.data.imageset import ImageSet, resize_image, resized, stack_images
 from masquerade.errors import InputError
 
-__all__ = ["load_images", "load_photos", "IMAGE_SUFFIXES", "decode_image", "resize_image"]
+__all__ = ["load_images", "load_photos", "load_npy", "IMAGE_SUFFIXES", "decode_image", "resize_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 _IGNORED = {"thumbs.db", "desktop.ini"}
@@ -159,7 +159,7 @@ def load_images(path: str | os.PathLike[str], *, size: Size = None, split: str =
     if name.endswith(".npz"):
         return resized(_force_channels(_load_npz(p), channels), target)
     if name.endswith(".npy"):
-        arr = _load_npy(p)
+        arr = load_npy(p)
         return resized(_force_channels(_as_imageset(arr, None, (), (), str(p), str(p)), channels), target)
     if p.suffix.lower() in IMAGE_SUFFIXES:
         img = decode_image(p, name=str(p), channels=channels)
@@ -205,7 +205,8 @@ def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) ->
     return ImageSet(arr, None, (), tuple(f.name for f in files), str(p))
 
 
-def _load_npy(p: Path) -> np.ndarray:
+def load_npy(p: Path) -> np.ndarray:
+    """A plain numeric .npy (never pickled objects), its declared size checked before anything is allocated."""
     try:
         head = np.load(p, mmap_mode="r", allow_pickle=False)     # the header and the file's size, no allocation
         if head.size > max_total_pixels() * 4:

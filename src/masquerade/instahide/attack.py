@@ -153,23 +153,24 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
     enc_path = cdir / "encryption.npy"
     if not enc_path.is_file():
         raise InputError(f"{cdir}: no encryption.npy (is this a challenge folder?)")
-    try:
-        enc = np.load(enc_path, allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{enc_path}: not a numeric .npy array ({exc})") from None
-    if enc.ndim != 4 or enc.dtype.kind != "f" or not np.isfinite(enc).all():
-        raise InputError(f"{enc_path}: expected finite floats E×H×W×C, got {enc.dtype} {enc.shape}")
-    if enc.shape[3] != 3:
-        raise InputError(f"{enc_path}: the challenge mixes colour images (C = 3), got C = {enc.shape[3]}")
+    from masquerade.data.loaders import load_npy
+
+    enc = load_npy(enc_path)
+    _check_encodings(enc, str(enc_path))       # before the labels: the encodings' errors come first
     labels = None
     if s.use_labels:
         if not (cdir / "label.npy").is_file():
             raise InputError(f"{cdir}: no label.npy; run with use_labels=False (--no-labels) to attack without")
-        try:
-            labels = np.load(cdir / "label.npy", allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"{cdir / 'label.npy'}: not a numeric .npy array ({exc})") from None
-    return break_challenge(enc, labels, out, public=public, aux=aux, settings=s, prior=prior, log=log)
+        labels = load_npy(cdir / "label.npy")
+    return break_challenge(enc, labels, out, public=public, aux=aux, settings=s, prior=prior, log=log,
+                           where=str(enc_path))
+
+
+def _check_encodings(enc: np.ndarray, where: str) -> None:
+    if enc.ndim != 4 or enc.dtype.kind != "f" or not np.isfinite(enc).all():
+        raise InputError(f"{where}: expected finite floats E×H×W×C, got {enc.dtype} {enc.shape}")
+    if enc.shape[3] != 3:
+        raise InputError(f"{where}: the challenge mixes colour images (C = 3), got C = {enc.shape[3]}")
 
 
 def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.PathLike[str], *,
@@ -177,20 +178,17 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
                     aux: str | os.PathLike[str] | None = None,
                     settings: ChallengeAttackSettings | None = None,
                     prior: Any = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+                    log: Callable[[str], None] = print, where: str = "instahide-challenge") -> dict[str, Any]:
     """The attack on arrays: ``enc`` float E×H×W×C (the challenge's layout), ``labels`` E×classes or None; stages,
-    ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`)."""
+    ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`). ``where`` names the
+    encodings in error messages."""
     from masquerade.fileio import save_npy, save_npz, write_json
     from masquerade.instahide.challenge import public_pool
 
     s = settings or ChallengeAttackSettings()
     out = Path(out)
-    if enc.ndim != 4 or enc.dtype.kind != "f" or not np.isfinite(enc).all():
-        raise InputError(f"instahide-challenge: expected finite float encodings E×H×W×C, got {enc.dtype} "
-                         f"{enc.shape}")
+    _check_encodings(enc, where)
     n_enc, shape = len(enc), (int(enc.shape[1]), int(enc.shape[2]), int(enc.shape[3]))
-    if shape[2] != 3:
-        raise InputError(f"instahide-challenge: the challenge mixes colour images (C = 3), got C = {shape[2]}")
     if not s.use_labels:
         labels = None
     slots = parse_slots(labels, n_enc, k=s.k, upper=s.upper, dom=s.dom)

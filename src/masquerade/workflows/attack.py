@@ -19,6 +19,7 @@ import numpy as np
 
 from masquerade.contracts import Knowledge
 from masquerade.errors import InputError
+from masquerade.workflows.protect import load_encodings
 
 __all__ = ["attack", "given_inputs", "score_reconstructions", "SOURCES"]
 
@@ -43,29 +44,14 @@ SOURCES: dict[Knowledge, tuple[tuple[str, str, str], ...]] = {
 }
 
 
-def _image_array(path: PathLike, what: str) -> Any:
-    """An N×H×W×C float32 .npy (as protect writes) as an N×C×H×W tensor."""
-    import torch
+def _labels(path: PathLike) -> np.ndarray:
+    from masquerade.data.loaders import load_npy
 
     p = Path(path)
     if p.suffix != ".npy" or not p.is_file():
-        raise InputError(f"{p}: expected the {what} as a .npy file (N×H×W×C float32, as protect writes)")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{p}: not a numeric .npy array ({exc})") from None
-    if arr.ndim != 4 or arr.dtype.kind != "f" or not np.isfinite(arr).all():
-        raise InputError(f"{p}: expected finite float N×H×W×C {what}, got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2), dtype=np.float32))
-
-
-def _labels(path: PathLike) -> np.ndarray:
-    p = Path(path)
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{p}: not a numeric .npy array of labels ({exc})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf" or arr.ndim not in (1, 2):
+        raise InputError(f"{p}: expected labels as a .npy file")
+    arr = load_npy(p)
+    if arr.dtype.kind not in "iuf" or arr.ndim not in (1, 2):
         raise InputError(f"{p}: expected labels N or N×classes, got {getattr(arr, 'shape', '?')}")
     return arr
 
@@ -97,7 +83,7 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
 
                 given["encodings"] = load_features(paths[0])[0]
             else:
-                given["encodings"] = _image_array(paths[0], "encodings")
+                given["encodings"] = load_encodings(paths[0], "encodings")
         elif know is Knowledge.LABELS:
             given["labels"] = _labels(paths[0])
         elif know is Knowledge.PUBLIC_POOL:
@@ -108,7 +94,7 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
             if any(v is None for v in values):
                 raise InputError(f"{attack_cls.name}: known pairs need both --known-plain and --known-cipher")
             plain = load_images(paths[0]).to_tensor()
-            cipher = _image_array(paths[1], "known protected images")
+            cipher = load_encodings(paths[1], "known protected images")
             if len(plain) != len(cipher):
                 raise InputError(f"{attack_cls.name}: {len(plain)} known plaintexts but {len(cipher)} protected "
                                  f"images")
@@ -140,10 +126,10 @@ def score_reconstructions(rec: Any, truth: Any, *, aligned: bool = True) -> dict
         s, p = ssim(rec, truth, data_range=1.0), psnr(rec, truth, data_range=1.0)
         how = "paired"
     else:
-        rows = []
-        for t in truth:     # each original against every reconstruction, batched
-            rows.append(ssim(rec, t[None].expand_as(rec).contiguous(), data_range=1.0))
-        table = torch.stack(rows)
+        m, step = len(rec), max(1, 4096 // max(1, len(rec)))     # about 4,096 image pairs per SSIM call
+        table = torch.cat([ssim(rec.repeat(len(chunk), 1, 1, 1), chunk.repeat_interleave(m, 0),
+                                data_range=1.0).reshape(len(chunk), m)
+                           for chunk in truth.split(step)])
         best = table.argmax(1)
         s = table.max(1).values
         p = psnr(rec[best], truth, data_range=1.0)

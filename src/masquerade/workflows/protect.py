@@ -102,6 +102,22 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return doc
 
 
+def load_encodings(path: PathLike, what: str = "encodings") -> Any:
+    """Image encodings as protect writes them (and a challenge's ``encryption.npy``): a finite float32 N×H×W×C
+    ``.npy``, returned as an N×C×H×W tensor."""
+    import torch
+
+    from masquerade.data.loaders import load_npy
+
+    p = Path(path)
+    if p.suffix != ".npy" or not p.is_file():
+        raise InputError(f"{p}: expected the {what} as a .npy file (N×H×W×C float32, as protect writes)")
+    arr = load_npy(p)
+    if arr.ndim != 4 or arr.dtype != np.float32 or not np.isfinite(arr).all():
+        raise InputError(f"{p}: expected finite float32 N×H×W×C {what}, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+
+
 def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settings: dict[str, Any] | None = None,
             public: PathLike | None = None, public_patches: int = 10000, seed: int | None = None,
             force: bool = False, run_out: PathLike | None = None, allow_nonfinite: bool = False
@@ -268,7 +284,6 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     (uint8), features to an ``.npy``. The key must be the one the folder's manifest names (``force`` decodes with
     another anyway); ``out`` is never one of the inputs, and an existing ``out`` is replaced only with ``force``.
     Returns a summary."""
-    import torch
 
     from masquerade.data import load_images, to_uint8
     from masquerade.fileio import save_npy, save_npz
@@ -297,13 +312,7 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
         raise InputError(f"{path}: reveal reads the encodings.npy that protect wrote")
     if out.suffix != ".npz":
         raise InputError(f"{out}: revealed images are written as .npz")
-    try:
-        enc = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a numeric .npy array ({exc})") from None
-    if enc.ndim != 4 or enc.dtype != np.float32:
-        raise InputError(f"{path}: expected float32 N×H×W×C encodings, got {enc.dtype} {enc.shape}")
-    z = torch.from_numpy(np.ascontiguousarray(enc.transpose(0, 3, 1, 2)))
+    z = load_encodings(path)
     pub = None
     if getattr(k, "pool_size", 0):
         pub_path = Path(public) if public else Path(key).with_name(
