@@ -1,65 +1,25 @@
-"""Fused InstaHide encoding (numba): mix k images with their coefficients and flip signs in one pass.
+"""Fused InstaHide encoding (compiled, ``masquerade._native``): mix k images with their coefficients and flip signs
+in one pass.
 
 For each encoding i and channel c:  out = sign_i,c * (sum_j lam_ij * (scale_tj,c * src_j[partner_ij, c] + shift_tj,c))
 where t_j says whether slot j draws from the private set or the public pool (each with its own pixel affine map).
 The sign mask is bit-packed (numpy.packbits order over the flattened C×H×W pixels; a set bit flips the sign).
+Arithmetic is float32 in a fixed order: the shifts first, then the slots one by one.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-
-@njit(parallel=True, cache=True, nogil=True)
-def _mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
-               lam: np.ndarray, scale: np.ndarray, shift: np.ndarray, mask: np.ndarray, flip: bool,
-               out: np.ndarray) -> None:  # pragma: no cover - compiled
-    n, n_ch, n_px = out.shape
-    k = partners.shape[1]
-    # sign lookup: byte value -> the 8 signs it encodes (most significant bit first, as numpy.packbits)
-    lut = np.empty((256, 8), dtype=np.float32)
-    for v in range(256):
-        for t in range(8):
-            lut[v, t] = np.float32(-1.0) if (v >> (7 - t)) & 1 else np.float32(1.0)
-    aligned = n_px % 8 == 0
-    for i in prange(n):
-        for c in range(n_ch):
-            row = out[i, c]
-            off = np.float32(0.0)
-            for j in range(k):
-                t = 1 if slot_public[j] else 0
-                off += lam[i, j] * shift[t, c]
-            for p in range(n_px):
-                row[p] = off
-            for j in range(k):
-                t = 1 if slot_public[j] else 0
-                w = lam[i, j] * scale[t, c]
-                if slot_public[j]:
-                    src = pub[partners[i, j], c]
-                else:
-                    src = priv[partners[i, j], c]
-                for p in range(n_px):
-                    row[p] += w * src[p]
-            if flip and aligned:
-                b0 = (c * n_px) >> 3
-                for b in range(n_px >> 3):
-                    signs = lut[mask[i, b0 + b]]
-                    for t in range(8):
-                        row[8 * b + t] *= signs[t]
-            elif flip:
-                base = c * n_px
-                for p in range(n_px):
-                    q = base + p
-                    if (mask[i, q >> 3] >> (7 - (q & 7))) & 1:
-                        row[p] = -row[p]
+from masquerade import _native
+from masquerade._threads import parallel
 
 
 def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
                lam: np.ndarray, scale: np.ndarray, shift: np.ndarray, mask: np.ndarray, flip: bool,
                out: np.ndarray) -> None:
-    """The compiled kernel behind bounds checks: every index it follows is checked here first (compiled code does
-    not check, and a bad index would read or write outside the arrays)."""
+    """Shapes and dtypes are checked here; the compiled code checks buffer sizes and every partner index (a bad
+    index would read outside the arrays)."""
     n, n_ch, n_px = out.shape
     k = partners.shape[1] if partners.ndim == 2 else -1
     if partners.shape != (n, k) or lam.shape != (n, k) or slot_public.shape != (k,):
@@ -67,11 +27,13 @@ def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_pub
     if priv.shape[1:] != (n_ch, n_px) or pub.shape[1:] != (n_ch, n_px) or scale.shape != (2, n_ch) \
             or shift.shape != (2, n_ch):
         raise ValueError("mix_encode: images or the pixel affine maps disagree with the output's shape")
-    if k and partners.size:
-        pub_slots = slot_public.astype(bool)
-        if partners.min() < 0 or (partners[:, ~pub_slots] >= len(priv)).any() \
-                or (partners[:, pub_slots] >= len(pub)).any():
-            raise ValueError("mix_encode: a partner index lies outside the private set or the public pool")
-    if flip and (mask.shape[0] != n or mask.shape[1] * 8 < n_ch * n_px):
+    if flip and (mask.ndim != 2 or mask.shape[0] != n or mask.shape[1] * 8 < n_ch * n_px):
         raise ValueError("mix_encode: the sign mask is too small for the images")
-    _mix_encode(priv, pub, partners, slot_public, lam, scale, shift, mask, flip, out)
+    if out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("mix_encode: the output must be a contiguous float32 array")
+    f32 = [np.ascontiguousarray(a, dtype=np.float32) for a in (priv, pub, lam, scale, shift)]
+    idx = np.ascontiguousarray(partners, dtype=np.int64)
+    slots = np.ascontiguousarray(slot_public, dtype=np.uint8)
+    bits = np.ascontiguousarray(mask, dtype=np.uint8)
+    parallel(_native.mix_encode, n, f32[0], f32[1], idx, slots, f32[2], f32[3], f32[4], bits, bool(flip), out,
+             len(priv), len(pub), n, k, n_ch, n_px, bits.shape[1] if bits.ndim == 2 else 0, min_items=256)

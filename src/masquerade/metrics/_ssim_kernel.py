@@ -1,83 +1,58 @@
-"""A fused SSIM kernel for uint8 images and the uniform window (numba).
+"""SSIM kernels (compiled, ``masquerade._native``), parallel over image pairs.
 
-For uint8 pixels every window sum (of x, y, x², y², xy) is an integer, so this kernel keeps them in int64 and forms
-the SSIM numerator and denominator from exact integers; the only rounding is the final float64 arithmetic. One pass
-over each image plane: vertical running sums (vectorisable across columns), then horizontal running sums and the
-SSIM formula. Parallel over images.
+``ssim_box_u8``: uint8 pixels and the uniform window. Every window sum (of x, y, x², y², xy) is an integer, kept in
+int64; the SSIM numerator and denominator are formed from exact integers, so the only rounding is the final float64
+arithmetic. One pass over each plane: vertical running sums, then horizontal running sums and the formula.
+
+``ssim_separable``: float32 or float64 pixels and any separable window (uniform or Gaussian weights): the five local
+statistics are filtered along columns, then rows, at the valid positions, in float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from masquerade import _native
+from masquerade._threads import parallel
+
+MIN_PAIRS = 64   # pairs per thread
 
 
-@njit(parallel=True, cache=True, nogil=True)
+def _check(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> tuple[int, int, int, int]:
+    if x.shape != y.shape or x.ndim != 4 or x.dtype != y.dtype or out.shape != (x.shape[0],) \
+            or out.dtype != np.float64:
+        raise ValueError("ssim kernel: two N×C×H×W arrays of one dtype and a float64 output of N")
+    if not (x.flags.c_contiguous and y.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("ssim kernel: the arrays must be contiguous")
+    n, c, h, w = x.shape
+    return n, c, h, w
+
+
 def ssim_box_u8(x: np.ndarray, y: np.ndarray, win: int, c1n: float, c2n: float, cov: float,
-                out: np.ndarray) -> None:  # pragma: no cover - compiled
-    n_img, n_ch, h, w = x.shape
-    ho = h - win + 1
-    wo = w - win + 1
-    npts = win * win
-    for n in prange(n_img):
-        col = np.zeros((5, w), dtype=np.int64)
-        total = 0.0
-        for c in range(n_ch):
-            col[:, :] = 0
-            for i in range(win - 1):
-                for j in range(w):
-                    a = np.int64(x[n, c, i, j])
-                    b = np.int64(y[n, c, i, j])
-                    col[0, j] += a
-                    col[1, j] += b
-                    col[2, j] += a * a
-                    col[3, j] += b * b
-                    col[4, j] += a * b
-            for i in range(ho):
-                r = i + win - 1
-                for j in range(w):
-                    a = np.int64(x[n, c, r, j])
-                    b = np.int64(y[n, c, r, j])
-                    col[0, j] += a
-                    col[1, j] += b
-                    col[2, j] += a * a
-                    col[3, j] += b * b
-                    col[4, j] += a * b
-                sx = np.int64(0)
-                sy = np.int64(0)
-                sxx = np.int64(0)
-                syy = np.int64(0)
-                sxy = np.int64(0)
-                for j in range(win - 1):
-                    sx += col[0, j]
-                    sy += col[1, j]
-                    sxx += col[2, j]
-                    syy += col[3, j]
-                    sxy += col[4, j]
-                for j in range(wo):
-                    k = j + win - 1
-                    sx += col[0, k]
-                    sy += col[1, k]
-                    sxx += col[2, k]
-                    syy += col[3, k]
-                    sxy += col[4, k]
-                    sxsy = sx * sy
-                    a1 = 2.0 * sxsy + c1n
-                    b1 = float(sx * sx + sy * sy) + c1n
-                    a2 = 2.0 * cov * float(npts * sxy - sxsy) + c2n
-                    b2 = cov * float(npts * (sxx + syy) - sx * sx - sy * sy) + c2n
-                    total += (a1 * a2) / (b1 * b2)
-                    sx -= col[0, j]
-                    sy -= col[1, j]
-                    sxx -= col[2, j]
-                    syy -= col[3, j]
-                    sxy -= col[4, j]
-                for j in range(w):
-                    a = np.int64(x[n, c, i, j])
-                    b = np.int64(y[n, c, i, j])
-                    col[0, j] -= a
-                    col[1, j] -= b
-                    col[2, j] -= a * a
-                    col[3, j] -= b * b
-                    col[4, j] -= a * b
-        out[n] = total / (n_ch * ho * wo)
+                out: np.ndarray) -> None:
+    """Mean SSIM of each uint8 pair into ``out``; ``c1n``, ``c2n`` are C1, C2 times (win²)²."""
+    n, c, h, w = _check(x, y, out)
+    if x.dtype != np.uint8:
+        raise ValueError("ssim_box_u8: uint8 images")
+    parallel(_native.ssim_box_u8, n, x, y, out, n, c, h, w, int(win), float(c1n), float(c2n), float(cov),
+             min_items=MIN_PAIRS)
+
+
+def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, int, int, int], x_strides: tuple[int, ...],
+                   y_strides: tuple[int, ...], weights: np.ndarray, c1: float, c2: float, cov: float,
+                   out: np.ndarray) -> None:
+    """Mean SSIM of each float32 or float64 pair into ``out``, with the separable window ``weights`` (1-D).
+
+    ``x`` and ``y`` are contiguous buffers holding N×C×H×W images (``shape``) at the given element strides (an NHWC
+    array read as NCHW needs no copy); the compiled code checks that the strides stay inside the buffers."""
+    n = shape[0]
+    if x.dtype != y.dtype or x.dtype not in (np.float32, np.float64) or out.shape != (n,) \
+            or out.dtype != np.float64:
+        raise ValueError("ssim_separable: two float32 or float64 buffers and a float64 output of N")
+    if not (x.flags.c_contiguous and y.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("ssim_separable: the buffers must be contiguous")
+    if len(x_strides) != 4 or len(y_strides) != 4:
+        raise ValueError("ssim_separable: four strides per batch")
+    wt = np.ascontiguousarray(weights, dtype=np.float64)
+    parallel(_native.ssim_sep, n, x, y, x.dtype == np.float64, wt, out, *shape, *x_strides, *y_strides, float(c1),
+             float(c2), float(cov), min_items=MIN_PAIRS)

@@ -7,10 +7,14 @@ cropped by half a window, averaged over pixels and channels), in float64, for a 
 - default: a ``win_size``×``win_size`` uniform window (7) and the sample covariance (N/(N-1) normalisation);
 - ``gaussian_weights=True``: a Gaussian window of ``sigma`` 1.5 truncated at 3.5 sigma (11×11), as skimage does.
 
-uint8 pairs with the uniform window take a fused, exact-integer kernel (``_ssim_kernel``); everything else a
-float64 torch path. Only "valid" window positions are computed: skimage filters the whole image and crops
-``(win_size - 1) // 2`` pixels from each border, which leaves exactly the positions where the window fits inside the
-image.
+Both run in compiled kernels (``_ssim_kernel``), parallel over pairs: uint8 pairs with the uniform window take an
+exact-integer kernel; float32 and float64 pairs (and uint8 with the Gaussian window) a separable filter of the five
+local statistics in float64 arithmetic. Other dtypes are converted to float64 first. Only "valid" window positions
+are computed: skimage filters the whole image and crops ``(win_size - 1) // 2`` pixels from each border, which leaves
+exactly the positions where the window fits inside the image.
+
+Float32 input is read as float32 and computed in float64, so the result is the float64 SSIM of those pixels;
+scikit-image computes float32 input in float32, which is less exact (differences of about 1e-6).
 """
 
 from __future__ import annotations
@@ -53,20 +57,6 @@ def _gaussian_1d(sigma: float, truncate: float) -> torch.Tensor:
     return w / w.sum()
 
 
-def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable correlation of the last two axes with ``kernel`` (1-D), valid positions only (shifted sums)."""
-    k = kernel.numel()
-    h, w = x.shape[-2:]
-    wk = [float(v) for v in kernel]
-    rows = x[..., :, 0:w - k + 1] * wk[0]
-    for i in range(1, k):
-        rows.add_(x[..., :, i:i + w - k + 1], alpha=wk[i])
-    out = rows[..., 0:h - k + 1, :] * wk[0]
-    for i in range(1, k):
-        out.add_(rows[..., i:i + h - k + 1, :], alpha=wk[i])
-    return out
-
-
 def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, *,
                 floating: bool | None = None) -> None:
     """Refuse a ``data_range`` that contradicts the pixels: values spanning more than it (uint8 images scored with
@@ -92,7 +82,7 @@ def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, 
 def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float,
          win_size: int | None = None, gaussian_weights: bool = False, sigma: float = 1.5,
          use_sample_covariance: bool = True, K1: float = 0.01, K2: float = 0.03,
-         truncate: float = 3.5, chunk: int = 256) -> torch.Tensor:
+         truncate: float = 3.5) -> torch.Tensor:
     """Mean SSIM of each pair of images in two N×C×H×W batches (float or uint8): a float64 tensor of N values.
 
     ``data_range`` is required (255 for uint8 pixels, 1 for [0, 1] floats): guessing it from the dtype is the
@@ -124,22 +114,31 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     cov_norm = n_points / (n_points - 1) if use_sample_covariance and n_points > 1 else 1.0
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
-    out = torch.empty(a.shape[0], dtype=torch.float64)
-    if a.dtype == torch.uint8 and b.dtype == torch.uint8 and not gaussian_weights and a.shape[0]:
+    out = np.empty(a.shape[0], dtype=np.float64)
+    if not a.shape[0]:
+        return torch.from_numpy(out)
+    if a.dtype == torch.uint8 and b.dtype == torch.uint8 and not gaussian_weights:
         from masquerade.metrics._ssim_kernel import ssim_box_u8
 
         ssim_box_u8(np.ascontiguousarray(a.numpy()), np.ascontiguousarray(b.numpy()), win, c1 * n_points**2,
-                    c2 * n_points**2, float(cov_norm), out.numpy())
-        return out
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    for start in range(0, a.shape[0], chunk):
-        sa, sb = a[start:start + chunk], b[start:start + chunk]
-        m = _filter_valid(torch.stack([sa, sb, sa * sa, sb * sb, sa * sb]), kernel)
-        ux, uy, uxx, uyy, uxy = m.unbind(0)
-        vx = cov_norm * (uxx - ux * ux)
-        vy = cov_norm * (uyy - uy * uy)
-        vxy = cov_norm * (uxy - ux * uy)
-        num = (2 * ux * uy + c1) * (2 * vxy + c2)
-        den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-        out[start:start + chunk] = (num / den).mean(dim=(1, 2, 3))
-    return out
+                    c2 * n_points**2, float(cov_norm), out)
+        return torch.from_numpy(out)
+    from masquerade.metrics._ssim_kernel import ssim_separable
+
+    small = (torch.float32, torch.uint8, torch.int8)   # held exactly by float32: half the memory of float64
+    dtype = torch.float32 if a.dtype in small and b.dtype in small else torch.float64
+    xa, sa = _strided(a.to(dtype))
+    xb, sb = _strided(b.to(dtype))
+    ssim_separable(xa, xb, tuple(a.shape), sa, sb, kernel.numpy(), c1, c2, float(cov_norm), out)
+    return torch.from_numpy(out)
+
+
+def _strided(t: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A contiguous buffer holding the N×C×H×W tensor ``t`` and t's element strides into it: no copy when ``t`` is
+    contiguous, or a permuted view of contiguous N×H×W×C memory (what ``images.permute(0, 3, 1, 2)`` gives)."""
+    if not t.is_contiguous():
+        nhwc = t.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous():
+            return nhwc.numpy(), tuple(t.stride())
+        t = t.contiguous()
+    return t.numpy(), tuple(t.stride())

@@ -1,0 +1,600 @@
+/* masquerade._native: the package's compiled kernels, built ahead of time when the package is installed.
+ *
+ * Every CLI call is a fresh process, so a kernel compiled on first use (numba) costs its loading time (about 0.3 s
+ * here) on every call; these are ordinary compiled functions, ready at import. Each one:
+ *   - takes contiguous buffers (numpy arrays) and sizes, checks that every buffer is large enough for the sizes it
+ *     is told, and raises ValueError otherwise (the Python wrappers check shapes, indices and dtypes first);
+ *   - works on a range [start, stop) of its outer items (images, rows, elements) and releases the GIL, so the
+ *     wrappers run ranges on several threads (masquerade._threads);
+ *   - uses plain IEEE arithmetic in the order written (built with -ffp-contract=off: no fused multiply-add), so
+ *     results do not depend on the machine's instruction set.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* ---- buffer helpers -------------------------------------------------------------------------------------------- */
+
+static int need(const Py_buffer *b, Py_ssize_t count, Py_ssize_t item, const char *what) {
+    if (count < 0 || (item > 0 && count > PY_SSIZE_T_MAX / item) || b->len < count * item) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd items of %zd bytes", what, b->len,
+                     count, item);
+        return 0;
+    }
+    return 1;
+}
+
+static int range_ok(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n) {
+    if (start < 0 || stop > n || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "range outside the items");
+        return 0;
+    }
+    return 1;
+}
+
+static void release(Py_buffer *bufs, int n) {
+    for (int i = 0; i < n; i++)
+        if (bufs[i].obj) PyBuffer_Release(&bufs[i]);
+}
+
+/* ---- DisguisedNets AES: quantise and move blocks into a byte buffer, and back ------------------------------------ */
+
+/* round(255 v) to the nearest integer, ties to even (as numpy.rint), saturated to 0..255; NaN gives 0. */
+static inline uint8_t quantise(float v) {
+    float q = v * 255.0f;
+    if (!(q > 0.0f)) return 0;
+    if (q >= 255.0f) return 255;
+    /* adding and subtracting 2^23 rounds a float in [0, 2^23) to an integer in the current (nearest-even) mode
+     * without a libm call (rintf is not inlined on baseline x86-64) */
+    return (uint8_t)(int32_t)((q + 8388608.0f) - 8388608.0f);
+}
+
+/* quantise a row of n floats: SSE2 sixteen at a time where the machine has it (maxps returns its second operand
+ * for a NaN, so NaN gives 0; cvtps2dq rounds to nearest even), the scalar form for the rest. */
+static void quantise_row(const float *src, uint8_t *row, Py_ssize_t n) {
+    Py_ssize_t q = 0;
+#if defined(__SSE2__)
+    const __m128 k255 = _mm_set1_ps(255.0f), zero = _mm_setzero_ps();
+    for (; q + 16 <= n; q += 16) {
+        __m128i v[4];
+        for (int t = 0; t < 4; t++) {
+            __m128 f = _mm_mul_ps(_mm_loadu_ps(src + q + 4 * t), k255);
+            v[t] = _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(f, zero), k255));
+        }
+        __m128i lo = _mm_packs_epi32(v[0], v[1]), hi = _mm_packs_epi32(v[2], v[3]);
+        _mm_storeu_si128((__m128i *)(row + q), _mm_packus_epi16(lo, hi));
+    }
+#endif
+    for (; q < n; q++) row[q] = quantise(src[q]);
+}
+
+/* runs i64 [P / r]: plane pixels r*i .. r*i+r-1 go to bytes runs[i] .. runs[i]+r-1 of the block buffer (a row of a
+ * b×b block is r = b consecutive bytes on both sides); every run must lie inside the plane. */
+static int runs_ok(const Py_buffer *runs, Py_ssize_t P, Py_ssize_t r, const char *where) {
+    if (r < 1 || P % r || !need(runs, P / r, 8, where)) {
+        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: the run length must divide the plane", where);
+        return 0;
+    }
+    const int64_t *off = runs->buf;
+    for (Py_ssize_t i = 0; i < P / r; i++)
+        if (off[i] < 0 || off[i] > P - r) {
+            PyErr_Format(PyExc_ValueError, "%s: a run lies outside the plane", where);
+            return 0;
+        }
+    return 1;
+}
+
+/* gather_u8(x f32 [planes, P], runs i64 [P / r], out u8 [planes, P], planes, P, r, start, stop):
+ * quantise each plane into a scratch row (vectorised), then move its runs of r bytes to their places. */
+static PyObject *gather_u8(PyObject *self, PyObject *args) {
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t planes, P, r, start, stop;
+    if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
+    if (!need(&b[0], planes * P, 4, "gather_u8 x") || !need(&b[2], planes * P, 1, "gather_u8 out") ||
+        !range_ok(start, stop, planes) || !runs_ok(&b[1], P, r, "gather_u8 runs"))
+        goto fail;
+    const float *x = b[0].buf;
+    const int64_t *run = b[1].buf;
+    uint8_t *out = b[2].buf;
+    uint8_t *row = malloc((size_t)P + 1);
+    if (!row) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t nr = P / r;
+    for (Py_ssize_t p = start; p < stop; p++) {
+        uint8_t *dst = out + p * P;
+        quantise_row(x + p * P, row, P);
+        if (r == 4)
+            for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + 4 * i, 4);
+        else
+            for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + r * i, (size_t)r);
+    }
+    Py_END_ALLOW_THREADS
+    free(row);
+    release(b, 3);
+    Py_RETURN_NONE;
+fail:
+    release(b, 3);
+    return NULL;
+}
+
+/* scatter_f32(blocks u8 [planes, P], runs i64 [P / r], out f32 [planes, P], planes, P, r, start, stop):
+ * out[p, r*i + t] = blocks[p, runs[i] + t] / 255: the runs are moved into a scratch row, then converted. */
+static PyObject *scatter_f32(PyObject *self, PyObject *args) {
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t planes, P, r, start, stop;
+    if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
+    if (!need(&b[0], planes * P, 1, "scatter_f32 blocks") || !need(&b[2], planes * P, 4, "scatter_f32 out") ||
+        !range_ok(start, stop, planes) || !runs_ok(&b[1], P, r, "scatter_f32 runs"))
+        goto fail;
+    const uint8_t *src = b[0].buf;
+    const int64_t *run = b[1].buf;
+    float *out = b[2].buf;
+    uint8_t *row = malloc((size_t)P + 1);
+    if (!row) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t nr = P / r;
+    for (Py_ssize_t p = start; p < stop; p++) {
+        const uint8_t *s = src + p * P;
+        float *d = out + p * P;
+        if (r == 4)
+            for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + 4 * i, s + run[i], 4);
+        else
+            for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + r * i, s + run[i], (size_t)r);
+        for (Py_ssize_t q = 0; q < P; q++) d[q] = (float)row[q] / 255.0f;
+    }
+    Py_END_ALLOW_THREADS
+    free(row);
+    release(b, 3);
+    Py_RETURN_NONE;
+fail:
+    release(b, 3);
+    return NULL;
+}
+
+/* ---- ShuffleBits: permute the 32 bits of every word -------------------------------------------------------------- */
+
+/* dest[i] = the output bit (LSB numbering) that input bit i moves to; perm is MSB-first (output bit j takes input
+ * bit perm[j]); returns 0 when perm is not a permutation of 0..31. */
+static int destinations(const uint8_t *perm, int inverse, uint32_t *dest) {
+    uint32_t seen = 0;
+    for (int j = 0; j < 32; j++) {
+        if (perm[j] > 31 || (seen >> perm[j]) & 1u) return 0;
+        seen |= 1u << perm[j];
+        if (inverse) dest[31 - j] = 31u - perm[j];
+        else dest[31 - perm[j]] = 31u - (uint32_t)j;
+    }
+    return 1;
+}
+
+static void build_lut(const uint32_t *dest, uint32_t lut[4][256]) {
+    for (int b = 0; b < 4; b++) {
+        lut[b][0] = 0;
+        for (int t = 0; t < 8; t++) {
+            uint32_t bit = 1u << dest[8 * b + t];
+            int step = 1 << t;
+            for (int v = 0; v < step; v++) lut[b][v | step] = lut[b][v] | bit;
+        }
+    }
+}
+
+static inline void apply_lut(const uint32_t *row, Py_ssize_t d, uint32_t lut[4][256], uint32_t *out) {
+    for (Py_ssize_t j = 0; j < d; j++) {
+        uint32_t w = row[j];
+        out[j] = lut[0][w & 0xFFu] | lut[1][(w >> 8) & 0xFFu] | lut[2][(w >> 16) & 0xFFu] | lut[3][w >> 24];
+    }
+}
+
+/* shuffle_rows(x u32 [n, d], perm u8 [r, 32], out u32 [n, d], n, d, r, inverse, start, stop): r = 1 applies one
+ * permutation to every row (fixed key), r = n one per row (four 256-entry tables per permutation). */
+static PyObject *shuffle_rows(PyObject *self, PyObject *args) {
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t n, d, r, start, stop;
+    int inverse;
+    if (!PyArg_ParseTuple(args, "y*y*w*nnnpnn", &b[0], &b[1], &b[2], &n, &d, &r, &inverse, &start, &stop)) goto fail;
+    if ((r != 1 && r != n) || !need(&b[0], n * d, 4, "shuffle_rows x") || !need(&b[1], r * 32, 1, "shuffle_rows perm") ||
+        !need(&b[2], n * d, 4, "shuffle_rows out") || !range_ok(start, stop, n)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "shuffle_rows: one permutation, or one per row");
+        goto fail;
+    }
+    const uint32_t *x = b[0].buf;
+    const uint8_t *perm = b[1].buf;
+    uint32_t *out = b[2].buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t dest[32];
+    uint32_t lut[4][256];
+    if (r == 1) {
+        if (destinations(perm, inverse, dest)) {
+            build_lut(dest, lut);
+            for (Py_ssize_t i = start; i < stop; i++) apply_lut(x + i * d, d, lut, out + i * d);
+        } else bad = 1;
+    } else {
+        for (Py_ssize_t i = start; i < stop && !bad; i++) {
+            if (!destinations(perm + 32 * i, inverse, dest)) { bad = 1; break; }
+            build_lut(dest, lut);
+            apply_lut(x + i * d, d, lut, out + i * d);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) { PyErr_SetString(PyExc_ValueError, "shuffle_rows: a key row is not a permutation of 0..31"); goto fail; }
+    release(b, 3);
+    Py_RETURN_NONE;
+fail:
+    release(b, 3);
+    return NULL;
+}
+
+/* shuffle_elements(x u32 [m], perm u8 [m, 32], out u32 [m], m, inverse, start, stop): one permutation per word,
+ * applied bit by bit. */
+static PyObject *shuffle_elements(PyObject *self, PyObject *args) {
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t m, start, stop;
+    int inverse;
+    if (!PyArg_ParseTuple(args, "y*y*w*npnn", &b[0], &b[1], &b[2], &m, &inverse, &start, &stop)) goto fail;
+    if (!need(&b[0], m, 4, "shuffle_elements x") || !need(&b[1], m * 32, 1, "shuffle_elements perm") ||
+        !need(&b[2], m, 4, "shuffle_elements out") || !range_ok(start, stop, m))
+        goto fail;
+    const uint32_t *x = b[0].buf;
+    const uint8_t *perm = b[1].buf;
+    uint32_t *out = b[2].buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < stop && !bad; i++) {
+        const uint8_t *p = perm + 32 * i;
+        uint32_t w = x[i], res = 0, seen = 0;
+        for (int j = 0; j < 32; j++) {
+            uint32_t s = p[j];
+            if (s > 31) { bad = 1; break; }
+            seen |= 1u << s;
+            if (inverse) res |= ((w >> (31 - j)) & 1u) << (31 - s);
+            else res |= ((w >> (31 - s)) & 1u) << (31 - j);
+        }
+        if (seen != 0xFFFFFFFFu) bad = 1;
+        else out[i] = res;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) { PyErr_SetString(PyExc_ValueError, "shuffle_elements: a key row is not a permutation of 0..31"); goto fail; }
+    release(b, 3);
+    Py_RETURN_NONE;
+fail:
+    release(b, 3);
+    return NULL;
+}
+
+/* fisher_yates(rand u32 [n, 31], out u8 [n, 32], n, start, stop): out[i] = a permutation of 0..31 drawn from 31
+ * random words (index by multiply-shift: bias below 32 / 2^32). */
+static PyObject *fisher_yates(PyObject *self, PyObject *args) {
+    Py_buffer b[2] = {{0}};
+    Py_ssize_t n, start, stop;
+    if (!PyArg_ParseTuple(args, "y*w*nnn", &b[0], &b[1], &n, &start, &stop)) goto fail;
+    if (!need(&b[0], n * 31, 4, "fisher_yates rand") || !need(&b[1], n * 32, 1, "fisher_yates out") ||
+        !range_ok(start, stop, n))
+        goto fail;
+    const uint32_t *rand = b[0].buf;
+    uint8_t *out = b[1].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < stop; i++) {
+        uint8_t *row = out + 32 * i;
+        const uint32_t *r = rand + 31 * i;
+        for (int t = 0; t < 32; t++) row[t] = (uint8_t)t;
+        for (int t = 31; t > 0; t--) {
+            uint32_t j = (uint32_t)(((uint64_t)r[31 - t] * (uint64_t)(t + 1)) >> 32);
+            uint8_t tmp = row[t];
+            row[t] = row[j];
+            row[j] = tmp;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release(b, 2);
+    Py_RETURN_NONE;
+fail:
+    release(b, 2);
+    return NULL;
+}
+
+/* ---- InstaHide: mix k images and flip signs in one pass ---------------------------------------------------------- */
+
+/* mix_encode(priv f32 [np, C, P], pub f32 [nq, C, P], partners i64 [n, k], slot_public u8 [k], lam f32 [n, k],
+ *            scale f32 [2, C], shift f32 [2, C], mask u8 [n, mb], flip, out f32 [n, C, P],
+ *            np, nq, n, k, C, P, mb, start, stop)
+ * out[i, c] = sign * sum_j lam[i, j] (scale[t_j, c] src_j[partners[i, j], c] + shift[t_j, c]), accumulated in float32
+ * in the order: the shifts first, then slot by slot; the sign bit of pixel q = c P + p is bit 7 - q % 8 of byte
+ * mask[i, q / 8] (numpy.packbits order), set = negative. */
+static PyObject *mix_encode(PyObject *self, PyObject *args) {
+    Py_buffer b[9] = {{0}};
+    Py_ssize_t np_, nq, n, k, C, P, mb, start, stop;
+    int flip;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*pw*nnnnnnnnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6],
+                          &b[7], &flip, &b[8], &np_, &nq, &n, &k, &C, &P, &mb, &start, &stop))
+        goto fail;
+    if (!need(&b[0], np_ * C * P, 4, "mix_encode priv") || !need(&b[1], nq * C * P, 4, "mix_encode pub") ||
+        !need(&b[2], n * k, 8, "mix_encode partners") || !need(&b[3], k, 1, "mix_encode slot_public") ||
+        !need(&b[4], n * k, 4, "mix_encode lam") || !need(&b[5], 2 * C, 4, "mix_encode scale") ||
+        !need(&b[6], 2 * C, 4, "mix_encode shift") || !need(&b[8], n * C * P, 4, "mix_encode out") ||
+        !range_ok(start, stop, n))
+        goto fail;
+    if (flip && (mb * 8 < C * P || !need(&b[7], n * mb, 1, "mix_encode mask"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "mix_encode: the sign mask is too small");
+        goto fail;
+    }
+    const float *priv = b[0].buf, *pub = b[1].buf, *lam = b[4].buf, *scale = b[5].buf, *shift = b[6].buf;
+    const int64_t *partners = b[2].buf;
+    const uint8_t *slot_public = b[3].buf, *mask = b[7].buf;
+    float *out = b[8].buf;
+    for (Py_ssize_t i = start; i < stop; i++)
+        for (Py_ssize_t j = 0; j < k; j++) {
+            int64_t idx = partners[i * k + j];
+            if (idx < 0 || idx >= (slot_public[j] ? nq : np_)) {
+                PyErr_SetString(PyExc_ValueError, "mix_encode: a partner index lies outside its image set");
+                goto fail;
+            }
+        }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < stop; i++) {
+        for (Py_ssize_t c = 0; c < C; c++) {
+            float *row = out + (i * C + c) * P;
+            float off = 0.0f;
+            for (Py_ssize_t j = 0; j < k; j++) off += lam[i * k + j] * shift[(slot_public[j] ? C : 0) + c];
+            for (Py_ssize_t p = 0; p < P; p++) row[p] = off;
+            for (Py_ssize_t j = 0; j < k; j++) {
+                int t = slot_public[j] ? 1 : 0;
+                float w = lam[i * k + j] * scale[t * C + c];
+                const float *src = (t ? pub : priv) + (partners[i * k + j] * C + c) * P;
+                for (Py_ssize_t p = 0; p < P; p++) row[p] += w * src[p];
+            }
+            if (flip) {
+                const uint8_t *m = mask + i * mb;
+                Py_ssize_t base = c * P;
+                for (Py_ssize_t p = 0; p < P; p++) {
+                    Py_ssize_t q = base + p;
+                    if ((m[q >> 3] >> (7 - (q & 7))) & 1) row[p] = -row[p];
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release(b, 9);
+    Py_RETURN_NONE;
+fail:
+    release(b, 9);
+    return NULL;
+}
+
+/* ---- SSIM ------------------------------------------------------------------------------------------------------ */
+
+/* ssim_box_u8(x u8 [n, C, H, W], y, out f64 [n], n, C, H, W, win, c1n, c2n, cov, start, stop): mean SSIM per pair
+ * with the uniform win×win window. Window sums of x, y, x², y², xy are exact integers (int64); the formula is
+ * evaluated from them in float64 (c1n, c2n are C1, C2 times npts²). */
+static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t n, C, H, W, win, start, stop;
+    double c1n, c2n, cov;
+    if (!PyArg_ParseTuple(args, "y*y*w*nnnnndddnn", &b[0], &b[1], &b[2], &n, &C, &H, &W, &win, &c1n, &c2n, &cov,
+                          &start, &stop))
+        goto fail;
+    if (win < 1 || win > H || win > W) { PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad window"); goto fail; }
+    if (!need(&b[0], n * C * H * W, 1, "ssim x") || !need(&b[1], n * C * H * W, 1, "ssim y") ||
+        !need(&b[2], n, 8, "ssim out") || !range_ok(start, stop, n))
+        goto fail;
+    const uint8_t *X = b[0].buf, *Y = b[1].buf;
+    double *out = b[2].buf;
+    int64_t *col = malloc(sizeof(int64_t) * 5 * (size_t)W);
+    if (!col) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t ho = H - win + 1, wo = W - win + 1, npts = win * win;
+    int64_t *cx = col, *cy = col + W, *cxx = col + 2 * W, *cyy = col + 3 * W, *cxy = col + 4 * W;
+    for (Py_ssize_t im = start; im < stop; im++) {
+        double total = 0.0;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const uint8_t *x = X + (im * C + c) * H * W, *y = Y + (im * C + c) * H * W;
+            memset(col, 0, sizeof(int64_t) * 5 * (size_t)W);
+            for (Py_ssize_t i = 0; i < win - 1; i++)
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[i * W + j], v = y[i * W + j];
+                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
+                }
+            for (Py_ssize_t i = 0; i < ho; i++) {
+                Py_ssize_t r = i + win - 1;
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[r * W + j], v = y[r * W + j];
+                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
+                }
+                int64_t sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+                for (Py_ssize_t j = 0; j < win - 1; j++) {
+                    sx += cx[j]; sy += cy[j]; sxx += cxx[j]; syy += cyy[j]; sxy += cxy[j];
+                }
+                for (Py_ssize_t j = 0; j < wo; j++) {
+                    Py_ssize_t kk = j + win - 1;
+                    sx += cx[kk]; sy += cy[kk]; sxx += cxx[kk]; syy += cyy[kk]; sxy += cxy[kk];
+                    int64_t sxsy = sx * sy;
+                    double a1 = 2.0 * (double)sxsy + c1n;
+                    double b1 = (double)(sx * sx + sy * sy) + c1n;
+                    double a2 = 2.0 * cov * (double)(npts * sxy - sxsy) + c2n;
+                    double b2 = cov * (double)(npts * (sxx + syy) - sx * sx - sy * sy) + c2n;
+                    total += (a1 * a2) / (b1 * b2);
+                    sx -= cx[j]; sy -= cy[j]; sxx -= cxx[j]; syy -= cyy[j]; sxy -= cxy[j];
+                }
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[i * W + j], v = y[i * W + j];
+                    cx[j] -= a; cy[j] -= v; cxx[j] -= a * a; cyy[j] -= v * v; cxy[j] -= a * v;
+                }
+            }
+        }
+        out[im] = total / (double)(C * ho * wo);
+    }
+    Py_END_ALLOW_THREADS
+    free(col);
+    release(b, 3);
+    Py_RETURN_NONE;
+fail:
+    release(b, 3);
+    return NULL;
+}
+
+/* Float SSIM. Each plane is first read into contiguous float64 scratch (from any element strides: NCHW, or the NHWC
+ * memory behind a permuted view, without a copy of the batch), then filtered in passes that run over whole rows, so
+ * the compiler vectorises them; where the compiler can make several versions of a function (GCC and Clang on x86-64
+ * Linux), an AVX2 one is picked at load time. No fused multiply-add in any version, so they agree to the bit. */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__INTEL_COMPILER)
+#define VERSIONS __attribute__((target_clones("avx2", "default")))
+#else
+#define VERSIONS
+#endif
+
+typedef struct {
+    Py_ssize_t n, c, h, w;  /* element strides */
+} strides4;
+
+/* SSIM from the five local statistics (means and raw second moments) of a row of wo positions. */
+static inline void ssim_formula(const double *ux, const double *uy, const double *mxx, const double *myy,
+                                const double *mxy, Py_ssize_t wo, double c1, double c2, double cov, double *res) {
+    for (Py_ssize_t j = 0; j < wo; j++) {
+        double vx = cov * (mxx[j] - ux[j] * ux[j]), vy = cov * (myy[j] - uy[j] * uy[j]);
+        double vxy = cov * (mxy[j] - ux[j] * uy[j]);
+        res[j] = ((2.0 * ux[j] * uy[j] + c1) * (2.0 * vxy + c2)) /
+                 ((ux[j] * ux[j] + uy[j] * uy[j] + c1) * (vx + vy + c2));
+    }
+}
+
+/* Sum of SSIM over the valid positions of one plane (xa, ya: H×W float64, contiguous). box: the uniform window by
+ * running column sums; otherwise the weights wt[0..k) along columns, then rows. scratch: 17 W doubles. */
+VERSIONS static double ssim_plane(const double *xa, const double *ya, Py_ssize_t H, Py_ssize_t W, const double *wt,
+                                  Py_ssize_t k, int box, double c1, double c2, double cov, double *scratch) {
+    Py_ssize_t wo = W - k + 1;
+    double *cx = scratch, *cy = cx + W, *cxx = cy + W, *cyy = cxx + W, *cxy = cyy + W;
+    double *hx = cxy + W, *hy = hx + W, *hxx = hy + W, *hyy = hxx + W, *hxy = hyy + W, *res = hxy + W;
+    double *acc[5] = {cx, cy, cxx, cyy, cxy}, *hor[5] = {hx, hy, hxx, hyy, hxy};
+    double total = 0.0, inv = 1.0 / (double)(k * k);
+    if (box)
+        for (Py_ssize_t j = 0; j < 5 * W; j++) scratch[j] = 0.0;
+    for (Py_ssize_t i = 0; i < H; i++) {
+        if (box) {   /* the column sums of rows i-k+1 .. i: add row i, drop row i-k */
+            const double *xr = xa + i * W, *yr = ya + i * W;
+            for (Py_ssize_t j = 0; j < W; j++) {
+                cx[j] += xr[j]; cy[j] += yr[j]; cxx[j] += xr[j] * xr[j]; cyy[j] += yr[j] * yr[j];
+                cxy[j] += xr[j] * yr[j];
+            }
+            if (i >= k) {
+                const double *xo = xa + (i - k) * W, *yo = ya + (i - k) * W;
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    cx[j] -= xo[j]; cy[j] -= yo[j]; cxx[j] -= xo[j] * xo[j]; cyy[j] -= yo[j] * yo[j];
+                    cxy[j] -= xo[j] * yo[j];
+                }
+            }
+            if (i < k - 1) continue;
+        } else {     /* the weighted column sums of rows i .. i+k-1 */
+            if (i + k > H) break;
+            for (Py_ssize_t j = 0; j < 5 * W; j++) scratch[j] = 0.0;
+            for (Py_ssize_t t = 0; t < k; t++) {
+                const double *xr = xa + (i + t) * W, *yr = ya + (i + t) * W;
+                double u = wt[t];
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    cx[j] += u * xr[j]; cy[j] += u * yr[j]; cxx[j] += u * (xr[j] * xr[j]);
+                    cyy[j] += u * (yr[j] * yr[j]); cxy[j] += u * (xr[j] * yr[j]);
+                }
+            }
+        }
+        for (int q = 0; q < 5; q++) {   /* along the row: the window sums of k columns */
+            const double *src = acc[q];
+            double *dst = hor[q];
+            double u0 = box ? 1.0 : wt[0];
+            for (Py_ssize_t j = 0; j < wo; j++) dst[j] = u0 * src[j];
+            for (Py_ssize_t t = 1; t < k; t++) {
+                double u = box ? 1.0 : wt[t];
+                for (Py_ssize_t j = 0; j < wo; j++) dst[j] += u * src[j + t];
+            }
+            if (box)
+                for (Py_ssize_t j = 0; j < wo; j++) dst[j] *= inv;
+        }
+        ssim_formula(hx, hy, hxx, hyy, hxy, wo, c1, c2, cov, res);
+        for (Py_ssize_t j = 0; j < wo; j++) total += res[j];
+    }
+    return total;
+}
+
+static inline void load_plane(const char *base, int dbl, strides4 s, Py_ssize_t H, Py_ssize_t W, double *dst) {
+    for (Py_ssize_t i = 0; i < H; i++)
+        for (Py_ssize_t j = 0; j < W; j++) {
+            Py_ssize_t o = i * s.h + j * s.w;
+            dst[i * W + j] = dbl ? ((const double *)base)[o] : (double)((const float *)base)[o];
+        }
+}
+
+/* The largest element offset the strides reach, or -1 for a negative stride. */
+static Py_ssize_t reach(strides4 s, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w) {
+    if (s.n < 0 || s.c < 0 || s.h < 0 || s.w < 0) return -1;
+    return (n - 1) * s.n + (c - 1) * s.c + (h - 1) * s.h + (w - 1) * s.w;
+}
+
+/* ssim_sep(x, y, double_input, weights f64 [k], out f64 [n], n, C, H, W, x strides (4), y strides (4), c1, c2, cov,
+ * start, stop): the mean SSIM of each pair; strides in elements. The uniform window (all weights 1/k) takes running
+ * sums, any other the weighted filter. */
+static PyObject *ssim_sep(PyObject *self, PyObject *args) {
+    Py_buffer b[4] = {{0}};
+    Py_ssize_t n, C, H, W, start, stop;
+    strides4 sx, sy;
+    int dbl;
+    double c1, c2, cov;
+    if (!PyArg_ParseTuple(args, "y*y*py*w*nnnnnnnnnnnndddnn", &b[0], &b[1], &dbl, &b[2], &b[3], &n, &C, &H, &W,
+                          &sx.n, &sx.c, &sx.h, &sx.w, &sy.n, &sy.c, &sy.h, &sy.w, &c1, &c2, &cov, &start, &stop))
+        goto fail;
+    Py_ssize_t item = dbl ? 8 : 4, k = b[2].len / 8;
+    if (k < 1 || k > H || k > W) { PyErr_SetString(PyExc_ValueError, "ssim_sep: bad window"); goto fail; }
+    if (n > 0) {
+        Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
+        if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, item, "ssim x") || !need(&b[1], ry + 1, item, "ssim y")) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ssim_sep: negative strides");
+            goto fail;
+        }
+    }
+    if (!need(&b[3], n, 8, "ssim out") || !range_ok(start, stop, n)) goto fail;
+    const double *wt = b[2].buf;
+    double *out = b[3].buf;
+    int box = 1;
+    for (Py_ssize_t t = 0; t < k; t++) box &= wt[t] == 1.0 / (double)k;
+    Py_ssize_t wo = W - k + 1, ho = H - k + 1;
+    double *scratch = malloc(sizeof(double) * (size_t)(17 * W + 2 * H * W));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    double *xa = scratch + 17 * W, *ya = xa + H * W;
+    for (Py_ssize_t im = start; im < stop; im++) {
+        double total = 0.0;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            load_plane((const char *)b[0].buf + (im * sx.n + c * sx.c) * item, dbl, sx, H, W, xa);
+            load_plane((const char *)b[1].buf + (im * sy.n + c * sy.c) * item, dbl, sy, H, W, ya);
+            total += ssim_plane(xa, ya, H, W, wt, k, box, c1, c2, cov, scratch);
+        }
+        out[im] = total / (double)(C * ho * wo);
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    release(b, 4);
+    Py_RETURN_NONE;
+fail:
+    release(b, 4);
+    return NULL;
+}
+
+/* ---- module ---------------------------------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"gather_u8", gather_u8, METH_VARARGS, "AES disguise: quantise pixels and move them into the block buffer."},
+    {"scatter_f32", scatter_f32, METH_VARARGS, "AES disguise: bytes back to float pixels in plane order."},
+    {"shuffle_rows", shuffle_rows, METH_VARARGS, "ShuffleBits: one bit permutation, or one per row."},
+    {"shuffle_elements", shuffle_elements, METH_VARARGS, "ShuffleBits: one bit permutation per word."},
+    {"fisher_yates", fisher_yates, METH_VARARGS, "Uniform permutations of 0..31 from random words."},
+    {"mix_encode", mix_encode, METH_VARARGS, "InstaHide: mix images and flip signs in one pass."},
+    {"ssim_box_u8", ssim_box_u8, METH_VARARGS, "SSIM of uint8 pairs with the uniform window (exact sums)."},
+    {"ssim_sep", ssim_sep, METH_VARARGS, "SSIM of float pairs with a separable window, float64 arithmetic."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "masquerade's compiled kernels.", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
