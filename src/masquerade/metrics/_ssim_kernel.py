@@ -38,7 +38,7 @@ def ssim_box_u8(x: np.ndarray, y: np.ndarray, win: int, c1n: float, c2n: float, 
              min_items=MIN_PAIRS)
 
 
-def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, int, int, int], x_strides: tuple[int, ...],
+def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], x_strides: tuple[int, ...],
                    y_strides: tuple[int, ...], weights: np.ndarray, c1: float, c2: float, cov: float,
                    out: np.ndarray) -> None:
     """Mean SSIM of each float32 or float64 pair into ``out``, with the separable window ``weights`` (1-D).
