@@ -11,7 +11,8 @@ from AutoAugment. A policy is written as the paper writes it:
 
 Operations work on float32 N×C×H×W tensors in [0, 1] and follow PIL's definitions (the ATS code runs PIL on 8-bit
 images): every operation's output is rounded to the 8-bit grid, geometric ones fill with black (rotation with grey
-128, as the ATS code does), shears are bicubic, translations and rotations nearest-neighbour.
+128, as the ATS code does), shears are bicubic (PIL's own kernel, pixel for pixel), translations and rotations
+nearest-neighbour.
 
 **Draw, then apply.** ``keygen`` draws every random choice -- the sub-list of a hybrid, the random sign of a
 magnitude, whether a sub-policy fires, the crop of ``zoom``, the corners of ``warp`` and the seed of ``zoom``'s noise
@@ -138,6 +139,39 @@ def _sample(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, mode: str
     return _q(out)
 
 
+def _cubic(v1: torch.Tensor, v2: torch.Tensor, v3: torch.Tensor, v4: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """PIL's cubic through four samples at offset d in [0, 1) from v2 (cubic convolution with a = -1, as its
+    ``transform`` uses; ``resize`` uses a = -0.5), with its order of operations, so float64 rounds as PIL's C does."""
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _bicubic_pil(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, fill: float) -> torch.Tensor:
+    """PIL's bicubic resampling of 8-bit images: 4×4 taps clamped at the border, computed in float64 on the 8-bit
+    values, saturated and truncated to an integer; a source point outside the image takes ``fill``."""
+    n, c, h, w = x.shape
+    flat = torch.round(x.clamp(0, 1) * 255).to(torch.float64).reshape(n, c, h * w)
+    xin, yin = src_x - 0.5, src_y - 0.5
+    x0, y0 = torch.floor(xin), torch.floor(yin)
+    dx, dy = (xin - x0).unsqueeze(1), (yin - y0).unsqueeze(1)
+    cols = [(x0 + (i - 1)).clamp(0, w - 1).to(torch.int64) for i in range(4)]
+    rows = [(y0 + (j - 1)).clamp(0, h - 1).to(torch.int64) for j in range(4)]
+
+    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        idx = (r * w + col).reshape(n, 1, h * w).expand(n, c, h * w)
+        return flat.gather(2, idx).reshape(n, c, h, w)
+
+    def along_row(r: torch.Tensor) -> torch.Tensor:
+        return _cubic(tap(r, cols[0]), tap(r, cols[1]), tap(r, cols[2]), tap(r, cols[3]), dx)
+
+    v = _cubic(along_row(rows[0]), along_row(rows[1]), along_row(rows[2]), along_row(rows[3]), dy)
+    v = torch.trunc(v.clamp(0, 255))
+    inside = ((src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)).unsqueeze(1)
+    return torch.where(inside, v / 255, torch.full_like(v, fill)).to(x.dtype)
+
+
 def _centres(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
                             indexing="ij")
@@ -150,7 +184,10 @@ def _affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, 
     n, _, h, w = x.shape
     xs, ys = _centres(n, h, w)
     v = [t.to(torch.float64).view(-1, 1, 1) for t in (a, b, c, d, e, f)]
-    return _sample(x, v[0] * xs + v[1] * ys + v[2], v[3] * xs + v[4] * ys + v[5], mode, fill)
+    src_x, src_y = v[0] * xs + v[1] * ys + v[2], v[3] * xs + v[4] * ys + v[5]
+    if mode == "bicubic":
+        return _bicubic_pil(x, src_x, src_y, fill)
+    return _sample(x, src_x, src_y, mode, fill)
 
 
 def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
