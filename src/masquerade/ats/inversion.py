@@ -18,8 +18,9 @@ that expects standardised inputs in :class:`masquerade.models.Normalized`).
 
 **Vectorised.** Independent problems -- several images attacked at once, and restarts -- run as one batch: the trial
 gradients of all problems come from ``torch.func.vmap`` over ``torch.func.grad`` (per-problem gradients with the
-model's weights shared), and the double backpropagation goes through that in one pass. Signed Adam is elementwise, so
-the problems stay exactly independent. L-BFGS is not, so ``dlg`` solves problems one after another.
+model's weights shared), and the double backpropagation goes through that in one pass (a single problem takes plain
+double backpropagation: vmap costs more than it saves there). Signed Adam is elementwise, so the problems stay
+exactly independent. L-BFGS is not, so ``dlg`` solves problems one after another.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult", "client_gradient",
-           "infer_labels", "per_sample_gradients", "total_variation", "gradient_cost", "CIFAR10_MEAN", "CIFAR10_STD"]
+           "infer_labels", "per_sample_gradients", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
+           "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
 CIFAR10_STD = (0.24703224003314972, 0.24348513782024384, 0.26158785820007324)
@@ -145,14 +147,21 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor], cost: str) -> torch.Tensor:
-    """Per-problem gradient distance; tensors carry a leading problem dimension."""
+def gradient_norm(target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-problem L2 norm of a gradient (all layers together); tensors carry a leading problem dimension."""
+    return sum(b.pow(2).flatten(1).sum(1) for b in target).sqrt()  # type: ignore[union-attr]
+
+
+def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor], cost: str, *,
+                  target_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-problem gradient distance; tensors carry a leading problem dimension. ``target_norm`` (from
+    :func:`gradient_norm`) saves recomputing the fixed target's norm at every iteration."""
     if cost == "l2":
         return sum((a - b).pow(2).flatten(1).sum(1) for a, b in zip(trial, target))  # type: ignore[return-value]
     dot = sum((a * b).flatten(1).sum(1) for a, b in zip(trial, target))
     na = sum(a.pow(2).flatten(1).sum(1) for a in trial)
-    nb = sum(b.pow(2).flatten(1).sum(1) for b in target)
-    return 1 - dot / (na.sqrt() * nb.sqrt()).clamp_min(1e-30)  # type: ignore[union-attr]
+    nb = gradient_norm(target) if target_norm is None else target_norm
+    return 1 - dot / (na.sqrt() * nb).clamp_min(1e-30)  # type: ignore[union-attr]
 
 
 class _GradientInversion:
@@ -218,11 +227,30 @@ class _GradientInversion:
               "rand": lambda: (torch.rand(len(idx), batch, *shape, generator=torch_gen) - mean) / std,
               "zeros": lambda: torch.zeros(len(idx), batch, *shape)}[s.init]()
         keys = list(params)
+        weights = [p for p in model.parameters() if p.requires_grad]   # the order of ``params``
+
+        def trial_gradients(x: torch.Tensor, rows: np.ndarray) -> list[torch.Tensor]:
+            if len(rows) == 1:   # one problem: plain double backpropagation, without vmap's per-call overhead
+                with torch.enable_grad():   # as torch.func.grad does, also when scoring under no_grad
+                    loss = F.cross_entropy(model(x[0]), labels[rows[0]])
+                    return [g[None] for g in torch.autograd.grad(loss, weights, create_graph=True)]
+            trial = grad_fn(params, x, labels[rows])
+            return [trial[k] for k in keys]
+
+        chunk_targets: dict[bytes, tuple[list[torch.Tensor], torch.Tensor]] = {}
+
+        def targets(rows: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+            """The chunk's target gradients and their norms, sliced once per chunk, not at every iteration."""
+            if rows.tobytes() not in chunk_targets:
+                chunk_targets.clear()
+                tgt = [t[rows] for t in target]
+                chunk_targets[rows.tobytes()] = (tgt, gradient_norm(tgt))
+            return chunk_targets[rows.tobytes()]
 
         def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = z * std + mean
-            trial = grad_fn(params, x, labels[rows])
-            match = gradient_cost([trial[k] for k in keys], [t[rows] for t in target], s.cost)
+            tgt, norm = targets(rows)
+            match = gradient_cost(trial_gradients(x, rows), tgt, s.cost, target_norm=norm)
             return match + s.tv * total_variation(z), match
 
         t0 = time.perf_counter()
