@@ -57,6 +57,50 @@ def test_partner_structure_and_distinctness() -> None:
     assert fixed_points > 0  # the official behaviour can mix an image with itself
 
 
+@pytest.mark.parametrize("k,group,n", [(4, 16, 500), (6, 10, 203), (2, 7, 50)])
+def test_grouped_partners_stay_in_secret_groups_and_decode_by_blocks(k: int, group: int, n: int) -> None:
+    s = mq.create_scheme("instahide", k=k, group=group)
+    key = s.keygen(n, rng=3, shape=(3, 4, 4))
+    p = key.partners
+    assert np.array_equal(p[:, 0], np.arange(n))
+    for j in range(1, k):   # each slot is still a permutation of the private set...
+        assert np.array_equal(np.sort(p[:, j]), np.arange(n))
+    assert all(len(set(row)) == k for row in p.tolist())
+    # ...but mixes only inside groups of group or group + 1 images, which are not the consecutive indices
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), p.ravel())), shape=(n, n))
+    count, comp = connected_components(graph, directed=True, connection="weak")
+    sizes = np.bincount(comp)
+    assert count >= n // group and sizes.max() <= group + 1     # k = 2: a group can split into cycles
+    if k >= 4:
+        assert count == n // group and set(sizes) <= {group, group + 1}
+    assert not all(np.ptp(np.nonzero(comp == c)[0]) == sizes[c] - 1 for c in range(count))   # secret, not blocks
+    x = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    z = s.encode(x, key)
+    back = s.decode(z, key)
+    cond = np.linalg.cond(_mixing_matrix(key, k))
+    assert torch.allclose(back, x, atol=1e-6 * cond + 1e-5)
+    assert (s.decode(z, s.keygen(n, rng=4, shape=(3, 4, 4))) - x).abs().mean() > 0.1   # another key: noise
+    with pytest.raises(InputError, match="group"):
+        mq.create_scheme("instahide", k=4, group=3)
+    with pytest.raises(InputError, match="group"):
+        mq.create_scheme("instahide", k=4, group=-1)
+
+
+def test_grouped_partner_draws_are_uniform_inside_the_group() -> None:
+    s = mq.create_scheme("instahide", k=2, group=8)
+    meets = np.zeros((16, 16))
+    for seed in range(400):
+        p = s.keygen(16, rng=seed, shape=(1, 2, 2)).partners
+        meets[np.arange(16), p[:, 1]] += 1
+    # an image never meets itself, and meets each other image of the set about equally often over random groupings
+    assert np.all(np.diag(meets) == 0)
+    off = meets[~np.eye(16, dtype=bool)]
+    assert off.min() > 0 and off.max() / off.mean() < 2.0
+
+
 def test_cross_mode_public_slots_do_not_repeat_within_a_key() -> None:
     s = mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2)
     key = s.keygen(100, rng=0, pool_size=1000)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ class InstaHideSettings:
     public_mean: tuple[float, ...] = IMAGENET_MEAN
     public_std: tuple[float, ...] = IMAGENET_STD
     renormalize_labels: bool = False
+    group: int = 0   # 0: private partners from the whole set (the paper); g: from secret groups of about g images
 
     def __post_init__(self) -> None:
         for name in ("mean", "std", "public_mean", "public_std"):
@@ -89,6 +90,11 @@ class InstaHideSettings:
         for name in ("std", "public_std"):
             if any(v <= 0 for v in getattr(self, name)):
                 raise InputError(f"instahide: {name} must be positive")
+        if not isinstance(self.group, int) or isinstance(self.group, bool) or self.group < 0:
+            raise InputError(f"instahide: group must be 0 (the whole set) or a group size, got {self.group!r}")
+        if self.group and self.distinct and self.group < p:
+            raise InputError(f"instahide: groups of {self.group} cannot give {p} distinct private images per "
+                             "encoding")
 
     @property
     def p(self) -> int:
@@ -194,7 +200,44 @@ def sample_coefficients(n: int, k: int, *, upper: float, dom: float = 0.0, priva
     return lam
 
 
-def _private_partners(n: int, p: int, gen: np.random.Generator, distinct: bool) -> np.ndarray:
+def _grouped_partners(n: int, p: int, group: int, gen: np.random.Generator, distinct: bool) -> np.ndarray:
+    """Private partners drawn inside secret groups: the images are shuffled and cut into n // group groups of about
+    ``group`` (sizes differ by at most one); each slot is an independent uniform permutation inside every group
+    (with ``distinct``, groups whose draw repeats an image in an encoding are drawn again, all at once). The mixing
+    matrix is then block-diagonal after a permutation: decoding costs O(n · group²), linear in n."""
+    m = max(1, n // group)
+    sizes = np.full(m, n // m)
+    sizes[: n % m] += 1
+    gid = np.repeat(np.arange(m), sizes)                 # group of each position
+    order = gen.permutation(n).astype(np.int64)          # position t holds image order[t]
+    cols = [np.arange(n, dtype=np.int64)]                # slots in position space; slot 0 is the image itself
+    limit = 100 + int(200 * math.exp(p))
+    for _ in range(1, p):
+        perm = np.empty(n, np.int64)
+        todo = np.arange(m)
+        for _round in range(limit):
+            at = np.nonzero(np.isin(gid, todo))[0] if todo.size < m else np.arange(n)
+            perm[at] = at[np.lexsort((gen.random(at.size), gid[at]))]   # a uniform permutation inside each group
+            if not distinct:
+                break
+            clash = np.zeros(at.size, bool)
+            for col in cols:
+                clash |= col[at] == perm[at]
+            todo = np.unique(gid[at[clash]])
+            if not todo.size:
+                break
+        else:
+            raise InputError(f"instahide: could not draw {p} distinct private images per encoding inside groups of "
+                             f"{group}; use larger groups or distinct=False")
+        cols.append(perm)
+    out = np.empty((n, p), np.int64)
+    out[order] = np.stack([order[c] for c in cols], axis=1)   # image order[t] mixes images order[cols[s][t]]
+    return out
+
+
+def _private_partners(n: int, p: int, gen: np.random.Generator, distinct: bool, group: int = 0) -> np.ndarray:
+    if group and group < n:
+        return _grouped_partners(n, p, group, gen, distinct)
     cols = [np.arange(n, dtype=np.int64)]
     for s in range(1, p):
         tries = int(20 * math.exp(s)) + 100
@@ -226,6 +269,53 @@ def _as_float_images(x: torch.Tensor, where: str) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().numpy()).reshape(x.shape[0], x.shape[1], -1)
 
 
+DENSE_LIMIT = 2048   # components up to this size are solved densely, in batches of equal size
+
+
+def _solve_by_components(m: Any, rhs: np.ndarray) -> np.ndarray:
+    """Solve m x = rhs (every column of rhs at once), one connected component of m's graph at a time: components of
+    equal size up to DENSE_LIMIT as one batch of dense systems (LAPACK), larger ones by sparse LU. With the paper's
+    whole-set partners the graph is one random expander and LU fills in (cost grows about as n²); with ``group``
+    every component is a group and the cost is linear in n."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.linalg import splu
+
+    n = m.shape[0]
+    count, comp = connected_components(m, directed=True, connection="weak")
+    x = np.empty_like(rhs)
+    members = np.argsort(comp, kind="stable")
+    sizes = np.bincount(comp, minlength=count)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    local = np.empty(n, np.int64)
+    local[members] = np.arange(n) - np.repeat(starts[:-1], sizes)
+    coo = m.tocoo()
+    for size in np.unique(sizes):
+        which = np.nonzero(sizes == size)[0]
+        if size <= DENSE_LIMIT:
+            idx = members[(starts[which][:, None] + np.arange(size)).ravel()]
+            slot = np.full(count, -1, np.int64)
+            slot[which] = np.arange(len(which))
+            keep = slot[comp[coo.row]] >= 0
+            blocks = np.zeros((len(which), size, size))
+            blocks[slot[comp[coo.row[keep]]], local[coo.row[keep]], local[coo.col[keep]]] = coo.data[keep]
+            # torch's batched LU solve: several times faster here than numpy's for many right-hand sides
+            sol, info = torch.linalg.solve_ex(torch.from_numpy(blocks), torch.from_numpy(rhs[idx]).reshape(
+                len(which), size, -1))
+            if bool((info != 0).any()) or not bool(torch.isfinite(sol).all()):
+                raise InputError("instahide.decode: the key's mixing matrix is singular")
+            x[idx] = sol.reshape(len(which) * size, -1).numpy()
+            continue
+        for g in which:
+            part = members[starts[g]:starts[g + 1]]
+            try:
+                lu = splu(sp.csc_matrix(m[part][:, part]))
+            except RuntimeError as exc:
+                raise InputError(f"instahide.decode: the key's mixing matrix is singular ({exc})") from None
+            x[part] = lu.solve(rhs[part])
+    return x
+
+
 class InstaHide(Configurable):
     """InstaHide encoding; see the module docstring. ``create_scheme("instahide", k=6, mode="cross")``."""
 
@@ -252,7 +342,7 @@ class InstaHide(Configurable):
         n = int(n)
         lam = sample_coefficients(n, s.k, upper=s.upper, dom=s.dom if s.mode == "cross" else 0.0,
                                   private=s.p if s.mode == "cross" else 0, rng=gen).astype(np.float32)
-        partners = np.concatenate([_private_partners(n, s.p, gen, s.distinct),
+        partners = np.concatenate([_private_partners(n, s.p, gen, s.distinct, s.group),
                                    _public_partners(n, s.k - s.p, int(pool_size), gen)], axis=1)
         c, h, w = (int(v) for v in shape)
         if s.sign_flip:
@@ -309,10 +399,10 @@ class InstaHide(Configurable):
         """Recover the private images from their encodings with the key (and the public pool in cross mode).
 
         Removing the signs and the public part leaves ``M x = r`` with M the sparse n×n matrix of private
-        coefficients; it is solved by sparse LU for every pixel at once.
+        coefficients; it is solved for every pixel at once, one connected component of M at a time (dense for
+        groups, sparse LU for the paper's whole-set partners; see ``_solve_by_components``).
         """
         import scipy.sparse as sp
-        from scipy.sparse.linalg import splu
 
         if not isinstance(z, torch.Tensor) or z.ndim != 4 or not torch.isfinite(z).all():
             raise InputError("instahide.decode: expected finite encodings as an n×C×H×W tensor")
@@ -332,12 +422,8 @@ class InstaHide(Configurable):
                 pub[k.partners[:, j]].astype(np.float64)
         y /= scale[0].astype(np.float64)[None, :, None]
         rows = np.repeat(np.arange(k.n), s.p)
-        m = sp.csc_matrix((lam[:, :s.p].ravel(), (rows, k.partners[:, :s.p].ravel())), shape=(k.n, k.n))
-        try:
-            lu = splu(m)
-        except RuntimeError as exc:
-            raise InputError(f"instahide.decode: the key's mixing matrix is singular ({exc})") from None
-        x = lu.solve(y.reshape(k.n, -1))
+        m = sp.csr_matrix((lam[:, :s.p].ravel(), (rows, k.partners[:, :s.p].ravel())), shape=(k.n, k.n))
+        x = _solve_by_components(m, y.reshape(k.n, -1))
         return torch.from_numpy(x.reshape(k.n, c, h, w).astype(np.float32))
 
     def clean_view(self, x: torch.Tensor) -> torch.Tensor:
