@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench bench-speed reproduce weights install clean
+.PHONY: demo test lint bench reproduce weights install clean
 
 install: $(STAMP)
 
@@ -36,10 +36,17 @@ weights: $(STAMP)
 	$(BIN)/masquerade challenge prepare --aux $(AUX) --public $(PHOTOS) \
 		--out src/masquerade/weights/instahide_challenge_prior.safetensors
 
-# Speed checks (seconds each); the paper reproductions (hours) are in benchmarks/reproductions/ (see its README).
-bench: $(STAMP)
-	$(BIN)/python benchmarks/speed/bench_ssim.py
-	$(BIN)/python benchmarks/speed/bench_instahide_encode.py
+# The speed suite: one table of our figures against the peers' (libraries and the papers' published code, each
+# in its own environment under .bench/), cold and warm, and the cost curves (about 15 minutes; BENCH_ARGS=--quick
+# for a few). The paper reproductions (hours) are in benchmarks/reproductions/ (see its README).
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/speed/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info src/*.egg-info
