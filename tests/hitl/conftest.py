@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -40,3 +47,56 @@ def choice_set(tmp_path: Path) -> Path:
 @pytest.fixture
 def appeal_set(tmp_path: Path) -> Path:
     return make_appeal_set(tmp_path / "set-b")
+
+
+# -- a real server (uvicorn on the loopback address, in a thread) and a small HTTP client --------------------------
+
+class Reply:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(base: str, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+            headers: dict[str, str] | None = None) -> Reply:
+    """One HTTP request with the standard library (``body`` sent as JSON, ``raw`` as is)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    hdrs = dict(headers or {})
+    if body is not None and raw is None:
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Reply(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def running(study: Any) -> Iterator[str]:
+    """Serve ``study`` on a free loopback port in a thread; yields the base URL."""
+    import uvicorn
+
+    from masquerade.hitl.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning", access_log=False,
+                                           lifespan="off"))
+    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    while not server.started:
+        assert time.monotonic() - t0 < 10, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        th.join(10)
+        sock.close()

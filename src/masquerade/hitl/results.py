@@ -1,9 +1,9 @@
 """The study owner's HitL table, from the study database and the sets' ``answers.json`` (never from the server).
 
 Per set and condition: for a choice question the recognition rate (a rating names the true class) with its 95 %
-Wilson score interval, for an appeal question the mean rating (1-5) with its 95 % t interval (clipped to 1-5); the numbers of raters
-and ratings; inter-rater agreement as Fleiss' kappa over the items of that condition (categories: the choices plus
-``unrecognisable``). Each rater's latest answer per item counts once.
+Wilson score interval, for an appeal question the mean rating (1-5) with its 95 % t interval (clipped to 1-5); the
+numbers of raters and ratings; inter-rater agreement as Fleiss' kappa over the items of that condition
+(categories: the choices plus ``unrecognisable``). Each rater's latest answer per item counts once.
 """
 
 from __future__ import annotations
