@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -100,3 +103,24 @@ def running(study: Any) -> Iterator[str]:
         server.should_exit = True
         th.join(10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serving(sets: list[Path], db: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``masquerade hitl serve SETS --db DB --port 0`` in a subprocess; yields the URL (its first line) and the
+    process, and stops it with Ctrl-C (SIGINT) afterwards."""
+    cmd = [sys.executable, "-m", "masquerade", "hitl", "serve", *map(str, sets), "--db", str(db), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -204,7 +204,10 @@ def serve(sets: Sequence[str | Path], *, db: str | Path, host: str = "127.0.0.1"
             say("anyone on the network with this URL can rate: share it only with your raters")
         config = uvicorn.Config(create_app(study), log_level="warning", access_log=False, lifespan="off",
                                 server_header=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:               # uvicorn stops gracefully on Ctrl-C, then passes it on: done
+            pass
         return study.counts()
     finally:
         study.close()
