@@ -86,7 +86,7 @@ def running(study: Any) -> Iterator[str]:
 
     from masquerade.hitl.app import create_app
 
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)    # TCP_NODELAY: see app.serve
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning", access_log=False,

@@ -189,7 +189,9 @@ def serve(sets: Sequence[str | Path], *, db: str | Path, host: str = "127.0.0.1"
     study = open_study(db, sets)
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every response
+        # (headers and body written apart) waits for the client's delayed ACK: 40 ms each
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
