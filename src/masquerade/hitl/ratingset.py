@@ -47,7 +47,8 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 
 @dataclass(frozen=True)
 class RatingSet:
-    """A checked rating set: its folder, the manifest's digest (SHA-256) and what raters see."""
+    """A checked rating set: its folder, its digest (SHA-256 of the manifest and of every image) and what raters
+    see."""
 
     folder: Path
     digest: str
@@ -112,6 +113,7 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: items must be a non-empty list")
     root = folder.resolve()
+    digest = hashlib.sha256(raw)            # the manifest and every image: a set is its pictures, not only names
     ids: list[str] = []
     images: dict[str, Path] = {}
     for k, it in enumerate(items):
@@ -135,7 +137,8 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
             raise InputError(f"{where}: {w}×{h} pixels; a rating image has at most {MAX_PIXELS} pixels")
         ids.append(rid)
         images[rid] = img
-    return RatingSet(folder=folder, digest=hashlib.sha256(raw).hexdigest(), question_type=qtype,
+        digest.update(hashlib.sha256(img.read_bytes()).digest())
+    return RatingSet(folder=folder, digest=digest.hexdigest(), question_type=qtype,
                      question=question.strip(), choices=tuple(choices), items=tuple(ids), images=images)
 
 

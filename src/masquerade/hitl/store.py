@@ -202,8 +202,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def open_study(db: str | os.PathLike[str], sets: Sequence[str | os.PathLike[str]] | None = None) -> Study:
     """Open (or, with ``sets``, create) a study file. With ``sets``, an existing file must have been made for the
-    same sets (compared by their manifests' SHA-256; folders may have moved). Without, the sets are those the file
-    names."""
+    same sets (compared by the SHA-256 of their manifests and images; folders may have moved). Without, the sets
+    are those the file names."""
     path = Path(db)
     checked = [load_rating_set(s) for s in sets or ()]
     digests = [s.digest for s in checked]
@@ -268,5 +268,5 @@ def _check(conn: sqlite3.Connection, path: Path, given: list[RatingSet]) -> list
 def _reload(path: Path, digest: str, folder: str) -> RatingSet:
     s = load_rating_set(folder)
     if s.digest != digest:
-        raise InputError(f"{folder}: its manifest changed since the study {path} was made")
+        raise InputError(f"{folder}: its manifest or images changed since the study {path} was made")
     return s
