@@ -16,6 +16,8 @@ EXTRAS = {
     "cv2": ("sift", "SIFT-filtered public patches (cross-dataset InstaHide, the challenge's public pool)"),
     "brisque": ("brisque", "the BRISQUE quality model (its SVR file)"),
     "matplotlib": ("plots", "plots in reports"),
+    "starlette": ("hitl", "the rating web app (masquerade hitl serve)"),
+    "uvicorn": ("hitl", "the rating web app (masquerade hitl serve)"),
 }
 
 

@@ -126,9 +126,11 @@ def export_rating_set(folder: str | Path, groups: dict[str, torch.Tensor], label
 
 
 def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
-    """Per condition: the share of ratings in ``ratings.csv`` that name the true class (HitL recognition)."""
+    """Per condition: the share of ratings in ``ratings.csv`` that name the true class (HitL recognition); for an
+    appeal set (``question_type: appeal``, see :mod:`masquerade.hitl.ratingset`), the mean 1-5 rating instead."""
     folder = Path(folder)
     answers = json.loads((folder / "answers.json").read_text())
+    appeal = json.loads((folder / "manifest.json").read_text()).get("question_type") == "appeal"
     path = folder / "ratings.csv"
     if not path.is_file():
         raise InputError(f"{folder}: no ratings.csv yet (rows: rater,id,choice)")
@@ -138,5 +140,9 @@ def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
             a = answers.get(row.get("id", ""))
             if a is None:
                 raise InputError(f"{path}: unknown item id {row.get('id')!r}")
-            hits.setdefault(a["condition"], []).append(int(row.get("choice", "").strip() == a["class"]))
-    return {c: {"recognised": float(np.mean(v)), "ratings": float(len(v))} for c, v in sorted(hits.items())}
+            choice = row.get("choice", "").strip()
+            if appeal and choice not in ("1", "2", "3", "4", "5"):
+                raise InputError(f"{path}: appeal rating {choice!r} is not 1 to 5")
+            hits.setdefault(a["condition"], []).append(int(choice) if appeal else int(choice == a["class"]))
+    key = "appeal" if appeal else "recognised"
+    return {c: {key: float(np.mean(v)), "ratings": float(len(v))} for c, v in sorted(hits.items())}

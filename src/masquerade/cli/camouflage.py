@@ -18,7 +18,8 @@ def cmd_camouflage(args: argparse.Namespace) -> int:
     fields = {"method": args.method, "jpeg": not args.no_jpeg, "quality": args.quality, "psnr": args.psnr,
               "steps": args.steps, **parse_sets(args.set)}
     summary = camouflage(args.input, args.out, model=model, settings=fields, seed=args.seed, batch=args.batch,
-                         max_pixels=args.max_pixels, run_out=args.run_out, config={"model": args.model})
+                         max_pixels=args.max_pixels, run_out=args.run_out, config={"model": args.model},
+                         rating_set=args.rating_set, run_code=args.run_code)
     run = summary.pop("run")
     print(f"camouflaged {summary['photos']} photos into {args.out}; "
           + ", ".join(f"{k} {v}" for k, v in summary.items()) + f" (run folder {run})")
@@ -49,4 +50,9 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any CamouflageSettings field")
     p.add_argument("--seed", type=seed, help="seed for the JPEG qualities drawn while optimising")
     p.add_argument("--run-out", help="run folder")
+    p.add_argument("--rating-set", metavar="DIR",
+                   help="also export originals and outputs as an appeal rating set (1-5) for masquerade hitl serve")
+    p.add_argument("--run-code", metavar="CODE",
+                   help="MediaEval Pixel Privacy submission: name files CODE_<original name>.jpg, zip them as "
+                        "CODE.zip in --out")
     p.set_defaults(func=cmd_camouflage)

@@ -283,10 +283,11 @@ MAX_PIXELS = 4096 * 4096
 
 def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list[str], out_dir: Any,
                       settings: CamouflageSettings | None = None, *, rng: RngLike = None, batch: int = 4,
-                      max_pixels: int = MAX_PIXELS, progress: bool | None = None) -> tuple[list[dict], list[Any]]:
+                      max_pixels: int = MAX_PIXELS, progress: bool | None = None,
+                      prefix: str = "") -> tuple[list[dict], list[Any]]:
     """Camouflage photos of any sizes at their own resolution (photos of one size share batches), write each as
-    JPEG at ``settings.quality`` under ``out_dir``; return one row per photo (the task's protocol) and
-    (original, camouflaged) tensors for grids."""
+    JPEG at ``settings.quality`` under ``out_dir`` (named ``<prefix><original stem>.jpg``); return one row per photo
+    (the task's protocol) and (original, camouflaged) tensors for grids."""
     from pathlib import Path
 
     from PIL import Image
@@ -317,7 +318,7 @@ def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list
         ev = evaluate_camouflage(model, x, y, s.quality)
         for j, i in enumerate(idx):
             stem = Path(names[i]).with_suffix("").as_posix().replace("/", "__")
-            path = out / f"{stem}.jpg"
+            path = out / f"{prefix}{stem}.jpg"
             with atomic_open(path, "wb") as fh:
                 Image.fromarray((deliver(y[j]) * 255).round().byte().permute(1, 2, 0).numpy()).save(
                     fh, "JPEG", quality=s.quality)

@@ -1,0 +1,175 @@
+"""End to end in a real browser: headless Chromium from the system packages, driven by Playwright, against
+``masquerade hitl serve`` in a subprocess. Two raters rate at once (one with keys on a desktop window, one by
+tapping on a phone-sized one), one reloads mid-way and resumes, one goes back to change an answer, forged
+requests are refused, and ``masquerade hitl results`` counts what the test expects.
+
+Skipped when no Chromium is installed, except under CI (CI=true), where a missing browser fails the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import CLASSES, make_appeal_set, make_choice_set, serving
+
+SCREENSHOTS = os.environ.get("MASQUERADE_SCREENSHOTS")     # a folder to keep the page's screenshots in
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("no Chromium found under CI: .ci/run installs it (apt-get install chromium)")
+    pytest.skip("no Chromium found: apt-get install chromium (the browser tests use the system's)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    exe = _chromium()
+    if os.environ.get("CI") == "true":
+        from playwright.sync_api import sync_playwright
+    else:
+        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Rater:
+    """One browser tab of one rater; answers as the test decides from the (owner-side) truth of the item."""
+
+    def __init__(self, browser: Any, url: str, truth: dict[str, dict[str, Any]], *, phone: bool) -> None:
+        size = {"width": 390, "height": 844} if phone else {"width": 1100, "height": 820}
+        self.ctx = browser.new_context(viewport=size, device_scale_factor=2 if phone else 1, is_mobile=phone,
+                                       has_touch=phone)
+        self.page = self.ctx.new_page()
+        self.page.goto(url)
+        self.truth, self.phone, self.done = truth, phone, 0
+        self.wait(0)
+        self.total = int(self.page.inner_text("#progress").split("/")[1])
+
+    def wait(self, n: int) -> None:
+        self.page.wait_for_function("n => document.getElementById('progress').textContent.startsWith(n + ' /')",
+                                    arg=n, timeout=10_000)
+        self.page.wait_for_function("() => { const i = document.getElementById('image');"
+                                    " return document.getElementById('rate').hidden || (i.complete &&"
+                                    " i.naturalWidth > 0); }", timeout=10_000)
+
+    def item(self) -> str:
+        return self.page.get_attribute("#image", "src").rsplit("/", 1)[1]
+
+    def choose(self, choice: str) -> None:
+        it = json.loads(self.page.evaluate("JSON.stringify([...document.querySelectorAll('#choices button')]"
+                                           ".map(b => b.dataset.choice))"))
+        if self.phone:
+            self.page.tap(f'#choices button[data-choice="{choice}"]')
+        else:
+            self.page.keyboard.press("0" if choice == "unrecognisable" else str(it.index(choice) + 1))
+
+    def answer(self, decide: Any) -> str:
+        item = self.item()
+        self.choose(decide(self.truth[item]))
+        self.done += 1
+        self.wait(self.done)
+        return item
+
+
+def _truth(db: Path, sets: list[Path]) -> dict[str, dict[str, Any]]:
+    """The owner's view: opaque item id -> the set's answer for it (what the test decides with)."""
+    answers = [json.loads((s / "answers.json").read_text()) for s in sets]
+    with sqlite3.connect(db) as conn:
+        return {item: answers[idx][rid] for item, idx, rid in conn.execute("SELECT item, set_idx, rid FROM items")}
+
+
+def honest(a: dict[str, Any]) -> str:
+    """Rater A: names the class of originals, cannot tell blurred images; appeal 4 (original) or 2."""
+    if "class" in a:
+        return a["class"] if a["condition"] == "original" else "unrecognisable"
+    return "4" if a["condition"] == "original" else "2"
+
+
+def sharp(a: dict[str, Any]) -> str:
+    """Rater B: names every class; appeal 5 (original) or 3."""
+    if "class" in a:
+        return a["class"]
+    return "5" if a["condition"] == "original" else "3"
+
+
+@pytest.mark.slow
+def test_two_raters_in_chromium_then_results(tmp_path: Path, browser: Any) -> None:
+    sets = [make_choice_set(tmp_path / "cifar-like", n=4, size=32), make_appeal_set(tmp_path / "camouflage", n=2)]
+    db = tmp_path / "study.sqlite"
+    with serving(sets, db) as (url, proc):
+        truth = _truth(db, sets)
+        a = Rater(browser, url, truth, phone=False)
+        b = Rater(browser, url, truth, phone=True)
+        assert a.total == b.total == 12
+        for _ in range(5):                                    # both at once, one answer each in turn
+            a.answer(honest)
+            b.answer(sharp)
+        nxt = a.item()
+        a.page.reload()                                       # a reload mid-way resumes where A stopped
+        a.wait(5)
+        assert a.item() == nxt and a.page.inner_text("#progress") == "5 / 12"
+        # B goes back one (Backspace), the previous answer is shown chosen; B changes it to a wrong one, then
+        # goes back again and puts the right one back: the latest answer counts, the history keeps all three
+        b.page.keyboard.press("Backspace")
+        assert not b.page.is_hidden("#changing")
+        prev = b.item()
+        assert b.page.get_attribute("#choices button.chosen", "data-choice") == sharp(truth[prev])
+        wrong = next(c for c in (CLASSES + ["1", "2"]) if c != sharp(truth[prev]) and c in
+                     b.page.evaluate("[...document.querySelectorAll('#choices button')].map(x => x.dataset.choice)"))
+        b.page.tap(f'#choices button[data-choice="{wrong}"]')
+        b.wait(5)
+        b.page.tap("#back")
+        assert b.item() == prev
+        b.page.tap(f'#choices button[data-choice="{sharp(truth[prev])}"]')
+        b.wait(5)
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            a.page.screenshot(path=str(Path(SCREENSHOTS) / "hitl-page.png"))
+            b.page.screenshot(path=str(Path(SCREENSHOTS) / "hitl-page-phone.png"))
+        # forged requests from the page's own origin: no token, a wrong token
+        rater = a.page.evaluate("Object.entries(localStorage).find(([k]) => k.startsWith('masquerade-rater:'))[1]")
+        forged = a.page.evaluate("""async ([rater, item]) => {
+            const post = (p) => fetch(p, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                          body: JSON.stringify({item, choice: 'cat'})}).then(r => r.status);
+            return [await post('/api/raters/' + rater + '/answers'),
+                    await post('/s/not-the-token/api/raters/' + rater + '/answers'),
+                    await fetch('/s/not-the-token/api/raters/' + rater).then(r => r.status)]; }""",
+                                 [rater, a.item()])
+        assert forged == [404, 403, 403]
+        while a.done < a.total:
+            a.answer(honest)
+        while b.done < b.total:
+            b.answer(sharp)
+        assert a.page.is_visible("#done") and b.page.is_visible("#done")
+        a.ctx.close()
+        b.ctx.close()
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "stopped; 2 raters, 24 answers" in out and url.split("/s/")[1].strip("/") not in out
+    table = subprocess.run([sys.executable, "-m", "masquerade", "hitl", "results", "--db", str(db)],
+                           capture_output=True, text=True, check=True).stdout
+    print("\n" + table)
+    res = json.loads(subprocess.run([sys.executable, "-m", "masquerade", "hitl", "results", "--db", str(db),
+                                     "--json"], capture_output=True, text=True, check=True).stdout)
+    rows = {(r["set"], r["condition"]): r for r in res["rows"]}
+    orig, blur = rows[("cifar-like", "original")], rows[("cifar-like", "blurred")]
+    assert res["raters"] == 2 and res["ratings"] == 24 and res["submissions"] == 26
+    assert orig["ratings"] == 8 and orig["recognised"] == 8 and orig["raters"] == 2
+    assert blur["ratings"] == 8 and blur["recognised"] == 4 and blur["unrecognisable"] == 4 and blur["raters"] == 2
+    assert orig["fleiss_kappa"] == 1.0
+    assert rows[("camouflage", "original")]["mean_appeal"] == 4.5
+    assert rows[("camouflage", "camouflaged")]["mean_appeal"] == 2.5 and rows[("camouflage", "camouflaged")][
+        "ratings"] == 4
