@@ -452,8 +452,9 @@ typedef struct {
 } strides4;
 
 /* SSIM from the five local statistics (means and raw second moments) of a row of wo positions. */
-static inline void ssim_formula(const double *ux, const double *uy, const double *mxx, const double *myy,
-                                const double *mxy, Py_ssize_t wo, double c1, double c2, double cov, double *res) {
+static inline void ssim_formula(const double *restrict ux, const double *restrict uy, const double *restrict mxx,
+                                const double *restrict myy, const double *restrict mxy, Py_ssize_t wo, double c1,
+                                double c2, double cov, double *restrict res) {
     for (Py_ssize_t j = 0; j < wo; j++) {
         double vx = cov * (mxx[j] - ux[j] * ux[j]), vy = cov * (myy[j] - uy[j] * uy[j]);
         double vxy = cov * (mxy[j] - ux[j] * uy[j]);
@@ -462,68 +463,95 @@ static inline void ssim_formula(const double *ux, const double *uy, const double
     }
 }
 
-/* Sum of SSIM over the valid positions of one plane (xa, ya: H×W float64, contiguous). box: the uniform window by
- * running column sums; otherwise the weights wt[0..k) along columns, then rows. scratch: 17 W doubles. */
-VERSIONS static double ssim_plane(const double *xa, const double *ya, Py_ssize_t H, Py_ssize_t W, const double *wt,
-                                  Py_ssize_t k, int box, double c1, double c2, double cov, double *scratch) {
+/* The five column statistics of rows, kept as running sums: add (sign +1) or remove (sign -1) one row. */
+static inline void row_stats(double *restrict cx, double *restrict cy, double *restrict cxx, double *restrict cyy,
+                             double *restrict cxy, const double *restrict xr, const double *restrict yr, double u,
+                             Py_ssize_t W) {
+    for (Py_ssize_t j = 0; j < W; j++) {
+        double a = xr[j], v = yr[j];
+        cx[j] += u * a; cy[j] += u * v; cxx[j] += u * (a * a); cyy[j] += u * (v * v); cxy[j] += u * (a * v);
+    }
+}
+
+/* dst[j] = (sum of src[j .. j+k-1]) * scale, as differences of running totals (pre: W + 1 doubles). */
+static inline void box_sums(const double *restrict src, double *restrict dst, double *restrict pre, Py_ssize_t W,
+                            Py_ssize_t k, double scale) {
+    double run = 0.0;
+    pre[0] = 0.0;
+    for (Py_ssize_t j = 0; j < W; j++) pre[j + 1] = run += src[j];
+    for (Py_ssize_t j = 0; j < W - k + 1; j++) dst[j] = (pre[j + k] - pre[j]) * scale;
+}
+
+/* dst[j] = sum over t of wt[t] src[j + t]. */
+static inline void weighted_sums(const double *restrict src, double *restrict dst, const double *restrict wt,
+                                 Py_ssize_t W, Py_ssize_t k) {
     Py_ssize_t wo = W - k + 1;
-    double *cx = scratch, *cy = cx + W, *cxx = cy + W, *cyy = cxx + W, *cxy = cyy + W;
-    double *hx = cxy + W, *hy = hx + W, *hxx = hy + W, *hyy = hxx + W, *hxy = hyy + W, *res = hxy + W;
-    double *acc[5] = {cx, cy, cxx, cyy, cxy}, *hor[5] = {hx, hy, hxx, hyy, hxy};
+    for (Py_ssize_t j = 0; j < wo; j++) dst[j] = wt[0] * src[j];
+    for (Py_ssize_t t = 1; t < k; t++)
+        for (Py_ssize_t j = 0; j < wo; j++) dst[j] += wt[t] * src[j + t];
+}
+
+/* Sum of SSIM over the valid positions of one plane (xa, ya: H×W float64, contiguous). box: the uniform window by
+ * running column sums (the multiplier u = ±1 is exact); otherwise the weights wt[0..k) along columns, then rows.
+ * scratch: 17 W + 1 doubles. */
+VERSIONS static double ssim_plane(const double *restrict xa, const double *restrict ya, Py_ssize_t H, Py_ssize_t W,
+                                  const double *restrict wt, Py_ssize_t k, int box, double c1, double c2, double cov,
+                                  double *restrict scratch) {
+    Py_ssize_t wo = W - k + 1;
+    double *c[5], *h[5], *res = scratch + 10 * W, *pre = scratch + 11 * W;
+    for (int q = 0; q < 5; q++) {
+        c[q] = scratch + q * W;
+        h[q] = scratch + (5 + q) * W;
+    }
     double total = 0.0, inv = 1.0 / (double)(k * k);
     if (box)
         for (Py_ssize_t j = 0; j < 5 * W; j++) scratch[j] = 0.0;
     for (Py_ssize_t i = 0; i < H; i++) {
         if (box) {   /* the column sums of rows i-k+1 .. i: add row i, drop row i-k */
-            const double *xr = xa + i * W, *yr = ya + i * W;
-            for (Py_ssize_t j = 0; j < W; j++) {
-                cx[j] += xr[j]; cy[j] += yr[j]; cxx[j] += xr[j] * xr[j]; cyy[j] += yr[j] * yr[j];
-                cxy[j] += xr[j] * yr[j];
-            }
-            if (i >= k) {
-                const double *xo = xa + (i - k) * W, *yo = ya + (i - k) * W;
-                for (Py_ssize_t j = 0; j < W; j++) {
-                    cx[j] -= xo[j]; cy[j] -= yo[j]; cxx[j] -= xo[j] * xo[j]; cyy[j] -= yo[j] * yo[j];
-                    cxy[j] -= xo[j] * yo[j];
-                }
-            }
+            row_stats(c[0], c[1], c[2], c[3], c[4], xa + i * W, ya + i * W, 1.0, W);
+            if (i >= k) row_stats(c[0], c[1], c[2], c[3], c[4], xa + (i - k) * W, ya + (i - k) * W, -1.0, W);
             if (i < k - 1) continue;
-        } else {     /* the weighted column sums of rows i .. i+k-1 */
+            for (int q = 0; q < 5; q++) box_sums(c[q], h[q], pre, W, k, inv);
+        } else {     /* the weighted column sums of rows i .. i+k-1, then along the row */
             if (i + k > H) break;
             for (Py_ssize_t j = 0; j < 5 * W; j++) scratch[j] = 0.0;
-            for (Py_ssize_t t = 0; t < k; t++) {
-                const double *xr = xa + (i + t) * W, *yr = ya + (i + t) * W;
-                double u = wt[t];
-                for (Py_ssize_t j = 0; j < W; j++) {
-                    cx[j] += u * xr[j]; cy[j] += u * yr[j]; cxx[j] += u * (xr[j] * xr[j]);
-                    cyy[j] += u * (yr[j] * yr[j]); cxy[j] += u * (xr[j] * yr[j]);
-                }
-            }
+            for (Py_ssize_t t = 0; t < k; t++)
+                row_stats(c[0], c[1], c[2], c[3], c[4], xa + (i + t) * W, ya + (i + t) * W, wt[t], W);
+            for (int q = 0; q < 5; q++) weighted_sums(c[q], h[q], wt, W, k);
         }
-        for (int q = 0; q < 5; q++) {   /* along the row: the window sums of k columns */
-            const double *src = acc[q];
-            double *dst = hor[q];
-            double u0 = box ? 1.0 : wt[0];
-            for (Py_ssize_t j = 0; j < wo; j++) dst[j] = u0 * src[j];
-            for (Py_ssize_t t = 1; t < k; t++) {
-                double u = box ? 1.0 : wt[t];
-                for (Py_ssize_t j = 0; j < wo; j++) dst[j] += u * src[j + t];
-            }
-            if (box)
-                for (Py_ssize_t j = 0; j < wo; j++) dst[j] *= inv;
-        }
-        ssim_formula(hx, hy, hxx, hyy, hxy, wo, c1, c2, cov, res);
+        ssim_formula(h[0], h[1], h[2], h[3], h[4], wo, c1, c2, cov, res);
         for (Py_ssize_t j = 0; j < wo; j++) total += res[j];
     }
     return total;
 }
 
-static inline void load_plane(const char *base, int dbl, strides4 s, Py_ssize_t H, Py_ssize_t W, double *dst) {
-    for (Py_ssize_t i = 0; i < H; i++)
+/* Read a plane into float64 scratch, widening the running minimum and maximum (span[0], span[1]) and counting
+ * values that are not finite into *bad (the caller checks the data range from these: no separate pass). */
+static inline void load_plane(const char *base, int dbl, strides4 s, Py_ssize_t H, Py_ssize_t W, double *dst,
+                              double *span, Py_ssize_t *bad) {
+    double lo = span[0], hi = span[1];
+    Py_ssize_t nonfinite = 0;
+    for (Py_ssize_t i = 0; i < H; i++) {
+        double *restrict row = dst + i * W;
+        if (s.w == 1 && dbl)        /* contiguous rows: plain loops the compiler vectorises */
+            memcpy(row, (const double *)base + i * s.h, sizeof(double) * (size_t)W);
+        else if (s.w == 1)
+            for (Py_ssize_t j = 0; j < W; j++) row[j] = (double)((const float *)base)[i * s.h + j];
+        else
+            for (Py_ssize_t j = 0; j < W; j++) {
+                Py_ssize_t o = i * s.h + j * s.w;
+                row[j] = dbl ? ((const double *)base)[o] : (double)((const float *)base)[o];
+            }
         for (Py_ssize_t j = 0; j < W; j++) {
-            Py_ssize_t o = i * s.h + j * s.w;
-            dst[i * W + j] = dbl ? ((const double *)base)[o] : (double)((const float *)base)[o];
+            double v = row[j];
+            nonfinite += !(v - v == 0.0);
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
         }
+    }
+    span[0] = lo;
+    span[1] = hi;
+    *bad += nonfinite;
 }
 
 /* The largest element offset the strides reach, or -1 for a negative stride. */
@@ -532,17 +560,19 @@ static Py_ssize_t reach(strides4 s, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py
     return (n - 1) * s.n + (c - 1) * s.c + (h - 1) * s.h + (w - 1) * s.w;
 }
 
-/* ssim_sep(x, y, double_input, weights f64 [k], out f64 [n], n, C, H, W, x strides (4), y strides (4), c1, c2, cov,
- * start, stop): the mean SSIM of each pair; strides in elements. The uniform window (all weights 1/k) takes running
- * sums, any other the weighted filter. */
+/* ssim_sep(x, y, double_input, weights f64 [k], out f64 [n], span f64 [n, 3], n, C, H, W, x strides (4),
+ * y strides (4), c1, c2, cov, start, stop): the mean SSIM of each pair; strides in elements. span[i] receives the
+ * smallest and largest pixel of pair i and its count of non-finite pixels. The uniform window (all weights 1/k)
+ * takes running sums, any other the weighted filter. */
 static PyObject *ssim_sep(PyObject *self, PyObject *args) {
-    Py_buffer b[4] = {{0}};
+    Py_buffer b[5] = {{0}};
     Py_ssize_t n, C, H, W, start, stop;
     strides4 sx, sy;
     int dbl;
     double c1, c2, cov;
-    if (!PyArg_ParseTuple(args, "y*y*py*w*nnnnnnnnnnnndddnn", &b[0], &b[1], &dbl, &b[2], &b[3], &n, &C, &H, &W,
-                          &sx.n, &sx.c, &sx.h, &sx.w, &sy.n, &sy.c, &sy.h, &sy.w, &c1, &c2, &cov, &start, &stop))
+    if (!PyArg_ParseTuple(args, "y*y*py*w*w*nnnnnnnnnnnndddnn", &b[0], &b[1], &dbl, &b[2], &b[3], &b[4], &n, &C,
+                          &H, &W, &sx.n, &sx.c, &sx.h, &sx.w, &sy.n, &sy.c, &sy.h, &sy.w, &c1, &c2, &cov, &start,
+                          &stop))
         goto fail;
     Py_ssize_t item = dbl ? 8 : 4, k = b[2].len / 8;
     if (k < 1 || k > H || k > W) { PyErr_SetString(PyExc_ValueError, "ssim_sep: bad window"); goto fail; }
@@ -553,31 +583,36 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
             goto fail;
         }
     }
-    if (!need(&b[3], n, 8, "ssim out") || !range_ok(start, stop, n)) goto fail;
+    if (!need(&b[3], n, 8, "ssim out") || !need(&b[4], 3 * n, 8, "ssim span") || !range_ok(start, stop, n))
+        goto fail;
     const double *wt = b[2].buf;
-    double *out = b[3].buf;
+    double *out = b[3].buf, *spans = b[4].buf;
     int box = 1;
     for (Py_ssize_t t = 0; t < k; t++) box &= wt[t] == 1.0 / (double)k;
     Py_ssize_t wo = W - k + 1, ho = H - k + 1;
-    double *scratch = malloc(sizeof(double) * (size_t)(17 * W + 2 * H * W));
+    double *scratch = malloc(sizeof(double) * (size_t)(18 * W + 1 + 2 * H * W));
     if (!scratch) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
-    double *xa = scratch + 17 * W, *ya = xa + H * W;
+    double *xa = scratch + 18 * W + 1, *ya = xa + H * W;
     for (Py_ssize_t im = start; im < stop; im++) {
-        double total = 0.0;
+        double total = 0.0, span[2] = {HUGE_VAL, -HUGE_VAL};
+        Py_ssize_t bad = 0;
         for (Py_ssize_t c = 0; c < C; c++) {
-            load_plane((const char *)b[0].buf + (im * sx.n + c * sx.c) * item, dbl, sx, H, W, xa);
-            load_plane((const char *)b[1].buf + (im * sy.n + c * sy.c) * item, dbl, sy, H, W, ya);
+            load_plane((const char *)b[0].buf + (im * sx.n + c * sx.c) * item, dbl, sx, H, W, xa, span, &bad);
+            load_plane((const char *)b[1].buf + (im * sy.n + c * sy.c) * item, dbl, sy, H, W, ya, span, &bad);
             total += ssim_plane(xa, ya, H, W, wt, k, box, c1, c2, cov, scratch);
         }
         out[im] = total / (double)(C * ho * wo);
+        spans[3 * im] = span[0];
+        spans[3 * im + 1] = span[1];
+        spans[3 * im + 2] = (double)bad;
     }
     Py_END_ALLOW_THREADS
     free(scratch);
-    release(b, 4);
+    release(b, 5);
     Py_RETURN_NONE;
 fail:
-    release(b, 4);
+    release(b, 5);
     return NULL;
 }
 

@@ -40,8 +40,9 @@ def ssim_box_u8(x: np.ndarray, y: np.ndarray, win: int, c1n: float, c2n: float, 
 
 def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], x_strides: tuple[int, ...],
                    y_strides: tuple[int, ...], weights: np.ndarray, c1: float, c2: float, cov: float,
-                   out: np.ndarray) -> None:
-    """Mean SSIM of each float32 or float64 pair into ``out``, with the separable window ``weights`` (1-D).
+                   out: np.ndarray) -> tuple[float, float, int]:
+    """Mean SSIM of each float32 or float64 pair into ``out``, with the separable window ``weights`` (1-D); returns
+    the smallest and largest pixel and the number of non-finite pixels, found in the same pass.
 
     ``x`` and ``y`` are contiguous buffers holding N×C×H×W images (``shape``) at the given element strides (an NHWC
     array read as NCHW needs no copy); the compiled code checks that the strides stay inside the buffers."""
@@ -54,5 +55,9 @@ def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], x_strid
     if len(x_strides) != 4 or len(y_strides) != 4:
         raise ValueError("ssim_separable: four strides per batch")
     wt = np.ascontiguousarray(weights, dtype=np.float64)
-    parallel(_native.ssim_sep, n, x, y, x.dtype == np.float64, wt, out, *shape, *x_strides, *y_strides, float(c1),
-             float(c2), float(cov), min_items=MIN_PAIRS)
+    span = np.empty((n, 3))
+    parallel(_native.ssim_sep, n, x, y, x.dtype == np.float64, wt, out, span, *shape, *x_strides, *y_strides,
+             float(c1), float(c2), float(cov), min_items=MIN_PAIRS)
+    if not n:
+        return 0.0, 0.0, 0
+    return float(span[:, 0].min()), float(span[:, 1].max()), int(span[:, 2].sum())

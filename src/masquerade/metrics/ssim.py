@@ -57,23 +57,31 @@ def _gaussian_1d(sigma: float, truncate: float) -> torch.Tensor:
     return w / w.sum()
 
 
+def check_data_range(data_range: float, name: str) -> None:
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
+
+
 def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, *,
                 floating: bool | None = None) -> None:
     """Refuse a ``data_range`` that contradicts the pixels: values spanning more than it (uint8 images scored with
     ``data_range=1``), or float images in [0, 1] scored with ``data_range`` > 2 (as if they were 0..255)."""
-    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
-        raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
+    check_data_range(data_range, name)
     if not a.numel():
         return
     lo_a, hi_a = (float(v) for v in torch.aminmax(a))
     lo_b, hi_b = (float(v) for v in torch.aminmax(b))
-    lo, hi = min(lo_a, lo_b), max(hi_a, hi_b)
+    check_span(min(lo_a, lo_b), max(hi_a, hi_b), data_range, name,
+               floating=a.is_floating_point() if floating is None else floating)
+
+
+def check_span(lo: float, hi: float, data_range: float, name: str, *, floating: bool) -> None:
+    """The data-range check of :func:`check_units` from the pixels' minimum and maximum (NaN if any is NaN)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{name}: the images contain NaN or infinite values")
     if hi - min(lo, 0.0) > data_range * (1 + 1e-6):
         raise InputError(f"{name}: pixel values span [{lo:.4g}, {hi:.4g}], wider than data_range={data_range}; "
                          f"uint8 images take data_range=255")
-    floating = a.is_floating_point() if floating is None else floating
     if floating and data_range > 2 and 0 < hi <= 1 and lo >= -1:
         raise InputError(f"{name}: float images in [{lo:.3g}, {hi:.3g}] with data_range={data_range}: images in "
                          f"[0, 1] take data_range=1")
@@ -92,7 +100,11 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     b = _raw(y, name="ssim y")
     if a.shape != b.shape:
         raise InputError(f"ssim: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    check_units(a, b, data_range, "ssim")
+    uint8 = a.dtype == torch.uint8 and b.dtype == torch.uint8
+    if uint8:
+        check_units(a, b, data_range, "ssim")
+    else:   # the float kernel finds the pixels' span in its own pass; checked below, before anything is returned
+        check_data_range(data_range, "ssim")
     if K1 < 0 or K2 < 0 or sigma <= 0:
         raise InputError("ssim: K1, K2 must be >= 0 and sigma > 0")
     if gaussian_weights:
@@ -117,7 +129,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     out = np.empty(a.shape[0], dtype=np.float64)
     if not a.shape[0]:
         return torch.from_numpy(out)
-    if a.dtype == torch.uint8 and b.dtype == torch.uint8 and not gaussian_weights:
+    if uint8 and not gaussian_weights:
         from masquerade.metrics._ssim_kernel import ssim_box_u8
 
         ssim_box_u8(np.ascontiguousarray(a.numpy()), np.ascontiguousarray(b.numpy()), win, c1 * n_points**2,
@@ -129,7 +141,9 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     dtype = torch.float32 if a.dtype in small and b.dtype in small else torch.float64
     xa, sa = _strided(a.to(dtype))
     xb, sb = _strided(b.to(dtype))
-    ssim_separable(xa, xb, tuple(a.shape), sa, sb, kernel.numpy(), c1, c2, float(cov_norm), out)
+    lo, hi, nonfinite = ssim_separable(xa, xb, tuple(a.shape), sa, sb, kernel.numpy(), c1, c2, float(cov_norm), out)
+    if not uint8:
+        check_span(math.nan if nonfinite else lo, hi, data_range, "ssim", floating=a.is_floating_point())
     return torch.from_numpy(out)
 
 
