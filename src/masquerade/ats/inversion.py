@@ -237,20 +237,26 @@ class _GradientInversion:
             trial = grad_fn(params, x, labels[rows])
             return [trial[k] for k in keys]
 
-        chunk_targets: dict[bytes, tuple[list[torch.Tensor], torch.Tensor]] = {}
+        chunk_targets: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def targets(rows: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
-            """The chunk's target gradients and their norms, sliced once per chunk, not at every iteration."""
+        def targets(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            """The chunk's target gradients as one P×D matrix and their norms, made once per chunk."""
             if rows.tobytes() not in chunk_targets:
                 chunk_targets.clear()
-                tgt = [t[rows] for t in target]
-                chunk_targets[rows.tobytes()] = (tgt, gradient_norm(tgt))
+                flat = torch.cat([t[rows].reshape(len(rows), -1) for t in target], 1)
+                chunk_targets[rows.tobytes()] = (flat, flat.pow(2).sum(1).sqrt())
             return chunk_targets[rows.tobytes()]
 
         def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = z * std + mean
-            tgt, norm = targets(rows)
-            match = gradient_cost(trial_gradients(x, rows), tgt, s.cost, target_norm=norm)
+            flat, norm = targets(rows)
+            # the gradient_cost of all layers, on one concatenated vector per problem: three reductions instead
+            # of three per parameter tensor (65 for ResNet-20), forward and backward
+            trial = torch.cat([g.reshape(len(rows), -1) for g in trial_gradients(x, rows)], 1)
+            if s.cost == "l2":
+                match = (trial - flat).pow(2).sum(1)
+            else:
+                match = 1 - (trial * flat).sum(1) / (trial.pow(2).sum(1).sqrt() * norm).clamp_min(1e-30)
             return match + s.tv * total_variation(z), match
 
         t0 = time.perf_counter()
