@@ -133,8 +133,10 @@ def test_the_kernels_refuse_what_would_read_or_write_outside_their_buffers() -> 
                                  np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, 4, 2, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),  # stride
         lambda: _native.ssim_sep(np.zeros(16, np.float32), np.zeros(16, np.float32), False, np.ones(3) / 3,
                                  np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, -4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),
-        lambda: _native.ssim_box_u8(np.zeros(16, np.uint8), np.zeros(16, np.uint8), np.zeros(1), 1, 1, 4, 4, 5,
-                                    0.1, 0.1, 1.0, 0, 1),                            # window larger than the image
+        lambda: _native.ssim_box_u8(np.zeros(16, np.uint8), np.zeros(16, np.uint8), np.zeros(1), np.zeros(3), 1, 1,
+                                    4, 4, 16, 16, 4, 1, 16, 16, 4, 1, 5, 0.1, 0.1, 1.0, 0, 1),   # window > image
+        lambda: _native.ssim_box_u8(np.zeros(16, np.uint8), np.zeros(15, np.uint8), np.zeros(1), np.zeros(3), 1, 1,
+                                    4, 4, 16, 16, 4, 1, 16, 16, 4, 1, 3, 0.1, 0.1, 1.0, 0, 1),   # y too short
     ]
     for call in bad:
         with pytest.raises(ValueError):

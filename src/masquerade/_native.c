@@ -368,75 +368,6 @@ fail:
 
 /* ---- SSIM ------------------------------------------------------------------------------------------------------ */
 
-/* ssim_box_u8(x u8 [n, C, H, W], y, out f64 [n], n, C, H, W, win, c1n, c2n, cov, start, stop): mean SSIM per pair
- * with the uniform win×win window. Window sums of x, y, x², y², xy are exact integers (int64); the formula is
- * evaluated from them in float64 (c1n, c2n are C1, C2 times npts²). */
-static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
-    Py_buffer b[3] = {{0}};
-    Py_ssize_t n, C, H, W, win, start, stop;
-    double c1n, c2n, cov;
-    if (!PyArg_ParseTuple(args, "y*y*w*nnnnndddnn", &b[0], &b[1], &b[2], &n, &C, &H, &W, &win, &c1n, &c2n, &cov,
-                          &start, &stop))
-        goto fail;
-    if (win < 1 || win > H || win > W) { PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad window"); goto fail; }
-    if (!need(&b[0], n * C * H * W, 1, "ssim x") || !need(&b[1], n * C * H * W, 1, "ssim y") ||
-        !need(&b[2], n, 8, "ssim out") || !range_ok(start, stop, n))
-        goto fail;
-    const uint8_t *X = b[0].buf, *Y = b[1].buf;
-    double *out = b[2].buf;
-    int64_t *col = malloc(sizeof(int64_t) * 5 * (size_t)W);
-    if (!col) { PyErr_NoMemory(); goto fail; }
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t ho = H - win + 1, wo = W - win + 1, npts = win * win;
-    int64_t *cx = col, *cy = col + W, *cxx = col + 2 * W, *cyy = col + 3 * W, *cxy = col + 4 * W;
-    for (Py_ssize_t im = start; im < stop; im++) {
-        double total = 0.0;
-        for (Py_ssize_t c = 0; c < C; c++) {
-            const uint8_t *x = X + (im * C + c) * H * W, *y = Y + (im * C + c) * H * W;
-            memset(col, 0, sizeof(int64_t) * 5 * (size_t)W);
-            for (Py_ssize_t i = 0; i < win - 1; i++)
-                for (Py_ssize_t j = 0; j < W; j++) {
-                    int64_t a = x[i * W + j], v = y[i * W + j];
-                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
-                }
-            for (Py_ssize_t i = 0; i < ho; i++) {
-                Py_ssize_t r = i + win - 1;
-                for (Py_ssize_t j = 0; j < W; j++) {
-                    int64_t a = x[r * W + j], v = y[r * W + j];
-                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
-                }
-                int64_t sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
-                for (Py_ssize_t j = 0; j < win - 1; j++) {
-                    sx += cx[j]; sy += cy[j]; sxx += cxx[j]; syy += cyy[j]; sxy += cxy[j];
-                }
-                for (Py_ssize_t j = 0; j < wo; j++) {
-                    Py_ssize_t kk = j + win - 1;
-                    sx += cx[kk]; sy += cy[kk]; sxx += cxx[kk]; syy += cyy[kk]; sxy += cxy[kk];
-                    int64_t sxsy = sx * sy;
-                    double a1 = 2.0 * (double)sxsy + c1n;
-                    double b1 = (double)(sx * sx + sy * sy) + c1n;
-                    double a2 = 2.0 * cov * (double)(npts * sxy - sxsy) + c2n;
-                    double b2 = cov * (double)(npts * (sxx + syy) - sx * sx - sy * sy) + c2n;
-                    total += (a1 * a2) / (b1 * b2);
-                    sx -= cx[j]; sy -= cy[j]; sxx -= cxx[j]; syy -= cyy[j]; sxy -= cxy[j];
-                }
-                for (Py_ssize_t j = 0; j < W; j++) {
-                    int64_t a = x[i * W + j], v = y[i * W + j];
-                    cx[j] -= a; cy[j] -= v; cxx[j] -= a * a; cyy[j] -= v * v; cxy[j] -= a * v;
-                }
-            }
-        }
-        out[im] = total / (double)(C * ho * wo);
-    }
-    Py_END_ALLOW_THREADS
-    free(col);
-    release(b, 3);
-    Py_RETURN_NONE;
-fail:
-    release(b, 3);
-    return NULL;
-}
-
 /* Float SSIM. Each plane is first read into contiguous float64 scratch (from any element strides: NCHW, or the NHWC
  * memory behind a permuted view, without a copy of the batch), then filtered in passes that run over whole rows, so
  * the compiler vectorises them; where the compiler can make several versions of a function (GCC and Clang on x86-64
@@ -613,6 +544,96 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 fail:
     release(b, 5);
+    return NULL;
+}
+
+/* ssim_box_u8(x u8, y u8, out f64 [n], span f64 [n, 3], n, C, H, W, x strides (4), y strides (4), win, c1n, c2n,
+ * cov, start, stop): mean SSIM per pair with the uniform win×win window, strides in elements (an NHWC array read as
+ * NCHW needs no copy). Window sums of x, y, x², y², xy are exact integers (int64); the formula is evaluated from them
+ * in float64 (c1n, c2n are C1, C2 times npts²). span[i] receives pair i's smallest and largest pixel (and 0). */
+static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
+    Py_buffer b[4] = {{0}};
+    Py_ssize_t n, C, H, W, win, start, stop;
+    strides4 sx, sy;
+    double c1n, c2n, cov;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*nnnnnnnnnnnnndddnn", &b[0], &b[1], &b[2], &b[3], &n, &C, &H, &W, &sx.n,
+                          &sx.c, &sx.h, &sx.w, &sy.n, &sy.c, &sy.h, &sy.w, &win, &c1n, &c2n, &cov, &start, &stop))
+        goto fail;
+    if (win < 1 || win > H || win > W) { PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad window"); goto fail; }
+    if (n > 0) {
+        Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
+        if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, 1, "ssim x") || !need(&b[1], ry + 1, 1, "ssim y")) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ssim_box_u8: negative strides");
+            goto fail;
+        }
+    }
+    if (!need(&b[2], n, 8, "ssim out") || !need(&b[3], 3 * n, 8, "ssim span") || !range_ok(start, stop, n))
+        goto fail;
+    const uint8_t *X = b[0].buf, *Y = b[1].buf;
+    double *out = b[2].buf, *spans = b[3].buf;
+    int64_t *col = malloc(sizeof(int64_t) * 5 * (size_t)W + sizeof(int32_t) * 2 * (size_t)(H * W));
+    if (!col) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t ho = H - win + 1, wo = W - win + 1, npts = win * win;
+    int64_t *cx = col, *cy = col + W, *cxx = col + 2 * W, *cyy = col + 3 * W, *cxy = col + 4 * W;
+    int32_t *x = (int32_t *)(col + 5 * W), *y = x + H * W;
+    for (Py_ssize_t im = start; im < stop; im++) {
+        double total = 0.0;
+        int32_t lo = 255, hi = 0;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const uint8_t *px = X + im * sx.n + c * sx.c, *py = Y + im * sy.n + c * sy.c;
+            for (Py_ssize_t i = 0; i < H; i++)
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int32_t a = px[i * sx.h + j * sx.w], v = py[i * sy.h + j * sy.w];
+                    x[i * W + j] = a;
+                    y[i * W + j] = v;
+                    lo = a < lo ? a : lo; lo = v < lo ? v : lo;
+                    hi = a > hi ? a : hi; hi = v > hi ? v : hi;
+                }
+            memset(col, 0, sizeof(int64_t) * 5 * (size_t)W);
+            for (Py_ssize_t i = 0; i < win - 1; i++)
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[i * W + j], v = y[i * W + j];
+                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
+                }
+            for (Py_ssize_t i = 0; i < ho; i++) {
+                Py_ssize_t r = i + win - 1;
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[r * W + j], v = y[r * W + j];
+                    cx[j] += a; cy[j] += v; cxx[j] += a * a; cyy[j] += v * v; cxy[j] += a * v;
+                }
+                int64_t sx_ = 0, sy_ = 0, sxx = 0, syy = 0, sxy = 0;
+                for (Py_ssize_t j = 0; j < win - 1; j++) {
+                    sx_ += cx[j]; sy_ += cy[j]; sxx += cxx[j]; syy += cyy[j]; sxy += cxy[j];
+                }
+                for (Py_ssize_t j = 0; j < wo; j++) {
+                    Py_ssize_t kk = j + win - 1;
+                    sx_ += cx[kk]; sy_ += cy[kk]; sxx += cxx[kk]; syy += cyy[kk]; sxy += cxy[kk];
+                    int64_t sxsy = sx_ * sy_;
+                    double a1 = 2.0 * (double)sxsy + c1n;
+                    double b1 = (double)(sx_ * sx_ + sy_ * sy_) + c1n;
+                    double a2 = 2.0 * cov * (double)(npts * sxy - sxsy) + c2n;
+                    double b2 = cov * (double)(npts * (sxx + syy) - sx_ * sx_ - sy_ * sy_) + c2n;
+                    total += (a1 * a2) / (b1 * b2);
+                    sx_ -= cx[j]; sy_ -= cy[j]; sxx -= cxx[j]; syy -= cyy[j]; sxy -= cxy[j];
+                }
+                for (Py_ssize_t j = 0; j < W; j++) {
+                    int64_t a = x[i * W + j], v = y[i * W + j];
+                    cx[j] -= a; cy[j] -= v; cxx[j] -= a * a; cyy[j] -= v * v; cxy[j] -= a * v;
+                }
+            }
+        }
+        out[im] = total / (double)(C * ho * wo);
+        spans[3 * im] = lo;
+        spans[3 * im + 1] = hi;
+        spans[3 * im + 2] = 0.0;
+    }
+    Py_END_ALLOW_THREADS
+    free(col);
+    release(b, 4);
+    Py_RETURN_NONE;
+fail:
+    release(b, 4);
     return NULL;
 }
 

@@ -18,24 +18,22 @@ from masquerade._threads import parallel
 MIN_PAIRS = 64   # pairs per thread
 
 
-def _check(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> tuple[int, int, int, int]:
-    if x.shape != y.shape or x.ndim != 4 or x.dtype != y.dtype or out.shape != (x.shape[0],) \
-            or out.dtype != np.float64:
-        raise ValueError("ssim kernel: two N×C×H×W arrays of one dtype and a float64 output of N")
+def ssim_box_u8(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], x_strides: tuple[int, ...],
+                y_strides: tuple[int, ...], win: int, c1n: float, c2n: float, cov: float,
+                out: np.ndarray) -> tuple[float, float, int]:
+    """Mean SSIM of each uint8 pair into ``out``; ``c1n``, ``c2n`` are C1, C2 times (win²)². ``x``, ``y``: contiguous
+    buffers holding the N×C×H×W images at the given element strides. Returns the smallest and largest pixel."""
+    n = shape[0]
+    if x.dtype != np.uint8 or y.dtype != np.uint8 or out.shape != (n,) or out.dtype != np.float64:
+        raise ValueError("ssim_box_u8: two uint8 buffers and a float64 output of N")
     if not (x.flags.c_contiguous and y.flags.c_contiguous and out.flags.c_contiguous):
-        raise ValueError("ssim kernel: the arrays must be contiguous")
-    n, c, h, w = x.shape
-    return n, c, h, w
-
-
-def ssim_box_u8(x: np.ndarray, y: np.ndarray, win: int, c1n: float, c2n: float, cov: float,
-                out: np.ndarray) -> None:
-    """Mean SSIM of each uint8 pair into ``out``; ``c1n``, ``c2n`` are C1, C2 times (win²)²."""
-    n, c, h, w = _check(x, y, out)
-    if x.dtype != np.uint8:
-        raise ValueError("ssim_box_u8: uint8 images")
-    parallel(_native.ssim_box_u8, n, x, y, out, n, c, h, w, int(win), float(c1n), float(c2n), float(cov),
-             min_items=MIN_PAIRS)
+        raise ValueError("ssim_box_u8: the buffers must be contiguous")
+    span = np.empty((n, 3))
+    parallel(_native.ssim_box_u8, n, x, y, out, span, *shape, *x_strides, *y_strides, int(win), float(c1n),
+             float(c2n), float(cov), min_items=MIN_PAIRS)
+    if not n:
+        return 0.0, 0.0, 0
+    return float(span[:, 0].min()), float(span[:, 1].max()), 0
 
 
 def ssim_separable(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], x_strides: tuple[int, ...],

@@ -101,10 +101,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     if a.shape != b.shape:
         raise InputError(f"ssim: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     uint8 = a.dtype == torch.uint8 and b.dtype == torch.uint8
-    if uint8:
-        check_units(a, b, data_range, "ssim")
-    else:   # the float kernel finds the pixels' span in its own pass; checked below, before anything is returned
-        check_data_range(data_range, "ssim")
+    check_data_range(data_range, "ssim")   # the kernels find the pixels' span in their own pass: checked below
     if K1 < 0 or K2 < 0 or sigma <= 0:
         raise InputError("ssim: K1, K2 must be >= 0 and sigma > 0")
     if gaussian_weights:
@@ -132,8 +129,11 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     if uint8 and not gaussian_weights:
         from masquerade.metrics._ssim_kernel import ssim_box_u8
 
-        ssim_box_u8(np.ascontiguousarray(a.numpy()), np.ascontiguousarray(b.numpy()), win, c1 * n_points**2,
-                    c2 * n_points**2, float(cov_norm), out)
+        xa, sa = _strided(a)
+        xb, sb = _strided(b)
+        lo, hi, _ = ssim_box_u8(xa, xb, tuple(a.shape), sa, sb, win, c1 * n_points**2, c2 * n_points**2,
+                                float(cov_norm), out)
+        check_span(lo, hi, data_range, "ssim", floating=False)
         return torch.from_numpy(out)
     from masquerade.metrics._ssim_kernel import ssim_separable
 
@@ -142,8 +142,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     xa, sa = _strided(a.to(dtype))
     xb, sb = _strided(b.to(dtype))
     lo, hi, nonfinite = ssim_separable(xa, xb, tuple(a.shape), sa, sb, kernel.numpy(), c1, c2, float(cov_norm), out)
-    if not uint8:
-        check_span(math.nan if nonfinite else lo, hi, data_range, "ssim", floating=a.is_floating_point())
+    check_span(math.nan if nonfinite else lo, hi, data_range, "ssim", floating=a.is_floating_point())
     return torch.from_numpy(out)
 
 
