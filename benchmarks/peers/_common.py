@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import sys
 import time
 import types
@@ -19,7 +18,7 @@ def parse(peer: str, cases: tuple[str, ...], n_default: int, n_help: str) -> arg
     ap.add_argument("--repo", required=True, help="checkout of the peer's repository (benchmarks/peers/env.py)")
     ap.add_argument("--case", required=True, choices=cases)
     ap.add_argument("--n", type=int, default=n_default, help=n_help)
-    ap.add_argument("--repeat", type=int, default=3, help="warm calls after the cold one (median reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="warm calls after the cold one (the best is reported)")
     ap.add_argument("--json", required=True, help="where to write the result")
     return ap.parse_args()
 
@@ -42,7 +41,7 @@ def quiet():
 
 
 def cold_warm(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """Seconds of the first call (cold) and the median of ``repeat`` further calls (warm)."""
+    """Seconds of the first call (cold) and the best of ``repeat`` further calls (warm, as timeit reports)."""
     with quiet():
         t = time.perf_counter()
         fn()
@@ -52,7 +51,7 @@ def cold_warm(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-    return cold, statistics.median(times)
+    return cold, min(times)
 
 
 def add_repo(path: str) -> Path:
