@@ -5,7 +5,7 @@ import sys
 from setuptools import Extension, setup
 
 if sys.platform == "win32":
-    flags = ["/O2", "/fp:precise"]
+    flags = ["/O2", "/fp:precise", "/std:c11"]
 else:
     # -ffp-contract=off: no fused multiply-add, so results are the same on every instruction set
     flags = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno"]

@@ -162,3 +162,90 @@ def test_no_run_time_compiler_on_the_users_path() -> None:
             "print('numba' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sizes_that_overflow_are_refused_not_trusted() -> None:
+    """Products of sizes are checked before they are compared with buffer lengths (a wrapped product would pass)."""
+    big = 2**32
+    with pytest.raises(ValueError):
+        _native.gather_u8(np.zeros(4, np.float32), np.zeros(1, np.int64), np.zeros(4, np.uint8), big, big, big, 0, 1)
+    with pytest.raises(ValueError):   # 2·H·W wraps to 0 in the scratch size; all-zero strides reach nothing
+        _native.ssim_sep(np.zeros(1), np.zeros(1), True, np.ones(1), np.zeros(1), np.zeros(3), 1, 1, 2**62, 2,
+                         0, 0, 0, 0, 0, 0, 0, 0, 0.1, 0.1, 1.0, 0, 1)
+    with pytest.raises(ValueError):   # (n - 1) · stride wraps
+        _native.ssim_sep(np.zeros(16), np.zeros(16), True, np.ones(1), np.zeros(5), np.zeros(15), 5, 1, 4, 4,
+                         2**62, 16, 4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 5)
+    with pytest.raises(ValueError):
+        _native.mix_encode(*[np.zeros(8, np.float32)] * 2, np.zeros(1, np.int64), np.zeros(1, np.uint8),
+                           np.zeros(1, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
+                           np.zeros(1, np.uint8), True, np.zeros(8, np.float32), big, big, big, 1, 1, big, 1, 0, 1)
+
+
+def test_a_failing_range_waits_for_the_others_and_a_forked_child_can_still_run_kernels() -> None:
+    import multiprocessing
+    import threading
+    import time as _time
+
+    from masquerade._threads import parallel
+
+    finished = []
+
+    def work(start: int, stop: int) -> None:
+        if start == 0:
+            raise RuntimeError("first range fails")
+        _time.sleep(0.2)
+        finished.append((start, stop))
+        assert threading.current_thread().name.startswith("masquerade")
+
+    import os
+    os.environ["MASQUERADE_THREADS"] = "2"
+    try:
+        with pytest.raises(RuntimeError, match="first range"):
+            parallel(work, 10)
+        assert finished == [(5, 10)]          # the other range was done before the error came back
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=ssim, args=(torch.rand(200, 3, 16, 16), torch.rand(200, 3, 16, 16)),
+                            kwargs={"data_range": 1})
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0            # the parent's pool threads do not exist in the child: a new pool
+    finally:
+        del os.environ["MASQUERADE_THREADS"]
+
+
+def test_ssim_edge_shapes() -> None:
+    from masquerade.errors import InputError
+
+    with pytest.raises(InputError, match="channels"):
+        ssim(torch.zeros(2, 0, 8, 8), torch.zeros(2, 0, 8, 8), data_range=1)
+    # uint8 with a window beyond 255 takes the float path (exact integer sums would pass 2^53)
+    g = np.random.default_rng(0)
+    a = g.integers(0, 256, (1, 1, 260, 262), dtype=np.uint8)
+    b = np.clip(a + g.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    ours = float(ssim(torch.from_numpy(a), torch.from_numpy(b), data_range=255, win_size=257))
+    ref = structural_similarity(a[0, 0], b[0, 0], data_range=255, win_size=257)
+    assert abs(ours - ref) < 1e-8
+
+
+def test_single_image_inversion_tolerates_a_parameter_the_loss_does_not_use() -> None:
+    from masquerade.ats.inversion import InvertingGradients, client_gradient
+
+    class WithUnusedHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+            self.aux = torch.nn.Linear(4, 4)      # trained elsewhere, not used by forward
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    torch.manual_seed(0)
+    model = WithUnusedHead().eval()
+    x, y = torch.rand(1, 3, 8, 8), torch.tensor([3])
+    used = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), used, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, used)]
+    assert len(grads) == len(client_gradient(model.body, x, y)) + 2
+    res = InvertingGradients(iterations=3, image_shape=(3, 8, 8)).run(model=model, gradients=grads, labels=y, rng=0,
+                                                                      progress=False)
+    assert res.reconstructions.shape[-3:] == (3, 8, 8)

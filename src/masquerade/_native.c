@@ -30,6 +30,14 @@ static int need(const Py_buffer *b, Py_ssize_t count, Py_ssize_t item, const cha
     return 1;
 }
 
+/* a * b, or -1 when either is negative or the product overflows (need() then refuses it). */
+static Py_ssize_t mul(Py_ssize_t a, Py_ssize_t b) {
+    if (a < 0 || b < 0 || (a != 0 && b > PY_SSIZE_T_MAX / a)) return -1;
+    return a * b;
+}
+
+static Py_ssize_t mul3(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c) { return mul(mul(a, b), c); }
+
 static int range_ok(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n) {
     if (start < 0 || stop > n || start > stop) {
         PyErr_SetString(PyExc_ValueError, "range outside the items");
@@ -50,9 +58,7 @@ static inline uint8_t quantise(float v) {
     float q = v * 255.0f;
     if (!(q > 0.0f)) return 0;
     if (q >= 255.0f) return 255;
-    /* adding and subtracting 2^23 rounds a float in [0, 2^23) to an integer in the current (nearest-even) mode
-     * without a libm call (rintf is not inlined on baseline x86-64) */
-    return (uint8_t)(int32_t)((q + 8388608.0f) - 8388608.0f);
+    return (uint8_t)rintf(q);   /* the current (nearest-even) rounding mode, as numpy.rint */
 }
 
 /* quantise a row of n floats: SSE2 sixteen at a time where the machine has it (maxps returns its second operand
@@ -75,19 +81,24 @@ static void quantise_row(const float *src, uint8_t *row, Py_ssize_t n) {
 }
 
 /* runs i64 [P / r]: plane pixels r*i .. r*i+r-1 go to bytes runs[i] .. runs[i]+r-1 of the block buffer (a row of a
- * b×b block is r = b consecutive bytes on both sides); every run must lie inside the plane. */
-static int runs_ok(const Py_buffer *runs, Py_ssize_t P, Py_ssize_t r, const char *where) {
-    if (r < 1 || P % r || !need(runs, P / r, 8, where)) {
+ * b×b block is r = b consecutive bytes on both sides). Returns a private copy of the table with every run checked
+ * to lie inside the plane (NULL with an exception set otherwise): the kernel reads only the copy, so another
+ * thread writing the caller's array after the check (the GIL is released) cannot move a run outside. */
+static int64_t *checked_runs(const Py_buffer *runs, Py_ssize_t P, Py_ssize_t r, const char *where) {
+    if (P < 0 || r < 1 || P % r || !need(runs, P / r, 8, where)) {
         if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: the run length must divide the plane", where);
-        return 0;
+        return NULL;
     }
-    const int64_t *off = runs->buf;
+    int64_t *copy = malloc(sizeof(int64_t) * (size_t)(P / r + 1));
+    if (!copy) { PyErr_NoMemory(); return NULL; }
+    memcpy(copy, runs->buf, sizeof(int64_t) * (size_t)(P / r));
     for (Py_ssize_t i = 0; i < P / r; i++)
-        if (off[i] < 0 || off[i] > P - r) {
+        if (copy[i] < 0 || copy[i] > P - r) {
             PyErr_Format(PyExc_ValueError, "%s: a run lies outside the plane", where);
-            return 0;
+            free(copy);
+            return NULL;
         }
-    return 1;
+    return copy;
 }
 
 /* gather_u8(x f32 [planes, P], runs i64 [P / r], out u8 [planes, P], planes, P, r, start, stop):
@@ -96,14 +107,15 @@ static PyObject *gather_u8(PyObject *self, PyObject *args) {
     Py_buffer b[3] = {{0}};
     Py_ssize_t planes, P, r, start, stop;
     if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
-    if (!need(&b[0], planes * P, 4, "gather_u8 x") || !need(&b[2], planes * P, 1, "gather_u8 out") ||
-        !range_ok(start, stop, planes) || !runs_ok(&b[1], P, r, "gather_u8 runs"))
+    if (!need(&b[0], mul(planes, P), 4, "gather_u8 x") || !need(&b[2], mul(planes, P), 1, "gather_u8 out") ||
+        !range_ok(start, stop, planes))
         goto fail;
+    int64_t *run = checked_runs(&b[1], P, r, "gather_u8 runs");
+    if (!run) goto fail;
     const float *x = b[0].buf;
-    const int64_t *run = b[1].buf;
     uint8_t *out = b[2].buf;
     uint8_t *row = malloc((size_t)P + 1);
-    if (!row) { PyErr_NoMemory(); goto fail; }
+    if (!row) { free(run); PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t nr = P / r;
     for (Py_ssize_t p = start; p < stop; p++) {
@@ -116,6 +128,7 @@ static PyObject *gather_u8(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     free(row);
+    free(run);
     release(b, 3);
     Py_RETURN_NONE;
 fail:
@@ -129,14 +142,15 @@ static PyObject *scatter_f32(PyObject *self, PyObject *args) {
     Py_buffer b[3] = {{0}};
     Py_ssize_t planes, P, r, start, stop;
     if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
-    if (!need(&b[0], planes * P, 1, "scatter_f32 blocks") || !need(&b[2], planes * P, 4, "scatter_f32 out") ||
-        !range_ok(start, stop, planes) || !runs_ok(&b[1], P, r, "scatter_f32 runs"))
+    if (!need(&b[0], mul(planes, P), 1, "scatter_f32 blocks") || !need(&b[2], mul(planes, P), 4, "scatter_f32 out") ||
+        !range_ok(start, stop, planes))
         goto fail;
+    int64_t *run = checked_runs(&b[1], P, r, "scatter_f32 runs");
+    if (!run) goto fail;
     const uint8_t *src = b[0].buf;
-    const int64_t *run = b[1].buf;
     float *out = b[2].buf;
     uint8_t *row = malloc((size_t)P + 1);
-    if (!row) { PyErr_NoMemory(); goto fail; }
+    if (!row) { free(run); PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t nr = P / r;
     for (Py_ssize_t p = start; p < stop; p++) {
@@ -150,6 +164,7 @@ static PyObject *scatter_f32(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     free(row);
+    free(run);
     release(b, 3);
     Py_RETURN_NONE;
 fail:
@@ -164,10 +179,11 @@ fail:
 static int destinations(const uint8_t *perm, int inverse, uint32_t *dest) {
     uint32_t seen = 0;
     for (int j = 0; j < 32; j++) {
-        if (perm[j] > 31 || (seen >> perm[j]) & 1u) return 0;
-        seen |= 1u << perm[j];
-        if (inverse) dest[31 - j] = 31u - perm[j];
-        else dest[31 - perm[j]] = 31u - (uint32_t)j;
+        uint32_t p = perm[j];   /* read once: another thread may write the array (the GIL is released) */
+        if (p > 31 || (seen >> p) & 1u) return 0;
+        seen |= 1u << p;
+        if (inverse) dest[31 - j] = 31u - p;
+        else dest[31 - p] = 31u - (uint32_t)j;
     }
     return 1;
 }
@@ -197,8 +213,8 @@ static PyObject *shuffle_rows(PyObject *self, PyObject *args) {
     Py_ssize_t n, d, r, start, stop;
     int inverse;
     if (!PyArg_ParseTuple(args, "y*y*w*nnnpnn", &b[0], &b[1], &b[2], &n, &d, &r, &inverse, &start, &stop)) goto fail;
-    if ((r != 1 && r != n) || !need(&b[0], n * d, 4, "shuffle_rows x") || !need(&b[1], r * 32, 1, "shuffle_rows perm") ||
-        !need(&b[2], n * d, 4, "shuffle_rows out") || !range_ok(start, stop, n)) {
+    if ((r != 1 && r != n) || !need(&b[0], mul(n, d), 4, "shuffle_rows x") || !need(&b[1], mul(r, 32), 1, "shuffle_rows perm") ||
+        !need(&b[2], mul(n, d), 4, "shuffle_rows out") || !range_ok(start, stop, n)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "shuffle_rows: one permutation, or one per row");
         goto fail;
     }
@@ -237,7 +253,7 @@ static PyObject *shuffle_elements(PyObject *self, PyObject *args) {
     Py_ssize_t m, start, stop;
     int inverse;
     if (!PyArg_ParseTuple(args, "y*y*w*npnn", &b[0], &b[1], &b[2], &m, &inverse, &start, &stop)) goto fail;
-    if (!need(&b[0], m, 4, "shuffle_elements x") || !need(&b[1], m * 32, 1, "shuffle_elements perm") ||
+    if (!need(&b[0], m, 4, "shuffle_elements x") || !need(&b[1], mul(m, 32), 1, "shuffle_elements perm") ||
         !need(&b[2], m, 4, "shuffle_elements out") || !range_ok(start, stop, m))
         goto fail;
     const uint32_t *x = b[0].buf;
@@ -273,7 +289,7 @@ static PyObject *fisher_yates(PyObject *self, PyObject *args) {
     Py_buffer b[2] = {{0}};
     Py_ssize_t n, start, stop;
     if (!PyArg_ParseTuple(args, "y*w*nnn", &b[0], &b[1], &n, &start, &stop)) goto fail;
-    if (!need(&b[0], n * 31, 4, "fisher_yates rand") || !need(&b[1], n * 32, 1, "fisher_yates out") ||
+    if (!need(&b[0], mul(n, 31), 4, "fisher_yates rand") || !need(&b[1], mul(n, 32), 1, "fisher_yates out") ||
         !range_ok(start, stop, n))
         goto fail;
     const uint32_t *rand = b[0].buf;
@@ -313,24 +329,33 @@ static PyObject *mix_encode(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*pw*nnnnnnnnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6],
                           &b[7], &flip, &b[8], &np_, &nq, &n, &k, &C, &P, &mb, &start, &stop))
         goto fail;
-    if (!need(&b[0], np_ * C * P, 4, "mix_encode priv") || !need(&b[1], nq * C * P, 4, "mix_encode pub") ||
-        !need(&b[2], n * k, 8, "mix_encode partners") || !need(&b[3], k, 1, "mix_encode slot_public") ||
-        !need(&b[4], n * k, 4, "mix_encode lam") || !need(&b[5], 2 * C, 4, "mix_encode scale") ||
-        !need(&b[6], 2 * C, 4, "mix_encode shift") || !need(&b[8], n * C * P, 4, "mix_encode out") ||
+    if (!need(&b[0], mul3(np_, C, P), 4, "mix_encode priv") || !need(&b[1], mul3(nq, C, P), 4, "mix_encode pub") ||
+        !need(&b[2], mul(n, k), 8, "mix_encode partners") || !need(&b[3], k, 1, "mix_encode slot_public") ||
+        !need(&b[4], mul(n, k), 4, "mix_encode lam") || !need(&b[5], mul(2, C), 4, "mix_encode scale") ||
+        !need(&b[6], mul(2, C), 4, "mix_encode shift") || !need(&b[8], mul3(n, C, P), 4, "mix_encode out") ||
         !range_ok(start, stop, n))
         goto fail;
-    if (flip && (mb * 8 < C * P || !need(&b[7], n * mb, 1, "mix_encode mask"))) {
+    if (flip && (mul(mb, 8) < mul(C, P) || mul(C, P) < 0 || !need(&b[7], mul(n, mb), 1, "mix_encode mask"))) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "mix_encode: the sign mask is too small");
         goto fail;
     }
     const float *priv = b[0].buf, *pub = b[1].buf, *lam = b[4].buf, *scale = b[5].buf, *shift = b[6].buf;
-    const int64_t *partners = b[2].buf;
-    const uint8_t *slot_public = b[3].buf, *mask = b[7].buf;
+    const uint8_t *mask = b[7].buf;
     float *out = b[8].buf;
-    for (Py_ssize_t i = start; i < stop; i++)
+    /* private copies of the partner rows of this range and of the slot types, checked here and read alone by the
+     * kernel: another thread writing the caller's arrays after the check cannot send a read outside an image set */
+    Py_ssize_t rows = stop - start;
+    int64_t *partners = malloc(sizeof(int64_t) * (size_t)(rows * k + 1));
+    uint8_t *slot_public = malloc((size_t)k + 1);
+    if (!partners || !slot_public) { free(partners); free(slot_public); PyErr_NoMemory(); goto fail; }
+    memcpy(partners, (const int64_t *)b[2].buf + start * k, sizeof(int64_t) * (size_t)(rows * k));
+    memcpy(slot_public, b[3].buf, (size_t)k);
+    for (Py_ssize_t i = 0; i < rows; i++)
         for (Py_ssize_t j = 0; j < k; j++) {
             int64_t idx = partners[i * k + j];
             if (idx < 0 || idx >= (slot_public[j] ? nq : np_)) {
+                free(partners);
+                free(slot_public);
                 PyErr_SetString(PyExc_ValueError, "mix_encode: a partner index lies outside its image set");
                 goto fail;
             }
@@ -345,7 +370,7 @@ static PyObject *mix_encode(PyObject *self, PyObject *args) {
             for (Py_ssize_t j = 0; j < k; j++) {
                 int t = slot_public[j] ? 1 : 0;
                 float w = lam[i * k + j] * scale[t * C + c];
-                const float *src = (t ? pub : priv) + (partners[i * k + j] * C + c) * P;
+                const float *src = (t ? pub : priv) + (partners[(i - start) * k + j] * C + c) * P;
                 for (Py_ssize_t p = 0; p < P; p++) row[p] += w * src[p];
             }
             if (flip) {
@@ -359,6 +384,8 @@ static PyObject *mix_encode(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    free(partners);
+    free(slot_public);
     release(b, 9);
     Py_RETURN_NONE;
 fail:
@@ -372,7 +399,8 @@ fail:
  * memory behind a permuted view, without a copy of the batch), then filtered in passes that run over whole rows, so
  * the compiler vectorises them; where the compiler can make several versions of a function (GCC and Clang on x86-64
  * Linux), an AVX2 one is picked at load time. No fused multiply-add in any version, so they agree to the bit. */
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__INTEL_COMPILER)
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__INTEL_COMPILER)
 #define VERSIONS __attribute__((target_clones("avx2", "default")))
 #else
 #define VERSIONS
@@ -424,7 +452,7 @@ static inline void weighted_sums(const double *restrict src, double *restrict ds
 
 /* Sum of SSIM over the valid positions of one plane (xa, ya: H×W float64, contiguous). box: the uniform window by
  * running column sums (the multiplier u = ±1 is exact); otherwise the weights wt[0..k) along columns, then rows.
- * scratch: 17 W + 1 doubles. */
+ * scratch: 12 W + 1 doubles. */
 VERSIONS static double ssim_plane(const double *restrict xa, const double *restrict ya, Py_ssize_t H, Py_ssize_t W,
                                   const double *restrict wt, Py_ssize_t k, int box, double c1, double c2, double cov,
                                   double *restrict scratch) {
@@ -485,10 +513,15 @@ static inline void load_plane(const char *base, int dbl, strides4 s, Py_ssize_t 
     *bad += nonfinite;
 }
 
-/* The largest element offset the strides reach, or -1 for a negative stride. */
+/* The largest element offset the strides reach, or -1 for a negative stride or size, or an overflow. */
 static Py_ssize_t reach(strides4 s, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w) {
-    if (s.n < 0 || s.c < 0 || s.h < 0 || s.w < 0) return -1;
-    return (n - 1) * s.n + (c - 1) * s.c + (h - 1) * s.h + (w - 1) * s.w;
+    if (n < 1 || c < 1 || h < 1 || w < 1) return -1;
+    Py_ssize_t t[4] = {mul(n - 1, s.n), mul(c - 1, s.c), mul(h - 1, s.h), mul(w - 1, s.w)}, total = 0;
+    for (int i = 0; i < 4; i++) {
+        if (t[i] < 0 || t[i] > PY_SSIZE_T_MAX - total) return -1;
+        total += t[i];
+    }
+    return total;
 }
 
 /* ssim_sep(x, y, double_input, weights f64 [k], out f64 [n], span f64 [n, 3], n, C, H, W, x strides (4),
@@ -506,7 +539,10 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
                           &stop))
         goto fail;
     Py_ssize_t item = dbl ? 8 : 4, k = b[2].len / 8;
-    if (k < 1 || k > H || k > W) { PyErr_SetString(PyExc_ValueError, "ssim_sep: bad window"); goto fail; }
+    if (C < 1 || H < 1 || W < 1 || k < 1 || k > H || k > W) {
+        PyErr_SetString(PyExc_ValueError, "ssim_sep: bad image size or window");
+        goto fail;
+    }
     if (n > 0) {
         Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
         if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, item, "ssim x") || !need(&b[1], ry + 1, item, "ssim y")) {
@@ -514,14 +550,19 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
             goto fail;
         }
     }
-    if (!need(&b[3], n, 8, "ssim out") || !need(&b[4], 3 * n, 8, "ssim span") || !range_ok(start, stop, n))
+    if (!need(&b[3], n, 8, "ssim out") || !need(&b[4], mul(3, n), 8, "ssim span") || !range_ok(start, stop, n))
         goto fail;
     const double *wt = b[2].buf;
     double *out = b[3].buf, *spans = b[4].buf;
     int box = 1;
     for (Py_ssize_t t = 0; t < k; t++) box &= wt[t] == 1.0 / (double)k;
     Py_ssize_t wo = W - k + 1, ho = H - k + 1;
-    double *scratch = malloc(sizeof(double) * (size_t)(18 * W + 1 + 2 * H * W));
+    Py_ssize_t cells = mul(mul(2, H), W), extra = mul(18, W);
+    if (cells < 0 || extra < 0 || cells > PY_SSIZE_T_MAX / 16 - extra) {
+        PyErr_SetString(PyExc_ValueError, "ssim_sep: image too large");
+        goto fail;
+    }
+    double *scratch = malloc(sizeof(double) * (size_t)(extra + 1 + cells));
     if (!scratch) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     double *xa = scratch + 18 * W + 1, *ya = xa + H * W;
@@ -559,7 +600,11 @@ static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*w*w*nnnnnnnnnnnnndddnn", &b[0], &b[1], &b[2], &b[3], &n, &C, &H, &W, &sx.n,
                           &sx.c, &sx.h, &sx.w, &sy.n, &sy.c, &sy.h, &sy.w, &win, &c1n, &c2n, &cov, &start, &stop))
         goto fail;
-    if (win < 1 || win > H || win > W) { PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad window"); goto fail; }
+    /* win <= 255: window sums of squares stay below 2^53, exact in the float64 formula */
+    if (C < 1 || H < 1 || W < 1 || win < 1 || win > H || win > W || win > 255) {
+        PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad image size or window");
+        goto fail;
+    }
     if (n > 0) {
         Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
         if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, 1, "ssim x") || !need(&b[1], ry + 1, 1, "ssim y")) {
@@ -567,11 +612,16 @@ static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
             goto fail;
         }
     }
-    if (!need(&b[2], n, 8, "ssim out") || !need(&b[3], 3 * n, 8, "ssim span") || !range_ok(start, stop, n))
+    if (!need(&b[2], n, 8, "ssim out") || !need(&b[3], mul(3, n), 8, "ssim span") || !range_ok(start, stop, n))
         goto fail;
     const uint8_t *X = b[0].buf, *Y = b[1].buf;
     double *out = b[2].buf, *spans = b[3].buf;
-    int64_t *col = malloc(sizeof(int64_t) * 5 * (size_t)W + sizeof(int32_t) * 2 * (size_t)(H * W));
+    Py_ssize_t cells = mul(mul(2, H), W);
+    if (cells < 0 || cells > PY_SSIZE_T_MAX / 16 - 5 * W) {
+        PyErr_SetString(PyExc_ValueError, "ssim_box_u8: image too large");
+        goto fail;
+    }
+    int64_t *col = malloc(sizeof(int64_t) * 5 * (size_t)W + sizeof(int32_t) * (size_t)cells);
     if (!col) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t ho = H - win + 1, wo = W - win + 1, npts = win * win;

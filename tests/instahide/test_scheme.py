@@ -57,7 +57,7 @@ def test_partner_structure_and_distinctness() -> None:
     assert fixed_points > 0  # the official behaviour can mix an image with itself
 
 
-@pytest.mark.parametrize("k,group,n", [(4, 16, 500), (6, 10, 203), (2, 7, 50)])
+@pytest.mark.parametrize("k,group,n", [(4, 16, 500), (6, 12, 203), (2, 7, 50)])
 def test_grouped_partners_stay_in_secret_groups_and_decode_by_blocks(k: int, group: int, n: int) -> None:
     s = mq.create_scheme("instahide", k=k, group=group)
     key = s.keygen(n, rng=3, shape=(3, 4, 4))
@@ -84,7 +84,9 @@ def test_grouped_partners_stay_in_secret_groups_and_decode_by_blocks(k: int, gro
     assert torch.allclose(back, x, atol=1e-6 * cond + 1e-5)
     assert (s.decode(z, s.keygen(n, rng=4, shape=(3, 4, 4))) - x).abs().mean() > 0.1   # another key: noise
     with pytest.raises(InputError, match="group"):
-        mq.create_scheme("instahide", k=4, group=3)
+        mq.create_scheme("instahide", k=4, group=7)      # below 2p: nearly a Latin square, refused
+    with pytest.raises(InputError, match="group"):
+        mq.create_scheme("instahide", k=2, group=1, distinct=False)
     with pytest.raises(InputError, match="group"):
         mq.create_scheme("instahide", k=4, group=-1)
 

@@ -233,7 +233,9 @@ class _GradientInversion:
             if len(rows) == 1:   # one problem: plain double backpropagation, without vmap's per-call overhead
                 with torch.enable_grad():   # as torch.func.grad does, also when scoring under no_grad
                     loss = F.cross_entropy(model(x[0]), labels[rows[0]])
-                    return [g[None] for g in torch.autograd.grad(loss, weights, create_graph=True)]
+                    grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+                # a parameter the loss does not use (an auxiliary head) has a zero gradient, as torch.func.grad gives
+                return [(torch.zeros_like(w) if g is None else g)[None] for g, w in zip(grads, weights)]
             trial = grad_fn(params, x, labels[rows])
             return [trial[k] for k in keys]
 

@@ -92,9 +92,11 @@ class InstaHideSettings:
                 raise InputError(f"instahide: {name} must be positive")
         if not isinstance(self.group, int) or isinstance(self.group, bool) or self.group < 0:
             raise InputError(f"instahide: group must be 0 (the whole set) or a group size, got {self.group!r}")
-        if self.group and self.distinct and self.group < p:
-            raise InputError(f"instahide: groups of {self.group} cannot give {p} distinct private images per "
-                             "encoding")
+        need = max(2, 2 * p if self.distinct else 2)
+        if self.group and self.group < need:
+            # below 2p the distinct draw is nearly a Latin square: rejection would take very long
+            raise InputError(f"instahide: group must be 0 (the whole set) or at least {need} images for {p} "
+                             f"{'distinct ' if self.distinct else ''}private images per encoding, got {self.group}")
 
     @property
     def p(self) -> int:
@@ -291,22 +293,14 @@ def _solve_by_components(m: Any, rhs: np.ndarray) -> np.ndarray:
     local[members] = np.arange(n) - np.repeat(starts[:-1], sizes)
     coo = m.tocoo()
     for size in np.unique(sizes):
-        which = np.nonzero(sizes == size)[0]
+        every = np.nonzero(sizes == size)[0]
         if size <= DENSE_LIMIT:
-            idx = members[(starts[which][:, None] + np.arange(size)).ravel()]
-            slot = np.full(count, -1, np.int64)
-            slot[which] = np.arange(len(which))
-            keep = slot[comp[coo.row]] >= 0
-            blocks = np.zeros((len(which), size, size))
-            blocks[slot[comp[coo.row[keep]]], local[coo.row[keep]], local[coo.col[keep]]] = coo.data[keep]
-            # torch's batched LU solve: several times faster here than numpy's for many right-hand sides
-            sol, info = torch.linalg.solve_ex(torch.from_numpy(blocks), torch.from_numpy(rhs[idx]).reshape(
-                len(which), size, -1))
-            if bool((info != 0).any()) or not bool(torch.isfinite(sol).all()):
-                raise InputError("instahide.decode: the key's mixing matrix is singular")
-            x[idx] = sol.reshape(len(which) * size, -1).numpy()
+            # batches of components whose blocks and right-hand sides take at most about 256 MB
+            per = max(1, (256 << 20) // (8 * int(size) * (int(size) + rhs.shape[1])))
+            for cut in range(0, len(every), per):
+                _solve_dense(every[cut:cut + per], int(size), members, starts, comp, local, coo, rhs, x)
             continue
-        for g in which:
+        for g in every:
             part = members[starts[g]:starts[g + 1]]
             try:
                 lu = splu(sp.csc_matrix(m[part][:, part]))
@@ -314,6 +308,23 @@ def _solve_by_components(m: Any, rhs: np.ndarray) -> np.ndarray:
                 raise InputError(f"instahide.decode: the key's mixing matrix is singular ({exc})") from None
             x[part] = lu.solve(rhs[part])
     return x
+
+
+def _solve_dense(which: np.ndarray, size: int, members: np.ndarray, starts: np.ndarray, comp: np.ndarray,
+                 local: np.ndarray, coo: Any, rhs: np.ndarray, x: np.ndarray) -> None:
+    """Solve the components ``which`` (all of ``size`` images) as one batch of dense systems."""
+    idx = members[(starts[which][:, None] + np.arange(size)).ravel()]
+    slot = np.full(len(starts) - 1, -1, np.int64)
+    slot[which] = np.arange(len(which))
+    keep = slot[comp[coo.row]] >= 0
+    blocks = np.zeros((len(which), size, size))
+    blocks[slot[comp[coo.row[keep]]], local[coo.row[keep]], local[coo.col[keep]]] = coo.data[keep]
+    # torch's batched LU solve: several times faster here than numpy's for many right-hand sides
+    sol, info = torch.linalg.solve_ex(torch.from_numpy(blocks),
+                                      torch.from_numpy(rhs[idx]).reshape(len(which), size, -1))
+    if bool((info != 0).any()) or not bool(torch.isfinite(sol).all()):
+        raise InputError("instahide.decode: the key's mixing matrix is singular")
+    x[idx] = sol.reshape(len(which) * size, -1).numpy()
 
 
 class InstaHide(Configurable):

@@ -117,6 +117,8 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
             raise InputError(f"ssim: win_size must be odd and positive, got {win_size}")
         kernel = torch.full((win,), 1.0 / win, dtype=torch.float64)
     h, w = a.shape[2:]
+    if a.shape[1] < 1:
+        raise InputError("ssim: the images have no channels")
     if win > min(h, w):
         raise InputError(f"ssim: win_size {win} exceeds the image size {h}×{w}; pass a smaller odd win_size")
     n_points = win * win
@@ -126,7 +128,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     out = np.empty(a.shape[0], dtype=np.float64)
     if not a.shape[0]:
         return torch.from_numpy(out)
-    if uint8 and not gaussian_weights:
+    if uint8 and not gaussian_weights and win <= 255:   # larger windows: sums beyond 2^53, the float path
         from masquerade.metrics._ssim_kernel import ssim_box_u8
 
         xa, sa = _strided(a)
