@@ -484,33 +484,63 @@ VERSIONS static double ssim_plane(const double *restrict xa, const double *restr
     return total;
 }
 
-/* Read a plane into float64 scratch, widening the running minimum and maximum (span[0], span[1]) and counting
- * values that are not finite into *bad (the caller checks the data range from these: no separate pass). */
-static inline void load_plane(const char *base, int dbl, strides4 s, Py_ssize_t H, Py_ssize_t W, double *dst,
-                              double *span, Py_ssize_t *bad) {
+/* Whether any value is NaN or infinite: all exponent bits set, tested on the bits (integer operations vectorise). */
+VERSIONS static Py_ssize_t count_nonfinite(const double *v, Py_ssize_t n) {
+    uint64_t any = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        uint64_t u;
+        memcpy(&u, v + q, 8);
+        any |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    }
+    return (Py_ssize_t)any;
+}
+
+/* Widen span[0], span[1] to the smallest and largest of v. Only its result for finite values matters (a NaN or an
+ * infinity is refused through count_nonfinite), so GCC may use vector min/max here. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("finite-math-only", "no-signed-zeros")))
+#endif
+VERSIONS static void widen_span(const double *v, Py_ssize_t n, double *span) {
     double lo = span[0], hi = span[1];
-    Py_ssize_t nonfinite = 0;
-    for (Py_ssize_t i = 0; i < H; i++) {
-        double *restrict row = dst + i * W;
-        if (s.w == 1 && dbl)        /* contiguous rows: plain loops the compiler vectorises */
-            memcpy(row, (const double *)base + i * s.h, sizeof(double) * (size_t)W);
-        else if (s.w == 1)
-            for (Py_ssize_t j = 0; j < W; j++) row[j] = (double)((const float *)base)[i * s.h + j];
-        else
-            for (Py_ssize_t j = 0; j < W; j++) {
-                Py_ssize_t o = i * s.h + j * s.w;
-                row[j] = dbl ? ((const double *)base)[o] : (double)((const float *)base)[o];
-            }
-        for (Py_ssize_t j = 0; j < W; j++) {
-            double v = row[j];
-            nonfinite += !(v - v == 0.0);
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
+    for (Py_ssize_t q = 0; q < n; q++) {
+        lo = v[q] < lo ? v[q] : lo;
+        hi = v[q] > hi ? v[q] : hi;
     }
     span[0] = lo;
     span[1] = hi;
-    *bad += nonfinite;
+}
+
+/* Read one image (C planes) into float64 scratch dst[c][H][W], widening the running minimum and maximum (span[0],
+ * span[1]) and counting values that are not finite into *bad: the caller checks the data range from these, no
+ * separate pass. Channels-last memory (an NHWC array read as NCHW) is read in its own order, once, and
+ * de-interleaved; planar memory plane by plane, with a plain copy for contiguous float64 rows. */
+static void load_image(const char *base, int dbl, strides4 s, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, double *dst,
+                       double *span, Py_ssize_t *bad) {
+    Py_ssize_t hw = H * W;
+    if (s.c < s.w && C > 1) {
+        for (Py_ssize_t i = 0; i < H; i++)
+            for (Py_ssize_t j = 0; j < W; j++) {
+                Py_ssize_t o = i * s.h + j * s.w;
+                for (Py_ssize_t c = 0; c < C; c++)
+                    dst[c * hw + i * W + j] = dbl ? ((const double *)base)[o + c * s.c]
+                                                  : (double)((const float *)base)[o + c * s.c];
+            }
+    } else {
+        for (Py_ssize_t c = 0; c < C; c++)
+            for (Py_ssize_t i = 0; i < H; i++) {
+                double *restrict row = dst + c * hw + i * W;
+                Py_ssize_t o = c * s.c + i * s.h;
+                if (s.w == 1 && dbl)
+                    memcpy(row, (const double *)base + o, sizeof(double) * (size_t)W);
+                else if (s.w == 1)
+                    for (Py_ssize_t j = 0; j < W; j++) row[j] = (double)((const float *)base)[o + j];
+                else
+                    for (Py_ssize_t j = 0; j < W; j++)
+                        row[j] = dbl ? ((const double *)base)[o + j * s.w] : (double)((const float *)base)[o + j * s.w];
+            }
+    }
+    *bad += count_nonfinite(dst, C * hw);
+    widen_span(dst, C * hw, span);
 }
 
 /* The largest element offset the strides reach, or -1 for a negative stride or size, or an overflow. */
@@ -557,7 +587,10 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
     int box = 1;
     for (Py_ssize_t t = 0; t < k; t++) box &= wt[t] == 1.0 / (double)k;
     Py_ssize_t wo = W - k + 1, ho = H - k + 1;
-    Py_ssize_t cells = mul(mul(2, H), W), extra = mul(18, W);
+    /* small images (CIFAR-size) are read whole, channels de-interleaved in one pass; large ones plane by plane, so
+     * the scratch stays two planes */
+    int whole = mul3(C, H, W) >= 0 && mul3(C, H, W) <= (1 << 16);
+    Py_ssize_t cells = mul3(mul(2, whole ? C : 1), H, W), extra = mul(18, W);
     if (cells < 0 || extra < 0 || cells > PY_SSIZE_T_MAX / 16 - extra) {
         PyErr_SetString(PyExc_ValueError, "ssim_sep: image too large");
         goto fail;
@@ -565,14 +598,22 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
     double *scratch = malloc(sizeof(double) * (size_t)(extra + 1 + cells));
     if (!scratch) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
-    double *xa = scratch + 18 * W + 1, *ya = xa + H * W;
+    double *xa = scratch + 18 * W + 1, *ya = xa + (whole ? C : 1) * H * W;
     for (Py_ssize_t im = start; im < stop; im++) {
         double total = 0.0, span[2] = {HUGE_VAL, -HUGE_VAL};
         Py_ssize_t bad = 0;
-        for (Py_ssize_t c = 0; c < C; c++) {
-            load_plane((const char *)b[0].buf + (im * sx.n + c * sx.c) * item, dbl, sx, H, W, xa, span, &bad);
-            load_plane((const char *)b[1].buf + (im * sy.n + c * sy.c) * item, dbl, sy, H, W, ya, span, &bad);
-            total += ssim_plane(xa, ya, H, W, wt, k, box, c1, c2, cov, scratch);
+        const char *bx = (const char *)b[0].buf + im * sx.n * item, *by = (const char *)b[1].buf + im * sy.n * item;
+        if (whole) {
+            load_image(bx, dbl, sx, C, H, W, xa, span, &bad);
+            load_image(by, dbl, sy, C, H, W, ya, span, &bad);
+            for (Py_ssize_t c = 0; c < C; c++)
+                total += ssim_plane(xa + c * H * W, ya + c * H * W, H, W, wt, k, box, c1, c2, cov, scratch);
+        } else {
+            for (Py_ssize_t c = 0; c < C; c++) {
+                load_image(bx + c * sx.c * item, dbl, sx, 1, H, W, xa, span, &bad);
+                load_image(by + c * sy.c * item, dbl, sy, 1, H, W, ya, span, &bad);
+                total += ssim_plane(xa, ya, H, W, wt, k, box, c1, c2, cov, scratch);
+            }
         }
         out[im] = total / (double)(C * ho * wo);
         spans[3 * im] = span[0];
