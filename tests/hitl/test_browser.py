@@ -72,6 +72,8 @@ class Rater:
     def choose(self, choice: str) -> None:
         it = json.loads(self.page.evaluate("JSON.stringify([...document.querySelectorAll('#choices button')]"
                                            ".map(b => b.dataset.choice))"))
+        if not self.phone:   # (phones show no key line) it offers "unrecognisable" only where the item has it
+            assert self.page.is_visible("#unrec-help") == ("unrecognisable" in it)
         if self.phone:
             self.page.tap(f'#choices button[data-choice="{choice}"]')
         else:

@@ -94,6 +94,7 @@
       box.appendChild(button(c, it.type === "appeal" ? c : c, i < 9 ? String(i + 1) : "",
                              it.type === "appeal" ? (APPEAL[c] || "") : ""));
     });
+    $("unrec-help").hidden = !it.unrecognisable;   // appeal questions have no "unrecognisable" answer
     if (it.unrecognisable) {
       const b = button(UNREC, "unrecognisable", "0");
       b.classList.add("unrec");
