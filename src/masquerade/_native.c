@@ -101,30 +101,41 @@ static int64_t *checked_runs(const Py_buffer *runs, Py_ssize_t P, Py_ssize_t r, 
     return copy;
 }
 
-/* gather_u8(x f32 [planes, P], runs i64 [P / r], out u8 [planes, P], planes, P, r, start, stop):
- * quantise each plane into a scratch row (vectorised), then move its runs of r bytes to their places. */
-static PyObject *gather_u8(PyObject *self, PyObject *args) {
+/* The block moves of the AES disguise, both directions, one body (the two entries below differ only in it):
+ *   to_bytes: x f32 [planes, P] -> out u8 [planes, P]: quantise each plane into a scratch row (vectorised), then
+ *             move its runs of r bytes to their places in the block buffer;
+ *   else:     blocks u8 [planes, P] -> out f32 [planes, P]: move the runs into a scratch row, then out = row / 255.
+ * args: (src, runs i64 [P / r], out, planes, P, r, start, stop); see checked_runs for the run table. */
+static PyObject *move_blocks(PyObject *args, int to_bytes, const char *name) {
     Py_buffer b[3] = {{0}};
     Py_ssize_t planes, P, r, start, stop;
     if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
-    if (!need(&b[0], mul(planes, P), 4, "gather_u8 x") || !need(&b[2], mul(planes, P), 1, "gather_u8 out") ||
-        !range_ok(start, stop, planes))
+    if (!need(&b[0], mul(planes, P), to_bytes ? 4 : 1, name) ||
+        !need(&b[2], mul(planes, P), to_bytes ? 1 : 4, name) || !range_ok(start, stop, planes))
         goto fail;
-    int64_t *run = checked_runs(&b[1], P, r, "gather_u8 runs");
+    int64_t *run = checked_runs(&b[1], P, r, name);
     if (!run) goto fail;
-    const float *x = b[0].buf;
-    uint8_t *out = b[2].buf;
     uint8_t *row = malloc((size_t)P + 1);
     if (!row) { free(run); PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t nr = P / r;
     for (Py_ssize_t p = start; p < stop; p++) {
-        uint8_t *dst = out + p * P;
-        quantise_row(x + p * P, row, P);
-        if (r == 4)
-            for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + 4 * i, 4);
-        else
-            for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + r * i, (size_t)r);
+        if (to_bytes) {
+            uint8_t *dst = (uint8_t *)b[2].buf + p * P;
+            quantise_row((const float *)b[0].buf + p * P, row, P);
+            if (r == 4)
+                for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + 4 * i, 4);
+            else
+                for (Py_ssize_t i = 0; i < nr; i++) memcpy(dst + run[i], row + r * i, (size_t)r);
+        } else {
+            const uint8_t *s = (const uint8_t *)b[0].buf + p * P;
+            float *d = (float *)b[2].buf + p * P;
+            if (r == 4)
+                for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + 4 * i, s + run[i], 4);
+            else
+                for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + r * i, s + run[i], (size_t)r);
+            for (Py_ssize_t q = 0; q < P; q++) d[q] = (float)row[q] / 255.0f;
+        }
     }
     Py_END_ALLOW_THREADS
     free(row);
@@ -136,41 +147,9 @@ fail:
     return NULL;
 }
 
-/* scatter_f32(blocks u8 [planes, P], runs i64 [P / r], out f32 [planes, P], planes, P, r, start, stop):
- * out[p, r*i + t] = blocks[p, runs[i] + t] / 255: the runs are moved into a scratch row, then converted. */
-static PyObject *scatter_f32(PyObject *self, PyObject *args) {
-    Py_buffer b[3] = {{0}};
-    Py_ssize_t planes, P, r, start, stop;
-    if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &b[0], &b[1], &b[2], &planes, &P, &r, &start, &stop)) goto fail;
-    if (!need(&b[0], mul(planes, P), 1, "scatter_f32 blocks") || !need(&b[2], mul(planes, P), 4, "scatter_f32 out") ||
-        !range_ok(start, stop, planes))
-        goto fail;
-    int64_t *run = checked_runs(&b[1], P, r, "scatter_f32 runs");
-    if (!run) goto fail;
-    const uint8_t *src = b[0].buf;
-    float *out = b[2].buf;
-    uint8_t *row = malloc((size_t)P + 1);
-    if (!row) { free(run); PyErr_NoMemory(); goto fail; }
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t nr = P / r;
-    for (Py_ssize_t p = start; p < stop; p++) {
-        const uint8_t *s = src + p * P;
-        float *d = out + p * P;
-        if (r == 4)
-            for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + 4 * i, s + run[i], 4);
-        else
-            for (Py_ssize_t i = 0; i < nr; i++) memcpy(row + r * i, s + run[i], (size_t)r);
-        for (Py_ssize_t q = 0; q < P; q++) d[q] = (float)row[q] / 255.0f;
-    }
-    Py_END_ALLOW_THREADS
-    free(row);
-    free(run);
-    release(b, 3);
-    Py_RETURN_NONE;
-fail:
-    release(b, 3);
-    return NULL;
-}
+static PyObject *gather_u8(PyObject *self, PyObject *args) { return move_blocks(args, 1, "gather_u8"); }
+
+static PyObject *scatter_f32(PyObject *self, PyObject *args) { return move_blocks(args, 0, "scatter_f32"); }
 
 /* ---- ShuffleBits: permute the 32 bits of every word -------------------------------------------------------------- */
 
@@ -213,7 +192,8 @@ static PyObject *shuffle_rows(PyObject *self, PyObject *args) {
     Py_ssize_t n, d, r, start, stop;
     int inverse;
     if (!PyArg_ParseTuple(args, "y*y*w*nnnpnn", &b[0], &b[1], &b[2], &n, &d, &r, &inverse, &start, &stop)) goto fail;
-    if ((r != 1 && r != n) || !need(&b[0], mul(n, d), 4, "shuffle_rows x") || !need(&b[1], mul(r, 32), 1, "shuffle_rows perm") ||
+    if ((r != 1 && r != n) || !need(&b[0], mul(n, d), 4, "shuffle_rows x") ||
+        !need(&b[1], mul(r, 32), 1, "shuffle_rows perm") ||
         !need(&b[2], mul(n, d), 4, "shuffle_rows out") || !range_ok(start, stop, n)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "shuffle_rows: one permutation, or one per row");
         goto fail;
@@ -275,7 +255,10 @@ static PyObject *shuffle_elements(PyObject *self, PyObject *args) {
         else out[i] = res;
     }
     Py_END_ALLOW_THREADS
-    if (bad) { PyErr_SetString(PyExc_ValueError, "shuffle_elements: a key row is not a permutation of 0..31"); goto fail; }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "shuffle_elements: a key row is not a permutation of 0..31");
+        goto fail;
+    }
     release(b, 3);
     Py_RETURN_NONE;
 fail:
@@ -554,6 +537,21 @@ static Py_ssize_t reach(strides4 s, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py
     return total;
 }
 
+/* The checks every SSIM entry makes on a batch of pairs: both image buffers hold every element their strides reach
+ * (items of `item` bytes), out holds n values and span 3 n, and [start, stop) lies inside the batch. */
+static int pair_ok(const Py_buffer *x, const Py_buffer *y, const Py_buffer *out, const Py_buffer *span, strides4 sx,
+                   strides4 sy, Py_ssize_t n, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t item,
+                   Py_ssize_t start, Py_ssize_t stop) {
+    if (n > 0) {
+        Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
+        if (rx < 0 || ry < 0 || !need(x, rx + 1, item, "ssim x") || !need(y, ry + 1, item, "ssim y")) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ssim: negative strides or sizes");
+            return 0;
+        }
+    }
+    return need(out, n, 8, "ssim out") && need(span, mul(3, n), 8, "ssim span") && range_ok(start, stop, n);
+}
+
 /* ssim_sep(x, y, double_input, weights f64 [k], out f64 [n], span f64 [n, 3], n, C, H, W, x strides (4),
  * y strides (4), c1, c2, cov, start, stop): the mean SSIM of each pair; strides in elements. span[i] receives the
  * smallest and largest pixel of pair i and its count of non-finite pixels. The uniform window (all weights 1/k)
@@ -573,15 +571,7 @@ static PyObject *ssim_sep(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "ssim_sep: bad image size or window");
         goto fail;
     }
-    if (n > 0) {
-        Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
-        if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, item, "ssim x") || !need(&b[1], ry + 1, item, "ssim y")) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ssim_sep: negative strides");
-            goto fail;
-        }
-    }
-    if (!need(&b[3], n, 8, "ssim out") || !need(&b[4], mul(3, n), 8, "ssim span") || !range_ok(start, stop, n))
-        goto fail;
+    if (!pair_ok(&b[0], &b[1], &b[3], &b[4], sx, sy, n, C, H, W, item, start, stop)) goto fail;
     const double *wt = b[2].buf;
     double *out = b[3].buf, *spans = b[4].buf;
     int box = 1;
@@ -646,15 +636,7 @@ static PyObject *ssim_box_u8(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "ssim_box_u8: bad image size or window");
         goto fail;
     }
-    if (n > 0) {
-        Py_ssize_t rx = reach(sx, n, C, H, W), ry = reach(sy, n, C, H, W);
-        if (rx < 0 || ry < 0 || !need(&b[0], rx + 1, 1, "ssim x") || !need(&b[1], ry + 1, 1, "ssim y")) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ssim_box_u8: negative strides");
-            goto fail;
-        }
-    }
-    if (!need(&b[2], n, 8, "ssim out") || !need(&b[3], mul(3, n), 8, "ssim span") || !range_ok(start, stop, n))
-        goto fail;
+    if (!pair_ok(&b[0], &b[1], &b[2], &b[3], sx, sy, n, C, H, W, 1, start, stop)) goto fail;
     const uint8_t *X = b[0].buf, *Y = b[1].buf;
     double *out = b[2].buf, *spans = b[3].buf;
     Py_ssize_t cells = mul(mul(2, H), W);
