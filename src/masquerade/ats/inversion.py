@@ -246,19 +246,16 @@ class _GradientInversion:
             if rows.tobytes() not in chunk_targets:
                 chunk_targets.clear()
                 flat = torch.cat([t[rows].reshape(len(rows), -1) for t in target], 1)
-                chunk_targets[rows.tobytes()] = (flat, flat.pow(2).sum(1).sqrt())
+                chunk_targets[rows.tobytes()] = (flat, gradient_norm([flat]))
             return chunk_targets[rows.tobytes()]
 
         def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = z * std + mean
             flat, norm = targets(rows)
-            # the gradient_cost of all layers, on one concatenated vector per problem: three reductions instead
+            # the gradient cost of all layers, on one concatenated vector per problem: three reductions instead
             # of three per parameter tensor (65 for ResNet-20), forward and backward
             trial = torch.cat([g.reshape(len(rows), -1) for g in trial_gradients(x, rows)], 1)
-            if s.cost == "l2":
-                match = (trial - flat).pow(2).sum(1)
-            else:
-                match = 1 - (trial * flat).sum(1) / (trial.pow(2).sum(1).sqrt() * norm).clamp_min(1e-30)
+            match = gradient_cost([trial], [flat], s.cost, target_norm=norm)
             return match + s.tv * total_variation(z), match
 
         t0 = time.perf_counter()
