@@ -236,35 +236,15 @@ def ig_side(side: str, problems: int, iterations: int) -> Prepared:
 
 # ---- BRISQUE ---------------------------------------------------------------------------------------------------
 
-def brisque_package_score(img: np.ndarray) -> float:
-    """The ``brisque`` package's score, computed as its ``score`` method does (its features at two scales, scaled,
-    libsvm's prediction); ``score`` itself breaks under NumPy 2 (``float()`` of its shape-(1,) features), so the
-    features are flattened here. Imports on first use, as the package's own first call does."""
-    import cv2
-    import skimage.color
-    from brisque import BRISQUE
-    from libsvm import svmutil
-
-    global _BRISQUE_MODEL
-    if _BRISQUE_MODEL is None:
-        _BRISQUE_MODEL = BRISQUE(url=False)
-    ref = _BRISQUE_MODEL
-    g = skimage.color.rgb2gray(img)
-    half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
-    feats = [float(np.ravel(f)[0]) for f in np.concatenate([ref.calculate_brisque_features(g, 7, 7 / 6),
-                                                             ref.calculate_brisque_features(half, 7, 7 / 6)])]
-    scaled = ref.scale_features(np.array(feats, dtype=object))
-    x, _ = svmutil.gen_svm_nodearray([float(v) for v in scaled], isKernel=False)
-    return float(svmutil.libsvm.svm_predict_probability(ref.model, x, (svmutil.c_double * 1)()))
-
-
-_BRISQUE_MODEL: Any = None
-
-
 def brisque_side(side: str, n: int) -> Prepared:
     ims = photos(n)
     if side == "brisque":
-        return (lambda: np.array([brisque_package_score(im) for im in ims])), n
+        # the package's score as the tests compute it (its own score() breaks under NumPy 2); the model loads on
+        # the first call, as the package's first call does
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.quality.test_quality import _reference_score
+
+        return (lambda: np.array([_reference_score(im) for im in ims])), n
     import torch
 
     from masquerade.quality.brisque import brisque_score

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 import io
 import pickle
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,15 +16,23 @@ from masquerade.errors import InputError, MasqueradeError
 from masquerade.quality import brisque as bq
 
 
+@functools.lru_cache(maxsize=1)
+def _brisque_reference() -> object:
+    """The brisque package's model, loaded once (as its own ``score`` does, from one ``BRISQUE`` object)."""
+    from brisque import BRISQUE
+
+    return BRISQUE(url=False)
+
+
 def _reference_score(img: np.ndarray) -> float:
     """The brisque package's own features and libsvm's prediction. The package's ``score`` breaks under NumPy 2
-    (its features are shape-(1,) arrays that ``float()`` refuses), so flatten them here and call libsvm as it does."""
+    (its features are shape-(1,) arrays that ``float()`` refuses), so flatten them here and call libsvm as it does.
+    Also the peer of the speed suite's BRISQUE row (benchmarks/speed/_workers.py)."""
     pytest.importorskip("libsvm")
     import skimage.color
-    from brisque import BRISQUE
     from libsvm import svmutil
 
-    ref = BRISQUE(url=False)
+    ref: Any = _brisque_reference()
     g = skimage.color.rgb2gray(img)
     half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
     feats = [float(np.ravel(f)[0]) for f in np.concatenate([ref.calculate_brisque_features(g, 7, 7 / 6),
