@@ -71,13 +71,8 @@ def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float:
 
 def study_results(db: str | os.PathLike[str]) -> dict[str, Any]:
     """The HitL table of a study: ``{"rows": [...], "raters": n, "ratings": n}``, one row per set and condition."""
-    study = open_study(db)
-    try:
-        latest = study.latest_answers()
-        counts = study.counts()
-        sets = study.sets
-    finally:
-        study.close()
+    with open_study(db) as study:
+        latest, counts, sets = study.latest_answers(), study.counts(), study.sets
     rows = []
     for idx, rs in enumerate(sets):
         answers = read_answers(rs)
@@ -144,12 +139,8 @@ def write_csv(db: str | os.PathLike[str]) -> list[Path]:
     :func:`masquerade.ats.privacy.score_ratings` reads; returns the files written."""
     from masquerade.fileio import write_text
 
-    study = open_study(db)
-    try:
-        latest = study.latest_answers()
-        sets = study.sets
-    finally:
-        study.close()
+    with open_study(db) as study:
+        latest, sets = study.latest_answers(), study.sets
     written = []
     for idx, rs in enumerate(sets):
         buf = io.StringIO()

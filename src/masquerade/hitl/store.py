@@ -187,6 +187,12 @@ class Study:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> "Study":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
