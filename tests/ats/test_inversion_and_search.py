@@ -25,6 +25,7 @@ from masquerade.ats.inversion import (
     DLG,
     InvertingGradients,
     client_gradient,
+    evaluation_view,
     gradient_cost,
     infer_labels,
     per_sample_gradients,
@@ -86,6 +87,40 @@ def test_vectorised_trial_gradients_equal_a_loop() -> None:
         a = torch.cat([t[i].flatten() for t in trial])
         b = torch.cat([t[i].flatten() for t in target])
         assert float(c[i]) == pytest.approx(1 - float(F.cosine_similarity(a, b, dim=0)), abs=1e-6)
+
+
+def test_evaluation_view_has_the_models_derivatives_to_second_order() -> None:
+    m = _model("resnet20", seed=1)
+    m.train()
+    with torch.no_grad():   # running statistics far from (0, 1), so the view's affine map is not the identity
+        for _ in range(3):
+            m(torch.rand(16, 3, 32, 32) * 0.5 + 0.3)
+    m.eval()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    v = evaluation_view(m)
+    assert [n for n, _ in v.named_parameters()] == [n for n, _ in m.named_parameters()]
+    assert all(a is b for a, b in zip(v.parameters(), m.parameters()))
+    assert [n for n, _ in v.named_buffers()] == [n for n, _ in m.named_buffers()]
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in v.modules())
+    assert any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())   # the original is not changed
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 32, 32, generator=gen)
+    y = torch.tensor([3, 7])
+    probe = [torch.randn(p.shape, generator=gen) for p in m.parameters()]
+
+    def derivatives(net: nn.Module) -> list[torch.Tensor]:
+        z = x.clone().requires_grad_(True)
+        out = net(z)
+        g = torch.autograd.grad(F.cross_entropy(out, y), list(net.parameters()), create_graph=True)
+        (second,) = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, probe)), z)
+        return [out.detach(), *[t.detach() for t in g], second]
+
+    for a, b in zip(derivatives(v), derivatives(m)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert all(torch.equal(state[k], t) for k, t in m.state_dict().items())
+    # a batch normalisation that uses batch statistics even in evaluation is kept as it is
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    assert isinstance(evaluation_view(plain)[1], nn.BatchNorm2d)
 
 
 def test_inverting_gradients_recovers_an_image_from_an_untrained_model() -> None:

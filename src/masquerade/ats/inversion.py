@@ -21,10 +21,15 @@ gradients of all problems come from ``torch.func.vmap`` over ``torch.func.grad``
 model's weights shared), and the double backpropagation goes through that in one pass (a single problem takes plain
 double backpropagation: vmap costs more than it saves there). Signed Adam is elementwise, so the problems stay
 exactly independent. L-BFGS is not, so ``dlg`` solves problems one after another.
+
+The attack differentiates an *evaluation view* of the model (:func:`evaluation_view`): the same parameters, with
+every batch normalisation in evaluation mode written as the per-channel affine map it is then. Its second derivative
+is a few elementwise products, where torch's generic batch-norm double backward costs about a tenth of each step.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,7 +47,8 @@ from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult", "client_gradient",
-           "infer_labels", "per_sample_gradients", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
+           "infer_labels", "per_sample_gradients",
+           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
            "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
@@ -104,6 +110,48 @@ def client_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     params = [p for p in model.parameters() if p.requires_grad]
     loss = F.cross_entropy(model(images), labels)
     return [g.detach() for g in torch.autograd.grad(loss, params)]
+
+
+class _EvalBatchNorm(nn.Module):
+    """A batch normalisation in evaluation mode as the affine map it computes there, with the original's parameters
+    and buffers (the same tensors, under the same names)."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.weight = bn.weight
+        self.bias = bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+        self.eps = bn.eps
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        view = (-1,) + (1,) * (x.ndim - 2)
+        return x * scale.view(view) + shift.view(view)
+
+
+def evaluation_view(model: nn.Module) -> nn.Module:
+    """``model`` in evaluation mode with every batch normalisation that uses running statistics replaced by the affine
+    map it computes (:class:`_EvalBatchNorm`). Parameters and buffers are the original tensors under the original
+    names, in the original order; the original model is not changed. Outputs and all derivatives equal the model's
+    (to float rounding)."""
+    if isinstance(model, nn.modules.batchnorm._BatchNorm) and not model.training \
+            and model.running_mean is not None and model.running_var is not None:
+        return _EvalBatchNorm(model)
+    view = copy.copy(model)
+    view._parameters = dict(model._parameters)
+    view._buffers = dict(model._buffers)
+    view._modules = {k: None if v is None else evaluation_view(v) for k, v in model._modules.items()}
+    return view
 
 
 def _problem_gradients(model: nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
@@ -198,7 +246,7 @@ class _GradientInversion:
         """``gradients``: one tensor per parameter with a leading dimension P (P independent updates, each of
         ``batch`` images); ``labels``: P×batch or None. Returns one result per update."""
         s = self.settings
-        params, grad_fn = _problem_gradients(model)
+        params = {k: v for k, v in model.named_parameters() if v.requires_grad}
         if len(gradients) != len(params):
             raise InputError(f"{self.name}: got {len(gradients)} gradient tensors, the model has {len(params)} "
                              f"trainable parameters")
@@ -215,6 +263,8 @@ class _GradientInversion:
         model.eval()
         if labels is None:
             labels = torch.stack([infer_labels(model, [g[i] for g in gradients], batch) for i in range(p_count)])
+        model = evaluation_view(model)
+        params, grad_fn = _problem_gradients(model)
         labels = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch)
         gen = as_generator(rng)
         torch_gen = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))
