@@ -246,7 +246,7 @@ class _GradientInversion:
         """``gradients``: one tensor per parameter with a leading dimension P (P independent updates, each of
         ``batch`` images); ``labels``: P×batch or None. Returns one result per update."""
         s = self.settings
-        params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+        params: dict[str, torch.Tensor] = {k: v for k, v in model.named_parameters() if v.requires_grad}
         if len(gradients) != len(params):
             raise InputError(f"{self.name}: got {len(gradients)} gradient tensors, the model has {len(params)} "
                              f"trainable parameters")
