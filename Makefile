@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt setup.py src/masquerade/_native.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,test,lint]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,distributed,test,lint]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +36,31 @@ def cifar_test() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# -- the system's headless Chromium, driven by Playwright (the HitL page, the reports) ----------------------------
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("no Chromium found under CI: .ci/run installs it (apt-get install chromium)")
+    pytest.skip("no Chromium found: apt-get install chromium (the browser tests use the system's)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    exe = _chromium()
+    if os.environ.get("CI") == "true":
+        from playwright.sync_api import sync_playwright
+    else:
+        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
 
 
 os.environ.setdefault("MASQUERADE_QUIET", "1")

@@ -20,6 +20,8 @@ BUILTIN_SCHEMES: dict[str, tuple[str, str]] = {
             "ATS transformation policy (Gao et al. 2021): augmentations against gradient inversion"),
 }
 BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
+    "as-is": ("masquerade.attacks.asis:AsIs", "every image scheme, level 1: the encodings viewed as images "
+                                              "(magnitudes where signs are flipped)"),
     "instahide-challenge": ("masquerade.instahide.attack:ChallengeAttack",
                             "InstaHide: recover the private images from encodings and labels (Carlini et al. 2021)"),
     "disguise-known-plaintext": ("masquerade.disguise.attacks:KnownPlaintextRMT",

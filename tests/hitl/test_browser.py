@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,29 +20,6 @@ import pytest
 from .conftest import CLASSES, make_appeal_set, make_choice_set, serving
 
 SCREENSHOTS = os.environ.get("MASQUERADE_SCREENSHOTS")     # a folder to keep the page's screenshots in
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("no Chromium found under CI: .ci/run installs it (apt-get install chromium)")
-    pytest.skip("no Chromium found: apt-get install chromium (the browser tests use the system's)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    exe = _chromium()
-    if os.environ.get("CI") == "true":
-        from playwright.sync_api import sync_playwright
-    else:
-        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 class Rater:

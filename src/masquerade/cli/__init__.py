@@ -13,12 +13,12 @@ import sys
 from typing import Sequence
 
 from masquerade._version import __version__
-from masquerade.cli import attack, camouflage, challenge, hitl, misc, protect, train
+from masquerade.cli import attack, camouflage, challenge, evaluate, hitl, misc, protect, train
 from masquerade.errors import MasqueradeError
 
 __all__ = ["main", "build_parser"]
 
-GROUPS = (misc, protect, camouflage, train, attack, challenge, hitl)
+GROUPS = (misc, protect, camouflage, train, attack, challenge, evaluate, hitl)
 
 
 def build_parser() -> argparse.ArgumentParser:

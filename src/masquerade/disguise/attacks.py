@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +69,13 @@ def _block_size(block: int, where: str) -> None:
         raise InputError(f"{where}: block must be a positive integer, got {block!r}")
 
 
+def _dataset_disguise(scheme: Any) -> Any:
+    """The settings of a DisguisedNets scheme under one dataset key (what these attacks break), else None."""
+    if getattr(scheme, "name", None) != "disguise" or scheme.settings.key_scope != "dataset":
+        return None
+    return scheme.settings
+
+
 class KnownPlaintextRMT(Configurable):
     """Level 3: recover the permutation and every block's RMT matrix from known (plain, disguised) pairs."""
 
@@ -87,6 +94,13 @@ class KnownPlaintextRMT(Configurable):
     name = "disguise-known-plaintext"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}))
+
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """DisguisedNets with RMT (or permutation alone) under one dataset key."""
+        s = _dataset_disguise(scheme)
+        return None if s is None or s.transform not in ("rmt", "none") else {"block": s.block,
+                                                                              "permuted": s.permute}
 
     def fit(self, plain: np.ndarray, cipher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
@@ -135,16 +149,25 @@ class ECBCodebook(Configurable):
     @dataclass(frozen=True)
     class Settings:
         block: int = 4
-        fill: float = 0.5     # grey level of blocks the codebook does not hold
+        unknown: str = "rare"   # units the codebook lacks: "rare" (the mean rare unit of the pairs) or "grey"
+        fill: float = 0.5       # grey level of unknown units ("grey"; "rare" when the pairs have no rare unit)
 
         def __post_init__(self) -> None:
             _block_size(self.block, "aes-ecb-codebook")
             if not 0 <= self.fill <= 1:
                 raise InputError(f"aes-ecb-codebook: fill is a grey level in [0, 1], got {self.fill!r}")
+            if self.unknown not in ("rare", "grey"):
+                raise InputError(f"aes-ecb-codebook: unknown is 'rare' or 'grey', got {self.unknown!r}")
 
     name = "aes-ecb-codebook"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}))
+
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """DisguisedNets with AES in ECB mode under one dataset key."""
+        s = _dataset_disguise(scheme)
+        return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
 
     @staticmethod
     def _bytes_blocks(x: np.ndarray, b: int) -> np.ndarray:
@@ -170,20 +193,26 @@ class ECBCodebook(Configurable):
         aligned_c = c_units[:, :, np.argsort(perm)]
         keys = aligned_c.reshape(-1)
         vals = p_units.reshape(-1)
-        book = dict(zip(keys.tolist(), vals.tolist()))
-        zu = to_void(zb.reshape(zb.shape[0], c, m, units, 16))[:, :, np.argsort(perm)]
-        flat = zu.reshape(-1).tolist()
-        hit = np.fromiter((u in book for u in flat), dtype=bool, count=len(flat))
-        out = np.full((len(flat), 16), int(round(self.settings.fill * 255)), np.uint8)
-        if hit.any():
-            # tolist() gives a 16-byte void item as bytes (numpy's stub also allows tuples, for structured dtypes)
-            found = cast("list[bytes]", [book[u] for u, h_ in zip(flat, hit) if h_])
-            out[hit] = np.frombuffer(b"".join(found), np.uint8).reshape(-1, 16)
+        # the codebook, sorted by ciphertext unit: every unit of the encodings is looked up at once
+        book, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        zu = to_void(zb.reshape(zb.shape[0], c, m, units, 16))[:, :, np.argsort(perm)].reshape(-1)
+        pos = np.minimum(np.searchsorted(book, zu), max(len(book) - 1, 0))
+        hit = book[pos] == zu if len(book) else np.zeros(len(zu), bool)
+        plain_units = vals.view(np.uint8).reshape(-1, 16)
+        guess = np.full(16, int(round(self.settings.fill * 255)), np.uint8)
+        rare = counts == 1
+        if self.settings.unknown == "rare" and rare.any():
+            # a unit the pairs never showed is most likely a rare one (detail, not background): the best guess
+            # for it is the average of the units that occur once in the pairs
+            guess = np.round(plain_units[first[rare]].mean(0)).astype(np.uint8)
+        out = np.broadcast_to(guess, (len(zu), 16)).copy()
+        out[hit] = plain_units[first[pos[hit]]]
         rec_blocks = out.reshape(zb.shape[0], c, m, d)
         n, _, h, w = z.shape
         images = from_blocks(rec_blocks, h, w, b).astype(np.float32) / 255.0
         return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
-                            metrics={"decoded_share": float(hit.mean()), "codebook_size": len(book)},
+                            metrics={"decoded_share": float(hit.mean()) if len(hit) else 0.0,
+                                     "codebook_size": len(book)},
                             seconds=time.perf_counter() - t)
 
     @staticmethod
@@ -223,6 +252,12 @@ class MomentMatching(Configurable):
     name = "disguise-moments"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY}))
+
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """DisguisedNets with RMT under one dataset key."""
+        s = _dataset_disguise(scheme)
+        return None if s is None or s.transform != "rmt" else {"block": s.block}
 
     def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
             ) -> AttackResult:

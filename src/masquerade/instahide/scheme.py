@@ -111,8 +111,10 @@ class InstaHideSettings:
         if self.pixel_scale == "[0,1]":
             return np.ones((2, channels), np.float32), np.zeros((2, channels), np.float32)
         rows = []
-        for mean, std, who in ((self.mean, self.std, "mean/std"), (self.public_mean, self.public_std,
-                                                                   "public_mean/public_std")):
+        stats = [(self.mean, self.std, "mean/std"), (self.public_mean, self.public_std, "public_mean/public_std")]
+        if self.mode == "inside":   # no public image is mixed in: the private statistics fill both rows
+            stats[1] = stats[0]
+        for mean, std, who in stats:
             if len(mean) != channels or len(std) != channels:
                 raise InputError(f"instahide: {who} have {len(mean)} values for {channels}-channel images")
             rows.append((1.0 / np.asarray(std), -np.asarray(mean) / np.asarray(std)))

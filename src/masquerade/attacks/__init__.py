@@ -1,0 +1,1 @@
+"""Attacks that belong to no single scheme (the scheme-specific ones live beside their scheme)."""

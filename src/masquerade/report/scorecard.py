@@ -1,0 +1,163 @@
+"""The evaluation's report: ``RUN/report.html`` from ``RUN/scorecard.json`` and the cells' grids only.
+
+It tells the comparison in sections: the threat levels, the summary (per scheme setting: utility, cost, and the
+strongest attack at each level), one privacy-utility plot of all settings, then per scheme what it is, its rows, and
+its grids (the target images, the encodings as an adversary sees them, and each attack's best matches).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masquerade.errors import InputError
+from masquerade.fileio import write_text
+from masquerade.report import _CSS, _img_tag, _table
+
+__all__ = ["build_scorecard_report", "SCHEME_STORIES"]
+
+SCHEME_STORIES = {
+    "identity": "No protection: the images are released as they are. Every attack's floor and every model's "
+                "ceiling: the row that says what protection costs.",
+    "instahide": "InstaHide (Huang et al., ICML 2020): each released image is a random convex mix of k images "
+                 "(all private inside the dataset; two private and k-2 public patches across datasets) with a "
+                 "one-time pixel-wise sign mask, and the mixed label. Models train on the mixes and are tested on "
+                 "clean images. Carlini et al. (IEEE S&P 2021) recover the private images across datasets from the "
+                 "encodings and labels alone.",
+    "disguise": "DisguisedNets (Sharma & Chen): the image is cut into blocks, the blocks are permuted, and each "
+                "block goes through a secret random orthogonal matrix (RMT) or AES, under one key for the whole "
+                "dataset; models train and predict on disguised images. RMT falls to moment matching with the "
+                "data distribution (level 2) and to least squares with known pairs (level 3); AES in ECB mode "
+                "leaks equal blocks, so known pairs give a codebook.",
+}
+_LEVEL_TEXT = {1: "the protected data as released (encodings, their labels, the public data a scheme names)",
+               2: "also the data distribution (auxiliary clean images)",
+               3: "also known pairs (some private images with their encodings)"}
+
+
+def _grid(images: list[np.ndarray], labels: list[str], scale: int = 2) -> str:
+    """A small table of image strips, one row per label, as embedded PNGs."""
+    from PIL import Image
+
+    from masquerade.runs import image_grid
+
+    rows = []
+    for lab, ims in zip(labels, images):
+        if ims is None or not len(ims):
+            continue
+        g = image_grid(ims, ncol=len(ims), scale=scale)
+        buf = io.BytesIO()
+        Image.fromarray(g).save(buf, format="PNG")
+        rows.append(f"<tr><th>{html.escape(lab)}</th><td>{_img_tag(buf.getvalue(), lab)}</td></tr>")
+    return f"<table class='grid'>{''.join(rows)}</table>" if rows else ""
+
+
+def _privacy_utility_plot(summary: list[dict[str, Any]], top: int) -> str:
+    from masquerade.extras import require
+
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colours = {"identity": "#444444", "instahide": "#d62728", "disguise": "#1f77b4"}
+    for r in summary:
+        ssim = r.get(f"_ssim{top}")
+        if not isinstance(ssim, (int, float)):
+            continue
+        ax.scatter([r["utility"]], [ssim], s=60, color=colours.get(r["scheme"], "#2ca02c"), zorder=3)
+        ax.annotate(f"{r['scheme']} {r['setting']}", (r["utility"], ssim), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.axhline(0.8, color="#999999", lw=0.8, ls="--")
+    ax.text(0.01, 0.81, "success threshold (SSIM 0.8)", fontsize=7, color="#777777", transform=ax.get_yaxis_transform())
+    ax.set_xlabel("utility: test accuracy of a model trained on protected data")
+    ax.set_ylabel(f"privacy loss: best attack's mean SSIM at level {top}")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlim(-0.02, 1.08)
+    ax.grid(alpha=0.3)
+    ax.set_title("Privacy against utility (lower right is better)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return _img_tag(buf.getvalue(), "privacy-utility plot")
+
+
+def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
+    """One row per scheme setting: utility, cost, and the strongest attack at each level (by mean SSIM)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    best: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["scheme"], r["setting"])
+        out.setdefault(key, {"scheme": r["scheme"], "setting": r["setting"], "utility": r["utility"],
+                             "training time vs plain": r["train_vs_plain"],
+                             "encode (images/s)": r["encode_images_per_s"]})
+        b = best.get((*key, r["level"]))
+        if b is None or r["ssim"] > b["ssim"]:
+            best[(*key, r["level"])] = r
+    for (scheme, setting, lv), r in best.items():
+        out[(scheme, setting)][f"level {lv}: strongest attack"] = (
+            f"{r['attack']}: SSIM {r['ssim']:.2f}, {100 * r['success']:.0f} % found"
+            + (f", MR {100 * r['mr']:.0f} %" if isinstance(r.get("mr"), (int, float)) else ""))
+        out[(scheme, setting)][f"_ssim{lv}"] = r["ssim"]
+    return list(out.values())
+
+
+def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``report.html`` for an evaluation folder (``scorecard.json`` and ``cells/``); returns its path."""
+    root = Path(run)
+    try:
+        card = json.loads((root / "scorecard.json").read_text())
+        rows = card["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{root}: no readable scorecard.json ({exc})") from None
+    levels = sorted({int(r["level"]) for r in rows})
+    summary = _summary(rows, levels)
+    parts = ["<h1>masquerade evaluate: privacy, utility and cost</h1>",
+             f"<p class='muted'>{len(rows)} scorecard rows, seed {html.escape(str(card.get('seed')))}; "
+             "every number below comes from <code>scorecard.json</code> in this folder.</p>",
+             "<h2>What the adversary holds</h2><ul>"
+             + "".join(f"<li><b>Level {lv}</b>: {html.escape(_LEVEL_TEXT[lv])}.</li>" for lv in levels) + "</ul>"
+             "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
+             "each image's best-matching reconstruction, and the share found with SSIM &gt; 0.8.</p>",
+             "<h2>Summary</h2>", _table([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary])]
+    if levels:
+        parts.append(f"<figure>{_privacy_utility_plot(summary, levels[-1])}<figcaption>Each point is one scheme "
+                     f"setting: the test accuracy of a model trained on its protected data, against the mean SSIM "
+                     f"of the strongest attack at level {levels[-1]}.</figcaption></figure>")
+    cells = root / "cells"
+    for scheme in dict.fromkeys(r["scheme"] for r in rows):
+        parts.append(f"<h2>{html.escape(scheme)}</h2><p>{html.escape(SCHEME_STORIES.get(scheme, ''))}</p>")
+        mine = [r for r in rows if r["scheme"] == scheme]
+        shown = [{k: r[k] for k in ("setting", "level", "attack", "ssim", "psnr", "success", "mr", "utility",
+                                    "cost_s")} for r in mine]
+        parts.append(_table(shown))
+        for setting in dict.fromkeys(r["setting"] for r in mine):
+            strips: list[np.ndarray] = []
+            names: list[str] = []
+            seen: set[str] = set()
+            for r in (r for r in mine if r["setting"] == setting):
+                stem = r.get("cell")
+                if not stem or stem in seen or not (cells / f"{stem}.npz").is_file():
+                    continue
+                seen.add(stem)
+                with np.load(cells / f"{stem}.npz", allow_pickle=False) as z:
+                    if not strips and "targets" in z.files:
+                        strips += [z["targets"], z["encodings"]]
+                        names += ["private images", "released (as seen)"]
+                    strips.append(z["matched"][:8])
+                names.append(f"L{r['level']} {r['attack']} (SSIM {r['ssim']:.2f})")
+            about = card.get("settings", {}).get(setting, {})
+            note = f"<p>{html.escape(str(about['note']))}</p>" if isinstance(about, dict) and about.get("note") \
+                else ""
+            if strips or note:
+                parts.append(f"<h3>{html.escape(setting)}</h3>{note}" + _grid(strips, names))
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>masquerade evaluate</title>"
+            f"<style>{_CSS} table.grid td{{padding:2px}}</style></head><body>{''.join(parts)}</body></html>\n")
+    return write_text(Path(out) if out else root / "report.html", page)

@@ -1,0 +1,212 @@
+"""``masquerade evaluate``: the plan (which attack runs at which level), the scorecard's numbers on a tiny evaluation,
+resuming after a crash, Ray workers giving the serial scorecard, the report in a real browser, and bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from masquerade.attacks.asis import AsIs
+from masquerade.errors import InputError
+from masquerade.registry import create_scheme
+from masquerade.workflows.evaluate import (
+    EvaluateSettings,
+    SchemeSetting,
+    best_match,
+    comparable,
+    evaluate,
+    plan_cells,
+)
+
+
+def _tiny(**overrides: Any) -> EvaluateSettings:
+    base: dict[str, Any] = dict(
+        data="bundled:mnist", size=None, targets=6, pairs=30, auxiliary=60, test=100, train=200, epochs=1, public=40,
+        settings=(SchemeSetting("identity", "no protection"),
+                  SchemeSetting("instahide", "cross k=6", (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
+                                per_image=3, public=True),
+                  SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
+                  SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4),
+                                                             ("aes_mode", "ecb")))))
+    base.update(overrides)
+    return EvaluateSettings(**base)
+
+
+def _by(rows: list[dict[str, Any]], setting: str, level: int, attack: str) -> dict[str, Any]:
+    found = [r for r in rows if r["setting"] == setting and r["level"] == level and r["attack"] == attack]
+    assert len(found) == 1, (setting, level, attack, [(r["setting"], r["level"], r["attack"]) for r in rows])
+    return found[0]
+
+
+# -- the plan ----------------------------------------------------------------------------------------------------
+
+def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() -> None:
+    cells = plan_cells(EvaluateSettings.for_quick())
+    attacks = {(c.setting.label, c.attack): (c.levels, c.uses) for c in cells if c.kind == "attack"}
+    assert attacks[("no protection", "as-is")] == ((1, 2, 3), ("encodings",))
+    assert attacks[("RMT b=4", "disguise-moments")][0] == (2, 3)
+    assert attacks[("RMT b=4", "disguise-known-plaintext")] == ((3,), ("encodings", "known_pairs"))
+    assert attacks[("AES-ECB b=4", "aes-ecb-codebook")][0] == (3,)
+    assert ("AES-ECB b=4", "disguise-moments") not in attacks        # RMT's attacks do not apply to AES
+    assert ("RMT b=4", "aes-ecb-codebook") not in attacks
+    assert ("inside k=4", "instahide-challenge") not in attacks      # the challenge attack needs the recipe
+    # the challenge attack uses the auxiliary images from level 2 on: two computations, not three
+    challenge = sorted((c.levels, c.uses) for c in cells if c.attack == "instahide-challenge")
+    assert challenge == [((1,), ("encodings", "labels", "public_pool")),
+                         ((2, 3), ("auxiliary", "encodings", "labels", "public_pool"))]
+    # every setting has one utility cell; identity is always planned (every cost's reference)
+    only = plan_cells(EvaluateSettings.for_quick(schemes=("disguise",), levels=(1,)))
+    assert {c.setting.scheme for c in only} == {"identity", "disguise"}
+    assert all(c.levels == (1,) for c in only if c.kind == "attack")
+    assert sum(c.kind == "utility" for c in only) == 3
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(InputError, match="unknown schemes"):
+        EvaluateSettings(schemes=("rot13",))
+    with pytest.raises(InputError, match="levels"):
+        EvaluateSettings(levels=(4,))
+    with pytest.raises(InputError, match="exceed"):
+        EvaluateSettings(targets=30, pairs=20, train=40)
+
+
+# -- the scores --------------------------------------------------------------------------------------------------
+
+def test_best_match_searches_unaligned_reconstructions_and_keeps_aligned_ones_in_place() -> None:
+    g = np.random.default_rng(0)
+    a = g.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    noise = g.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    recon = np.concatenate([noise[:2], a[::-1], noise[2:]])            # the targets, reversed, among noise
+    best, p, idx = best_match(a, recon, aligned=False)
+    assert np.allclose(best, 1.0) and (idx == np.array([5, 4, 3, 2])).all() and (p == 100).all()
+    best, _, idx = best_match(a, np.concatenate([a[:2], noise[:2]]), aligned=True)
+    assert best[:2] == pytest.approx([1, 1]) and (best[2:] < 0.5).all() and (idx == np.arange(4)).all()
+
+
+def test_the_as_is_attack_shows_images_unchanged_and_signed_mixes_as_magnitudes() -> None:
+    x = torch.rand(3, 3, 8, 8)
+    r = AsIs().run(encodings=x)
+    assert torch.equal(r.reconstructions, x) and not r.aligned
+    z = torch.randn(2, 3, 8, 8)
+    r = AsIs().run(encodings=z)
+    want = z.abs() / z.abs().flatten(1).amax(1)[:, None, None, None]
+    torch.testing.assert_close(r.reconstructions, want)
+    assert AsIs.settings_against(create_scheme("disguise")) == {}
+    assert AsIs.settings_against(create_scheme("shufflebits")) is None     # features are not images
+
+
+# -- a whole (tiny) evaluation: serial, resumed, on Ray --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    path = evaluate(_tiny(), out, verbose=False)
+    return out, json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_a_tiny_evaluation_scores_what_each_level_breaks(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+    out, card = tiny_run
+    rows = card["rows"]
+    need = {"scheme", "setting", "level", "attack", "ssim", "psnr", "success", "mr", "utility", "cost_s", "seed"}
+    assert all(need <= set(r) for r in rows)
+    assert {r["level"] for r in rows} == {1, 2, 3}
+    for lv in (1, 2, 3):                                    # no protection: every level recovers every image
+        ident = _by(rows, "no protection", lv, "as-is")
+        assert ident["ssim"] == pytest.approx(1.0) and ident["success"] == 1.0
+    # RMT: the disguised images themselves show little; thirty known pairs give the key away
+    assert _by(rows, "RMT b=4", 1, "as-is")["ssim"] < 0.5
+    kp = _by(rows, "RMT b=4", 3, "disguise-known-plaintext")
+    assert kp["ssim"] > 0.9 and kp["success"] == 1.0
+    assert _by(rows, "AES-ECB b=4", 3, "aes-ecb-codebook")["attack_metrics"]["decoded_share"] > 0.3
+    assert all(0 <= r["utility"] <= 1 and r["cost_s"] >= 0 for r in rows)
+    # MR: the clean model recognises the identity row's "reconstructions" (the images) as well as it does
+    assert _by(rows, "no protection", 1, "as-is")["mr"] is not None
+    assert (out / "report.html").is_file() and (out / "scorecard.json").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_evaluation_resumes_with_the_cells_it_lacks(tiny_run: tuple[Path, dict[str, Any]],
+                                                                  tmp_path: Path) -> None:
+    out, card = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "scorecard.json").unlink()
+    victims = sorted((copy / "cells").glob("attack-disguise-rmt*known-pairs.json"))
+    assert victims
+    victims[0].unlink()                                     # as if the run was killed before this cell ended
+    (copy / "cells" / "junk.json.tmp").write_text("{")      # a half-written temporary file is ignored
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        evaluate(_tiny(), copy)
+    lines = buf.getvalue().splitlines()
+    assert any("resuming:" in ln for ln in lines)
+    ran = [ln for ln in lines if ln.startswith("[")]
+    assert len(ran) == 1 and "disguise-known-plaintext" in ran[0]
+    again = json.loads((copy / "scorecard.json").read_text())
+    assert comparable(again) == comparable(card)
+    # another plan in the same folder is refused, not mixed in
+    with pytest.raises(InputError, match="other settings"):
+        evaluate(_tiny(seed=1), copy, verbose=False)
+
+
+@pytest.mark.slow
+def test_two_ray_workers_give_the_serial_scorecard(tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    _, card = tiny_run
+    path = evaluate(_tiny(), tmp_path / "ray", workers=2, verbose=False)
+    assert comparable(json.loads(path.read_text())) == comparable(card)
+
+
+# -- the report, as a reader sees it ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_report_renders_with_every_image_and_the_plot(tiny_run: tuple[Path, dict[str, Any]],
+                                                          browser: Any) -> None:
+    out, card = tiny_run
+    page = browser.new_page()
+    page.goto((out / "report.html").resolve().as_uri())
+    page.wait_for_load_state("load")
+    images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0])")
+    assert images and all(ok for _, ok in images), [alt for alt, ok in images if not ok]
+    assert any(alt == "privacy-utility plot" for alt, _ in images)
+    text = page.inner_text("body")
+    for heading in ("What the adversary holds", "Summary", "identity", "instahide", "disguise"):
+        assert heading in text
+    page.close()
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "masquerade", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    r = _cli("evaluate", "--out", str(tmp_path / "a"), "--levels", "0,5")
+    assert r.returncode == 2 and "levels" in r.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("do not overwrite")
+    r = _cli("evaluate", "--out", str(busy), "--quick")
+    assert r.returncode == 2 and "not an evaluation" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("evaluate", "--out", str(tmp_path / "b"), "--schemes", "rot13")
+    assert r.returncode == 2 and "unknown schemes" in r.stderr
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(flat / f"{i}.png")
+    r = _cli("evaluate", "--out", str(tmp_path / "c"), "--data", str(flat), "--quick")
+    assert r.returncode == 2 and "labelled" in r.stderr
