@@ -33,7 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {k: v for k, v in {
         "data": args.data, "size": args.size, "schemes": args.schemes, "levels": args.levels, "seed": args.seed,
         "targets": args.targets, "pairs": args.pairs, "auxiliary": args.auxiliary, "test": args.test,
-        "train": args.train, "epochs": args.epochs, "model": args.model,
+        "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
         "augment": True if args.augment else None}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
@@ -55,6 +55,8 @@ def register(sub: Any) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--workers", type=positive_int, default=1, help="run cells as tasks on local Ray workers")
     group.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells on the Ray cluster at ADDRESS")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per cell (default 1; part of the plan: the numbers depend on it)")
     p.add_argument("--seed", type=seed, default=None, help="seed of the split, keys and attacks (default 0)")
     p.add_argument("--size", type=positive_int, default=None, help="resize images to N×N pixels (default: as loaded)")
     p.add_argument("--targets", type=positive_int, default=None, help="private images scored")

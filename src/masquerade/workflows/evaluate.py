@@ -18,10 +18,15 @@ accuracy of a model trained on the protected training images (DisguisedNets: on 
 deploys it); cost is the encode throughput and the training time relative to plain training.
 
 Every (scheme setting, attack, knowledge) and every (scheme setting, utility) is a *cell*, a pure function of the
-plan and the seed (an evaluation is a reproducible experiment: every key in it, AES keys included, derives from the
-seed; keys for real use come from ``masquerade protect``): cells run one after another, or as Ray tasks (``workers``/``ray_address``); each finished cell is
-written to ``RUN/cells/`` at once (atomically), so an interrupted evaluate resumes where it stopped, and the
-scorecard is assembled from the cells in plan order, whatever order they finished in.
+plan and the seed. An evaluation is a reproducible experiment: every key in it, AES keys included, derives from the
+seed (keys for real use come from ``masquerade protect``), and each cell runs on a fixed number of CPU threads
+(``threads``, default 1), since training's sums depend on it. Cells run one after another, or side by side as Ray
+tasks (``workers``, ``ray_address``) with the same bits; each finished cell is written to ``RUN/cells/`` at once
+(atomically), so an interrupted evaluate resumes where it stopped, and the scorecard is assembled from the cells in
+plan order, whatever order they finished in.
+MR (model-based recognition) is the share of targets whose best match the identity setting's clean-trained model
+classifies as the target's class; like SSIM it scores the best match, so it is an upper bound on what the
+adversary could tell without the originals.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class EvaluateSettings:
     model: str = "fastresnet"
     augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
     public: int = 1000              # public patches for InstaHide across datasets
+    threads: int = 1                # CPU threads of each cell: numbers depend on it, so it belongs to the plan
     settings: tuple[SchemeSetting, ...] = ()
 
     def __post_init__(self) -> None:
@@ -136,7 +142,7 @@ class EvaluateSettings:
             raise InputError(f"evaluate: levels are 1, 2 and 3, got {list(self.levels)}")
         if self.size is not None and self.size < 4:
             raise InputError(f"evaluate: size must be at least 4 pixels, got {self.size}")
-        for name in ("targets", "test", "train", "epochs", "auxiliary", "public"):
+        for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"evaluate: {name} must be positive, got {getattr(self, name)}")
         if self.pairs < 0:
@@ -382,12 +388,24 @@ def _given(cell: Cell, s: EvaluateSettings, d: _Data, rel: _Release) -> dict[str
     return given
 
 
-def run_cell(cell: Cell, s: EvaluateSettings, *, threads: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one cell; returns (JSON-able result, arrays for the report's grids)."""
+def run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one cell on ``s.threads`` CPU threads; returns (JSON-able result, arrays for the report).
+
+    The thread count is part of the plan because it changes the numbers: training sums gradients in an order that
+    depends on it. With it fixed, a cell gives the same bits in any process, serial or a Ray worker."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        return _run_cell(cell, s)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
     d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
     if cell.kind == "utility":
         return _utility_cell(cell, s, d)
@@ -497,8 +515,8 @@ class _Store:
             return {k: z[k] for k in z.files}
 
 
-def _run_remote(cell: Cell, s: EvaluateSettings, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    return run_cell(cell, s, threads=threads)
+def _run_remote(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    return run_cell(cell, s)
 
 
 def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: int, ray_address: str | None,
@@ -534,15 +552,14 @@ def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: 
     if started_here:
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
         if ray_address is None:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=env,
-                     configure_logging=False)
+            ray.init(num_cpus=workers * s.threads, include_dashboard=False, log_to_driver=False,
+                     runtime_env=env, configure_logging=False)
         else:
             ray.init(address=ray_address, log_to_driver=False, runtime_env=env, configure_logging=False)
     try:
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if ray_address is None else 0
-        remote = ray.remote(num_cpus=1)(_run_remote)
+        remote = ray.remote(num_cpus=s.threads)(_run_remote)
         plan_ref = ray.put(s)
-        pending = {remote.remote(c, plan_ref, threads): c for c in todo}
+        pending = {remote.remote(c, plan_ref): c for c in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
