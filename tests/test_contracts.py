@@ -108,6 +108,7 @@ def _challenge() -> dict[str, Any]:
 
 
 CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
+    "as-is": ({}, lambda: {"encodings": _disguise("rmt")[1]}),
     "disguise-known-plaintext": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
         *_disguise("rmt"))),
     "aes-ecb-codebook": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
@@ -151,6 +152,12 @@ def test_attack_contract(name: str) -> None:
     wanted = {"--model-file", "--data"} if Knowledge.GRADIENTS in cls.threat_model.requires else \
         {"--encodings"} if Knowledge.ENCODINGS in cls.threat_model.requires else set()
     assert wanted <= options
+    # an attack that names its targets (the scorecard's plan) names settings it accepts, or None
+    against = getattr(cls, "settings_against", None)
+    if against is not None:
+        for scheme in list_schemes():
+            chosen = against(create_scheme(scheme))
+            assert chosen is None or isinstance(create_attack(name, **chosen), cls), (name, scheme, chosen)
     settings, given = CASES[name]
     res = run_attack(create_attack(name, **settings), rng=0, progress=False, **given())
     assert isinstance(res, AttackResult) and res.attack == name and res.seconds >= 0

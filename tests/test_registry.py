@@ -41,6 +41,16 @@ def test_unknown_names_and_settings() -> None:
         masquerade.create_attack("nope")
 
 
+def test_a_string_setting_with_a_comma_survives_the_command_lines_list_parsing() -> None:
+    from masquerade.cli.common import parse_sets
+
+    for text in ("[0,1]", "[-1,1]"):
+        s = masquerade.create_scheme("instahide", **parse_sets([f"pixel_scale={text}"]))
+        assert s.settings.pixel_scale == text
+    with pytest.raises(InputError, match="pixel_scale must be one of"):
+        masquerade.create_scheme("instahide", **parse_sets(["pixel_scale=[0,2]"]))
+
+
 class _EchoAttack(Configurable):
     @dataclass(frozen=True)
     class Settings:

@@ -145,6 +145,8 @@ def build_settings(cls: type, where: str, /, **values: Any) -> Any:
             value = values[name] = tuple(value) if isinstance(value, list) else (value,)
         if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = values[name] = str(value)      # --set policy=43 is a policy name, not a number
+        if kind == "str" and isinstance(value, tuple) and all(isinstance(v, str | int | float) for v in value):
+            value = values[name] = ",".join(map(str, value))   # --set pixel_scale=[0,1]: a comma inside a name
         want = _value_fits(str(fields[name].type), value)
         if want:
             raise InputError(f"{where}: setting {name} must be {want}, got {value!r}")

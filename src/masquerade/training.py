@@ -23,13 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from masquerade import distributed
 from masquerade.data import ImageSet
 from masquerade.errors import InputError
 from masquerade.fileio import atomic_path
 from masquerade.models import Normalized, create_model, save_model
 from masquerade.progress import bar
 from masquerade.registry import Scheme, create_scheme
-from masquerade.rng import secure_rng
 
 __all__ = ["TrainSettings", "train", "augment", "evaluate", "bf16_supported"]
 
@@ -137,7 +137,7 @@ def _scheme_id(sch: Scheme) -> str:
 
 
 def _epoch_rng(seed: int | None, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch]) if seed is not None else secure_rng()
+    return np.random.default_rng([seed, epoch]) if seed is not None else distributed.shared_secure_rng()
 
 
 def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "identity",
@@ -175,7 +175,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
                          f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
     if not getattr(sch, "one_time_keys", True):
-        g_key = np.random.default_rng([seed, 2**32]) if seed is not None else secure_rng()
+        g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
         fixed_key = sch.keygen(len(x_train), rng=g_key, shape=(c, h, w), pool_size=pool)
         test_key = sch.keygen(len(x_test), rng=g_key, shape=(c, h, w), pool_size=pool, base=fixed_key)
         view = _View(sch, sch.encode(x_train, fixed_key, public=pub, rng=g_key))
@@ -189,8 +189,10 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported())
     # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed if seed is not None else int(secure_rng().integers(0, 2**62)))
+        torch.manual_seed(seed if seed is not None else int(distributed.shared_secure_rng().integers(0, 2**62)))
         model = create_model(s.model, num_classes=num_classes, in_channels=c)
+        if distributed.world()[1] > 1:   # under torchrun: batch statistics over every process's rows
+            model = distributed.convert_sync_batchnorm(model)
         # Module.to accepts memory_format (as documented); torch's overload stubs leave it out
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     decay: list[torch.nn.Parameter] = []
@@ -214,6 +216,9 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         opt.load_state_dict(state["optimizer"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
+    net = distributed.wrap(model)           # DistributedDataParallel when there is a process group
+    rank, world_size = distributed.world()
+    writer = rank == 0                      # only one process writes checkpoints and snapshots
     t_start = time.perf_counter() - sum(h_["seconds"] for h_ in history)
     for epoch in range(start_epoch, s.epochs):
         t0 = time.perf_counter()
@@ -232,25 +237,29 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
                 idx = order[b * s.batch_size:(b + 1) * s.batch_size]
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(epoch * steps_per_epoch + b, total_steps, s)
-                xb = inputs[idx].contiguous(memory_format=torch.channels_last)
+                mine, factor = distributed.shard(idx)   # all the batch, in one process
+                xb = inputs[mine].contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(xb)
-                loss = torch.sum(-targets[idx] * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+                    logits = net(xb)
+                per_row = torch.sum(-targets[mine] * F.log_softmax(logits.float(), dim=1), dim=1)
+                # the processes' averaged gradient is the global batch's mean loss's
+                loss = per_row.mean() if world_size == 1 else per_row.sum() * factor
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total_loss += float(loss.detach())
                 pb.update(1)
         acc, _ = evaluate(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
-        record = {"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "test_acc": acc,
+        record = {"epoch": epoch + 1, "train_loss": distributed.mean_over_world(total_loss / steps_per_epoch),
+                  "test_acc": acc,
                   "seconds": time.perf_counter() - t0}
         history.append(record)
-        if ckpt is not None:
+        if ckpt is not None and writer:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                      "settings": dataclasses.asdict(s), "seed": seed, "scheme": _scheme_id(sch)}
             with atomic_path(ckpt) as tmp:
                 torch.save(state, tmp)
-        if epoch + 1 in snapshots:
+        if epoch + 1 in snapshots and writer:
             save_model(Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors", model, arch=s.model,  # type: ignore[arg-type]
                        num_classes=num_classes, mean=view.mean, std=view.std, in_channels=c,
                        info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc})

@@ -28,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               policy=args.policy, always=args.always, public=args.public, public_patches=args.public_patches,
               snapshots=epoch_list(args.snapshots, args.epochs), seed=args.seed, out=args.out, resume=args.resume,
               config=vars(args) | {"func": None}, on_epoch=show)
+    if r["run"] is None:      # another process of a torchrun launch: rank 0 reports
+        return 0
     print(f"test accuracy {r['test_acc']:.4f} after {r['epochs_run']} epochs ({r['seconds']:.0f}s); "
           f"run folder {r['run']}")
     return 0

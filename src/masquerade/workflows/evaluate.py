@@ -286,6 +286,16 @@ def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_a
     return _Data(train, test, aux, pub, stats)
 
 
+def _fingerprint(d: _Data) -> str:
+    """SHA-256 of the split's pixels and labels: a resumed evaluation must see the data it started with."""
+    h = hashlib.sha256()
+    for part in (d.train, d.test, d.aux, d.public):
+        h.update(np.ascontiguousarray(part.images).tobytes())
+        if part.labels is not None:
+            h.update(np.ascontiguousarray(part.labels).tobytes())
+    return h.hexdigest()
+
+
 def _cell_seed(seed: int, *parts: str) -> int:
     h = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 2
@@ -564,7 +574,14 @@ def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: 
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 cell = pending.pop(ref)
-                result, arrays = ray.get(ref)
+                try:
+                    result, arrays = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    # a cell's own error (bad data, an attack's refusal) reads as it would in a serial run
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, Exception):
+                        raise cause from None
+                    raise
                 store.save(cell, result, arrays)
                 report(cell, result)
     finally:
@@ -626,8 +643,7 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
                 "encode_images_per_s": round(u["encode_images_per_s"], 1), "seed": s.seed,
                 "attack_metrics": r.get("attack_metrics", {}),
             })
-    rows.sort(key=lambda row: (row["level"],))   # stable: plan order within each level
-    order = {st.label: i for i, st in enumerate(s.chosen())}
+    order = {st.label: i for i, st in enumerate(s.chosen())}   # a stable sort: plan order within each level
     rows.sort(key=lambda row: (order[row["setting"]], row["level"]))
     return rows
 
@@ -640,16 +656,21 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder")
     config = root / "config.json"
-    doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest()}
+    old: dict[str, Any] | None = None
     if config.is_file():
         try:
             old = json.loads(config.read_text())
         except ValueError:
-            old = {}
-        if old.get("plan") != doc["plan"]:
+            old = None
+        if not isinstance(old, dict) or old.get("plan") != s.digest():
             raise InputError(f"{root}: holds an evaluation with other settings; choose another --out")
     elif root.is_dir() and any(root.iterdir()):
         raise InputError(f"{root}: the folder exists and is not an evaluation; choose another --out")
+    d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
+    doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest(),
+           "data_sha256": _fingerprint(d)}
+    if old is not None and old.get("data_sha256") != doc["data_sha256"]:
+        raise InputError(f"{root}: the data changed since this evaluation started; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     write_json(config, doc)
     cells = plan_cells(s)

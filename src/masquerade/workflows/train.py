@@ -34,11 +34,33 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
           out: PathLike | None = None, resume: PathLike | None = None, config: dict[str, Any] | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train ``settings.model`` on ``data`` protected by ``scheme`` (or an ATS ``policy``) and test it on clean
-    ``test`` images; writes the run folder (model.safetensors, metrics, checkpoint) and returns the metrics."""
+    ``test`` images; writes the run folder (model.safetensors, metrics, checkpoint) and returns the metrics.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process joins the process group and trains its
+    share of each batch (:mod:`masquerade.distributed`); only rank 0 writes the run folder and returns its path."""
+    from masquerade import distributed
+
+    joined = distributed.init_from_env()
+    try:
+        result = _train(data, test, scheme=scheme, scheme_settings=scheme_settings, settings=settings, policy=policy,
+                        always=always, public=public, public_patches=public_patches, snapshots=snapshots, seed=seed,
+                        out=out, resume=resume, config=config, on_epoch=on_epoch)
+    except BaseException:
+        if joined:
+            distributed.shutdown(wait=False)
+        raise
+    if joined:
+        distributed.shutdown()
+    return result
+
+
+def _train(data: PathLike, test: PathLike, *, scheme: str, scheme_settings: dict[str, Any] | None, settings: Any,
+           policy: str | None, always: bool, public: PathLike | None, public_patches: int,
+           snapshots: tuple[int, ...], seed: int | None, out: PathLike | None, resume: PathLike | None,
+           config: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    from masquerade import distributed
     from masquerade.data import load_images
-    from masquerade.models import save_model
     from masquerade.registry import create_scheme
-    from masquerade.runs import Run, start_run
     from masquerade.training import TrainSettings
     from masquerade.training import train as train_model
     from masquerade.workflows.protect import public_pool_for
@@ -54,9 +76,31 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
     elif always:
         raise InputError("train: --always goes with --policy")
     sch = create_scheme(scheme, **scheme_settings)
-    pool = public_pool_for(sch, len(train_set), train_set.image_shape, public, patches=public_patches, seed=seed)
+    # every process of a distributed run must cut the same public patches: without a seed, from shared entropy
+    pool_seed = seed if seed is not None or distributed.world()[1] == 1 else \
+        int(distributed.shared_secure_rng().integers(0, 2**62))
+    pool = public_pool_for(sch, len(train_set), train_set.image_shape, public, patches=public_patches,
+                           seed=pool_seed)
     identity = {"scheme": scheme, "scheme_settings": str(sch.settings), "settings": dict(settings.__dict__),
                 "data_sha256": _digest(train_set), "test_sha256": _digest(test_set)}
+    if distributed.world()[0] != 0:
+        # another process of a distributed run: the same training, nothing written (rank 0 keeps the run)
+        ckpt = Path(resume) / "checkpoint.pt" if resume else None
+        result = train_model(train_set, test_set, scheme=sch, public=pool, settings=settings, seed=seed,
+                             checkpoint=ckpt, resume=bool(resume), progress=False)
+        return {"test_acc": result["test_acc"], "epochs_run": len(result["history"]), "run": None}
+    return _train_in_run(train_set, test_set, sch, scheme, pool, settings, identity, snapshots, seed, out, resume,
+                         config, on_epoch)
+
+
+def _train_in_run(train_set: Any, test_set: Any, sch: Any, scheme: str, pool: Any, settings: Any,
+                  identity: dict[str, Any], snapshots: tuple[int, ...], seed: int | None, out: PathLike | None,
+                  resume: PathLike | None, config: dict[str, Any] | None,
+                  on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    from masquerade.models import save_model
+    from masquerade.runs import Run, start_run
+    from masquerade.training import train as train_model
+
     if resume:
         run_path = Path(resume)
         if not (run_path / "checkpoint.pt").is_file():
