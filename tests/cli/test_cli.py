@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,14 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     assert report.is_file() and str(report) in r.stdout
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page
-    assert "ats_gradient_inversion" in page and "challenge_attack" in page
+    assert "ats_gradient_inversion" in page and "scorecard" in page
+    # the scorecard's own report, and its InstaHide row broken by the challenge attack from the encodings alone
+    card = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())
+    challenge = [r for r in card["rows"] if r["attack"] == "instahide-challenge" and r["level"] == 1]
+    assert challenge and challenge[0]["success"] > 0.5
+    inside = [r for r in card["rows"] if r["setting"] == "inside k=4"]
+    assert inside and inside[0]["utility"] > 0.85
+    assert (tmp_path / "demo" / "evaluate" / "report.html").is_file()
 
 
 def test_protect_instahide_writes_encodings_and_a_separate_key(tmp_path: Path,

@@ -2,17 +2,18 @@
 
 It loads the bundled digits and photos, cuts a SIFT-filtered public patch pool from the photos, runs every
 registered scheme's key/encode/decode round trip, measures how SSIM and PSNR fall as images are degraded by noise
-and JPEG compression, makes a small InstaHide Challenge and breaks it with the challenge attack, trains
-the same small model clean and on InstaHide encodings, disguises photo tiles with DisguisedNets and attacks them
-with known pairs, and encrypts the digits model's features with ShuffleBits and attacks them (key recovery from
-ciphertexts, class inference, a decoder), camouflages photos against BRISQUE, and inverts a client's gradient with
-and without an ATS transformation policy -- every number in the report is
-computed here, on real images.
+and JPEG compression, then runs ``masquerade evaluate --quick`` on the bundled digits (identity, InstaHide inside and
+across datasets -- the latter broken by the challenge attack --, DisguisedNets RMT and AES-ECB, at threat levels 1-3,
+with the utility of a model trained on each protected set; its own report in ``evaluate/``), encrypts a digits
+model's features with ShuffleBits and attacks them (key recovery from ciphertexts, class inference, a decoder),
+camouflages photos against BRISQUE, and inverts a client's gradient with and without an ATS transformation policy
+-- every number in the report is computed here, on real images.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 
 from masquerade.data import ImageSet, extract_patches, load_images, load_photos, to_uint8
-from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, read_truth, score_challenge
 from masquerade.metrics import psnr, ssim
 from masquerade.models import ResNet9
 from masquerade.registry import ATTACKS, SCHEMES, run_attack
@@ -43,13 +43,6 @@ def _jpeg(images: np.ndarray, quality: int) -> np.ndarray:
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
         out[i] = dec[..., None] if dec.ndim == 2 else dec
     return out
-
-
-def _tiles(images: np.ndarray, size: int) -> np.ndarray:
-    """Cut N×H×W×C images into non-overlapping size×size tiles."""
-    n, h, w, c = images.shape
-    t = images[:, :h - h % size, :w - w % size].reshape(n, h // size, size, w // size, size, c)
-    return np.ascontiguousarray(t.transpose(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c))
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
@@ -124,65 +117,19 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
         )
         say("metrics: SSIM at noise σ=20: "
             + ", ".join(f"{k} {v[sigmas.index(20)]:.3f}" for k, v in noise_ssim.items()))
-        # 5. a small InstaHide Challenge, broken by the real attack: 20 private digits x 20 encodings
-        _challenge_section(run, say, gen, seed)
+        # 5. the scorecard: every scheme setting against every attack at threat levels 1-3, and its utility
+        _scorecard_section(run, say, seed)
 
-        # 6. utility: the same small model trained clean and on InstaHide encodings (bundled digits)
+        # 6. ShuffleBits: a digits model trained here as the feature extractor behind a black-box API
         tr, te = load_images("bundled:digits", size=16).to_rgb().split(0.8, rng=gen)
-        settings = TrainSettings(model="fastresnet", epochs=6, batch_size=64, lr=0.05, infer_encodings=5)
-        utility = []
-        extractor = None
-        for label, scheme_ in [("vanilla", SCHEMES.create("identity")),
-                               ("mixup k=2 (no signs)", SCHEMES.create("instahide", k=2, sign_flip=False)),
-                               ("InstaHide inside k=2", SCHEMES.create("instahide", k=2))]:
-            r = train(tr, te, scheme=scheme_, settings=settings, seed=seed, progress=False)
-            utility.append({"training data": label, "clean test accuracy": round(r["test_acc"], 4),
-                            "T=5 encoded inference": round(r.get("test_acc_encoded", float("nan")), 4)
-                            if label != "vanilla" else "-", "seconds": round(r["seconds"], 1)})
-            if label == "vanilla":
-                extractor = r["model_state"]
-        run.add_metrics(utility_digits=utility)
-        say("utility (digits, 6 epochs): " + ", ".join(f"{u['training data']} {u['clean test accuracy']:.3f}"
-                                                       for u in utility))
-        # 7. DisguisedNets on the bundled photos (cut into 32×32 tiles): what each disguise shows, and attacks
-        tiles = _tiles(load_images("bundled:photos", size=(128, 128)).images, 32)
-        xt = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
-        grid_rows = [xt[10:18]]
-        table: list[dict[str, Any]] = []
-        recovered_row = xt[:0]
-        for label, cfg in [("permutation", dict(transform="none")), ("RMT", dict(transform="rmt")),
-                           ("AES-ECB", dict(transform="aes")), ("AES-CTR", dict(transform="aes", aes_mode="ctr"))]:
-            dis = SCHEMES.create("disguise", **cfg)
-            key = dis.keygen(len(xt), rng=gen, shape=tuple(xt.shape[1:]))
-            z = dis.encode(xt, key, rng=gen)
-            grid_rows.append(z[10:18].clamp(0, 1))
-            row = {"disguise": label, "PSNR of the disguised image (dB)":
-                   round(float(psnr(to_uint8(z), to_uint8(xt), data_range=255).mean()), 2)}
-            if cfg["transform"] != "aes":
-                attack = ATTACKS.create("disguise-known-plaintext")
-                rec = run_attack(attack, encodings=z[10:], known_pairs=(xt[:10], z[:10])).reconstructions
-                row["level 3: PSNR after 10 known pairs"] = round(float(psnr(to_uint8(rec), to_uint8(xt[10:]),
-                                                                             data_range=255).mean()), 2)
-                if label == "RMT":
-                    recovered_row = rec[:8]
-            else:
-                res = run_attack(ATTACKS.create("aes-ecb-codebook"), encodings=z[10:],
-                                 known_pairs=(xt[:10], z[:10]))
-                row["level 3: blocks decoded by an ECB codebook"] = round(res.metrics["decoded_share"], 4)
-            table.append(row)
-        grid_rows.append(recovered_row)
-        run.save_grid("disguise", torch.cat(grid_rows), ncol=8, scale=2,
-                      caption="rows: original tiles; block permutation; RMT; AES-ECB; AES-CTR; RMT recovered from 10 "
-                              "known pairs (level 3)")
-        run.add_metrics(disguise_photos=table)
-        say("disguise: " + "; ".join(f"{r['disguise']} {r['PSNR of the disguised image (dB)']} dB" for r in table))
-        # 8. ShuffleBits: the vanilla digits model as a feature extractor behind a black-box API
-        assert extractor is not None
+        settings = TrainSettings(model="fastresnet", epochs=6, batch_size=64, lr=0.05)
+        extractor = train(tr, te, scheme=SCHEMES.create("identity"), settings=settings, seed=seed,
+                          progress=False)["model_state"]
         _shufflebits_section(run, say, extractor, tr, te, seed)
-        # 9. quality camouflage: bundled photos against BRISQUE-torch, judged after a real JPEG-90 re-compression
+        # 7. quality camouflage: bundled photos against BRISQUE-torch, judged after a real JPEG-90 re-compression
         _camouflage_section(run, say, seed)
 
-        # 10. ATS: gradient inversion of a client's update, without and with a transformation policy
+        # 8. ATS: gradient inversion of a client's update, without and with a transformation policy
         _ats_section(run, say, seed)
         run.add_metrics(seconds=round(time.perf_counter() - t0, 2))
         run.log("demo finished")
@@ -191,42 +138,30 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
     return report
 
 
-def _challenge_section(run: Run, say: Callable[..., Any], gen: np.random.Generator, seed: int) -> None:
-    from masquerade.instahide.attack import ChallengeAttackSettings, attack_challenge
+def _scorecard_section(run: Run, say: Callable[..., Any], seed: int) -> None:
+    """``masquerade evaluate --quick`` into ``evaluate/`` (on every core: its thread count is part of its plan), and
+    its summary as one table of this report."""
+    import os
 
-    digits = load_images("bundled:mnist", size=32).to_rgb()
-    order = gen.permutation(len(digits))
-    private, aux = digits.select(order[:2000]), digits.select(order[2000:])   # the attacker's images are others
-    pool = public_pool("bundled:photos", 20 * 4, size=32, rng=seed)
-    make_challenge(private, pool, run.path / "challenge", run.path / "challenge-truth", n_private=20,
-                   per_image=20, k=6, rng=gen)
-    truth = read_truth(run.path / "challenge-truth")
-    enc = np.load(run.path / "challenge" / "encryption.npy")
-    baseline = score_challenge(run.path / "challenge-truth", baseline_recovery(enc))
-    assert aux.labels is not None
-    np.savez(run.path / "challenge-aux.npz", images=aux.images[:500], labels=aux.labels[:500])
+    from masquerade.workflows.evaluate import EvaluateSettings, evaluate
+
     t0 = time.perf_counter()
-    res = attack_challenge(run.path / "challenge", run.path / "challenge-attack", public=pool.images,
-                           aux=run.path / "challenge-aux.npz",
-                           settings=ChallengeAttackSettings(seed=seed, colour_images=50), log=lambda m: None)
-    seconds = time.perf_counter() - t0
-    scores = score_challenge(run.path / "challenge-truth", run.path / "challenge-attack")
-    # each shown encoding beside its private image of larger coefficient (the one the attack outputs for it)
-    larger = np.where(truth.coefficients[:, 0] >= truth.coefficients[:, 1], truth.pairs[:, 0], truth.pairs[:, 1])
-    first = np.argsort(larger, kind="stable")[::20][:10]
-    rec = np.load(run.path / "challenge-attack" / "decryption.npy")
-    run.save_grid("challenge-attack", np.concatenate([
-        truth.private_images[larger[first]],
-        np.clip(np.round((enc[first] + 1) / 2 * 255), 0, 255).astype(np.uint8), rec[first]]), ncol=10, scale=2,
-        caption="InstaHide Challenge (20 private digits × 20 encodings, k = 6, public patches from the photos): "
-                "a private image, one encoding where it has the larger coefficient (signs kept), and what the "
-                "attack recovered for that encoding from the encodings alone")
-    keep = lambda sc: {k: v for k, v in sc.items() if not isinstance(v, np.ndarray)}  # noqa: E731
-    run.add_metrics(challenge_baseline=keep(baseline), challenge_attack={
-        **keep(scores), "seconds": round(seconds, 1), "images_found": res.get("images_found")})
-    say(f"challenge: {len(enc)} encodings; the attack recovers {scores['private_recovered']} of 20 private images "
-        f"(success rate {scores['success_rate']:.3f}, mean Max_SSIM {scores['mean_max_ssim']:.3f}) in "
-        f"{seconds:.0f}s; the trivial |encoding| baseline scores {baseline['mean_max_ssim']:.3f}")
+    settings = EvaluateSettings.for_quick(seed=seed, threads=max(1, min(os.cpu_count() or 1, 4)))
+    card = json.loads(evaluate(settings, run.path / "evaluate", verbose=False).read_text())
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in card["rows"]:
+        row = best.setdefault((r["scheme"], r["setting"]), {"scheme": r["scheme"], "setting": r["setting"],
+                                                            "utility (clean test accuracy)": r["utility"]})
+        col = f"level {r['level']}: best attack SSIM"
+        if r["ssim"] >= row.get(col, -1.0):
+            row[col] = r["ssim"]
+            row[f"level {r['level']}: attack"] = f"{r['attack']} ({100 * r['success']:.0f} % found)"
+    table = list(best.values())
+    run.add_metrics(scorecard=table, scorecard_seconds=round(time.perf_counter() - t0, 1))
+    say(f"scorecard ({time.perf_counter() - t0:.0f}s): " + "; ".join(
+        f"{t['scheme']} {t['setting']}: utility {t['utility (clean test accuracy)']:.2f}, level 3 SSIM "
+        f"{t.get('level 3: best attack SSIM', float('nan')):.2f}" for t in table))
+    say(f"scorecard report: {run.path / 'evaluate' / 'report.html'}")
 
 
 def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet,
