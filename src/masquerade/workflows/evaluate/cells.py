@@ -1,0 +1,254 @@
+"""What one cell computes: the data split every cell shares, the protected release, what each threat level gives
+an attack, the scores (best-match SSIM, PSNR, success), and a setting's utility. Each cell is a pure function of the
+plan and the seed, on the plan's thread count, so it gives the same bits in any process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masquerade.errors import InputError
+from masquerade.workflows.evaluate.plan import SUCCESS_SSIM, Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
+
+__all__ = ["run_cell", "best_match"]
+
+# -- data: one split for every cell, the same in every process ----------------------------------------------------
+
+@dataclass
+class _Data:
+    train: Any          # ImageSet (uint8 NHWC, RGB, square)
+    test: Any
+    aux: Any
+    public: Any         # ImageSet of public patches
+    stats: tuple[tuple[float, ...], tuple[float, ...]]
+
+
+@lru_cache(maxsize=2)
+def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_aux: int, n_public: int) -> _Data:
+    from masquerade.data import load_images
+    from masquerade.instahide.challenge import public_pool
+
+    ds = load_images(data, size=size)
+    if ds.labels is None:
+        raise InputError(f"{data}: evaluate needs labelled images (class sub-folders, or labels in the .npz)")
+    ds = ds.to_rgb() if ds.image_shape[2] == 1 else ds
+    need = n_train + n_test + n_aux
+    if len(ds) < need:
+        raise InputError(f"{data}: {len(ds)} images; this evaluation needs {need} ({n_train} training, {n_test} "
+                         f"test, {n_aux} auxiliary): lower --train/--test/--auxiliary")
+    order = np.random.default_rng([seed, 0xDA7A]).permutation(len(ds))
+    test, aux, train = ds.select(order[:n_test]), ds.select(order[n_test:n_test + n_aux]), \
+        ds.select(order[n_test + n_aux:need])
+    x = train.images.astype(np.float64) / 255
+    stats = (tuple(float(v) for v in x.mean((0, 1, 2))), tuple(float(max(v, 1e-3)) for v in x.std((0, 1, 2))))
+    h, w = ds.image_shape[:2]
+    if h != w:
+        raise InputError(f"{data}: images are {h}×{w}; the public patches and attacks need square images "
+                         "(--size N resizes them)")
+    pub = public_pool("bundled:photos", n_public, size=h, rng=seed)
+    return _Data(train, test, aux, pub, stats)
+
+
+def _fingerprint(d: _Data) -> str:
+    """SHA-256 of the split's pixels and labels: a resumed evaluation must see the data it started with."""
+    h = hashlib.sha256()
+    for part in (d.train, d.test, d.aux, d.public):
+        h.update(np.ascontiguousarray(part.images).tobytes())
+        if part.labels is not None:
+            h.update(np.ascontiguousarray(part.labels).tobytes())
+    return h.hexdigest()
+
+
+def _cell_seed(seed: int, *parts: str) -> int:
+    h = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 2
+
+
+@dataclass
+class _Release:
+    encodings: Any                  # torch float32 E×C×H×W: what the scheme releases of the private set
+    labels: Any                     # E×classes soft labels (InstaHide) or E hard labels
+    owners: np.ndarray              # E: the private image in slot 0 of each encoding (its own image, if one-time)
+
+
+def _num_classes(d: _Data) -> int:
+    return max(d.train.num_classes, d.test.num_classes)
+
+
+def _release(s: EvaluateSettings, setting: SchemeSetting, d: _Data) -> _Release:
+    """The protected private set, as its owner releases it: one dataset key, or ``per_image`` one-time keys."""
+    import torch
+
+    scheme = _make_scheme(setting, d.stats)
+    private = d.train.select(np.arange(s.targets + s.pairs))
+    x = private.to_tensor()
+    n = len(x)
+    gen = np.random.default_rng(_cell_seed(s.seed, "release", setting.slug))
+    pub = d.public.to_tensor() if setting.public else None
+    num_classes = _num_classes(d)
+    encs, labs = [], []
+    for _ in range(setting.per_image):
+        key = scheme.keygen(n, rng=gen, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
+        encs.append(scheme.encode(x, key, public=pub, rng=gen))
+        mix = getattr(scheme, "mix_labels", None)
+        labs.append(mix(private.labels, key, num_classes) if mix is not None
+                    else torch.from_numpy(private.labels.astype(np.int64)))
+    return _Release(torch.cat(encs), torch.cat(labs), np.tile(np.arange(n), setting.per_image))
+
+
+# -- scoring -----------------------------------------------------------------------------------------------------
+
+def best_match(originals: np.ndarray, recon: np.ndarray, *, aligned: bool, chunk: int = 20000
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per original (uint8 N×H×W×C), the SSIM of its best-matching reconstruction (uint8 M×H×W×C), that match's
+    PSNR and its index. ``aligned``: reconstruction i belongs to original i, nothing is searched."""
+    import torch
+
+    from masquerade.metrics import psnr, ssim
+
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)  # noqa: E731
+    n, m = len(originals), len(recon)
+    if aligned:
+        if m < n:
+            raise InputError(f"an aligned attack returned {m} reconstructions for {n} targets")
+        idx = np.arange(n)
+        best = ssim(to(originals), to(recon[:n]), data_range=255).numpy().astype(np.float64)
+    else:
+        scores = np.empty((n, m))
+        flat = n * m
+        for lo in range(0, flat, chunk):
+            ij = np.arange(lo, min(flat, lo + chunk))
+            scores.reshape(-1)[ij] = ssim(to(originals[ij // m]), to(recon[ij % m]), data_range=255).numpy()
+        idx = scores.argmax(1)
+        best = scores[np.arange(n), idx]
+    p = psnr(to(originals), to(recon[idx]), data_range=255).numpy().astype(np.float64)
+    return best, np.minimum(p, 100.0), idx
+
+
+def _to_u8(t: Any) -> np.ndarray:
+    import torch
+
+    x = t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# -- cells -------------------------------------------------------------------------------------------------------
+
+def _given(cell: Cell, s: EvaluateSettings, d: _Data, rel: _Release) -> dict[str, Any]:
+    """What the cell's knowledge gives the attack, in the forms attacks take."""
+    targets = s.targets
+    one_time = cell.setting.per_image > 1
+    # the attacked encodings: a dataset key's are the targets'; one-time encodings mix private images, all released
+    mask = np.ones(len(rel.owners), bool) if one_time else rel.owners < targets
+    given: dict[str, Any] = {}
+    for u in cell.uses:
+        if u == K.ENCODINGS.value:
+            given[u] = rel.encodings[mask]
+        elif u == K.LABELS.value:
+            given[u] = rel.labels[mask].numpy() if rel.labels.ndim == 2 else rel.labels[mask]
+        elif u == K.PUBLIC_POOL.value:
+            given[u] = d.public.images
+        elif u == K.AUXILIARY.value:
+            given[u] = d.aux
+        elif u == K.KNOWN_PAIRS.value:
+            if s.pairs == 0:
+                raise InputError("evaluate: level 3 needs known pairs (--pairs > 0)")
+            x = d.train.select(np.arange(targets, targets + s.pairs)).to_tensor()
+            pair_mask = (rel.owners >= targets) & (np.arange(len(rel.owners)) < len(x) + targets)
+            given[u] = (x, rel.encodings[pair_mask][:len(x)])
+        else:
+            raise InputError(f"evaluate: no data for knowledge {u!r}")
+    return given
+
+
+def run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one cell on ``s.threads`` CPU threads; returns (JSON-able result, arrays for the report).
+
+    The thread count is part of the plan because it changes the numbers: training sums gradients in an order that
+    depends on it. With it fixed, a cell gives the same bits in any process, serial or a Ray worker."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        return _run_cell(cell, s)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
+    if cell.kind == "utility":
+        return _utility_cell(cell, s, d)
+    from masquerade.registry import ATTACKS, run_attack
+
+    rel = _release(s, cell.setting, d)
+    attack = ATTACKS.create(cell.attack, **dict(cell.attack_settings))
+    given = _given(cell, s, d, rel)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
+        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, **given)
+    seconds = time.perf_counter() - t0
+    originals = d.train.images[:s.targets]
+    recon = _to_u8(res.reconstructions)
+    aligned = res.aligned and cell.setting.per_image == 1
+    best, p, idx = best_match(originals, recon, aligned=aligned)
+    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool)) and k != "history"}
+    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
+           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
+    show = min(8, s.targets)
+    arrays = {"targets": originals[:show], "matched": recon[idx], "encodings": _to_u8(_view(rel.encodings[:show]))}
+    return out, arrays
+
+
+def _view(z: Any) -> Any:
+    """Encodings on the [0, 1] scale for a grid (magnitudes, scaled per image, where they leave it)."""
+    from masquerade.attacks.asis import AsIs
+
+    return AsIs().run(encodings=z.contiguous()).reconstructions
+
+
+def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
+    from masquerade.training import TrainSettings, train
+
+    scheme = _make_scheme(cell.setting, d.stats)
+    x = d.train.to_tensor()
+    pub = d.public if cell.setting.public else None
+    gen = np.random.default_rng(_cell_seed(s.seed, "encode-cost", cell.setting.slug))
+    pool = 0 if pub is None else len(pub)
+    t0 = time.perf_counter()
+    key = scheme.keygen(len(x), rng=gen, shape=tuple(x.shape[1:]), pool_size=pool)
+    scheme.encode(x, key, public=None if pub is None else pub.to_tensor(), rng=gen)
+    encode_s = time.perf_counter() - t0
+    ts = TrainSettings(model=s.model, epochs=s.epochs, batch_size=128, lr=0.1, augment=s.augment,
+                       precision="fp32")
+    r = train(d.train, d.test, scheme=scheme, public=pub, settings=ts, seed=_cell_seed(s.seed, "train",
+                                                                                       cell.setting.slug) % 2**31,
+              progress=False)
+    result = {"utility": float(r["test_acc"]), "tested_on": r["tested_on"], "train_s": float(r["seconds"]),
+              "encode_images_per_s": len(x) / max(encode_s, 1e-9), "curve": [round(h["test_acc"], 4)
+                                                                             for h in r["history"]]}
+    arrays: dict[str, Any] = {}
+    if cell.setting.scheme == "identity":
+        # the model trained on clean images is the recogniser of model-based recognition (MR): a model file's
+        # bytes travel with the cell's arrays, so a cell run on another machine brings it back
+        import tempfile
+
+        from masquerade.models import save_model
+
+        with tempfile.TemporaryDirectory(prefix="masquerade-mr-") as tmp:
+            f = save_model(Path(tmp) / "recogniser.safetensors", r["model_state"], arch=s.model,
+                           num_classes=_num_classes(d), mean=r["classifier"].mean, std=r["classifier"].std,
+                           in_channels=x.shape[1])
+            arrays["recogniser"] = np.frombuffer(f.read_bytes(), np.uint8).copy()
+    return result, arrays

@@ -1,0 +1,213 @@
+"""The evaluation's plan: threat levels, the scheme settings compared, and the cells (one unit of work each) that
+:func:`masquerade.workflows.evaluate.evaluate` runs. Plain data, no computation."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from masquerade.contracts import Knowledge
+from masquerade.errors import InputError
+
+__all__ = ["SUCCESS_SSIM", "LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
+           "EvaluateSettings", "Cell", "plan_cells"]
+
+SUCCESS_SSIM = 0.8
+K = Knowledge
+LEVELS: dict[int, frozenset[Knowledge]] = {
+    1: frozenset({K.ENCODINGS, K.LABELS, K.PUBLIC_POOL}),
+    2: frozenset({K.ENCODINGS, K.LABELS, K.PUBLIC_POOL, K.AUXILIARY}),
+    3: frozenset({K.ENCODINGS, K.LABELS, K.PUBLIC_POOL, K.AUXILIARY, K.KNOWN_PAIRS}),
+}
+LEVEL_NAMES = {1: "protected data only", 2: "+ the data distribution", 3: "+ known pairs"}
+# fields that measure time on the machine that ran the cell: the only ones that differ between two runs of a plan
+TIMING_FIELDS = ("cost_s", "train_s", "train_vs_plain", "encode_images_per_s")
+
+
+@dataclass(frozen=True)
+class SchemeSetting:
+    """One scheme with one set of settings, as a row group of the scorecard.
+
+    ``params`` may hold ``"data"`` for InstaHide's ``mean``/``std``: the training images' own statistics.
+    ``per_image``: encodings released per private image (InstaHide draws a fresh one-time key per pass)."""
+
+    scheme: str
+    label: str
+    params: tuple[tuple[str, Any], ...] = ()
+    per_image: int = 1
+    public: bool = False          # mixes in a public pool (InstaHide across datasets)
+    note: str = ""                # what a reader should know to read the row (shown in the report)
+
+    @property
+    def slug(self) -> str:
+        return _slug(f"{self.scheme}-{self.label}")
+
+
+def default_settings(quick: bool) -> list[SchemeSetting]:
+    """The settings compared: the papers' defaults, and in a full run the neighbours that show the trade-off."""
+    ih_passes = 20 if quick else 50
+    out = [
+        SchemeSetting("identity", "no protection"),
+        SchemeSetting("instahide", "inside k=4", (("k", 4), ("mode", "inside"), ("pixel_scale", "normalize"),
+                                                  ("mean", "data"), ("std", "data")), per_image=ih_passes,
+                      note="Pixels standardised with the training images' own mean and deviation before mixing, as "
+                           "the InstaHide training code does."),
+        SchemeSetting("instahide", "cross k=6 (challenge)", (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
+                      per_image=ih_passes, public=True,
+                      note="The InstaHide Challenge's recipe: two private images and four public patches per "
+                           "encoding, pixels in [-1, 1] as the challenge released them. On near-binary images "
+                           "(digits) strokes and background both have magnitude 1 on that scale, so the sign mask "
+                           "leaves a model little to learn from; the inside setting standardises first."),
+        SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
+        SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"))),
+    ]
+    if not quick:
+        out[2:2] = [SchemeSetting("instahide", "inside k=2", (("k", 2), ("mode", "inside"),
+                                                              ("pixel_scale", "normalize"), ("mean", "data"),
+                                                              ("std", "data")), per_image=ih_passes)]
+        out += [SchemeSetting("disguise", "permutation b=4", (("transform", "none"), ("block", 4))),
+                SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
+                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
+                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr")))]
+    return out
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    data: str = "bundled:mnist"
+    size: int | None = None         # None: as loaded (one size for all images); else resized to size×size
+    quick: bool = False
+    schemes: tuple[str, ...] = ("identity", "instahide", "disguise")
+    levels: tuple[int, ...] = (1, 2, 3)
+    seed: int = 0
+    targets: int = 40               # private images scored
+    pairs: int = 20                 # private images the adversary knows with their encodings (level 3)
+    auxiliary: int = 500            # clean images from the same distribution (level 2)
+    test: int = 1000
+    train: int = 4000               # training images for utility (the private set is their first images)
+    epochs: int = 10
+    model: str = "fastresnet"
+    augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
+    public: int = 1000              # public patches for InstaHide across datasets
+    threads: int = 1                # CPU threads of each cell: numbers depend on it, so it belongs to the plan
+    settings: tuple[SchemeSetting, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.settings:
+            object.__setattr__(self, "settings", tuple(default_settings(self.quick)))
+        unknown = sorted(set(self.schemes) - {s.scheme for s in default_settings(False)} - {s.scheme for s in
+                                                                                            self.settings})
+        if unknown:
+            raise InputError(f"evaluate: unknown schemes {unknown}; choose from identity, instahide, disguise")
+        if not self.levels or any(lv not in LEVELS for lv in self.levels):
+            raise InputError(f"evaluate: levels are 1, 2 and 3, got {list(self.levels)}")
+        if self.size is not None and self.size < 4:
+            raise InputError(f"evaluate: size must be at least 4 pixels, got {self.size}")
+        for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads"):
+            if getattr(self, name) < 1:
+                raise InputError(f"evaluate: {name} must be positive, got {getattr(self, name)}")
+        if self.pairs < 0:
+            raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
+        if self.targets + self.pairs > self.train:
+            raise InputError(f"evaluate: {self.targets} targets + {self.pairs} pairs exceed the {self.train} "
+                             "training images they are drawn from")
+        if self.targets + self.pairs < 2:
+            raise InputError("evaluate: the private set needs at least 2 images (InstaHide mixes pairs)")
+
+    @classmethod
+    def for_quick(cls, **overrides: Any) -> "EvaluateSettings":
+        """``--quick``: a few minutes on 2 cores (fewer images, fewer epochs, ten InstaHide passes)."""
+        base: dict[str, Any] = dict(quick=True, targets=20, pairs=20, auxiliary=300, test=500, train=1500,
+                                    epochs=8, public=500)
+        base.update(overrides)
+        return cls(**base)
+
+    def chosen(self) -> list[SchemeSetting]:
+        keep = set(self.schemes) | {"identity"}     # plain training is every cost's reference
+        return [s for s in self.settings if s.scheme in keep]
+
+    def digest(self) -> str:
+        doc = dataclasses.asdict(self)
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: the utility of a setting, or one attack on it with a given knowledge."""
+
+    kind: str                                   # "utility" or "attack"
+    setting: SchemeSetting
+    attack: str = ""
+    attack_settings: tuple[tuple[str, Any], ...] = ()
+    uses: tuple[str, ...] = ()                  # the knowledge the attack is given
+    levels: tuple[int, ...] = ()                # the levels whose rows it fills
+
+    @property
+    def id(self) -> str:
+        if self.kind == "utility":
+            return f"utility/{self.setting.slug}"
+        return f"attack/{self.setting.slug}/{self.attack}/{'+'.join(self.uses)}"
+
+    @property
+    def file_stem(self) -> str:
+        return _slug(self.id.replace("/", "--"))
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower())
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-")
+
+
+def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Any:
+    from masquerade.registry import create_scheme
+
+    params = dict(setting.params)
+    if setting.scheme == "disguise" and params.get("transform") == "aes":
+        # an evaluation is a reproducible experiment: its AES keys too derive from the seed, asked for by name
+        params.setdefault("seeded_aes_key", True)
+    for name, pos in (("mean", 0), ("std", 1)):
+        if params.get(name) == "data":
+            if stats is None:
+                params.pop(name)
+            else:
+                params[name] = stats[pos]
+    return create_scheme(setting.scheme, **params)
+
+
+def plan_cells(s: EvaluateSettings) -> list[Cell]:
+    """Every cell of the evaluation, in scorecard order."""
+    from masquerade.registry import ATTACKS
+
+    attacks: list[tuple[str, Any]] = []
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        if getattr(cls, "data_kind", None) == "images" and hasattr(cls, "settings_against"):
+            attacks.append((name, cls))
+    cells: list[Cell] = []
+    for setting in s.chosen():
+        scheme = _make_scheme(setting)
+        cells.append(Cell("utility", setting))
+        by_uses: dict[tuple[str, str], Cell] = {}
+        for level in sorted(s.levels):
+            know = LEVELS[level]
+            for name, cls in attacks:
+                against = cls.settings_against(scheme)
+                tm = cls.threat_model
+                if against is None or not tm.requires <= know:
+                    continue
+                uses = tuple(sorted(k.value for k in (tm.requires | (tm.optional & know))))
+                if not setting.public:
+                    uses = tuple(u for u in uses if u != K.PUBLIC_POOL.value)
+                prev = by_uses.get((name, "+".join(uses)))
+                if prev is not None:
+                    by_uses[(name, "+".join(uses))] = dataclasses.replace(prev, levels=prev.levels + (level,))
+                else:
+                    by_uses[(name, "+".join(uses))] = Cell("attack", setting, name, tuple(sorted(against.items())),
+                                                           uses, (level,))
+        cells += list(by_uses.values())
+    return cells
