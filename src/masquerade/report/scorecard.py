@@ -65,15 +65,17 @@ def _privacy_utility_plot(summary: list[dict[str, Any]], top: int) -> str:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.6, 4.4), dpi=110)
     colours = {"identity": "#444444", "instahide": "#d62728", "disguise": "#1f77b4"}
-    for r in summary:
-        ssim = r.get(f"_ssim{top}")
-        if not isinstance(ssim, (int, float)):
-            continue
-        ax.scatter([r["utility"]], [ssim], s=60, color=colours.get(r["scheme"], "#2ca02c"), zorder=3)
-        ax.annotate(f"{r['scheme']} {r['setting']}", (r["utility"], ssim), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
+    # points are numbered (settings often sit on top of each other) and the legend names each number
+    shown = [r for r in summary if isinstance(r.get(f"_ssim{top}"), (int, float))]
+    for i, r in enumerate(shown, 1):
+        x, y = r["utility"], r[f"_ssim{top}"]
+        ax.scatter([x], [y], s=55, color=colours.get(r["scheme"], "#2ca02c"), zorder=3,
+                   label=f"{i}  {r['scheme']} {r['setting']}")
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5 + 7 * ((i - 1) % 3), 3 + 6 * ((i - 1) % 2)),
+                    fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handletextpad=0.3)
     ax.axhline(0.8, color="#999999", lw=0.8, ls="--")
     ax.text(0.01, 0.81, "success threshold (SSIM 0.8)", fontsize=7, color="#777777", transform=ax.get_yaxis_transform())
     ax.set_xlabel("utility: test accuracy of a model trained on protected data")
