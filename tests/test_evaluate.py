@@ -78,6 +78,8 @@ def test_settings_are_checked() -> None:
         EvaluateSettings(levels=(4,))
     with pytest.raises(InputError, match="exceed"):
         EvaluateSettings(targets=30, pairs=20, train=40)
+    with pytest.raises(InputError, match="unknown model"):
+        EvaluateSettings(model="resnet1000")
 
 
 # -- the scores --------------------------------------------------------------------------------------------------

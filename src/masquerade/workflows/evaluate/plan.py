@@ -109,6 +109,10 @@ class EvaluateSettings:
         for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"evaluate: {name} must be positive, got {getattr(self, name)}")
+        from masquerade.models import list_models
+
+        if self.model not in list_models():
+            raise InputError(f"evaluate: unknown model {self.model!r}; available: {', '.join(list_models())}")
         if self.pairs < 0:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
         if self.targets + self.pairs > self.train:
