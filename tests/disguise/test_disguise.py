@@ -160,6 +160,30 @@ def test_ecb_codebook_succeeds_and_ctr_defeats_it() -> None:
     assert rc.metrics["decoded_share"] < 0.01
 
 
+def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() -> None:
+    # digits: their backgrounds repeat (the codebook decodes them), their strokes do not
+    digits = mq.load_images("bundled:digits", size=16).to_rgb().to_tensor()
+    x, aux = digits[:60], digits[60:660]
+    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
+    z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(3, 16, 16)))
+    given = {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
+    attack = mq.create_attack("aes-ecb-codebook")
+    alone = run_attack(attack, **given)
+    helped = run_attack(attack, auxiliary=aux, **given)
+    noise = run_attack(attack, auxiliary=torch.rand_like(aux), **given)
+    from masquerade.metrics import ssim
+
+    s = {k: float(ssim(r.reconstructions, x[20:], data_range=1.0).mean())
+         for k, r in (("alone", alone), ("helped", helped), ("noise", noise))}
+    assert s["helped"] > s["alone"] + 0.05 and s["helped"] > s["noise"] + 0.05, s
+    # the decoded units are kept as decoded: only the unknown ones change
+    same = alone.reconstructions == helped.reconstructions
+    assert same.float().mean() >= helped.metrics["decoded_share"] - 1e-6
+    assert helped.metrics["filled_from_auxiliary"] and not alone.metrics["filled_from_auxiliary"]
+    with pytest.raises(InputError, match="auxiliary images are"):
+        run_attack(attack, auxiliary=aux[:, :, :8], **given)
+
+
 def test_moment_matching_estimates_rmt_without_pairs() -> None:
     s = mq.create_scheme("disguise", permute=False)
     g = np.random.default_rng(0)

@@ -144,15 +144,22 @@ class KnownPlaintextRMT(Configurable):
 
 
 class ECBCodebook(Configurable):
-    """Level 3 against AES-ECB: a codebook of ciphertext blocks from known pairs, and the permutation it reveals."""
+    """Level 3 against AES-ECB: a codebook of ciphertext blocks from known pairs, and the permutation it reveals.
+
+    Units the codebook lacks are filled with the pairs' mean rare unit, or, given auxiliary images of the same
+    distribution (level 3 holds level 2's knowledge), with the mean of the ``neighbours`` auxiliary images closest
+    to the decoded units: the decoded background is a silhouette of what is missing."""
 
     @dataclass(frozen=True)
     class Settings:
         block: int = 4
         unknown: str = "rare"   # units the codebook lacks: "rare" (the mean rare unit of the pairs) or "grey"
         fill: float = 0.5       # grey level of unknown units ("grey"; "rare" when the pairs have no rare unit)
+        neighbours: int = 3     # auxiliary images averaged to fill the unknown units (0: auxiliary images unused)
 
         def __post_init__(self) -> None:
+            if self.neighbours < 0:
+                raise InputError(f"aes-ecb-codebook: neighbours must be >= 0, got {self.neighbours}")
             _block_size(self.block, "aes-ecb-codebook")
             if not 0 <= self.fill <= 1:
                 raise InputError(f"aes-ecb-codebook: fill is a grey level in [0, 1], got {self.fill!r}")
@@ -161,7 +168,8 @@ class ECBCodebook(Configurable):
 
     name = "aes-ecb-codebook"
     data_kind = "images"
-    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}))
+    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}),
+                               optional=frozenset({Knowledge.AUXILIARY}))
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -173,11 +181,16 @@ class ECBCodebook(Configurable):
     def _bytes_blocks(x: np.ndarray, b: int) -> np.ndarray:
         return to_blocks(np.round(x * 255).astype(np.uint8), b)  # N×C×M×b²
 
-    def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, known_pairs: Any, auxiliary: Any = None, rng: Any = None,
+            progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         plain, cipher = _pairs(known_pairs, self.name)
         z = _arr(encodings, self.name)
+        aux = None
+        if auxiliary is not None and self.settings.neighbours:
+            aux = _arr(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, self.name)
+            if aux.shape[1:] != z.shape[1:] or not len(aux):
+                raise InputError(f"{self.name}: auxiliary images are {aux.shape[1:]}, the encodings {z.shape[1:]}")
         b = self.settings.block
         pb, cb, zb = self._bytes_blocks(plain, b), self._bytes_blocks(cipher, b), self._bytes_blocks(z, b)
         d = pb.shape[3]
@@ -210,10 +223,25 @@ class ECBCodebook(Configurable):
         rec_blocks = out.reshape(zb.shape[0], c, m, d)
         n, _, h, w = z.shape
         images = from_blocks(rec_blocks, h, w, b).astype(np.float32) / 255.0
+        if aux is not None:
+            known = from_blocks(np.repeat(hit.reshape(n, c, m, units), 16, axis=3), h, w, b).astype(bool)
+            images = self._fill_from(images, known, aux)
         return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
                             metrics={"decoded_share": float(hit.mean()) if len(hit) else 0.0,
-                                     "codebook_size": len(book)},
+                                     "codebook_size": len(book), "filled_from_auxiliary": aux is not None},
                             seconds=time.perf_counter() - t)
+
+    def _fill_from(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray) -> np.ndarray:
+        """Each image's unknown pixels from the mean of the auxiliary images nearest on its known pixels (squared
+        distance over the known pixels, per known pixel), all images against all auxiliary ones in three products."""
+        x = images.reshape(len(images), -1).astype(np.float64)
+        mk = known.reshape(len(images), -1).astype(np.float64)
+        a = aux.reshape(len(aux), -1)
+        dist = ((mk * x * x).sum(1)[:, None] - 2 * (mk * x) @ a.T + mk @ (a * a).T) / np.maximum(mk.sum(1), 1)[:, None]
+        k = min(self.settings.neighbours, len(a))
+        near = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        fill = a[near].mean(1).reshape(images.shape)
+        return np.where(known, images, fill).astype(np.float32)
 
     @staticmethod
     def _recover_perm(p_units: np.ndarray, c_units: np.ndarray) -> np.ndarray:
