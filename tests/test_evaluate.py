@@ -170,6 +170,22 @@ def test_two_ray_workers_give_the_serial_scorecard(tiny_run: tuple[Path, dict[st
     assert comparable(json.loads(path.read_text())) == comparable(card)
 
 
+@pytest.mark.slow
+def test_settings_the_images_do_not_fit_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    # 28×28 digits: block 8 does not divide them; the evaluation says so up front instead of failing mid-way
+    s = _tiny(settings=(SchemeSetting("identity", "no protection"),
+                        SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
+                        SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4)))),
+              levels=(1,))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        card = json.loads(evaluate(s, tmp_path / "run").read_text())
+    assert "skipping RMT b=8: disguise: block size 8 must divide the image size 28×28" in buf.getvalue()
+    assert {r["setting"] for r in card["rows"]} == {"no protection", "RMT b=4"}
+    assert "block size 8" in card["settings"]["RMT b=8"]["skipped"]
+    assert "Not evaluated" in (tmp_path / "run" / "report.html").read_text()
+
+
 # -- the report, as a reader sees it ------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -129,6 +129,10 @@ def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[s
              "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
              "each image's best-matching reconstruction, and the share found with SSIM &gt; 0.8.</p>",
              "<h2>Summary</h2>", _table([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary])]
+    skipped = {k: v["skipped"] for k, v in card.get("settings", {}).items() if isinstance(v, dict) and v.get("skipped")}
+    if skipped:
+        parts.append("<p class='muted'>Not evaluated, as the data do not fit them: "
+                     + "; ".join(f"{html.escape(k)} ({html.escape(str(v))})" for k, v in skipped.items()) + ".</p>")
     if levels:
         parts.append(f"<figure>{_privacy_utility_plot(summary, levels[-1])}<figcaption>Each point is one scheme "
                      f"setting: the test accuracy of a model trained on its protected data, against the mean SSIM "

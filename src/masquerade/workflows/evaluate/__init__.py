@@ -44,7 +44,7 @@ import numpy as np
 
 from masquerade.errors import InputError
 from masquerade.fileio import save_npz, write_json
-from masquerade.workflows.evaluate.cells import _data, _fingerprint, best_match, run_cell
+from masquerade.workflows.evaluate.cells import _fingerprint, best_match, data_for, run_cell, unfit
 from masquerade.workflows.evaluate.plan import (
     LEVEL_NAMES,
     LEVELS,
@@ -180,7 +180,7 @@ def _recognition(cells: list[Cell], s: EvaluateSettings, store: _Store) -> dict[
     blob = store.arrays(plain).get("recogniser") if plain is not None else None
     if blob is None:
         return {}
-    d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
+    d = data_for(s)
     labels = torch.from_numpy(d.train.labels[:s.targets].astype(np.int64))
     with tempfile.TemporaryDirectory(prefix="masquerade-mr-") as tmp:
         f = Path(tmp) / "recogniser.safetensors"
@@ -243,23 +243,28 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
             raise InputError(f"{root}: holds an evaluation with other settings; choose another --out")
     elif root.is_dir() and any(root.iterdir()):
         raise InputError(f"{root}: the folder exists and is not an evaluation; choose another --out")
-    d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
+    d = data_for(s)
     doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest(),
            "data_sha256": _fingerprint(d)}
     if old is not None and old.get("data_sha256") != doc["data_sha256"]:
         raise InputError(f"{root}: the data changed since this evaluation started; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     write_json(config, doc)
-    cells = plan_cells(s)
+    skipped = unfit(s, d)
+    for label, why in skipped.items():
+        say(f"evaluate: skipping {label}: {why}")
+    cells = plan_cells(s, set(skipped))
     store = _Store(root, s)
-    say(f"evaluate: {len(s.chosen())} scheme settings, levels {','.join(map(str, s.levels))}, {len(cells)} cells"
+    say(f"evaluate: {len(s.chosen()) - len(skipped)} scheme settings, levels {','.join(map(str, s.levels))}, "
+        f"{len(cells)} cells"
         + (f" on {workers} Ray workers" if workers > 1 and ray_address is None else "")
         + (f" on the Ray cluster at {ray_address}" if ray_address else ""))
     t0 = time.perf_counter()
     _execute(cells, s, store, workers=workers, ray_address=ray_address, say=say)
     rows = _rows(cells, s, store)
     described = {st.label: {"scheme": st.scheme, "settings": dict(st.params), "encodings_per_image": st.per_image,
-                            "note": st.note} for st in s.chosen()}
+                            "note": st.note, **({"skipped": skipped[st.label]} if st.label in skipped else {})}
+                 for st in s.chosen()}
     path = write_json(root / "scorecard.json", {"rows": rows, "seed": s.seed, "plan": s.digest(),
                                                 "settings": described,
                                                 "levels": {str(k): LEVEL_NAMES[k] for k in s.levels},

@@ -17,7 +17,7 @@ import numpy as np
 from masquerade.errors import InputError
 from masquerade.workflows.evaluate.plan import SUCCESS_SSIM, Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
 
-__all__ = ["run_cell", "best_match"]
+__all__ = ["run_cell", "best_match", "data_for", "unfit"]
 
 # -- data: one split for every cell, the same in every process ----------------------------------------------------
 
@@ -26,7 +26,7 @@ class _Data:
     train: Any          # ImageSet (uint8 NHWC, RGB, square)
     test: Any
     aux: Any
-    public: Any         # ImageSet of public patches
+    public: Any         # ImageSet of public patches, or None when no setting mixes them in
     stats: tuple[tuple[float, ...], tuple[float, ...]]
 
 
@@ -52,14 +52,38 @@ def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_a
     if h != w:
         raise InputError(f"{data}: images are {h}×{w}; the public patches and attacks need square images "
                          "(--size N resizes them)")
-    pub = public_pool("bundled:photos", n_public, size=h, rng=seed)
+    pub = public_pool("bundled:photos", n_public, size=h, rng=seed) if n_public else None
     return _Data(train, test, aux, pub, stats)
+
+
+def data_for(s: EvaluateSettings) -> _Data:
+    """The plan's split (cached per process); public patches are cut only when a chosen setting mixes them in."""
+    public = s.public if any(st.public for st in s.chosen()) else 0
+    return _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, public)
+
+
+def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:
+    """The chosen settings these images do not fit (a block size that does not divide them, ...), with the
+    scheme's own reason: each is tried on two images before any cell runs."""
+    out = {}
+    x = d.train.select(np.arange(2)).to_tensor()
+    for st in s.chosen():
+        scheme = _make_scheme(st, d.stats)
+        pub = d.public.to_tensor() if st.public else None
+        try:
+            key = scheme.keygen(2, rng=0, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
+            scheme.encode(x, key, public=pub, rng=0)
+        except InputError as exc:
+            out[st.label] = str(exc)
+    return out
 
 
 def _fingerprint(d: _Data) -> str:
     """SHA-256 of the split's pixels and labels: a resumed evaluation must see the data it started with."""
     h = hashlib.sha256()
     for part in (d.train, d.test, d.aux, d.public):
+        if part is None:
+            continue
         h.update(np.ascontiguousarray(part.images).tobytes())
         if part.labels is not None:
             h.update(np.ascontiguousarray(part.labels).tobytes())
@@ -186,7 +210,7 @@ def run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str,
 def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    d = _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, s.public)
+    d = data_for(s)
     if cell.kind == "utility":
         return _utility_cell(cell, s, d)
     from masquerade.registry import ATTACKS, run_attack

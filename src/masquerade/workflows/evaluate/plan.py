@@ -183,8 +183,8 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
     return create_scheme(setting.scheme, **params)
 
 
-def plan_cells(s: EvaluateSettings) -> list[Cell]:
-    """Every cell of the evaluation, in scorecard order."""
+def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset()) -> list[Cell]:
+    """Every cell of the evaluation, in scorecard order; ``skip``: labels of settings the data do not fit."""
     from masquerade.registry import ATTACKS
 
     attacks: list[tuple[str, Any]] = []
@@ -194,6 +194,8 @@ def plan_cells(s: EvaluateSettings) -> list[Cell]:
             attacks.append((name, cls))
     cells: list[Cell] = []
     for setting in s.chosen():
+        if setting.label in skip:
+            continue
         scheme = _make_scheme(setting)
         cells.append(Cell("utility", setting))
         by_uses: dict[tuple[str, str], Cell] = {}
