@@ -63,15 +63,16 @@ def data_for(s: EvaluateSettings) -> _Data:
 
 
 def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:
-    """The chosen settings these images do not fit (a block size that does not divide them, ...), with the
-    scheme's own reason: each is tried on two images before any cell runs."""
+    """The chosen settings these images do not fit (a block size that does not divide them, a private set smaller
+    than what a mix needs, ...), with the scheme's own reason: each is tried on the private set before any cell
+    runs, as its release will be."""
     out = {}
-    x = d.train.select(np.arange(2)).to_tensor()
+    x = d.train.select(np.arange(s.targets + s.pairs)).to_tensor()
     for st in s.chosen():
         scheme = _make_scheme(st, d.stats)
         pub = d.public.to_tensor() if st.public else None
         try:
-            key = scheme.keygen(2, rng=0, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
+            key = scheme.keygen(len(x), rng=0, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
             scheme.encode(x, key, public=pub, rng=0)
         except InputError as exc:
             out[st.label] = str(exc)
