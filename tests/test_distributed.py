@@ -38,7 +38,25 @@ def _train(args: list[str], out: Path, *, procs: int) -> subprocess.CompletedPro
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
                "-m", "masquerade", "train", *args, "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASQUERADE_THREADS="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return _launch(cmd, env, fresh=out)
+
+
+# Known, not fixed: gloo's teardown sometimes aborts a process as it exits after a complete run ("terminate called
+# without an active exception", about one launch in three here); a launch that ended that way is retried.
+_TEARDOWN = "terminate called without an active exception"
+
+
+def _launch(cmd: list[str], env: dict[str, str] | None = None, *, fresh: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    import shutil
+
+    for _ in range(3):
+        if fresh is not None and fresh.exists():
+            shutil.rmtree(fresh)           # a retried run starts from an empty run folder
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        if r.returncode == 0 or _TEARDOWN not in r.stderr:
+            return r
+    return r
 
 
 def _digits(path: Path, n: int | None = None) -> Path:
@@ -98,8 +116,8 @@ def test_without_a_seed_every_process_draws_the_same_one_time_keys(tmp_path: Pat
     for i in range(2):
         out = tmp_path / f"launch{i}"
         out.mkdir()
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            str(script), str(out)], capture_output=True, text=True, timeout=300)
+        r = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                     str(script), str(out)])
         assert r.returncode == 0, r.stderr[-3000:]
         mine = [(out / f"draw{rank}.txt").read_text() for rank in (0, 1)]
         assert mine[0] == mine[1]                          # both processes hold the same generator
