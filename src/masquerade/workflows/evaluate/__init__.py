@@ -102,10 +102,6 @@ class _Store:
             return {k: z[k] for k in z.files}
 
 
-def _run_remote(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    return run_cell(cell, s)
-
-
 def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: int, ray_address: str | None,
              say: Callable[[str], None]) -> None:
     todo = [c for c in cells if store.load(c) is None]
@@ -144,7 +140,7 @@ def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: 
         else:
             ray.init(address=ray_address, log_to_driver=False, runtime_env=env, configure_logging=False)
     try:
-        remote = ray.remote(num_cpus=s.threads)(_run_remote)
+        remote = ray.remote(num_cpus=s.threads)(run_cell)
         plan_ref = ray.put(s)
         pending = {remote.remote(c, plan_ref): c for c in todo}
         while pending:

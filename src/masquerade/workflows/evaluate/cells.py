@@ -158,10 +158,12 @@ def best_match(originals: np.ndarray, recon: np.ndarray, *, aligned: bool, chunk
 
 
 def _to_u8(t: Any) -> np.ndarray:
+    """N×C×H×W [0, 1] images as uint8 N×H×W×C, through the project's one quantiser."""
     import torch
 
-    x = t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    from masquerade.data import to_uint8
+
+    return to_uint8(torch.as_tensor(t)).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 # -- cells -------------------------------------------------------------------------------------------------------
