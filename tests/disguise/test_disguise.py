@@ -184,6 +184,27 @@ def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() ->
         run_attack(attack, auxiliary=aux[:, :, :8], **given)
 
 
+def test_ecb_codebook_picks_auxiliary_images_whose_unknown_units_fall_where_the_targets_do() -> None:
+    # blank auxiliary images agree with every target on its decoded (blank) pixels; only those with a mark where the
+    # target's units are unknown look alike through the codebook, and they are the ones to fill from
+    g = torch.Generator().manual_seed(0)
+
+    def marked(n: int) -> torch.Tensor:
+        x = torch.zeros(n, 3, 16, 16)
+        x[:, :, :4, :4] = (0.6 + 0.4 * torch.rand(n, 1, 4, 4, generator=g)).expand(n, 3, 4, 4)
+        return x
+
+    pairs = torch.zeros(6, 3, 16, 16)                 # blank pairs: the codebook knows the blank unit only
+    targets = marked(4)
+    aux = torch.cat([torch.zeros(30, 3, 16, 16), marked(10)])
+    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True, permute=False)
+    z = ecb.encode(torch.cat([pairs, targets]), ecb.keygen(0, rng=0, shape=(3, 16, 16)))
+    r = run_attack(mq.create_attack("aes-ecb-codebook"), encodings=z[6:], known_pairs=(pairs, z[:6]),
+                   auxiliary=aux)
+    corner = r.reconstructions[:, :, :4, :4]
+    assert float(corner.min()) >= 0.6 and float(r.reconstructions[:, :, 4:, 4:].abs().max()) == 0
+
+
 def test_moment_matching_estimates_rmt_without_pairs() -> None:
     s = mq.create_scheme("disguise", permute=False)
     g = np.random.default_rng(0)

@@ -147,8 +147,9 @@ class ECBCodebook(Configurable):
     """Level 3 against AES-ECB: a codebook of ciphertext blocks from known pairs, and the permutation it reveals.
 
     Units the codebook lacks are filled with the pairs' mean rare unit, or, given auxiliary images of the same
-    distribution (level 3 holds level 2's knowledge), with the mean of the ``neighbours`` auxiliary images closest
-    to the decoded units: the decoded background is a silhouette of what is missing."""
+    distribution (level 3 holds level 2's knowledge), with the mean of the ``neighbours`` auxiliary images whose
+    own view through the codebook looks most alike: the same units known and unknown (the unknown ones are a
+    silhouette of what is missing), and the known ones equal."""
 
     @dataclass(frozen=True)
     class Settings:
@@ -225,20 +226,36 @@ class ECBCodebook(Configurable):
         images = from_blocks(rec_blocks, h, w, b).astype(np.float32) / 255.0
         if aux is not None:
             known = from_blocks(np.repeat(hit.reshape(n, c, m, units), 16, axis=3), h, w, b).astype(bool)
-            images = self._fill_from(images, known, aux)
+            images = self._fill_from(images, known, aux, np.unique(vals), to_void)
         return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
                             metrics={"decoded_share": float(hit.mean()) if len(hit) else 0.0,
                                      "codebook_size": len(book), "filled_from_auxiliary": aux is not None},
                             seconds=time.perf_counter() - t)
 
-    def _fill_from(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray) -> np.ndarray:
-        """Each image's unknown pixels from the mean of the auxiliary images nearest on its known pixels (squared
-        distance over the known pixels, per known pixel), all images against all auxiliary ones in three products."""
+    def _fill_from(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray, plain_book: np.ndarray,
+                   to_void: Any) -> np.ndarray:
+        """Each image's unknown pixels from the mean of the auxiliary images nearest to it in view.
+
+        An auxiliary image's view is what the codebook would decode of it (its units whose plaintext the pairs
+        hold) and what it would leave unknown. The distance counts the pixels known in one view and unknown in the
+        other, plus the squared differences where both are known; all images against all auxiliary ones in a few
+        products."""
+        b = self.settings.block
+        ab = self._bytes_blocks(aux, b)
+        na, c, m, d = ab.shape
+        units = d // 16
+        av = to_void(ab.reshape(na, c, m, units, 16)).reshape(-1)
+        pos = np.minimum(np.searchsorted(plain_book, av), max(len(plain_book) - 1, 0))
+        a_hit = (plain_book[pos] == av if len(plain_book) else np.zeros(len(av), bool)).reshape(na, c, m, units)
+        a_known = from_blocks(np.repeat(a_hit, 16, axis=3), aux.shape[2], aux.shape[3], b).astype(bool)
         x = images.reshape(len(images), -1).astype(np.float64)
         mk = known.reshape(len(images), -1).astype(np.float64)
-        a = aux.reshape(len(aux), -1)
-        dist = ((mk * x * x).sum(1)[:, None] - 2 * (mk * x) @ a.T + mk @ (a * a).T) / np.maximum(mk.sum(1), 1)[:, None]
-        k = min(self.settings.neighbours, len(a))
+        a = aux.reshape(na, -1)
+        ka = a_known.reshape(na, -1).astype(np.float64)
+        mismatch = mk @ (1 - ka).T + (1 - mk) @ ka.T
+        both = (mk * x * x) @ ka.T - 2 * (mk * x) @ (ka * a).T + mk @ (ka * a * a).T
+        dist = mismatch + both
+        k = min(self.settings.neighbours, na)
         near = np.argpartition(dist, k - 1, axis=1)[:, :k]
         fill = a[near].mean(1).reshape(images.shape)
         return np.where(known, images, fill).astype(np.float32)
