@@ -71,6 +71,35 @@ def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() ->
     assert sum(c.kind == "utility" for c in only) == 3
 
 
+def test_gradient_sharing_settings_face_the_server_at_every_level_and_quick_leaves_them_out() -> None:
+    cells = plan_cells(EvaluateSettings(targets=4, pairs=2))
+    ats = {(c.setting.label, c.attack): (c.levels, c.uses, dict(c.attack_settings)) for c in cells
+           if c.setting.scheme == "ats" and c.kind == "attack"}
+    # no data leave the client, so no attack on images applies; the server inverts gradients with the model
+    assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", "3-1-7", "3-1-7+43-18-18")}
+    assert all(v[:2] == ((1, 2, 3), ("gradients", "labels", "model")) for v in ats.values())
+    assert all(v[2] == {"iterations": 4800} for v in ats.values())       # ATS's configuration
+    assert not [c for c in plan_cells(EvaluateSettings.for_quick()) if c.setting.scheme == "ats"]
+    quick_ats = plan_cells(EvaluateSettings.for_quick(schemes=("ats",)))
+    assert {c.setting.label for c in quick_ats if c.setting.scheme == "ats"} == {"ATS none", "ATS 3-1-7+43-18-18"}
+
+
+def test_feature_settings_face_feature_inversion_from_level_2_with_what_each_key_scope_leaves() -> None:
+    cells = plan_cells(EvaluateSettings(targets=4, pairs=2, schemes=("shufflebits",)))
+    feats = {c.setting.label: (c.attack, c.levels, c.uses, dict(c.attack_settings)) for c in cells
+             if c.setting.shares == "features" and c.kind == "attack"}
+    uses = ("api", "auxiliary", "encodings")
+    assert feats == {
+        "features in the clear": ("feature-inversion", (2, 3), uses, {"representation": "float"}),
+        "ShuffleBits fixed": ("feature-inversion", (2, 3), uses, {"representation": "float", "recover_key": True}),
+        "ShuffleBits vector": ("feature-inversion", (2, 3), uses, {"representation": "popcount"}),
+        "ShuffleBits element": ("feature-inversion", (2, 3), uses, {"representation": "popcount"})}
+    # the images' attacks never see features, and the features' baseline comes only with feature protection
+    assert not [c for c in cells if c.setting.shares == "features" and c.attack == "as-is"]
+    assert not [c for c in plan_cells(EvaluateSettings(targets=4, pairs=2, schemes=("disguise",)))
+                if c.setting.shares == "features"]
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(InputError, match="unknown schemes"):
         EvaluateSettings(schemes=("rot13",))
@@ -80,6 +109,12 @@ def test_settings_are_checked() -> None:
         EvaluateSettings(targets=30, pairs=20, train=40)
     with pytest.raises(InputError, match="unknown model"):
         EvaluateSettings(model="resnet1000")
+    with pytest.raises(InputError, match="unknown inversion model"):
+        EvaluateSettings(inversion_model="resnet1000")
+    with pytest.raises(InputError, match="inversion_iterations must be positive"):
+        EvaluateSettings(inversion_iterations=0)
+    with pytest.raises(InputError, match="shares one of"):
+        SchemeSetting("ats", "x", shares="weights")
 
 
 # -- the scores --------------------------------------------------------------------------------------------------
@@ -114,6 +149,62 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     out = tmp_path_factory.mktemp("evaluate") / "run"
     path = evaluate(_tiny(), out, verbose=False)
     return out, json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_ats_rows_invert_the_gradient_of_the_transformed_image_and_score_against_the_private_one(
+        tmp_path: Path) -> None:
+    settings = (SchemeSetting("identity", "no protection"),) + tuple(
+        SchemeSetting("ats", f"ATS {p}", (("policy", p), ("always", True)), shares="gradients")
+        for p in ("none", "3-1-7"))
+    s = _tiny(settings=settings, schemes=("ats",), levels=(1, 3), targets=4, pairs=2, train=100, test=50,
+              inversion_iterations=20, inversion_images=3)
+    out = tmp_path / "run"
+    card = json.loads(evaluate(s, out, verbose=False).read_text())
+    rows = card["rows"]
+    assert {(r["setting"], r["level"], r["attack"]) for r in rows if r["scheme"] == "ats"} == {
+        (f"ATS {p}", lv, "inverting_gradients") for p in ("none", "3-1-7") for lv in (1, 3)}
+    train = _data_of(s)
+    for policy in ("none", "3-1-7"):
+        row = _by(rows, f"ATS {policy}", 1, "inverting_gradients")
+        assert row["attack_metrics"]["targets"] == 3 and row["attack_metrics"]["iterations"] == 20
+        with np.load(out / "cells" / f"{row['cell']}.npz") as z:
+            targets, given, matched = z["targets"], z["encodings"], z["matched"]
+        assert np.array_equal(targets, train[:3])
+        # the gradient came from the image itself without a policy, from a transformed one with it
+        assert np.array_equal(given, targets) == (policy == "none")
+        # the row's SSIM is that of the aligned reconstructions against the private (untransformed) images
+        assert row["ssim"] == pytest.approx(float(best_match(targets, matched, aligned=True)[0].mean()), abs=1e-4)
+        assert row["mr"] is not None and 0 <= row["utility"] <= 1
+
+
+@pytest.mark.slow
+def test_feature_rows_decrypt_losslessly_and_a_fixed_key_falls_to_key_recovery(tmp_path: Path) -> None:
+    settings = (SchemeSetting("identity", "no protection"),
+                SchemeSetting("identity", "features in the clear", shares="features"),
+                SchemeSetting("shufflebits", "ShuffleBits fixed", (("scope", "fixed"),), shares="features"),
+                SchemeSetting("shufflebits", "ShuffleBits vector", (("scope", "vector"),), shares="features"))
+    s = _tiny(settings=settings, schemes=("shufflebits",), levels=(1, 2), targets=8, pairs=2, train=150, test=60,
+              auxiliary=120)
+    out = tmp_path / "run"
+    card = json.loads(evaluate(s, out, verbose=False).read_text())
+    rows = card["rows"]
+    assert {(r["setting"], r["level"]) for r in rows if r["attack"] == "feature-inversion"} == {
+        ("features in the clear", 2), ("ShuffleBits fixed", 2), ("ShuffleBits vector", 2)}
+    plain = _by(rows, "no protection", 1, "as-is")["utility"]
+    # the key holder decrypts bit for bit (the cell checks it) and classifies as the clean model does
+    for setting in ("features in the clear", "ShuffleBits fixed", "ShuffleBits vector"):
+        assert _by(rows, setting, 2, "feature-inversion")["utility"] == plain
+    # the published fixed key: its bit order comes back from the ciphertexts, close enough to decrypt the features
+    assert _by(rows, "ShuffleBits fixed", 2, "feature-inversion")["attack_metrics"]["decrypted_cosine"] > 0.99
+    assert "decrypted_cosine" not in _by(rows, "ShuffleBits vector", 2, "feature-inversion")["attack_metrics"]
+    assert (out / "report.html").is_file()
+
+
+def _data_of(s: EvaluateSettings) -> np.ndarray:
+    from masquerade.workflows.evaluate.cells import data_for
+
+    return data_for(s).train.images
 
 
 @pytest.mark.slow

@@ -395,6 +395,11 @@ class InvertingGradients(_GradientInversion):
 
     name = "inverting_gradients"
 
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """ATS policies: the attack ATS measures its policies with (``none`` is plain federated learning)."""
+        return {} if getattr(scheme, "name", None) == "ats" else None
+
 
 @dataclass(frozen=True)
 class DLGSettings(InversionSettings):

@@ -34,6 +34,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "data": args.data, "size": args.size, "schemes": args.schemes, "levels": args.levels, "seed": args.seed,
         "targets": args.targets, "pairs": args.pairs, "auxiliary": args.auxiliary, "test": args.test,
         "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
+        "inversion_iterations": args.inversion_iterations, "inversion_images": args.inversion_images,
         "augment": True if args.augment else None}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
@@ -49,7 +50,8 @@ def register(sub: Any) -> None:
                     "with the same --out resumes an interrupted evaluation.")
     p.add_argument("--data", default=None, help="labelled images (default bundled:mnist)")
     p.add_argument("--out", required=True, help="the evaluation folder (created; an unfinished one resumes)")
-    p.add_argument("--schemes", type=_names, default=None, help="comma-separated: identity,instahide,disguise")
+    p.add_argument("--schemes", type=_names, default=None,
+                   help="comma-separated: identity,instahide,disguise,ats (default all; --quick: the first three)")
     p.add_argument("--levels", type=_levels, default=None, help="threat levels, e.g. 1,2,3 (default all)")
     p.add_argument("--quick", action="store_true", help="a few minutes on 2 cores: fewer images and epochs")
     group = p.add_mutually_exclusive_group()
@@ -67,4 +69,8 @@ def register(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs for utility")
     p.add_argument("--model", default=None, help="classifier for utility (default fastresnet)")
     p.add_argument("--augment", action="store_true", help="random crops and flips in training (not for digits)")
+    p.add_argument("--inversion-iterations", type=positive_int, default=None,
+                   help="gradient inversion iterations against ATS (default 4800, ATS's configuration)")
+    p.add_argument("--inversion-images", type=positive_int, default=None,
+                   help="targets attacked by gradient inversion, one client update each (default 8)")
     p.set_defaults(func=cmd_evaluate)

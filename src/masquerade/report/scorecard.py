@@ -35,6 +35,18 @@ SCHEME_STORIES = {
                 "dataset; models train and predict on disguised images. RMT falls to moment matching with the "
                 "data distribution (level 2) and to least squares with known pairs (level 3); AES in ECB mode "
                 "leaks equal blocks, so known pairs give a codebook.",
+    "ats": "ATS (Gao et al., CVPR 2021): in federated learning a client shares gradients, not images, and the "
+           "server can invert a gradient back into the image (Inverting Gradients, Geiping et al. 2020). ATS "
+           "transforms each image by a searched augmentation policy before the gradient is computed, so the "
+           "inversion recovers a distorted image. Models train with the policy as augmentation and are tested on "
+           "clean images; 'none' is plain federated learning.",
+    "shufflebits": "ShuffleBits (Ni, Huttunen & Rahtu, 2021): deep features sent to a server are encrypted by "
+                   "permuting the 32 bits of every float32 number, under one fixed key (the published code) or a "
+                   "fresh key per vector or per number; the key holder decrypts them bit for bit, so the "
+                   "features lose nothing. The adversary trains a decoder from features to images on auxiliary "
+                   "images it sends through the feature extractor: on features in the clear (the baseline row "
+                   "under identity), after recovering a fixed key's bit order from the ciphertexts, or from the "
+                   "popcount of every number, all that one-time keys leave.",
 }
 _LEVEL_TEXT = {1: "the protected data as released (encodings, their labels, the public data a scheme names)",
                2: "also the data distribution (auxiliary clean images)",
@@ -66,12 +78,13 @@ def _privacy_utility_plot(summary: list[dict[str, Any]], top: int) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.6, 4.4), dpi=110)
-    colours = {"identity": "#444444", "instahide": "#d62728", "disguise": "#1f77b4"}
+    colours = {"identity": "#444444", "instahide": "#d62728", "disguise": "#1f77b4", "ats": "#2ca02c",
+               "shufflebits": "#ff7f0e"}
     # points are numbered (settings often sit on top of each other) and the legend names each number
     shown = [r for r in summary if isinstance(r.get(f"_ssim{top}"), (int, float))]
     for i, r in enumerate(shown, 1):
         x, y = r["utility"], r[f"_ssim{top}"]
-        ax.scatter([x], [y], s=55, color=colours.get(r["scheme"], "#2ca02c"), zorder=3,
+        ax.scatter([x], [y], s=55, color=colours.get(r["scheme"], "#9467bd"), zorder=3,
                    label=f"{i}  {r['scheme']} {r['setting']}")
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5 + 7 * ((i - 1) % 3), 3 + 6 * ((i - 1) % 2)),
                     fontsize=8)
@@ -99,7 +112,8 @@ def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, An
         key = (r["scheme"], r["setting"])
         out.setdefault(key, {"scheme": r["scheme"], "setting": r["setting"], "utility": r["utility"],
                              "training time vs plain": r["train_vs_plain"],
-                             "encode (images/s)": r["encode_images_per_s"]})
+                             "encode (images/s)": "—" if r["encode_images_per_s"] is None
+                             else r["encode_images_per_s"]})
         b = best.get((*key, r["level"]))
         if b is None or r["ssim"] > b["ssim"]:
             best[(*key, r["level"])] = r
@@ -126,7 +140,13 @@ def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[s
              "every number below comes from <code>scorecard.json</code> in this folder.</p>",
              "<h2>What the adversary holds</h2><ul>"
              + "".join(f"<li><b>Level {lv}</b>: {html.escape(_LEVEL_TEXT[lv])}.</li>" for lv in levels) + "</ul>"
-             "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
+             + ("<p>A setting that shares gradients (ATS) releases no data: at every level its adversary is the "
+                "server, which holds the model and each client's gradient and label.</p>"
+                if any(r["scheme"] == "ats" for r in rows) else "")
+             + ("<p>A setting that releases deep features (ShuffleBits, and the features in the clear) gives no "
+                "image attack anything at level 1; from level 2 the adversary also queries the feature extractor "
+                "as a black box.</p>" if any(r["scheme"] == "shufflebits" for r in rows) else "")
+             + "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
              "each image's best-matching reconstruction, and the share found with SSIM &gt; 0.8.</p>",
              "<h2>Summary</h2>", _table([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary])]
     skipped = {k: v["skipped"] for k, v in card.get("settings", {}).items() if isinstance(v, dict) and v.get("skipped")}
@@ -156,7 +176,10 @@ def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[s
                 with np.load(cells / f"{stem}.npz", allow_pickle=False) as z:
                     if not strips and "targets" in z.files:
                         strips += [z["targets"], z["encodings"]]
-                        names += ["private images", "released (as seen)"]
+                        names += ["private images", "the gradient's input" if scheme == "ats"
+                                  else "released features (top byte of each number)"
+                                  if "api" in r.get("uses", ())
+                                  else "released (as seen)"]
                     strips.append(z["matched"][:8])
                 names.append(f"L{r['level']} {r['attack']} (SSIM {r['ssim']:.2f})")
             about = card.get("settings", {}).get(setting, {})

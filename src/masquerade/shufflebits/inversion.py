@@ -119,13 +119,15 @@ class _Standardise(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Feature vector -> image: a linear map to (size/8)² × width, three ×2 upsampling conv stages, a sigmoid."""
+    """Feature vector -> image: a linear map to ⌈size/8⌉² × width, three ×2 upsampling conv stages, a sigmoid;
+    a size that 8 does not divide (28 for digits) is cut from the middle of the next multiple of 8."""
 
     def __init__(self, dim: int, out_channels: int = 3, size: int = 32, width: int = 128) -> None:
         super().__init__()
-        if size % 8:
-            raise InputError("Decoder: the image size must be a multiple of 8")
-        self.start = size // 8
+        if size < 1:
+            raise InputError(f"Decoder: the image size must be positive, got {size}")
+        self.start = -(-size // 8)
+        self.size = size
         self.width = width
         self.fc = nn.Sequential(nn.Linear(dim, width * self.start ** 2), nn.BatchNorm1d(width * self.start ** 2),
                                 nn.ReLU(inplace=True))
@@ -140,7 +142,9 @@ class Decoder(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         x = self.fc(f).reshape(len(f), self.width, self.start, self.start)
-        return torch.sigmoid(self.body(x))
+        out = self.body(x)
+        lo = (out.shape[-1] - self.size) // 2
+        return torch.sigmoid(out[..., lo:lo + self.size, lo:lo + self.size])
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -260,6 +264,7 @@ class FeatureInversion(Configurable):
         feature_weight: float = 0.1
         surrogate_epochs: int = 8
         surrogate: Callable[[], nn.Module] | None = None   # builds the surrogate network (default: fastresnet trunk)
+        recover_key: bool = False   # ciphertexts under one fixed ShuffleBits key: recover the bit order first
 
         def __post_init__(self) -> None:
             if self.loss not in ("pixel", "feature"):
@@ -272,6 +277,19 @@ class FeatureInversion(Configurable):
     name = "feature-inversion"
     data_kind = "features"      # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY, Knowledge.API}))
+
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """Features in the clear (identity) as floats; ShuffleBits under one fixed key after recovering the bit
+        order from the ciphertexts; one-time keys (vector, element) through the popcount, all they leave."""
+        name = getattr(scheme, "name", None)
+        if name == "identity":
+            return {"representation": "float"}
+        if name != "shufflebits":
+            return None
+        if scheme.settings.scope == "fixed":
+            return {"representation": "float", "recover_key": True}
+        return {"representation": "popcount"}
 
     def _distill(self, api: FeatureAPI, x_aux: torch.Tensor, f_aux: torch.Tensor,
                  gen: np.random.Generator, progress: bool | None) -> nn.Module:
@@ -321,9 +339,15 @@ class FeatureInversion(Configurable):
     def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI, rng: RngLike = None,
             progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
+        gen = as_generator(0 if rng is None else rng)
+        recovered: dict[str, Any] = {}
+        if self.settings.recover_key:
+            from masquerade.shufflebits.attacks import ShuffleBitsKeyRecovery
+
+            got = ShuffleBitsKeyRecovery(group="all").run(encodings=torch.as_tensor(encodings), rng=gen)
+            encodings, recovered["perm"] = got.reconstructions, got.recovered["perm"]
         x_aux, _, f_aux, a, v = _adversary_inputs(self.name, encodings, auxiliary, api,
                                                   self.settings.representation, False)
-        gen = as_generator(0 if rng is None else rng)
         timings: dict[str, float] = {}
         surrogate = None
         if self.settings.loss == "feature":
@@ -364,7 +388,7 @@ class FeatureInversion(Configurable):
         with torch.no_grad():
             rec = torch.cat([decoder(v[i:i + 500]) for i in range(0, len(v), 500)]) if len(v) else \
                 torch.zeros(0, c, h, h)
-        return AttackResult(self.name, rec, recovered={"decoder": decoder},
+        return AttackResult(self.name, rec, recovered={"decoder": decoder, **recovered},
                             metrics={"auxiliary_images": len(a), "api_queries": api.queries, **timings},
                             seconds=time.perf_counter() - t)
 

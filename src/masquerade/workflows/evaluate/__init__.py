@@ -185,9 +185,10 @@ def _recognition(cells: list[Cell], s: EvaluateSettings, store: _Store) -> dict[
     out = {}
     for c in cells:
         matched = store.arrays(c).get("matched") if c.kind == "attack" else None
-        if matched is not None and len(matched) == len(labels):
+        # a best match per target; gradient inversion scores the first targets only
+        if matched is not None and 0 < len(matched) <= len(labels):
             x = torch.from_numpy(matched).permute(0, 3, 1, 2).float() / 255
-            out[c.id] = recognition_accuracy(model, x, labels)
+            out[c.id] = recognition_accuracy(model, x, labels[:len(matched)])
     return out
 
 
@@ -213,7 +214,8 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
                 "mr": round(mr[c.id], 4) if c.id in mr else None, "utility": round(u["utility"], 4),
                 "tested_on": u["tested_on"], "cost_s": round(r["cost_s"], 3), "train_s": round(u["train_s"], 2),
                 "train_vs_plain": round(u["train_s"] / plain["train_s"], 3) if plain else None,
-                "encode_images_per_s": round(u["encode_images_per_s"], 1), "seed": s.seed,
+                "encode_images_per_s": None if u["encode_images_per_s"] is None else
+                round(u["encode_images_per_s"], 1), "seed": s.seed,
                 "attack_metrics": r.get("attack_metrics", {}),
             })
     order = {st.label: i for i, st in enumerate(s.chosen())}   # a stable sort: plan order within each level

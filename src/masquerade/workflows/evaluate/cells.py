@@ -69,6 +69,8 @@ def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:
     out = {}
     x = d.train.select(np.arange(s.targets + s.pairs)).to_tensor()
     for st in s.chosen():
+        if st.shares == "features":     # feature vectors fit every setting (ShuffleBits takes any float32)
+            continue
         scheme = _make_scheme(st, d.stats)
         pub = d.public.to_tensor() if st.public else None
         try:
@@ -216,6 +218,10 @@ def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str
     d = data_for(s)
     if cell.kind == "utility":
         return _utility_cell(cell, s, d)
+    if cell.setting.shares == "gradients":
+        return _gradient_cell(cell, s, d)
+    if cell.setting.shares == "features":
+        return _feature_cell(cell, s, d)
     from masquerade.registry import ATTACKS, run_attack
 
     rel = _release(s, cell.setting, d)
@@ -238,6 +244,174 @@ def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str
     return out, arrays
 
 
+def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Gradient inversion as ATS measures it: each of the first ``inversion_images`` targets is one client update
+    (batch 1) of the federated model at initialisation, computed on the image the client's policy transformed; the
+    reconstruction is scored against the untransformed image, which is what the policy protects."""
+    import torch
+
+    from masquerade.ats.inversion import _GradientInversion
+    from masquerade.ats.privacy import attack_model
+    from masquerade.models import Normalized, create_model
+    from masquerade.registry import ATTACKS
+
+    n = min(s.targets, s.inversion_images)
+    x = d.train.select(np.arange(n)).to_tensor()
+    y = torch.from_numpy(d.train.labels[:n].astype(np.int64))
+    mean, std = d.stats
+    with torch.random.fork_rng(devices=[]):
+        # one model for every policy (seeded without the setting): the policies are compared on the same server
+        torch.manual_seed(_cell_seed(s.seed, "federated-model"))
+        model = Normalized(create_model(s.inversion_model, num_classes=_num_classes(d), in_channels=x.shape[1]),
+                           mean, std).eval()
+    atk = ATTACKS.create(cell.attack, **dict(cell.attack_settings), mean=mean, std=std,
+                         image_shape=tuple(x.shape[1:]))
+    if not isinstance(atk, _GradientInversion):
+        raise InputError(f"evaluate: {cell.attack} is not a gradient inversion attack")
+    params = dict(cell.setting.params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
+        res = attack_model(model, x, y, policy=params.get("policy", "none"), always=bool(params.get("always")),
+                           attack=atk, known_labels=K.LABELS.value in cell.uses,
+                           rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False)
+    originals = d.train.images[:n]
+    recon = _to_u8(res["reconstructions"])
+    best, p, _ = best_match(originals, recon, aligned=True)
+    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
+           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": float(res["seconds"]),
+           "attack_metrics": {"targets": n, "iterations": int(res["iterations"]), "model": s.inversion_model,
+                              "psnr_vs_transformed": float(res["psnr_transformed"].mean())}}
+    show = min(8, n)
+    return out, {"targets": originals[:show], "matched": recon, "encodings": _to_u8(res["transformed"][:show])}
+
+
+# -- deep features (ShuffleBits) --------------------------------------------------------------------------------
+
+PLAIN = SchemeSetting("identity", "no protection")
+
+
+def _train_settings(s: EvaluateSettings) -> Any:
+    from masquerade.training import TrainSettings
+
+    return TrainSettings(model=s.model, epochs=s.epochs, batch_size=128, lr=0.1, augment=s.augment, precision="fp32")
+
+
+@lru_cache(maxsize=1)
+def _plain_training(s: EvaluateSettings) -> dict[str, Any]:
+    """The model trained on the clean training images (the identity setting's utility cell, the same bits): the
+    service whose penultimate features a feature setting releases. Trained once per process."""
+    from masquerade.registry import create_scheme
+    from masquerade.training import train
+
+    d = data_for(s)
+    return train(d.train, d.test, scheme=create_scheme("identity"), settings=_train_settings(s),
+                 seed=_cell_seed(s.seed, "train", PLAIN.slug) % 2**31, progress=False)
+
+
+def _feature_api(s: EvaluateSettings) -> Any:
+    from masquerade.shufflebits.inversion import FeatureAPI
+
+    return FeatureAPI.from_model(_plain_training(s)["classifier"])
+
+
+def _feature_release(setting: SchemeSetting, s: EvaluateSettings, x: Any, label: str) -> tuple[Any, Any, Any, float]:
+    """(features, their release, the key, encode seconds) of images ``x`` under ``setting``."""
+    features = _feature_api(s).predict(x)
+    if setting.scheme == "identity":            # features in the clear (the identity scheme takes images)
+        return features, features.clone(), None, 0.0
+    scheme = _make_scheme(setting)
+    gen = np.random.default_rng(_cell_seed(s.seed, label, setting.slug))
+    t0 = time.perf_counter()
+    key = scheme.keygen(len(features), rng=gen, shape=tuple(features.shape[1:]))
+    z = scheme.encode(features, key)
+    return features, z, key, time.perf_counter() - t0
+
+
+def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An attack on released features: the targets' features, protected, with what the level gives."""
+    import torch
+
+    from masquerade.registry import ATTACKS, run_attack
+
+    x = d.train.select(np.arange(s.targets)).to_tensor()
+    features, z, key, _ = _feature_release(cell.setting, s, x, "release")
+    given: dict[str, Any] = {}
+    for u in cell.uses:
+        if u == K.ENCODINGS.value:
+            given[u] = z
+        elif u == K.AUXILIARY.value:
+            given[u] = d.aux
+        elif u == K.API.value:
+            given[u] = _feature_api(s)
+        elif u == K.LABELS.value:
+            given[u] = torch.from_numpy(d.train.labels[:s.targets].astype(np.int64))
+        else:
+            raise InputError(f"evaluate: no data for knowledge {u!r} against features")
+    attack = ATTACKS.create(cell.attack, **dict(cell.attack_settings))
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
+        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, **given)
+    seconds = time.perf_counter() - t0
+    originals = d.train.images[:s.targets]
+    recon = _to_u8(res.reconstructions)
+    best, p, idx = best_match(originals, recon, aligned=res.aligned)
+    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool))}
+    if "perm" in res.recovered:
+        # how close the recovered bit order decrypts the features (low mantissa bits cannot be ordered from
+        # ciphertexts, and barely matter): the mean cosine similarity of decrypted and true feature vectors
+        from masquerade.shufflebits.scheme import shuffle_words
+
+        words = z.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(len(z), -1)
+        plain = shuffle_words(words, np.asarray(res.recovered["perm"]), "fixed", inverse=True)
+        with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
+            dec = torch.from_numpy(plain.view(np.float32).astype(np.float64)).nan_to_num(0.0, 0.0, 0.0)
+        cos = torch.nn.functional.cosine_similarity(dec, features.reshape(len(z), -1).double(), dim=1)
+        metrics["decrypted_cosine"] = float(cos.mean())
+    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
+           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
+    show = min(8, s.targets)
+    return out, {"targets": originals[:show], "matched": recon[idx], "encodings": _feature_strip(z[:show])}
+
+
+def _feature_strip(z: Any) -> np.ndarray:
+    """Released feature vectors as a grid row: each vector's 32-bit words as a square of grey levels (the high
+    byte of every word), so a reader sees bit patterns, not images."""
+    import torch
+
+    words = torch.as_tensor(z).contiguous().view(torch.int32).numpy().view(np.uint32).reshape(len(z), -1)
+    side = int(np.ceil(np.sqrt(words.shape[1])))
+    grey = np.zeros((len(z), side * side), np.uint8)
+    grey[:, :words.shape[1]] = (words >> 24).astype(np.uint8)
+    return np.repeat(grey.reshape(len(z), side, side, 1), 3, axis=3)
+
+
+def _feature_utility(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the key holder does with released features: decrypt them and classify with the service's last layer.
+    ShuffleBits is lossless, so this checks the round trip bit for bit on the test images and measures the cost."""
+    import torch
+
+    r = _plain_training(s)
+    clf = r["classifier"]
+    x = d.test.to_tensor()
+    features, z, key, encode_s = _feature_release(cell.setting, s, x, "utility")
+    back = z if key is None else _make_scheme(cell.setting).decode(z, key)
+    if not torch.equal(back.view(torch.int32), features.view(torch.int32)):
+        raise InputError(f"evaluate: {cell.setting.label} did not decrypt the test features bit for bit")
+    last = [m for m in clf.modules() if isinstance(m, torch.nn.Linear)][-1]
+    # the model's own forward pass with the decrypted features in place of the computed ones at its last layer
+    handle = last.register_forward_pre_hook(lambda _m, _inp: (back,))
+    try:
+        with torch.no_grad():
+            pred = clf(x).argmax(1).numpy()
+    finally:
+        handle.remove()
+    acc = float((pred == d.test.labels).mean())
+    return {"utility": acc, "tested_on": "clean (decrypted features, the clean-trained model)",
+            "train_s": float(r["seconds"]), "encode_images_per_s": len(x) / encode_s if encode_s else None,
+            "curve": []}, {}
+
+
 def _view(z: Any) -> Any:
     """Encodings on the [0, 1] scale for a grid (magnitudes, scaled per image, where they leave it)."""
     from masquerade.attacks.asis import AsIs
@@ -246,8 +420,10 @@ def _view(z: Any) -> Any:
 
 
 def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
-    from masquerade.training import TrainSettings, train
+    from masquerade.training import train
 
+    if cell.setting.shares == "features":
+        return _feature_utility(cell, s, d)
     scheme = _make_scheme(cell.setting, d.stats)
     x = d.train.to_tensor()
     pub = d.public if cell.setting.public else None
@@ -257,11 +433,11 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     key = scheme.keygen(len(x), rng=gen, shape=tuple(x.shape[1:]), pool_size=pool)
     scheme.encode(x, key, public=None if pub is None else pub.to_tensor(), rng=gen)
     encode_s = time.perf_counter() - t0
-    ts = TrainSettings(model=s.model, epochs=s.epochs, batch_size=128, lr=0.1, augment=s.augment,
-                       precision="fp32")
-    r = train(d.train, d.test, scheme=scheme, public=pub, settings=ts, seed=_cell_seed(s.seed, "train",
-                                                                                       cell.setting.slug) % 2**31,
-              progress=False)
+    if cell.setting == PLAIN:
+        r = _plain_training(s)          # shared with the feature settings, which release its features
+    else:
+        r = train(d.train, d.test, scheme=scheme, public=pub, settings=_train_settings(s),
+                  seed=_cell_seed(s.seed, "train", cell.setting.slug) % 2**31, progress=False)
     result = {"utility": float(r["test_acc"]), "tested_on": r["tested_on"], "train_s": float(r["seconds"]),
               "encode_images_per_s": len(x) / max(encode_s, 1e-9), "curve": [round(h["test_acc"], 4)
                                                                              for h in r["history"]]}

@@ -13,7 +13,7 @@ from masquerade.contracts import Knowledge
 from masquerade.errors import InputError
 
 __all__ = ["SUCCESS_SSIM", "LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
-           "EvaluateSettings", "Cell", "plan_cells"]
+           "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
 
 SUCCESS_SSIM = 0.8
 K = Knowledge
@@ -23,6 +23,7 @@ LEVELS: dict[int, frozenset[Knowledge]] = {
     3: frozenset({K.ENCODINGS, K.LABELS, K.PUBLIC_POOL, K.AUXILIARY, K.KNOWN_PAIRS}),
 }
 LEVEL_NAMES = {1: "protected data only", 2: "+ the data distribution", 3: "+ known pairs"}
+SHARES = ("data", "gradients", "features")
 # fields that measure time on the machine that ran the cell: the only ones that differ between two runs of a plan
 TIMING_FIELDS = ("cost_s", "train_s", "train_vs_plain", "encode_images_per_s")
 
@@ -40,6 +41,12 @@ class SchemeSetting:
     per_image: int = 1
     public: bool = False          # mixes in a public pool (InstaHide across datasets)
     note: str = ""                # what a reader should know to read the row (shown in the report)
+    shares: str = "data"          # what leaves the owner: the protected "data", "gradients" of them (ATS), or
+                                  # "features": deep features of them (ShuffleBits)
+
+    def __post_init__(self) -> None:
+        if self.shares not in SHARES:
+            raise InputError(f"evaluate: a setting shares one of {SHARES}, got {self.shares!r}")
 
     @property
     def slug(self) -> str:
@@ -72,7 +79,35 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
                 SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
                 SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
                 SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr")))]
+    # ATS protects what federated learning shares, a client's gradient, by transforming the image first; the
+    # published code applies every sub-policy of a chosen list (always), and "none" is plain federated learning.
+    # --quick leaves them out unless --schemes names ats: gradient inversion is the costliest attack here.
+    ats_note = ("Federated learning: a client shares the gradient of one transformed image; the server holds the "
+                "model at initialisation and the label. Scored on the first targets only.")
+    policies = ("none", "3-1-7+43-18-18") if quick else ("none", "3-1-7", "3-1-7+43-18-18")
+    out += [SchemeSetting("ats", f"ATS {policy}", (("policy", policy), ("always", True)), shares="gradients",
+                          note=ats_note) for policy in policies]
+    # ShuffleBits protects deep features (here the clean-trained model's penultimate ones) on their way to a server;
+    # the features in the clear are its baseline
+    feat_note = ("The release is the penultimate features of the clean-trained model; the adversary queries that "
+                 "model as a black box (from level 2, with the auxiliary images) to train a decoder.")
+    out += [SchemeSetting("identity", "features in the clear", shares="features", note=feat_note)]
+    out += [SchemeSetting("shufflebits", f"ShuffleBits {scope}", (("scope", scope),), shares="features",
+                          note=feat_note) for scope in ("fixed", "vector", "element")]
     return out
+
+
+def knowledge(level: int, setting: SchemeSetting) -> frozenset[Knowledge]:
+    """What an adversary at ``level`` holds against ``setting``. A gradient-sharing setting releases no data: its
+    adversary is the server, which holds the model and each client's gradient (and label) in place of encodings."""
+    know = LEVELS[level]
+    if setting.shares == "gradients":
+        know = (know - {K.ENCODINGS, K.PUBLIC_POOL}) | {K.MODEL, K.GRADIENTS}
+    if setting.shares == "features" and K.AUXILIARY in know:
+        know = know | {K.API}       # the feature extractor, queried as a black box
+    if not setting.public:
+        know = know - {K.PUBLIC_POOL}
+    return know
 
 
 @dataclass(frozen=True)
@@ -80,7 +115,7 @@ class EvaluateSettings:
     data: str = "bundled:mnist"
     size: int | None = None         # None: as loaded (one size for all images); else resized to size×size
     quick: bool = False
-    schemes: tuple[str, ...] = ("identity", "instahide", "disguise")
+    schemes: tuple[str, ...] = ("identity", "instahide", "disguise", "ats", "shufflebits")
     levels: tuple[int, ...] = (1, 2, 3)
     seed: int = 0
     targets: int = 40               # private images scored
@@ -93,6 +128,9 @@ class EvaluateSettings:
     augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
     public: int = 1000              # public patches for InstaHide across datasets
     threads: int = 1                # CPU threads of each cell: numbers depend on it, so it belongs to the plan
+    inversion_iterations: int = 4800  # gradient inversion (ATS's configuration of Inverting Gradients)
+    inversion_images: int = 8       # targets attacked by gradient inversion (one client update each)
+    inversion_model: str = "convnet16"  # the federated model the server attacks, at initialisation
     settings: tuple[SchemeSetting, ...] = ()
 
     def __post_init__(self) -> None:
@@ -101,18 +139,22 @@ class EvaluateSettings:
         unknown = sorted(set(self.schemes) - {s.scheme for s in default_settings(False)} - {s.scheme for s in
                                                                                             self.settings})
         if unknown:
-            raise InputError(f"evaluate: unknown schemes {unknown}; choose from identity, instahide, disguise")
+            raise InputError(f"evaluate: unknown schemes {unknown}; choose from identity, instahide, disguise, ats, "
+                             "shufflebits")
         if not self.levels or any(lv not in LEVELS for lv in self.levels):
             raise InputError(f"evaluate: levels are 1, 2 and 3, got {list(self.levels)}")
         if self.size is not None and self.size < 4:
             raise InputError(f"evaluate: size must be at least 4 pixels, got {self.size}")
-        for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads"):
+        for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads", "inversion_iterations",
+                     "inversion_images"):
             if getattr(self, name) < 1:
                 raise InputError(f"evaluate: {name} must be positive, got {getattr(self, name)}")
         from masquerade.models import list_models
 
-        if self.model not in list_models():
-            raise InputError(f"evaluate: unknown model {self.model!r}; available: {', '.join(list_models())}")
+        for name in ("model", "inversion_model"):
+            if getattr(self, name) not in list_models():
+                raise InputError(f"evaluate: unknown {name.replace('_', ' ')} {getattr(self, name)!r}; available: "
+                                 f"{', '.join(list_models())}")
         if self.pairs < 0:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
         if self.targets + self.pairs > self.train:
@@ -125,13 +167,16 @@ class EvaluateSettings:
     def for_quick(cls, **overrides: Any) -> "EvaluateSettings":
         """``--quick``: a few minutes on 2 cores (fewer images, fewer epochs, ten InstaHide passes)."""
         base: dict[str, Any] = dict(quick=True, targets=20, pairs=20, auxiliary=300, test=500, train=1500,
-                                    epochs=8, public=500)
+                                    epochs=8, public=500, schemes=("identity", "instahide", "disguise"),
+                                    inversion_iterations=300, inversion_images=4)
         base.update(overrides)
         return cls(**base)
 
     def chosen(self) -> list[SchemeSetting]:
         keep = set(self.schemes) | {"identity"}     # plain training is every cost's reference
-        return [s for s in self.settings if s.scheme in keep]
+        # features in the clear are the baseline of feature protection, planned with it
+        return [s for s in self.settings if s.scheme in keep
+                and not (s.scheme == "identity" and s.shares == "features" and "shufflebits" not in keep)]
 
     def digest(self) -> str:
         doc = dataclasses.asdict(self)
@@ -190,7 +235,7 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
     attacks: list[tuple[str, Any]] = []
     for name in ATTACKS.names():
         cls = ATTACKS.get(name)
-        if getattr(cls, "data_kind", None) == "images" and hasattr(cls, "settings_against"):
+        if hasattr(cls, "settings_against"):
             attacks.append((name, cls))
     cells: list[Cell] = []
     for setting in s.chosen():
@@ -200,15 +245,18 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
         cells.append(Cell("utility", setting))
         by_uses: dict[tuple[str, str], Cell] = {}
         for level in sorted(s.levels):
-            know = LEVELS[level]
+            know = knowledge(level, setting)
             for name, cls in attacks:
+                # an attack on images attacks released images or gradients of them; one on features, features
+                if (getattr(cls, "data_kind", None) == "features") != (setting.shares == "features"):
+                    continue
                 against = cls.settings_against(scheme)
                 tm = cls.threat_model
                 if against is None or not tm.requires <= know:
                     continue
+                if K.GRADIENTS in tm.requires:
+                    against = {**against, "iterations": s.inversion_iterations}
                 uses = tuple(sorted(k.value for k in (tm.requires | (tm.optional & know))))
-                if not setting.public:
-                    uses = tuple(u for u in uses if u != K.PUBLIC_POOL.value)
                 prev = by_uses.get((name, "+".join(uses)))
                 if prev is not None:
                     by_uses[(name, "+".join(uses))] = dataclasses.replace(prev, levels=prev.levels + (level,))
