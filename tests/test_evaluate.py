@@ -79,6 +79,11 @@ def test_gradient_sharing_settings_face_the_server_at_every_level_and_quick_leav
     assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", "3-1-7", "3-1-7+43-18-18")}
     assert all(v[:2] == ((1, 2, 3), ("gradients", "labels", "model")) for v in ats.values())
     assert all(v[2] == {"iterations": 4800} for v in ats.values())       # ATS's configuration
+    # a full run fills what the AES-ECB codebook lacks with a trained network; --quick with the nearest images
+    full = {c.setting.label: dict(c.attack_settings) for c in cells if c.attack == "aes-ecb-codebook"}
+    assert full["AES-ECB b=4"] == {"block": 4, "decoder_steps": 300}
+    assert [dict(c.attack_settings) for c in plan_cells(EvaluateSettings.for_quick())
+            if c.attack == "aes-ecb-codebook"] == [{"block": 4}]
     assert not [c for c in plan_cells(EvaluateSettings.for_quick()) if c.setting.scheme == "ats"]
     quick_ats = plan_cells(EvaluateSettings.for_quick(schemes=("ats",)))
     assert {c.setting.label for c in quick_ats if c.setting.scheme == "ats"} == {"ATS none", "ATS 3-1-7+43-18-18"}

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -182,6 +184,31 @@ def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() ->
     assert helped.metrics["filled_from_auxiliary"] and not alone.metrics["filled_from_auxiliary"]
     with pytest.raises(InputError, match="auxiliary images are"):
         run_attack(attack, auxiliary=aux[:, :, :8], **given)
+
+
+def test_ecb_codebook_network_fill_keeps_decoded_units_and_learns_what_the_auxiliary_images_show() -> None:
+    digits = mq.load_images("bundled:digits", size=16).to_rgb().to_tensor()
+    x, aux = digits[:60], digits[60:360]
+    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
+    z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(3, 16, 16)))
+    given = {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
+    from masquerade.metrics import ssim
+
+    def score(r: Any) -> float:
+        return float(ssim(r.reconstructions, x[20:], data_range=1.0).mean())
+
+    guess = run_attack(mq.create_attack("aes-ecb-codebook"), **given)
+    net = mq.create_attack("aes-ecb-codebook", decoder_steps=60, decoder_width=8)
+    helped = run_attack(net, auxiliary=aux, rng=0, **given)
+    noise = run_attack(net, auxiliary=torch.rand_like(aux), rng=0, **given)
+    assert helped.metrics["filled_by"] == "network" and guess.metrics["filled_by"] == "guess"
+    assert score(helped) > score(guess) + 0.05 and score(helped) > score(noise) + 0.05, (score(helped), score(guess))
+    same = guess.reconstructions == helped.reconstructions
+    assert same.float().mean() >= helped.metrics["decoded_share"] - 1e-6     # decoded units pass through
+    again = run_attack(net, auxiliary=aux, rng=0, **given)
+    assert torch.equal(again.reconstructions, helped.reconstructions)           # seeded: the same bits
+    with pytest.raises(InputError, match="decoder_steps"):
+        mq.create_attack("aes-ecb-codebook", decoder_steps=-1)
 
 
 def test_ecb_codebook_picks_auxiliary_images_whose_unknown_units_fall_where_the_targets_do() -> None:

@@ -118,3 +118,22 @@ def test_metrics_refuse_a_data_range_that_contradicts_the_pixels(rng: np.random.
         psnr(f * float("nan"), f, data_range=1.0)
     assert torch.isfinite(psnr(u, u.flip(0), data_range=255)).all()
     assert float(ssim(f * 2 - 1, f.flip(0) * 2 - 1, data_range=2.0).min()) > -1     # [-1, 1] images: range 2
+
+
+def test_ssim_loss_is_one_minus_the_scored_ssim_and_has_gradients() -> None:
+    from masquerade.metrics.ssim import ssim_loss
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 3, 20, 20, generator=g, dtype=torch.float64)
+    b = (a + 0.2 * torch.rand(3, 3, 20, 20, generator=g, dtype=torch.float64)).clamp(0, 1)
+    # one mean over every window of the batch; the images are the same size, so it is the mean of the per-image SSIMs
+    want = 1 - float(ssim(a, b, data_range=1.0).mean())
+    assert float(ssim_loss(a, b, data_range=1.0)) == pytest.approx(want, abs=1e-12)
+    # on another scale it is SSIM on that scale (not the same number: the luminance term is not shift-invariant)
+    on_pm1 = 1 - float(ssim(2 * a - 1, 2 * b - 1, data_range=2.0).mean())
+    assert float(ssim_loss(2 * a - 1, 2 * b - 1, data_range=2.0)) == pytest.approx(on_pm1, abs=1e-12)
+    x = a.clone().requires_grad_(True)
+    ssim_loss(x, b, data_range=1.0).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    with pytest.raises(InputError, match="data_range"):
+        ssim_loss(a, b, data_range=0)

@@ -35,6 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "targets": args.targets, "pairs": args.pairs, "auxiliary": args.auxiliary, "test": args.test,
         "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
         "inversion_iterations": args.inversion_iterations, "inversion_images": args.inversion_images,
+        "codebook_decoder_steps": args.codebook_decoder_steps,
         "augment": True if args.augment else None}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
@@ -73,4 +74,7 @@ def register(sub: Any) -> None:
                    help="gradient inversion iterations against ATS (default 4800, ATS's configuration)")
     p.add_argument("--inversion-images", type=positive_int, default=None,
                    help="targets attacked by gradient inversion, one client update each (default 8)")
+    p.add_argument("--codebook-decoder-steps", type=nonnegative_int, default=None,
+                   help="training steps of the network that fills what the AES-ECB codebook lacks (default 300; "
+                        "--quick and 0: the nearest auxiliary images instead)")
     p.set_defaults(func=cmd_evaluate)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from masquerade.errors import InputError
+from masquerade.metrics.ssim import ssim_loss
 from masquerade.models.denoiser import ReconstructionDenoiser
 
 __all__ = ["PriorSettings", "ChallengePrior", "prepare_prior", "load_prior", "default_prior", "evidence",
@@ -148,19 +149,6 @@ def default_prior() -> ChallengePrior | None:
 
 
 # ------------------------------------------------------------------------------------------------ preparation ---
-
-def _ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - mean SSIM with scikit-image's defaults (7×7 uniform window, sample covariance) on [-1, 1] images."""
-    import torch.nn.functional as F
-
-    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
-    pool = lambda t: F.avg_pool2d(t, 7, 1)  # noqa: E731
-    ua, ub = pool(a), pool(b)
-    cov = 49 / 48
-    va, vb, vab = cov * (pool(a * a) - ua * ua), cov * (pool(b * b) - ub * ub), cov * (pool(a * b) - ua * ub)
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    return 1 - s.mean()
-
 
 def _simulate(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, mean: torch.Tensor, var: torch.Tensor,
               t: int, index: int, s: PriorSettings) -> dict[str, np.ndarray]:
@@ -288,7 +276,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
             if bool(torch.rand(1, generator=gen) < 0.5):
                 xb, yb = xb.flip(3), yb.flip(3)
             pred = model(xb, info[idx])
-            loss = _ssim_loss(pred, yb) + s.l1 * (pred - yb).abs().mean()
+            loss = ssim_loss(pred, yb, data_range=2.0) + s.l1 * (pred - yb).abs().mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

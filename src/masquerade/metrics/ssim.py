@@ -26,7 +26,7 @@ import torch
 
 from masquerade.errors import InputError
 
-__all__ = ["ssim", "as_batch"]
+__all__ = ["ssim", "ssim_loss", "as_batch"]
 
 
 def _raw(x: torch.Tensor | np.ndarray, *, name: str) -> torch.Tensor:
@@ -157,3 +157,18 @@ def _strided(t: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...]]:
             return nhwc.numpy(), tuple(t.stride())
         t = t.contiguous()
     return t.numpy(), tuple(t.stride())
+
+
+def ssim_loss(a: torch.Tensor, b: torch.Tensor, *, data_range: float) -> torch.Tensor:
+    """1 - mean SSIM with :func:`ssim`'s defaults (7×7 uniform window, sample covariance, valid positions), in
+    differentiable torch ops, for training networks on the metric they are scored with."""
+    import torch.nn.functional as F
+
+    check_data_range(data_range, "ssim_loss")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    pool = lambda t: F.avg_pool2d(t, 7, 1)  # noqa: E731
+    ua, ub = pool(a), pool(b)
+    cov = 49 / 48
+    va, vb, vab = cov * (pool(a * a) - ua * ua), cov * (pool(b * b) - ub * ub), cov * (pool(a * b) - ua * ub)
+    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    return 1 - s.mean()

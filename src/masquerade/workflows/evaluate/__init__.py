@@ -9,6 +9,12 @@ images are the *private* set an owner protects and an adversary attacks. Threat 
 - level 2: also the data distribution: auxiliary clean images, disjoint from the private set;
 - level 3: also known pairs: some private images with their encodings (the "pair" images, which are then not scored).
 
+Two kinds of setting release something else (``SchemeSetting.shares``): ATS settings share *gradients* (at every
+level the adversary is the federated server, holding the model and each client's gradient and label, and gradient
+inversion is scored on the first ``inversion_images`` targets), and feature settings release the clean-trained
+model's penultimate *features* of the private images (ShuffleBits, and the features in the clear as its baseline;
+from level 2 the adversary also queries that model as a black box).
+
 For each scheme setting, every registered attack that declares the scheme as its target (``settings_against``) and
 whose threat model the level covers runs with everything the level gives that it can use; an attack that uses no
 more at level 3 than at level 2 is the same computation and is run once. Each attack is scored on the *target*

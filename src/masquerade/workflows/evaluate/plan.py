@@ -131,6 +131,7 @@ class EvaluateSettings:
     inversion_iterations: int = 4800  # gradient inversion (ATS's configuration of Inverting Gradients)
     inversion_images: int = 8       # targets attacked by gradient inversion (one client update each)
     inversion_model: str = "convnet16"  # the federated model the server attacks, at initialisation
+    codebook_decoder_steps: int = 300   # the AES-ECB codebook's fill network (0: nearest auxiliary images)
     settings: tuple[SchemeSetting, ...] = ()
 
     def __post_init__(self) -> None:
@@ -157,6 +158,8 @@ class EvaluateSettings:
                                  f"{', '.join(list_models())}")
         if self.pairs < 0:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
+        if self.codebook_decoder_steps < 0:
+            raise InputError(f"evaluate: codebook_decoder_steps must be >= 0, got {self.codebook_decoder_steps}")
         if self.targets + self.pairs > self.train:
             raise InputError(f"evaluate: {self.targets} targets + {self.pairs} pairs exceed the {self.train} "
                              "training images they are drawn from")
@@ -165,10 +168,11 @@ class EvaluateSettings:
 
     @classmethod
     def for_quick(cls, **overrides: Any) -> "EvaluateSettings":
-        """``--quick``: a few minutes on 2 cores (fewer images, fewer epochs, ten InstaHide passes)."""
+        """``--quick``: a few minutes on 2 cores (fewer images and epochs, twenty InstaHide passes; ATS and ShuffleBits
+        only when ``schemes`` names them, with 300 inversion iterations on four images)."""
         base: dict[str, Any] = dict(quick=True, targets=20, pairs=20, auxiliary=300, test=500, train=1500,
                                     epochs=8, public=500, schemes=("identity", "instahide", "disguise"),
-                                    inversion_iterations=300, inversion_images=4)
+                                    inversion_iterations=300, inversion_images=4, codebook_decoder_steps=0)
         base.update(overrides)
         return cls(**base)
 
@@ -256,6 +260,8 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                     continue
                 if K.GRADIENTS in tm.requires:
                     against = {**against, "iterations": s.inversion_iterations}
+                if name == "aes-ecb-codebook" and K.AUXILIARY in know and s.codebook_decoder_steps:
+                    against = {**against, "decoder_steps": s.codebook_decoder_steps}
                 uses = tuple(sorted(k.value for k in (tm.requires | (tm.optional & know))))
                 prev = by_uses.get((name, "+".join(uses)))
                 if prev is not None:
