@@ -32,6 +32,7 @@ from masquerade.workflows.evaluate import (
 def _tiny(**overrides: Any) -> EvaluateSettings:
     base: dict[str, Any] = dict(
         data="bundled:mnist", size=None, targets=6, pairs=30, auxiliary=60, test=100, train=200, epochs=1, public=40,
+        codebook_decoder_steps=20,      # the network fill runs (and must give the same bits on Ray), briefly
         settings=(SchemeSetting("identity", "no protection"),
                   SchemeSetting("instahide", "cross k=6", (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
                                 per_image=3, public=True),
