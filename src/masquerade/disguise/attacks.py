@@ -313,7 +313,9 @@ class ECBCodebook(Configurable):
             for _ in range(s.decoder_steps):
                 idx = torch.from_numpy(gen.integers(0, len(pool), batch))
                 pred = net(views[idx])
-                loss = ssim_loss(pred, pool[idx], data_range=1.0) + 0.5 * F.mse_loss(pred, pool[idx])
+                loss = 0.5 * F.mse_loss(pred, pool[idx])
+                if min(pred.shape[-2:]) >= 7:          # SSIM's 7×7 window fits
+                    loss = loss + ssim_loss(pred, pool[idx], data_range=1.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
