@@ -35,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "targets": args.targets, "pairs": args.pairs, "auxiliary": args.auxiliary, "test": args.test,
         "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
         "inversion_iterations": args.inversion_iterations, "inversion_images": args.inversion_images,
-        "codebook_decoder_steps": args.codebook_decoder_steps,
+        "codebook_decoder_steps": args.codebook_decoder_steps, "inversion_model": args.inversion_model,
         "augment": True if args.augment else None}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
@@ -52,7 +52,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default=None, help="labelled images (default bundled:mnist)")
     p.add_argument("--out", required=True, help="the evaluation folder (created; an unfinished one resumes)")
     p.add_argument("--schemes", type=_names, default=None,
-                   help="comma-separated: identity,instahide,disguise,ats (default all; --quick: the first three)")
+                   help="comma-separated: identity,instahide,disguise,ats,shufflebits (default all; --quick: the "
+                        "first three)")
     p.add_argument("--levels", type=_levels, default=None, help="threat levels, e.g. 1,2,3 (default all)")
     p.add_argument("--quick", action="store_true", help="a few minutes on 2 cores: fewer images and epochs")
     group = p.add_mutually_exclusive_group()
@@ -74,6 +75,8 @@ def register(sub: Any) -> None:
                    help="gradient inversion iterations against ATS (default 4800, ATS's configuration)")
     p.add_argument("--inversion-images", type=positive_int, default=None,
                    help="targets attacked by gradient inversion, one client update each (default 8)")
+    p.add_argument("--inversion-model", default=None,
+                   help="the federated model the server inverts gradients of, at initialisation (default convnet16)")
     p.add_argument("--codebook-decoder-steps", type=nonnegative_int, default=None,
                    help="training steps of the network that fills what the AES-ECB codebook lacks (default 300; "
                         "--quick and 0: the nearest auxiliary images instead)")
