@@ -106,6 +106,14 @@ def test_feature_settings_face_feature_inversion_from_level_2_with_what_each_key
                 if c.setting.shares == "features"]
 
 
+def test_the_default_plan_fits_the_bundled_digits() -> None:
+    # a newcomer's first `masquerade evaluate --out RUN` must not ask for more images than the default data hold
+    from masquerade.data import load_images
+
+    s = EvaluateSettings()
+    assert s.train + s.test + s.auxiliary <= len(load_images(s.data))
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(InputError, match="unknown schemes"):
         EvaluateSettings(schemes=("rot13",))

@@ -122,7 +122,8 @@ class EvaluateSettings:
     pairs: int = 20                 # private images the adversary knows with their encodings (level 3)
     auxiliary: int = 500            # clean images from the same distribution (level 2)
     test: int = 1000
-    train: int = 4000               # training images for utility (the private set is their first images)
+    train: int = 3500               # training images for utility (the private set is their first images); with
+                                    # the test and auxiliary images, the 5,000 bundled digits
     epochs: int = 10
     model: str = "fastresnet"
     augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
