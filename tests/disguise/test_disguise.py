@@ -162,13 +162,18 @@ def test_ecb_codebook_succeeds_and_ctr_defeats_it() -> None:
     assert rc.metrics["decoded_share"] < 0.01
 
 
-def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() -> None:
-    # digits: their backgrounds repeat (the codebook decodes them), their strokes do not
+def _ecb_digits(n_aux: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """60 digits under one AES-ECB key (the first 20 the known pairs), ``n_aux`` auxiliary digits, and what level 3
+    gives the attack. Digits: their backgrounds repeat (the codebook decodes them), their strokes do not."""
     digits = mq.load_images("bundled:digits", size=16).to_rgb().to_tensor()
-    x, aux = digits[:60], digits[60:660]
+    x, aux = digits[:60], digits[60:60 + n_aux]
     ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
     z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(3, 16, 16)))
-    given = {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
+    return x, aux, {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
+
+
+def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() -> None:
+    x, aux, given = _ecb_digits(600)
     attack = mq.create_attack("aes-ecb-codebook")
     alone = run_attack(attack, **given)
     helped = run_attack(attack, auxiliary=aux, **given)
@@ -187,11 +192,7 @@ def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() ->
 
 
 def test_ecb_codebook_network_fill_keeps_decoded_units_and_learns_what_the_auxiliary_images_show() -> None:
-    digits = mq.load_images("bundled:digits", size=16).to_rgb().to_tensor()
-    x, aux = digits[:60], digits[60:360]
-    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
-    z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(3, 16, 16)))
-    given = {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
+    x, aux, given = _ecb_digits(300)
     from masquerade.metrics import ssim
 
     def score(r: Any) -> float:

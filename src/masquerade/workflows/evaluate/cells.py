@@ -213,8 +213,6 @@ def run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str,
 
 
 def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    import torch
-
     d = data_for(s)
     if cell.kind == "utility":
         return _utility_cell(cell, s, d)
@@ -222,26 +220,40 @@ def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str
         return _gradient_cell(cell, s, d)
     if cell.setting.shares == "features":
         return _feature_cell(cell, s, d)
+    rel = _release(s, cell.setting, d)
+    res, seconds = _attack(cell, s, _given(cell, s, d, rel))
+    originals = d.train.images[:s.targets]
+    recon = _to_u8(res.reconstructions)
+    best, p, idx = best_match(originals, recon, aligned=res.aligned and cell.setting.per_image == 1)
+    out = _scores(best, p, seconds, _plain_metrics(res))
+    show = min(8, s.targets)
+    arrays = {"targets": originals[:show], "matched": recon[idx], "encodings": _to_u8(_view(rel.encodings[:show]))}
+    return out, arrays
+
+
+def _attack(cell: Cell, s: EvaluateSettings, given: dict[str, Any]) -> tuple[Any, float]:
+    """Run the cell's attack on what it is given, seeded from the plan; returns the result and its seconds."""
+    import torch
+
     from masquerade.registry import ATTACKS, run_attack
 
-    rel = _release(s, cell.setting, d)
     attack = ATTACKS.create(cell.attack, **dict(cell.attack_settings))
-    given = _given(cell, s, d, rel)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
         res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, **given)
-    seconds = time.perf_counter() - t0
-    originals = d.train.images[:s.targets]
-    recon = _to_u8(res.reconstructions)
-    aligned = res.aligned and cell.setting.per_image == 1
-    best, p, idx = best_match(originals, recon, aligned=aligned)
-    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool)) and k != "history"}
-    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
-           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
-    show = min(8, s.targets)
-    arrays = {"targets": originals[:show], "matched": recon[idx], "encodings": _to_u8(_view(rel.encodings[:show]))}
-    return out, arrays
+    return res, time.perf_counter() - t0
+
+
+def _plain_metrics(res: Any) -> dict[str, Any]:
+    """An attack's metrics that are single JSON values (its loss history left out)."""
+    return {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool)) and k != "history"}
+
+
+def _scores(best: np.ndarray, p: np.ndarray, seconds: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A cell's result from each target's best-match SSIM and PSNR."""
+    return {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
+            "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
 
 
 def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -277,10 +289,9 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
     originals = d.train.images[:n]
     recon = _to_u8(res["reconstructions"])
     best, p, _ = best_match(originals, recon, aligned=True)
-    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
-           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": float(res["seconds"]),
-           "attack_metrics": {"targets": n, "iterations": int(res["iterations"]), "model": s.inversion_model,
-                              "psnr_vs_transformed": float(res["psnr_transformed"].mean())}}
+    out = _scores(best, p, float(res["seconds"]), {"targets": n, "iterations": int(res["iterations"]),
+                                                    "model": s.inversion_model,
+                                                    "psnr_vs_transformed": float(res["psnr_transformed"].mean())})
     show = min(8, n)
     return out, {"targets": originals[:show], "matched": recon, "encodings": _to_u8(res["transformed"][:show])}
 
@@ -331,8 +342,6 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     """An attack on released features: the targets' features, protected, with what the level gives."""
     import torch
 
-    from masquerade.registry import ATTACKS, run_attack
-
     x = d.train.select(np.arange(s.targets)).to_tensor()
     features, z, key, _ = _feature_release(cell.setting, s, x, "release")
     given: dict[str, Any] = {}
@@ -347,39 +356,33 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
             given[u] = torch.from_numpy(d.train.labels[:s.targets].astype(np.int64))
         else:
             raise InputError(f"evaluate: no data for knowledge {u!r} against features")
-    attack = ATTACKS.create(cell.attack, **dict(cell.attack_settings))
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
-        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, **given)
-    seconds = time.perf_counter() - t0
+    res, seconds = _attack(cell, s, given)
     originals = d.train.images[:s.targets]
     recon = _to_u8(res.reconstructions)
     best, p, idx = best_match(originals, recon, aligned=res.aligned)
-    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool))}
+    metrics = _plain_metrics(res)
     if "perm" in res.recovered:
         # how close the recovered bit order decrypts the features (low mantissa bits cannot be ordered from
         # ciphertexts, and barely matter): the mean cosine similarity of decrypted and true feature vectors
+        from masquerade.shufflebits.attacks import _words
         from masquerade.shufflebits.scheme import shuffle_words
 
-        words = z.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(len(z), -1)
-        plain = shuffle_words(words, np.asarray(res.recovered["perm"]), "fixed", inverse=True)
+        plain = shuffle_words(_words(z, "evaluate"), np.asarray(res.recovered["perm"]), "fixed", inverse=True)
         with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
             dec = torch.from_numpy(plain.view(np.float32).astype(np.float64)).nan_to_num(0.0, 0.0, 0.0)
         cos = torch.nn.functional.cosine_similarity(dec, features.reshape(len(z), -1).double(), dim=1)
         metrics["decrypted_cosine"] = float(cos.mean())
-    out = {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
-           "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
     show = min(8, s.targets)
-    return out, {"targets": originals[:show], "matched": recon[idx], "encodings": _feature_strip(z[:show])}
+    return _scores(best, p, seconds, metrics), {"targets": originals[:show], "matched": recon[idx],
+                                                "encodings": _feature_strip(z[:show])}
 
 
 def _feature_strip(z: Any) -> np.ndarray:
     """Released feature vectors as a grid row: each vector's 32-bit words as a square of grey levels (the high
     byte of every word), so a reader sees bit patterns, not images."""
-    import torch
+    from masquerade.shufflebits.attacks import _words
 
-    words = torch.as_tensor(z).contiguous().view(torch.int32).numpy().view(np.uint32).reshape(len(z), -1)
+    words = _words(z, "evaluate")
     side = int(np.ceil(np.sqrt(words.shape[1])))
     grey = np.zeros((len(z), side * side), np.uint8)
     grey[:, :words.shape[1]] = (words >> 24).astype(np.uint8)
