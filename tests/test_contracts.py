@@ -114,6 +114,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
     "aes-ecb-codebook": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
         *_disguise("aes", seeded_aes_key=True))),
     "disguise-moments": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
+    "disguise-alignment": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
     "shufflebits-key-recovery": ({"restarts": 1}, lambda: {"encodings": _features()}),
     "shufflebits-popcount": ({}, lambda: {"encodings": _features()}),
     "feature-attribute": ({"epochs": 1}, lambda: {"encodings": _api().predict(_aux_images()[0][:8]),

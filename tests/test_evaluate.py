@@ -56,6 +56,7 @@ def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() ->
     attacks = {(c.setting.label, c.attack): (c.levels, c.uses) for c in cells if c.kind == "attack"}
     assert attacks[("no protection", "as-is")] == ((1, 2, 3), ("encodings",))
     assert attacks[("RMT b=4", "disguise-moments")][0] == (2, 3)
+    assert attacks[("RMT b=4", "disguise-alignment")] == ((2, 3), ("auxiliary", "encodings"))
     assert attacks[("RMT b=4", "disguise-known-plaintext")] == ((3,), ("encodings", "known_pairs"))
     assert attacks[("AES-ECB b=4", "aes-ecb-codebook")][0] == (3,)
     assert ("AES-ECB b=4", "disguise-moments") not in attacks        # RMT's attacks do not apply to AES
@@ -236,6 +237,9 @@ def test_a_tiny_evaluation_scores_what_each_level_breaks(tiny_run: tuple[Path, d
     assert _by(rows, "RMT b=4", 1, "as-is")["ssim"] < 0.5
     kp = _by(rows, "RMT b=4", 3, "disguise-known-plaintext")
     assert kp["ssim"] > 0.9 and kp["success"] == 1.0
+    # from level 2 the disguised training set's statistics give the key away too (a few hundred images here)
+    aligned, moments = _by(rows, "RMT b=4", 2, "disguise-alignment"), _by(rows, "RMT b=4", 2, "disguise-moments")
+    assert aligned["ssim"] > 0.5 and aligned["ssim"] > moments["ssim"] + 0.3, (aligned["ssim"], moments["ssim"])
     assert _by(rows, "AES-ECB b=4", 3, "aes-ecb-codebook")["attack_metrics"]["decoded_share"] > 0.3
     assert all(0 <= r["utility"] <= 1 and r["cost_s"] >= 0 for r in rows)
     # MR: the clean model recognises the identity row's "reconstructions" (the images) as well as it does

@@ -27,6 +27,15 @@ def _images(path: Path, n: int = 60, size: int = 16, seed: int = 0, palette: boo
     return imgs
 
 
+def _digits(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The digits our dependencies ship (``rows`` of them, as uint8 N×28×28×1) written as an ``.npz``."""
+    from masquerade.data import load_images
+
+    ds = load_images("bundled:mnist").select(rows)
+    np.savez(path, images=ds.images, labels=ds.labels)
+    return ds.images
+
+
 def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
@@ -47,10 +56,17 @@ def test_attack_help_lists_every_attack(capsys: pytest.CaptureFixture[str]) -> N
     (["--set", "transform=aes", "--set", "seeded_aes_key=true"], "aes-ecb-codebook", "pairs",
      lambda m: m["decoded_share"] > 0.9 and m["ssim"] > 0.9),
     (["--set", "transform=rmt", "--set", "permute=false"], "disguise-moments", "aux", lambda m: m["ssim"] > 0.3),
+    # the whole disguised set's statistics, with its permutation: a server holds hundreds of disguised images
+    (["--set", "transform=rmt"], "disguise-alignment", "aux", lambda m: m["ssim"] > 0.6),
 ])
 def test_disguise_attacks_from_the_command_line(tmp_path: Path, scheme_args: list[str], attack: str, extra: str,
                                                 check, capsys: pytest.CaptureFixture[str]) -> None:
-    imgs = _images(tmp_path / "data.npz", palette=attack == "aes-ecb-codebook")
+    # the alignment attack reads the statistics of the whole disguised set: digits, hundreds of them (random smooth
+    # images are as likely mirrored as not, so no attack can tell a block from its mirror image on them)
+    n = 520 if attack == "disguise-alignment" else 60
+    order = np.random.default_rng(0).permutation(5000)
+    imgs = _digits(tmp_path / "data.npz", order[:n]) if attack == "disguise-alignment" else \
+        _images(tmp_path / "data.npz", n=n, palette=attack == "aes-ecb-codebook")
     assert main(["--quiet", "protect", "disguise", "--in", str(tmp_path / "data.npz"), "--out", str(tmp_path / "enc"),
                  "--key", str(tmp_path / "k.safetensors"), "--seed", "1", *scheme_args]) == 0
     enc = np.load(tmp_path / "enc" / "encodings.npy")
@@ -63,11 +79,14 @@ def test_disguise_attacks_from_the_command_line(tmp_path: Path, scheme_args: lis
         np.save(tmp_path / "cipher.npy", enc[:20])
         args += ["--known-plain", str(tmp_path / "plain.npz"), "--known-cipher", str(tmp_path / "cipher.npy")]
     else:
-        _images(tmp_path / "aux.npz", n=200, seed=5)
+        if attack == "disguise-alignment":
+            _digits(tmp_path / "aux.npz", order[n:n + 300])
+        else:
+            _images(tmp_path / "aux.npz", n=200, seed=5)
         args += ["--aux", str(tmp_path / "aux.npz")]
     assert main(args) == 0, capsys.readouterr().err
     m = _metrics(tmp_path / "run")
-    assert m["attack"] == attack and m["scored"] == 40 and check(m), m
+    assert m["attack"] == attack and m["scored"] == n - 20 and check(m), m
     assert (tmp_path / "run" / "reconstructions.npz").is_file() and (tmp_path / "run" / "reconstructions.png").is_file()
     # its threat model gives it nothing else: a known-pair attack refuses auxiliary data, and the reverse
     other = ["--aux", str(tmp_path / "data.npz")] if extra == "pairs" else \

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import masquerade as mq
+from masquerade.disguise.scheme import DisguiseKey, from_blocks, to_blocks
 from masquerade.errors import InputError
 from masquerade.keys import load_key, save_key
+from masquerade.metrics import ssim
 from masquerade.registry import run_attack
-from masquerade.disguise.scheme import DisguiseKey, from_blocks, to_blocks
 
 
 def images(n: int, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
@@ -260,3 +261,92 @@ def test_fused_aes_path_equals_the_block_by_block_reference(mode: str, permute: 
         blocks = blocks[:, :, key.perm]
     ref = from_blocks(np.ascontiguousarray(blocks), 16, 16, 4).astype(np.float32) / 255.0
     assert np.array_equal(ref, z.numpy())
+
+
+# -- level 2: the alignment attack --------------------------------------------------------------------------------
+
+def _digits(n: int) -> torch.Tensor:
+    """``n`` of the digits our dependencies ship, all classes mixed (the set is sorted by class)."""
+    from masquerade.data import load_images
+
+    ds = load_images("bundled:mnist")
+    return ds.select(np.random.default_rng(0).permutation(len(ds))[:n]).to_tensor()
+
+
+def test_match_positions_finds_a_planted_permutation_and_is_a_swap_local_optimum() -> None:
+    from masquerade.disguise.attacks import match_positions
+
+    g = np.random.default_rng(0)
+    m = 12
+    unary = g.random((m, 4))
+    pair = [(lambda a: a + a.T)(g.random((m, m))) for _ in range(2)]
+    perm = g.permutation(m)
+    # the disguised side: position j shows plain position perm[j]
+    found = match_positions(unary[perm], [p[np.ix_(perm, perm)] for p in pair], unary, pair)
+    assert np.array_equal(found, perm)
+    # noisy statistics: whatever it returns, no swap of two positions lowers the objective (slow reference)
+    noisy = [p[np.ix_(perm, perm)] + 0.3 * (lambda a: a + a.T)(g.random((m, m))) for p in pair]
+    uz = unary[perm] + 0.3 * g.random((m, 4))
+    found = match_positions(uz, noisy, unary, pair)
+
+    def objective(q: np.ndarray) -> float:
+        return float(((uz - unary[q]) ** 2).sum() + sum(((a - b[np.ix_(q, q)]) ** 2).sum()
+                                                         for a, b in zip(noisy, pair)))
+
+    best = objective(found)
+    for i in range(m):
+        for j in range(i + 1, m):
+            q = found.copy()
+            q[i], q[j] = q[j], q[i]
+            assert objective(q) >= best - 1e-9
+
+
+def test_alignment_recovers_permutation_and_matrices_from_the_distribution() -> None:
+    x = _digits(1300)
+    s = mq.create_scheme("disguise")
+    key = s.keygen(0, rng=3, shape=tuple(x.shape[1:]))
+    z = s.encode(x[:1000], key)
+    r = run_attack(mq.create_attack("disguise-alignment"), encodings=z, auxiliary=x[1000:])
+    q = ssim(x[:1000], r.reconstructions, data_range=1.0)
+    assert float(q.mean()) > 0.85
+    # the positions that carry the digits come back where they were; near-blank ones are interchangeable
+    energy = (to_blocks(x[:1000].numpy(), 4) ** 2).sum((0, 1, 3))[key.perm]     # per disguised position
+    wrong = r.recovered["perm"] != key.perm
+    assert energy[wrong].sum() < 0.05 * energy.sum() and wrong.mean() < 0.3
+    # the recovered key is what decodes: a random key's matrices and order decode to noise
+    other = s.keygen(0, rng=4, shape=tuple(x.shape[1:]))
+    assert float(ssim(x[:1000], s.decode(z, other).clamp(0, 1), data_range=1.0).mean()) < 0.3
+    # the old baseline (moments pooled over positions, blocks left in place) does not get there
+    base = run_attack(mq.create_attack("disguise-moments"), encodings=z, auxiliary=x[1000:])
+    assert float(ssim(x[:1000], base.reconstructions, data_range=1.0).mean()) < 0.3
+
+
+def test_alignment_fails_against_the_wrong_distribution_and_refuses_bad_input() -> None:
+    x = _digits(1000)
+    s = mq.create_scheme("disguise")
+    z = s.encode(x[:700], s.keygen(0, rng=3, shape=tuple(x.shape[1:])))
+    noise = torch.rand(300, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    r = run_attack(mq.create_attack("disguise-alignment"), encodings=z, auxiliary=noise)
+    assert float(ssim(x[:700], r.reconstructions, data_range=1.0).mean()) < 0.5
+    attack = mq.create_attack("disguise-alignment")
+    with pytest.raises(InputError, match="auxiliary images are"):
+        run_attack(attack, encodings=z, auxiliary=x[700:, :, :24, :24])
+    with pytest.raises(InputError, match="at least 2"):
+        run_attack(attack, encodings=z[:1], auxiliary=x[700:])
+    with pytest.raises(InputError, match="finite"):
+        run_attack(attack, encodings=z * float("nan"), auxiliary=x[700:])
+    with pytest.raises(InputError, match="too large"):
+        run_attack(mq.create_attack("disguise-alignment", block=2), encodings=torch.zeros(2, 1, 192, 192),
+                   auxiliary=torch.zeros(2, 1, 192, 192))
+    with pytest.raises(InputError, match="transform"):
+        mq.create_attack("disguise-alignment", transform="aes")
+
+
+def test_alignment_recovers_a_permutation_alone() -> None:
+    x = _digits(1300)
+    s = mq.create_scheme("disguise", transform="none")
+    key = s.keygen(0, rng=5, shape=tuple(x.shape[1:]))
+    z = s.encode(x[:1000], key)
+    attack = mq.create_attack("disguise-alignment", **type(mq.create_attack("disguise-alignment")).settings_against(s))
+    r = run_attack(attack, encodings=z, auxiliary=x[1000:])
+    assert float(ssim(x[:1000], r.reconstructions, data_range=1.0).mean()) > 0.9

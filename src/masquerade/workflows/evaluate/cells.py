@@ -110,11 +110,14 @@ def _num_classes(d: _Data) -> int:
 
 
 def _release(s: EvaluateSettings, setting: SchemeSetting, d: _Data) -> _Release:
-    """The protected private set, as its owner releases it: one dataset key, or ``per_image`` one-time keys."""
+    """The protected data, as their owner releases them. Under one dataset key (``per_image`` 1: the disguised
+    training set a server trains on, as the utility cell does) that is the whole training set, its first images the
+    targets and the known pairs: the server holds every disguised image, and statistics over all of them are part of
+    what it knows. With ``per_image`` one-time keys (InstaHide) it is the private set, ``per_image`` times."""
     import torch
 
     scheme = _make_scheme(setting, d.stats)
-    private = d.train.select(np.arange(s.targets + s.pairs))
+    private = d.train if setting.per_image == 1 else d.train.select(np.arange(s.targets + s.pairs))
     x = private.to_tensor()
     n = len(x)
     gen = np.random.default_rng(_cell_seed(s.seed, "release", setting.slug))
@@ -172,16 +175,15 @@ def _to_u8(t: Any) -> np.ndarray:
 
 def _given(cell: Cell, s: EvaluateSettings, d: _Data, rel: _Release) -> dict[str, Any]:
     """What the cell's knowledge gives the attack, in the forms attacks take."""
+    # every released encoding is given: a dataset key's cover the training set, targets first (an aligned attack is
+    # scored on its first reconstructions); one-time encodings mix private images
     targets = s.targets
-    one_time = cell.setting.per_image > 1
-    # the attacked encodings: a dataset key's are the targets'; one-time encodings mix private images, all released
-    mask = np.ones(len(rel.owners), bool) if one_time else rel.owners < targets
     given: dict[str, Any] = {}
     for u in cell.uses:
         if u == K.ENCODINGS.value:
-            given[u] = rel.encodings[mask]
+            given[u] = rel.encodings
         elif u == K.LABELS.value:
-            given[u] = rel.labels[mask].numpy() if rel.labels.ndim == 2 else rel.labels[mask]
+            given[u] = rel.labels.numpy() if rel.labels.ndim == 2 else rel.labels
         elif u == K.PUBLIC_POOL.value:
             given[u] = d.public.images
         elif u == K.AUXILIARY.value:
