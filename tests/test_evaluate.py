@@ -25,6 +25,7 @@ from masquerade.workflows.evaluate import (
     best_match,
     comparable,
     evaluate,
+    findings,
     plan_cells,
 )
 
@@ -132,7 +133,43 @@ def test_settings_are_checked() -> None:
         SchemeSetting("ats", "x", shares="weights")
 
 
+def test_the_public_patches_come_from_the_photos_the_user_names(tmp_path: Path) -> None:
+    from masquerade.workflows.evaluate.cells import data_for
+
+    g = np.random.default_rng(0)
+    patches = (g.random((50, 28, 28, 3)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "patches.npz", images=patches)
+    d = data_for(EvaluateSettings.for_quick(public_photos=str(tmp_path / "patches.npz"), public=50))
+    assert np.array_equal(d.public.images, patches)
+    with pytest.raises(InputError, match="public_photos"):
+        EvaluateSettings.for_quick(public_photos="")
+
+
 # -- the scores --------------------------------------------------------------------------------------------------
+
+def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_path: Path) -> None:
+    from masquerade.report.scorecard import build_scorecard_report
+
+    def row(setting: str, level: int, attack: str, ssim: float, utility: float) -> dict[str, Any]:
+        return {"scheme": "x", "setting": setting, "level": level, "attack": attack, "ssim": ssim, "psnr": 10.0,
+                "success": 0.0, "mr": None, "utility": utility, "tested_on": "clean images", "cost_s": 0.0,
+                "train_vs_plain": 1.0, "encode_images_per_s": 1.0, "uses": ["encodings"]}
+
+    rows = [row("good", 1, "as-is", 0.2, 0.9), row("good", 2, "as-is", 0.2, 0.9), row("good", 2, "strong", 0.9, 0.9),
+            row("weak", 1, "as-is", 0.3, 0.1), row("weak", 2, "as-is", 0.3, 0.1), row("weak", 2, "failed", 0.1, 0.1),
+            row("weak", 2, "level", 0.295, 0.1)]            # within 0.01 of the floor: not a finding
+    found = findings(rows, 10)
+    assert [(f["kind"], f["setting"], f.get("attack")) for f in found] == [
+        ("utility at or below chance", "weak", None), ("attack below the as-is floor", "weak", "failed")]
+    assert "0.100 is at or below chance (0.10 for 10 classes)" in found[0]["text"]
+    assert findings([row("good", 1, "as-is", 0.2, 0.11)], 10) == []     # above chance: nothing to explain
+    # the report shows them, and a scorecard whose findings are malformed still renders
+    (tmp_path / "scorecard.json").write_text(json.dumps({"rows": rows, "findings": found, "seed": 0}))
+    page = build_scorecard_report(tmp_path).read_text()
+    assert "Findings to explain" in page and page.count("class='finding'") == 2
+    (tmp_path / "scorecard.json").write_text(json.dumps({"rows": rows, "findings": 7, "seed": 0}))
+    assert "Findings to explain" not in build_scorecard_report(tmp_path).read_text()
+
 
 def test_best_match_searches_unaligned_reconstructions_and_keeps_aligned_ones_in_place() -> None:
     g = np.random.default_rng(0)

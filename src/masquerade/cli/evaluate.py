@@ -36,7 +36,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
         "inversion_iterations": args.inversion_iterations, "inversion_images": args.inversion_images,
         "codebook_decoder_steps": args.codebook_decoder_steps, "inversion_model": args.inversion_model,
-        "augment": True if args.augment else None}.items() if v is not None}
+        "augment": True if args.augment else None, "public_photos": args.public_photos}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
     return 0
@@ -49,7 +49,12 @@ def register(sub: Any) -> None:
                     "level (1: protected data only; 2: + the data distribution; 3: + known pairs), train a model on "
                     "each protected training set, and write RUN/scorecard.json and RUN/report.html. Rerunning "
                     "with the same --out resumes an interrupted evaluation.")
-    p.add_argument("--data", default=None, help="labelled images (default bundled:mnist)")
+    p.add_argument("--data", default=None,
+                   help="labelled images: a folder of class sub-folders, an .npz (images, labels), the CIFAR-10 "
+                        "archive, or bundled:NAME (default bundled:mnist)")
+    p.add_argument("--public-photos", default=None, metavar="PATH",
+                   help="photos the InstaHide challenge setting cuts its public patches from: a folder, or an .npz "
+                        "of ready patches (default bundled:photos; the challenge used ImageNet)")
     p.add_argument("--out", required=True, help="the evaluation folder (created; an unfinished one resumes)")
     p.add_argument("--schemes", type=_names, default=None,
                    help="comma-separated: identity,instahide,disguise,ats,shufflebits (default all; --quick: the "

@@ -32,9 +32,10 @@ SCHEME_STORIES = {
                  "encodings and labels alone.",
     "disguise": "DisguisedNets (Sharma & Chen): the image is cut into blocks, the blocks are permuted, and each "
                 "block goes through a secret random orthogonal matrix (RMT) or AES, under one key for the whole "
-                "dataset; models train and predict on disguised images. RMT falls to moment matching with the "
-                "data distribution (level 2) and to least squares with known pairs (level 3); AES in ECB mode "
-                "leaks equal blocks, so known pairs give a codebook.",
+                "dataset; models train and predict on disguised images. RMT falls with the data distribution "
+                "(level 2): the statistics of the disguised training set, aligned to those of clean images, give "
+                "the permutation and every matrix; and to least squares with known pairs (level 3). AES in ECB "
+                "mode leaks equal blocks, so known pairs give a codebook.",
     "ats": "ATS (Gao et al., CVPR 2021): in federated learning a client shares gradients, not images, and the "
            "server can invert a gradient back into the image (Inverting Gradients, Geiping et al. 2020). ATS "
            "transforms each image by a searched augmentation policy before the gradient is computed, so the "
@@ -149,6 +150,12 @@ def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[s
              + "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
              "each image's best-matching reconstruction, and the share found with SSIM &gt; 0.8.</p>",
              "<h2>Summary</h2>", _table([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary])]
+    raw = card.get("findings")
+    notes = [f for f in raw if isinstance(f, dict) and isinstance(f.get("text"), str)] if isinstance(raw, list) else []
+    if notes:
+        parts.append("<h2>Findings to explain</h2><p>Rows a reader should not take at face value:</p><ul>"
+                     + "".join(f"<li class='finding'><b>{html.escape(str(f.get('setting', '')))}</b>: "
+                               f"{html.escape(f['text'])}.</li>" for f in notes) + "</ul>")
     skipped = {k: v["skipped"] for k, v in card.get("settings", {}).items() if isinstance(v, dict) and v.get("skipped")}
     if skipped:
         parts.append("<p class='muted'>Not evaluated, as the data do not fit them: "

@@ -64,7 +64,7 @@ from masquerade.workflows.evaluate.plan import (
 )
 
 __all__ = ["EvaluateSettings", "SchemeSetting", "Cell", "plan_cells", "run_cell", "evaluate", "default_settings",
-           "comparable", "best_match", "LEVELS", "SUCCESS_SSIM", "TIMING_FIELDS"]
+           "comparable", "best_match", "findings", "LEVELS", "SUCCESS_SSIM", "TIMING_FIELDS"]
 
 
 # -- the run folder: cells streamed in, the scorecard assembled ----------------------------------------------------
@@ -229,6 +229,36 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
     return rows
 
 
+def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
+    """What a reader must have explained before trusting a row: a utility at or below chance (a model that learned
+    nothing that carries over to what it is tested on), and an attack that scores below the ``as-is`` floor of its
+    setting and level (looking at the released data as they are does better: the attack failed there, and its row is
+    no evidence of safety)."""
+    out: list[dict[str, Any]] = []
+    chance = 1.0 / max(num_classes, 1)
+    seen: set[str] = set()
+    for r in rows:
+        if r["setting"] in seen or not isinstance(r.get("utility"), (int, float)):
+            continue
+        seen.add(r["setting"])
+        if r["utility"] <= chance:
+            out.append({"kind": "utility at or below chance", "scheme": r["scheme"], "setting": r["setting"],
+                        "text": f"utility {r['utility']:.3f} is at or below chance ({chance:.2f} for {num_classes} "
+                                f"classes): the model trained on this setting's data learned nothing that carries "
+                                f"over to {r.get('tested_on', 'its test images')}; its privacy rows describe a "
+                                "protection that leaves nothing to learn from"})
+    floor = {(r["setting"], r["level"]): r["ssim"] for r in rows if r["attack"] == "as-is"}
+    for r in rows:
+        base = floor.get((r["setting"], r["level"]))
+        if r["attack"] != "as-is" and base is not None and r["ssim"] < base - 0.01:
+            out.append({"kind": "attack below the as-is floor", "scheme": r["scheme"], "setting": r["setting"],
+                        "level": r["level"], "attack": r["attack"],
+                        "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below the released data seen as they "
+                                f"are (as-is, SSIM {base:.3f}) at level {r['level']}: it failed on this setting, and "
+                                "the row is no evidence that the setting is safe"})
+    return out
+
+
 def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int = 1, ray_address: str | None = None,
              verbose: bool = True) -> Path:
     """Run (or resume) the evaluation into ``out``; returns the path of ``scorecard.json``."""
@@ -269,8 +299,12 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
     described = {st.label: {"scheme": st.scheme, "settings": dict(st.params), "encodings_per_image": st.per_image,
                             "note": st.note, **({"skipped": skipped[st.label]} if st.label in skipped else {})}
                  for st in s.chosen()}
+    classes = max(d.train.num_classes, d.test.num_classes)
+    found = findings(rows, classes)
+    for f in found:
+        say(f"evaluate: finding: {f['setting']}: {f['text']}")
     path = write_json(root / "scorecard.json", {"rows": rows, "seed": s.seed, "plan": s.digest(),
-                                                "settings": described,
+                                                "settings": described, "classes": classes, "findings": found,
                                                 "levels": {str(k): LEVEL_NAMES[k] for k in s.levels},
                                                 "timing_fields": list(TIMING_FIELDS)})
     from masquerade.report.scorecard import build_scorecard_report

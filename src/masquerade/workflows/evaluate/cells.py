@@ -31,7 +31,8 @@ class _Data:
 
 
 @lru_cache(maxsize=2)
-def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_aux: int, n_public: int) -> _Data:
+def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_aux: int, n_public: int,
+          photos: str = "bundled:photos") -> _Data:
     from masquerade.data import load_images
     from masquerade.instahide.challenge import public_pool
 
@@ -52,14 +53,14 @@ def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_a
     if h != w:
         raise InputError(f"{data}: images are {h}×{w}; the public patches and attacks need square images "
                          "(--size N resizes them)")
-    pub = public_pool("bundled:photos", n_public, size=h, rng=seed) if n_public else None
+    pub = public_pool(photos, n_public, size=h, rng=seed) if n_public else None
     return _Data(train, test, aux, pub, stats)
 
 
 def data_for(s: EvaluateSettings) -> _Data:
     """The plan's split (cached per process); public patches are cut only when a chosen setting mixes them in."""
     public = s.public if any(st.public for st in s.chosen()) else 0
-    return _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, public)
+    return _data(s.data, s.size, s.seed, s.train, s.test, s.auxiliary, public, s.public_photos)
 
 
 def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:

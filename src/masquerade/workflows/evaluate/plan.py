@@ -128,6 +128,7 @@ class EvaluateSettings:
     model: str = "fastresnet"
     augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
     public: int = 1000              # public patches for InstaHide across datasets
+    public_photos: str = "bundled:photos"   # where they are cut from: a folder of photos, or an .npz of patches
     threads: int = 1                # CPU threads of each cell: numbers depend on it, so it belongs to the plan
     inversion_iterations: int = 4800  # gradient inversion (ATS's configuration of Inverting Gradients)
     inversion_images: int = 8       # targets attacked by gradient inversion (one client update each)
@@ -159,6 +160,8 @@ class EvaluateSettings:
                                  f"{', '.join(list_models())}")
         if self.pairs < 0:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
+        if not isinstance(self.public_photos, str) or not self.public_photos:
+            raise InputError("evaluate: public_photos names a folder of photos, an .npz of patches or bundled:photos")
         if self.codebook_decoder_steps < 0:
             raise InputError(f"evaluate: codebook_decoder_steps must be >= 0, got {self.codebook_decoder_steps}")
         if self.targets + self.pairs > self.train:
