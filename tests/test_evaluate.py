@@ -163,6 +163,9 @@ def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_p
         ("utility at or below chance", "weak", None), ("attack below the as-is floor", "weak", "failed")]
     assert "0.100 is at or below chance (0.10 for 10 classes)" in found[0]["text"]
     assert findings([row("good", 1, "as-is", 0.2, 0.11)], 10) == []     # above chance: nothing to explain
+    # a one-time-key setting also tested on fresh encodings of each test image: the finding says what that gave
+    learned = dict(row("mixes", 1, "as-is", 0.2, 0.02), utility_encoded=0.67)
+    assert "reaches 0.670: it learned the encodings" in findings([learned], 10)[0]["text"]
     # the report shows them, and a scorecard whose findings are malformed still renders
     (tmp_path / "scorecard.json").write_text(json.dumps({"rows": rows, "findings": found, "seed": 0}))
     page = build_scorecard_report(tmp_path).read_text()
@@ -279,6 +282,9 @@ def test_a_tiny_evaluation_scores_what_each_level_breaks(tiny_run: tuple[Path, d
     assert aligned["ssim"] > 0.5 and aligned["ssim"] > moments["ssim"] + 0.3, (aligned["ssim"], moments["ssim"])
     assert _by(rows, "AES-ECB b=4", 3, "aes-ecb-codebook")["attack_metrics"]["decoded_share"] > 0.3
     assert all(0 <= r["utility"] <= 1 and r["cost_s"] >= 0 for r in rows)
+    # one-time keys (InstaHide) are also tested on fresh encodings of the test images; dataset keys are not
+    assert 0 <= _by(rows, "cross k=6", 1, "as-is")["utility_encoded"] <= 1
+    assert _by(rows, "RMT b=4", 1, "as-is")["utility_encoded"] is None
     # MR: the clean model recognises the identity row's "reconstructions" (the images) as well as it does
     assert _by(rows, "no protection", 1, "as-is")["mr"] is not None
     assert (out / "report.html").is_file() and (out / "scorecard.json").is_file()

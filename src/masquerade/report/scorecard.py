@@ -111,7 +111,9 @@ def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, An
     best: dict[tuple[str, str, int], dict[str, Any]] = {}
     for r in rows:
         key = (r["scheme"], r["setting"])
+        enc = r.get("utility_encoded")
         out.setdefault(key, {"scheme": r["scheme"], "setting": r["setting"], "utility": r["utility"],
+                             "utility on encodings": enc if isinstance(enc, (int, float)) else "—",
                              "training time vs plain": r["train_vs_plain"],
                              "encode (images/s)": "—" if r["encode_images_per_s"] is None
                              else r["encode_images_per_s"]})
@@ -123,6 +125,9 @@ def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, An
             f"{r['attack']}: SSIM {r['ssim']:.2f}, {100 * r['success']:.0f} % found"
             + (f", MR {100 * r['mr']:.0f} %" if isinstance(r.get("mr"), (int, float)) else ""))
         out[(scheme, setting)][f"_ssim{lv}"] = r["ssim"]
+    if all(v["utility on encodings"] == "—" for v in out.values()):    # no one-time-key setting: no such column
+        for v in out.values():
+            del v["utility on encodings"]
     return list(out.values())
 
 
