@@ -124,6 +124,8 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
     "inverting_gradients": ({"iterations": 2, "image_shape": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.25,) * 3},
                             _gradients),
     "dlg": ({"iterations": 2, "image_shape": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.25,) * 3}, _gradients),
+    "ats-adaptive": ({"policy": "3-1-7", "always": True, "iterations": 2, "image_shape": (3, 8, 8),
+                      "mean": (0.5,) * 3, "std": (0.25,) * 3}, _gradients),
     "instahide-challenge": ({"prior": "none", "colour": False, "rounds": 1, "n_private": 12}, _challenge),
 }
 

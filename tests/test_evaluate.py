@@ -79,9 +79,14 @@ def test_gradient_sharing_settings_face_the_server_at_every_level_and_quick_leav
     ats = {(c.setting.label, c.attack): (c.levels, c.uses, dict(c.attack_settings)) for c in cells
            if c.setting.scheme == "ats" and c.kind == "attack"}
     # no data leave the client, so no attack on images applies; the server inverts gradients with the model
-    assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", "3-1-7", "3-1-7+43-18-18")}
+    # the policy-blind inversion on every setting, and the one that knows the policy where there is one
+    policies = ("3-1-7", "3-1-7+43-18-18")
+    assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", *policies)} | \
+        {(f"ATS {p}", "ats-adaptive") for p in policies}
     assert all(v[:2] == ((1, 2, 3), ("gradients", "labels", "model")) for v in ats.values())
-    assert all(v[2] == {"iterations": 4800} for v in ats.values())       # ATS's configuration
+    assert all(v[2] == {"iterations": 4800} for (_, a), v in ats.items() if a == "inverting_gradients")  # ATS's
+    assert all(ats[(f"ATS {p}", "ats-adaptive")][2] == {"iterations": 4800, "policy": p, "always": True}
+               for p in policies)
     # a full run fills what the AES-ECB codebook lacks with a trained network; --quick with the nearest images
     full = {c.setting.label: dict(c.attack_settings) for c in cells if c.attack == "aes-ecb-codebook"}
     assert full["AES-ECB b=4"] == {"block": 4, "decoder_steps": 300}
@@ -226,7 +231,8 @@ def test_ats_rows_invert_the_gradient_of_the_transformed_image_and_score_against
         other_releases: tuple[Path, EvaluateSettings, list[dict[str, Any]]]) -> None:
     out, s, rows = other_releases
     assert {(r["setting"], r["level"], r["attack"]) for r in rows if r["scheme"] == "ats"} == {
-        (f"ATS {p}", lv, "inverting_gradients") for p in ("none", "3-1-7") for lv in (1, 2)}
+        (f"ATS {p}", lv, "inverting_gradients") for p in ("none", "3-1-7") for lv in (1, 2)} | {
+        ("ATS 3-1-7", lv, "ats-adaptive") for lv in (1, 2)}
     train = _data_of(s)
     for policy in ("none", "3-1-7"):
         row = _by(rows, f"ATS {policy}", 1, "inverting_gradients")

@@ -3,7 +3,10 @@
 For every defence row: train ResNet-20 with the policy (snapshots after epoch 1 -- "early" -- and at the end --
 "late"), then attack each snapshot with Inverting Gradients (ATS configuration, fewer iterations) on held-out test
 images, one client update per image (batch 1, labels known); score PSNR and SSIM against the original image and MR
-(the accuracy of an independent fastresnet trained on clean data) on the reconstructions. The search row trains a
+(the accuracy of an independent fastresnet trained on clean data) on the reconstructions. Every policy row is also
+attacked by ``ats-adaptive`` (the same iterations), which knows the clients' policy, and both attacks are scored on
+the pixels the policy keeps too (beside the undefended attack on the same pixels): a translation destroys what it
+pushes out, and the table tells that apart from what the policy only hides. The search row trains a
 ResNet-20 briefly on 10 % of the training images, scores random candidate policies (S_pri, S_acc) and keeps the best.
 
 Everything is cached in ``--work`` (models, search table, per-row results), so an interrupted run resumes. CIFAR-10
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masquerade.ats.privacy import attack_model, export_rating_set, summary
+from masquerade.ats.privacy import attack_model, export_rating_set, kept_scores, summary
 from masquerade.ats.search import SearchSettings, search
 from masquerade.data import load_images
 from masquerade.fileio import write_json
@@ -134,6 +137,17 @@ def main() -> int:
                              rng=args.seed + 20, progress=False)
             row[stage] = summary(a) | {"seconds": a["seconds"]}
             torch.save(a["reconstructions"], work / f"rec-{tag}-{stage}.pt")
+            if policy != "none":      # the adversary who knows the (public) policy, on the same client updates
+                b = attack_model(model, x_att, y_att, policy=policy, always=always, attack="ats-adaptive",
+                                 attack_settings={"iterations": args.iterations}, classifier=classifier,
+                                 rng=args.seed + 20, progress=False)
+                row[f"{stage}_adaptive"] = summary(b) | {"seconds": b["seconds"], "candidates": b["candidates"]}
+                plain = work / f"rec-none-{stage}.pt"
+                if plain.is_file():   # the undefended attack scored on the very pixels this policy keeps
+                    p_k, s_k = kept_scores(torch.load(plain), x_att, b["kept"])
+                    row[f"{stage}_undefended_kept"] = {"psnr": float(np.nanmean(p_k.numpy())),
+                                                       "ssim": float(np.nanmean(s_k.numpy()))}
+                torch.save(b["reconstructions"], work / f"rec-{tag}-{stage}-adaptive.pt")
         write_json(out, row)
         table.append(row)
         print(f"{tag:22s} acc {row['test_acc']:.3f}  early PSNR {row['early']['psnr']:.2f}  late PSNR "
@@ -178,6 +192,20 @@ def main() -> int:
         print(f"{row['policy'] + (' (ours)' if src else ''):22s} {prob:8s} "
               f"{row['test_acc']:6.3f} | {e['psnr']:10.2f} {e['ssim']:6.3f} {e['mr']:5.2f} | {l_['psnr']:9.2f} "
               f"{l_['ssim']:6.3f} {l_['mr']:5.2f} | {sc_text}")
+    print("ats-adaptive (knows the policy), same client updates; 'kept': on the pixels the policy keeps, beside the "
+          "undefended attack on those pixels")
+    print(f"{'policy':22s} {'prob.':8s} | {'stage':5s} {'blind PSNR':>10s} {'adaptive':>8s} {'SSIM':>6s} {'MR':>5s} | "
+          f"{'kept PSNR blind':>15s} {'adaptive':>8s} {'undef.':>6s} | {'kept SSIM adaptive':>18s} {'undef.':>6s}")
+    for row in table:
+        prob = "always" if row["probabilities"].startswith("ignored") else "p"
+        for stage in ("early", "late"):
+            q = row.get(f"{stage}_adaptive")
+            if q is None:
+                continue
+            e, u = row[stage], row.get(f"{stage}_undefended_kept", {"psnr": float("nan"), "ssim": float("nan")})
+            print(f"{row['policy']:22s} {prob:8s} | {stage:5s} {e['psnr']:10.2f} {q['psnr']:8.2f} {q['ssim']:6.3f} "
+                  f"{q['mr']:5.2f} | {e.get('psnr_kept', float('nan')):15.2f} {q['psnr_kept']:8.2f} "
+                  f"{u['psnr']:6.2f} | {q['ssim_kept']:18.3f} {u['ssim']:6.3f}")
     long = [r for r in table if "late_long" in r]
     if long:
         print(f"late snapshots, {args.long_iterations} iterations:")

@@ -46,4 +46,6 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                             "Adam"),
     "dlg": ("masquerade.ats.inversion:DLG", "Deep Leakage from Gradients (Zhu et al. 2019): L2 gradient matching, "
                                             "L-BFGS"),
+    "ats-adaptive": ("masquerade.ats.adaptive:ATSAdaptive", "ATS: gradient inversion through the clients' public "
+                                                            "policy, searching its random choices"),
 }

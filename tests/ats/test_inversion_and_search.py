@@ -115,8 +115,10 @@ def test_evaluation_view_has_the_models_derivatives_to_second_order() -> None:
         (second,) = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, probe)), z)
         return [out.detach(), *[t.detach() for t in g], second]
 
+    # float32 second derivatives through two routes (batch norm as a module and as its affine map) differ by the
+    # rounding of sums whose order depends on the CPU and thread count: 1.25e-6 was seen on one element in 6,144
     for a, b in zip(derivatives(v), derivatives(m)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert all(torch.equal(state[k], t) for k, t in m.state_dict().items())
     # a batch normalisation that uses batch statistics even in evaluation is kept as it is
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()

@@ -292,13 +292,19 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
         torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
         res = attack_model(model, x, y, policy=params.get("policy", "none"), always=bool(params.get("always")),
                            attack=atk, known_labels=K.LABELS.value in cell.uses,
-                           rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False)
+                           # seeded per setting, not per attack: every attack on a row faces the same client
+                           # updates (the same policy draws), so blind and adaptive inversions compare directly
+                           rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31, progress=False)
     originals = d.train.images[:n]
     recon = _to_u8(res["reconstructions"])
     best, p, _ = best_match(originals, recon, aligned=True)
+    # what the policy destroyed (pixels a translation pushed out) apart from what it hides: scores on kept pixels
+    kept = {k: round(float(np.nanmean(v)), 4) if np.isfinite(v).any() else None       # None: nothing kept
+            for k, v in ((k, res[k].numpy()) for k in ("psnr_kept", "ssim_kept"))}
     out = _scores(best, p, float(res["seconds"]), {"targets": n, "iterations": int(res["iterations"]),
                                                     "model": s.inversion_model,
-                                                    "psnr_vs_transformed": float(res["psnr_transformed"].mean())})
+                                                    "psnr_vs_transformed": float(res["psnr_transformed"].mean()),
+                                                    **kept, "kept": round(float(res["kept"].mean()), 4)})
     show = min(8, n)
     return out, {"targets": originals[:show], "matched": recon, "encodings": _to_u8(res["transformed"][:show])}
 
