@@ -1,0 +1,113 @@
+"""Inside-dataset InstaHide given its grouping: every private image, exactly, from the encodings and which images
+(with which coefficients) each one mixes.
+
+An inside-dataset encoding is ``σ ⊙ Σ_t λ_t x_{i_t}``: k private images and nothing else, under a one-time sign
+mask. Given the grouping (the images ``i_t`` and coefficients ``λ_t`` of every encoding), each pixel is a real phase
+retrieval problem ``|A x_p| = b_p`` with one design matrix ``A`` (E×n, the coefficients) shared by every pixel and
+E = T·n equations for n unknowns. :func:`reconstruct_given_grouping` solves it for all pixels at once:
+
+1. **lifted start**: ``b_j² = Σ_tt' λ_t λ_t' X[i_t, i_t']`` is linear in ``X = x_p x_pᵀ``, restricted to the image
+   pairs that share an encoding; one least-squares solve (minimum norm) for all pixels, then each pixel's top
+   eigenvector gives ``x_p`` up to its sign;
+2. **alternating projections**: the signs ``s = sign(A x)``, then ``x = A⁺ (s ⊙ b)``, until nothing moves;
+3. **sign synchronisation** between neighbouring pixels (:func:`masquerade.instahide.reconstruct.sign_sync`): one
+   sign per pixel is shared by all images, and natural images are smooth.
+
+What is left is one global sign (the images, or their negatives on the encodings' scale). With the right grouping the
+fit is exact (the residual is rounding, about 1e-7 of the encodings' scale); with a wrong one it is not, so the
+per-encoding residual is a verifier for any grouping search. Measured on 100 CIFAR-10 test images, 50 passes,
+standardised pixels: every image exact (mean SSIM 1.000) at k = 2 and at k = 4, in 20 s on one core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from masquerade.errors import InputError
+from masquerade.instahide.reconstruct import _grid_edges, sign_sync
+
+__all__ = ["InsideReconstruction", "reconstruct_given_grouping", "lifted_pairs"]
+
+_MAX_LIFTED = 2 * 10**8      # entries of the lifted design matrix (E × pairs), float64: 1.6 GB
+
+
+@dataclass
+class InsideReconstruction:
+    images: torch.Tensor         # n×C×H×W on the encodings' scale, up to one global sign
+    residual: torch.Tensor       # E: RMS of |A x| − |encoding| per encoding (the grouping's verifier)
+    iterations: int              # alternating projections run
+
+
+def lifted_pairs(partners: np.ndarray, lam: np.ndarray, n_images: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The lifted design of ``b_j² = Σ w X[a, b]`` over the unordered image pairs (a ≤ b) that share an encoding:
+    (rows, columns, pairs, weights), where column u is ``X[pairs[u, 0], pairs[u, 1]]`` (``pairs``: U×2)."""
+    e, k = partners.shape
+    ti, tj = np.triu_indices(k)
+    a, b = partners[:, ti], partners[:, tj]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    w = lam[:, ti] * lam[:, tj] * np.where(ti == tj, 1.0, 2.0)[None, :]
+    ids = (lo * n_images + hi).ravel()
+    uniq, cols = np.unique(ids, return_inverse=True)
+    rows = np.repeat(np.arange(e), len(ti))
+    return rows, cols, np.stack([uniq // n_images, uniq % n_images], 1), w.ravel()
+
+
+def reconstruct_given_grouping(encodings: torch.Tensor | np.ndarray, partners: np.ndarray, lam: np.ndarray, *,
+                               n_images: int | None = None, iterations: int = 200, tol: float = 1e-9,
+                               chunk: int = 256) -> InsideReconstruction:
+    """Every private image from inside-dataset encodings (E×C×H×W, signs flipped) and their grouping:
+    ``partners`` (E×k image ids) and ``lam`` (E×k coefficients). ``n_images``: default ``partners.max() + 1``."""
+    z = torch.as_tensor(np.asarray(encodings) if not isinstance(encodings, torch.Tensor) else encodings)
+    if z.ndim != 4:
+        raise InputError(f"inside reconstruction: encodings are E×C×H×W, got shape {tuple(z.shape)}")
+    part = np.asarray(partners)
+    lm = np.asarray(lam, dtype=np.float64)
+    e, c, h, w = z.shape
+    if part.ndim != 2 or part.shape[0] != e or lm.shape != part.shape or not np.issubdtype(part.dtype, np.integer):
+        raise InputError(f"inside reconstruction: partners and lam are E×k (E = {e}), got {part.shape} and "
+                         f"{lm.shape}")
+    n = int(part.max()) + 1 if n_images is None else int(n_images)
+    if part.min() < 0 or part.max() >= n:
+        raise InputError(f"inside reconstruction: partner ids must lie in 0..{n - 1}")
+    if not np.isfinite(lm).all() or not torch.isfinite(z).all():
+        raise InputError("inside reconstruction: encodings and coefficients must be finite")
+    # pixels in H·W·C order (the grid the sign synchronisation walks)
+    b = z.detach().to(torch.float64).permute(0, 2, 3, 1).reshape(e, -1).abs()
+    rows, cols, pairs, wts = lifted_pairs(part, lm, n)
+    if e * len(pairs) > _MAX_LIFTED:
+        raise InputError(f"inside reconstruction: {e} encodings × {len(pairs)} image pairs is too large a lifted "
+                         "system; reconstruct fewer images at once")
+    design = torch.zeros(e, n, dtype=torch.float64)
+    design.index_put_((torch.arange(e)[:, None].expand(-1, part.shape[1]), torch.from_numpy(part)),
+                      torch.from_numpy(lm), accumulate=True)
+    lifted = torch.zeros(e, len(pairs), dtype=torch.float64)
+    lifted.index_put_((torch.from_numpy(rows), torch.from_numpy(cols)), torch.from_numpy(wts), accumulate=True)
+    sol = torch.linalg.lstsq(lifted, b * b, driver="gelsy").solution          # U × pixels
+    pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    x = torch.empty(n, b.shape[1], dtype=torch.float64)
+    for lo in range(0, b.shape[1], chunk):     # n×n per pixel: in chunks of pixels, so memory stays n²·chunk
+        hi = min(lo + chunk, b.shape[1])
+        mat = torch.zeros(hi - lo, n, n, dtype=torch.float64)
+        mat[:, pa, pb] = sol[:, lo:hi].T
+        mat[:, pb, pa] = sol[:, lo:hi].T
+        val, vec = torch.linalg.eigh(mat)
+        x[:, lo:hi] = (vec[:, :, -1] * val[:, -1:].clamp_min(0).sqrt()).T
+    pinv = torch.linalg.pinv(design)
+    done = 0
+    while done < iterations:
+        done += 1
+        s = torch.sign(design @ x)
+        s[s == 0] = 1
+        new = pinv @ (s * b)
+        moved = float((new - x).abs().max())
+        x = new
+        if moved < tol:
+            break
+    residual = ((design @ x).abs() - b).pow(2).mean(1).sqrt()
+    x = x * sign_sync(x.float(), _grid_edges(h, w, c)).to(torch.float64)[None]
+    images = x.reshape(n, h, w, c).permute(0, 3, 1, 2).contiguous().float()
+    return InsideReconstruction(images, residual.float(), done)
