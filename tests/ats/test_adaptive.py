@@ -98,7 +98,7 @@ def test_settings_against_and_bad_input() -> None:
     assert ATSAdaptive.settings_against(create_scheme("disguise")) is None
     assert create_attack("ats-adaptive", policy=" 3-1 ").settings.policy == "3-1"
     for bad in ({"policy": "3-99"}, {"policy": "x"}, {"keep": 0}, {"refine_iterations": -1}, {"always": "yes"},
-                {"refine_lr": 0.0}):
+                {"refine_lr": 0.0}, {"screen_iterations": -1}):
         with pytest.raises(InputError):
             create_attack("ats-adaptive", **bad)
     torch.manual_seed(0)
@@ -124,6 +124,12 @@ def test_smoke_run_through_the_registry() -> None:
     assert res.attack == "ats-adaptive" and res.reconstructions.shape == (1, 3, 16, 16)
     assert 0 <= float(res.reconstructions.min()) and float(res.reconstructions.max()) <= 1
     assert res.metrics["iterations"] == 6 and len(res.metrics["restart_losses"]) == 3
+    # successive halving: every candidate screened for 2 of the 3 refinement steps, the best 2 to the end
+    res = run_attack(create_attack("ats-adaptive", policy="3-1-7", always=True, iterations=3, keep=2,
+                                   screen_iterations=2, **SMALL),
+                     model=model, gradients=client_gradient(model, x, y), labels=y, rng=0, progress=False)
+    assert res.metrics["iterations"] == 6 and len(res.metrics["restart_losses"]) == 2
+    assert 0 <= float(res.reconstructions.min()) and float(res.reconstructions.max()) <= 1
 
 
 def test_knowing_the_policy_beats_the_blind_attack_and_a_wrong_policy_does_not() -> None:
