@@ -177,6 +177,12 @@ def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_p
     assert "Findings to explain" in page and page.count("class='finding'") == 2
     (tmp_path / "scorecard.json").write_text(json.dumps({"rows": rows, "findings": 7, "seed": 0}))
     assert "Findings to explain" not in build_scorecard_report(tmp_path).read_text()
+    # `masquerade report` on an evaluation folder builds the scorecard's report, not an empty run report
+    from masquerade.cli import main
+
+    (tmp_path / "scorecard.json").write_text(json.dumps({"rows": rows, "findings": found, "seed": 0}))
+    assert main(["--quiet", "report", str(tmp_path), "--out", str(tmp_path / "again.html")]) == 0
+    assert "Findings to explain" in (tmp_path / "again.html").read_text()
 
 
 def test_best_match_searches_unaligned_reconstructions_and_keeps_aligned_ones_in_place() -> None:

@@ -18,9 +18,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from masquerade.report import build_report
+    from pathlib import Path
 
-    path = build_report(args.runs, args.out)
+    from masquerade.report import build_report
+    from masquerade.report.scorecard import build_scorecard_report
+
+    if len(args.runs) == 1 and (Path(args.runs[0]) / "scorecard.json").is_file():
+        path = build_scorecard_report(args.runs[0], args.out)     # an evaluation folder: its scorecard's report
+    else:
+        path = build_report(args.runs, args.out)
     print(f"report written to {path}")
     return 0
 

@@ -5,7 +5,10 @@ seed) into a clean test set, auxiliary images from the same distribution, and tr
 images are the *private* set an owner protects and an adversary attacks. Threat levels (what the adversary holds):
 
 - level 1: the protected data as released: encodings, their (mixed) labels, and the public data a scheme names as
-  public (InstaHide's public dataset);
+  public (InstaHide's public dataset). Under one dataset key (DisguisedNets, identity) the release is the whole
+  protected training set, as the server that trains on it holds it (the targets are its first images), so
+  attacks that read the statistics of the release have all of it; with one-time keys (InstaHide) it is the private
+  set, ``per_image`` encodings of each image;
 - level 2: also the data distribution: auxiliary clean images, disjoint from the private set;
 - level 3: also known pairs: some private images with their encodings (the "pair" images, which are then not scored).
 
