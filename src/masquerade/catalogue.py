@@ -28,9 +28,9 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                                  "DisguisedNets level 3: permutation and RMT matrices from known pairs"),
     "aes-ecb-codebook": ("masquerade.disguise.attacks:ECBCodebook",
                          "DisguisedNets level 3 on AES-ECB: a codebook of blocks from known pairs"),
-    "disguise-moments": ("masquerade.disguise.attacks:MomentMatching",
+    "disguise-moments": ("masquerade.disguise.distribution:MomentMatching",
                          "DisguisedNets level 2: RMT matrices from moments of auxiliary clean images"),
-    "disguise-alignment": ("masquerade.disguise.attacks:DistributionAlignment",
+    "disguise-alignment": ("masquerade.disguise.distribution:DistributionAlignment",
                            "DisguisedNets level 2: permutation and RMT matrices aligned to the whole second-order "
                            "structure of auxiliary images"),
     "shufflebits-key-recovery": ("masquerade.shufflebits.attacks:ShuffleBitsKeyRecovery",

@@ -274,7 +274,7 @@ def _digits(n: int) -> torch.Tensor:
 
 
 def test_match_positions_finds_a_planted_permutation_and_is_a_swap_local_optimum() -> None:
-    from masquerade.disguise.attacks import match_positions
+    from masquerade.disguise.distribution import match_positions
 
     g = np.random.default_rng(0)
     m = 12
