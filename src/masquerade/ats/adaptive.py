@@ -403,26 +403,20 @@ class ATSAdaptive(_GradientInversion):
         c = start.shape[1]
         mean = torch.tensor(s.mean).view(1, c, 1, 1)
         std = torch.tensor(s.std).view(1, c, 1, 1)
-        lo, hi = (0 - mean) / std, (1 - mean) / std
-        milestones = [int(steps / 2.667), int(steps / 1.6), int(steps / 1.142)]
         images = torch.empty_like(start)
         final = torch.empty(len(start))
         chunks = [np.arange(i, min(i + s.chunk, len(start))) for i in range(0, len(start), s.chunk)]
+
+        def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            m = match(z * std + mean, rc[rows], rp[rows])
+            return m + s.tv * total_variation(z[:, None]), m
+
         with bar(total=len(chunks) * (end - begin), desc=self.name, unit="it",
                  disable=None if progress is None else not progress) as pb:
             for rows in chunks:
                 z = ((start[rows] - mean) / std).clone().requires_grad_(True)
-                opt = torch.optim.Adam([z], lr=s.refine_lr)
-                for it in range(begin, end):
-                    if s.lr_decay:
-                        opt.param_groups[0]["lr"] = s.refine_lr * 0.1 ** sum(it >= m for m in milestones)
-                    loss = match(z * std + mean, rc[rows], rp[rows]) + s.tv * total_variation(z[:, None])
-                    (g,) = torch.autograd.grad(loss.sum(), z)
-                    z.grad = g.sign() if s.signed else g
-                    opt.step()
-                    with torch.no_grad():
-                        z.copy_(torch.maximum(torch.minimum(z, hi), lo))
-                    pb.update(1)
+                # Inverting Gradients' own signed Adam, at the refinement's step, over part of its schedule
+                self._adam(z, rows, objective, mean, std, pb, [], lr=s.refine_lr, span=steps, begin=begin, end=end)
                 with torch.no_grad():
                     x = (z.detach() * std + mean).clamp(0, 1)
                     final[rows] = match(x, rc[rows], rp[rows])

@@ -344,14 +344,21 @@ class _GradientInversion:
         return (0 - mean) / std, (1 - mean) / std
 
     def _adam(self, z: torch.Tensor, rows: np.ndarray, objective: Any, mean: torch.Tensor, std: torch.Tensor,
-              pb: Any, history: list[float]) -> None:
+              pb: Any, history: list[float], *, lr: float | None = None, span: int | None = None, begin: int = 0,
+              end: int | None = None) -> None:
+        """Signed Adam on ``z`` (in place). ``lr`` and ``span`` (the iterations the step decay is laid over) default
+        to the settings' lr and iterations; ``begin``/``end`` run part of that schedule (a refinement resumed in
+        stages)."""
         s = self.settings
-        opt = torch.optim.Adam([z], lr=s.lr)
-        milestones = [int(s.iterations / 2.667), int(s.iterations / 1.6), int(s.iterations / 1.142)]
+        lr = s.lr if lr is None else lr
+        span = s.iterations if span is None else span
+        end = span if end is None else end
+        opt = torch.optim.Adam([z], lr=lr)
+        milestones = [int(span / 2.667), int(span / 1.6), int(span / 1.142)]
         lo, hi = self._bounds(mean, std)
-        for it in range(s.iterations):
+        for it in range(begin, end):
             if s.lr_decay:
-                opt.param_groups[0]["lr"] = s.lr * 0.1 ** sum(it >= m for m in milestones)
+                opt.param_groups[0]["lr"] = lr * 0.1 ** sum(it >= m for m in milestones)
             loss, _ = objective(z, rows)
             (g,) = torch.autograd.grad(loss.sum(), z)
             z.grad = g.sign() if s.signed else g
@@ -359,7 +366,7 @@ class _GradientInversion:
             if s.boxed:
                 with torch.no_grad():
                     z.copy_(torch.maximum(torch.minimum(z, hi), lo))
-            if it % 100 == 0 or it == s.iterations - 1:
+            if it % 100 == 0 or it == end - 1:
                 history.append(float(loss.detach().mean()))
             pb.update(1)
 
