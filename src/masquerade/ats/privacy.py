@@ -37,6 +37,7 @@ from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
 from masquerade.errors import InputError
 from masquerade.fileio import write_text
 from masquerade.metrics import psnr, recognition_accuracy, ssim
+from masquerade.metrics.ssim import ssim_map
 from masquerade.registry import ATTACKS
 from masquerade.rng import RngLike, as_generator
 
@@ -91,14 +92,8 @@ def kept_scores(reconstructions: torch.Tensor, images: torch.Tensor, kept: torch
     err = ((x - y).pow(2) * m).sum((1, 2, 3)) / count.clamp_min(1)
     p = torch.where(count > 0, 10 * torch.log10(data_range ** 2 / err.clamp_min(1e-30)),
                     torch.full_like(err, float("nan")))
-    pool = lambda t: F.avg_pool2d(t, win_size, stride=1)  # noqa: E731
-    ux, uy = pool(x), pool(y)
-    cov = win_size ** 2 / (win_size ** 2 - 1)
-    vx, vy = cov * (pool(x * x) - ux * ux), cov * (pool(y * y) - uy * uy)
-    vxy = cov * (pool(x * y) - ux * uy)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    whole = (pool(m) > 1 - 1e-9).to(torch.float64)                  # windows wholly on kept pixels
+    smap = ssim_map(x, y, data_range=data_range, win_size=win_size)
+    whole = (F.avg_pool2d(m, win_size, stride=1) > 1 - 1e-9).to(torch.float64)   # windows wholly on kept pixels
     windows = whole.sum((1, 2, 3))
     s = (smap * whole).sum((1, 2, 3)) / (windows * x.shape[1]).clamp_min(1)
     return p, torch.where(windows > 0, s, torch.full_like(s, float("nan")))

@@ -26,7 +26,7 @@ import torch
 
 from masquerade.errors import InputError
 
-__all__ = ["ssim", "ssim_loss", "as_batch"]
+__all__ = ["ssim", "ssim_map", "ssim_loss", "as_batch"]
 
 
 def _raw(x: torch.Tensor | np.ndarray, *, name: str) -> torch.Tensor:
@@ -159,16 +159,23 @@ def _strided(t: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...]]:
     return t.numpy(), tuple(t.stride())
 
 
+def ssim_map(a: torch.Tensor, b: torch.Tensor, *, data_range: float, win_size: int = 7) -> torch.Tensor:
+    """The SSIM of every valid ``win_size``×``win_size`` window (N×C×(H-w+1)×(W-w+1)) with :func:`ssim`'s uniform
+    window and sample covariance, in differentiable torch ops: what :func:`ssim_loss` averages, and what a score
+    over part of an image (some windows only) selects from."""
+    import torch.nn.functional as F
+
+    check_data_range(data_range, "ssim_map")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    pool = lambda t: F.avg_pool2d(t, win_size, 1)  # noqa: E731
+    ua, ub = pool(a), pool(b)
+    cov = win_size ** 2 / (win_size ** 2 - 1)
+    va, vb, vab = cov * (pool(a * a) - ua * ua), cov * (pool(b * b) - ub * ub), cov * (pool(a * b) - ua * ub)
+    return ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+
+
 def ssim_loss(a: torch.Tensor, b: torch.Tensor, *, data_range: float) -> torch.Tensor:
     """1 - mean SSIM with :func:`ssim`'s defaults (7×7 uniform window, sample covariance, valid positions), in
     differentiable torch ops, for training networks on the metric they are scored with."""
-    import torch.nn.functional as F
-
     check_data_range(data_range, "ssim_loss")
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    pool = lambda t: F.avg_pool2d(t, 7, 1)  # noqa: E731
-    ua, ub = pool(a), pool(b)
-    cov = 49 / 48
-    va, vb, vab = cov * (pool(a * a) - ua * ua), cov * (pool(b * b) - ub * ub), cov * (pool(a * b) - ua * ub)
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    return 1 - s.mean()
+    return 1 - ssim_map(a, b, data_range=data_range).mean()
