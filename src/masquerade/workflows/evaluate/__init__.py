@@ -53,7 +53,15 @@ import numpy as np
 
 from masquerade.errors import InputError
 from masquerade.fileio import save_npz, write_json
-from masquerade.workflows.evaluate.cells import ENCODED_INFERENCE, _fingerprint, best_match, data_for, run_cell, unfit
+from masquerade.workflows.evaluate.cells import (
+    ENCODED_INFERENCE,
+    _fingerprint,
+    _num_classes,
+    best_match,
+    data_for,
+    run_cell,
+    unfit,
+)
 from masquerade.workflows.evaluate.plan import (
     LEVEL_NAMES,
     LEVELS,
@@ -311,7 +319,7 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
     described = {st.label: {"scheme": st.scheme, "settings": dict(st.params), "encodings_per_image": st.per_image,
                             "note": st.note, **({"skipped": skipped[st.label]} if st.label in skipped else {})}
                  for st in s.chosen()}
-    classes = max(d.train.num_classes, d.test.num_classes)
+    classes = _num_classes(d)
     found = findings(rows, classes)
     for f in found:
         say(f"evaluate: finding: {f['setting']}: {f['text']}")
