@@ -24,6 +24,8 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                                               "(magnitudes where signs are flipped)"),
     "instahide-challenge": ("masquerade.instahide.attack:ChallengeAttack",
                             "InstaHide: recover the private images from encodings and labels (Carlini et al. 2021)"),
+    "instahide-inside": ("masquerade.instahide.inside_attack:InsideAttack",
+                         "InstaHide inside a dataset: the grouping of every mix, then every private image exactly"),
     "disguise-known-plaintext": ("masquerade.disguise.attacks:KnownPlaintextRMT",
                                  "DisguisedNets level 3: permutation and RMT matrices from known pairs"),
     "aes-ecb-codebook": ("masquerade.disguise.attacks:ECBCodebook",

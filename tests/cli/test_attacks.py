@@ -172,3 +172,28 @@ def test_challenge_and_gradient_attacks_from_the_command_line(tmp_path: Path,
                  str(tmp_path / "clients.npz"), "--images", "2", "--iterations", "2", "--seed", "0", "--out",
                  str(tmp_path / "dlg")]) == 0, capsys.readouterr().err
     assert _metrics(tmp_path / "dlg")["images"] == 2
+
+
+def test_inside_instahide_attack_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import masquerade as mq
+
+    imgs = _digits(tmp_path / "truth.npz", np.random.default_rng(2).permutation(1797)[:20])
+    x = np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)).astype(np.float32) / 255
+    s = mq.create_scheme("instahide", k=4, mode="inside", pixel_scale="normalize", mean=(0.2,), std=(0.3,))
+    labels = np.load(tmp_path / "truth.npz")["labels"].astype(np.int64)
+    g = np.random.default_rng(0)
+    encs, labs = [], []
+    for _ in range(10):
+        import torch
+
+        key = s.keygen(20, rng=g, shape=(1, 28, 28))
+        encs.append(s.encode(torch.from_numpy(x), key).permute(0, 2, 3, 1).numpy())
+        labs.append(s.mix_labels(labels, key, 10).numpy())
+    np.save(tmp_path / "encodings.npy", np.concatenate(encs))
+    np.save(tmp_path / "labels.npy", np.concatenate(labs))
+    assert main(["--quiet", "attack", "instahide-inside", "--encodings", str(tmp_path / "encodings.npy"),
+                 "--labels", str(tmp_path / "labels.npy"), "--mean", "0.2", "--std", "0.3", "--rounds", "1", "--n-private", "20",
+                 "--truth", str(tmp_path / "truth.npz"), "--out", str(tmp_path / "in")]) == 0, capsys.readouterr().err
+    m = _metrics(tmp_path / "in")
+    assert m["n_images"] == 20 and m["passes"] == 10 and m["matching"] == "best match" and m["scored"] == 20
+    assert 0 <= m["success"] <= 1 and "ssim" in m and (tmp_path / "in" / "reconstructions.npz").is_file()

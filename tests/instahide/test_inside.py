@@ -82,3 +82,75 @@ def test_the_lifted_design_counts_each_pair_once_and_refuses_bad_input() -> None
         reconstruct_given_grouping(z * float("nan"), part, lam)
     with pytest.raises(InputError, match="E×C×H×W"):
         reconstruct_given_grouping(z[0], part, lam)
+
+
+# -- the attack --------------------------------------------------------------------------------------------------
+
+def _digits_release(n: int = 40, k: int = 4, passes: int = 20) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
+                                                                           tuple[float, ...], tuple[float, ...]]:
+    """An inside-dataset release of digits our dependencies ship: the encodings in a shuffled order (the attack
+    must not read the passes from the order) with their mixed labels."""
+    from masquerade.data import load_images
+
+    d = load_images("bundled:mnist")
+    pick = np.random.default_rng(1).permutation(len(d))[:n]
+    x, y = d.to_tensor()[pick], d.labels[pick].astype(np.int64)
+    mean = tuple(float(v) for v in x.mean((0, 2, 3)))
+    std = tuple(float(v) for v in x.std((0, 2, 3)))
+    s = mq.create_scheme("instahide", k=k, mode="inside", pixel_scale="normalize", mean=mean, std=std)
+    g = np.random.default_rng(0)
+    encs, labs = [], []
+    for _ in range(passes):
+        key = s.keygen(n, rng=g, shape=tuple(x.shape[1:]))
+        encs.append(s.encode(x, key))
+        labs.append(s.mix_labels(y, key, 10))
+    order = g.permutation(n * passes)
+    return x, torch.cat(encs)[order], torch.cat(labs).numpy()[order], mean, std
+
+
+def test_the_attack_finds_the_grouping_and_the_images_from_encodings_and_labels() -> None:
+    from masquerade.workflows.attack import score_reconstructions
+
+    x, z, lab, mean, std = _digits_release()
+    atk = mq.create_attack("instahide-inside", k=4, mean=mean, std=std)
+    res = mq.run_attack(atk, encodings=z, labels=lab, rng=0)
+    # n and T come from the release itself (n not told): 40 images, 20 encodings each
+    assert res.metrics["n_images"] == 40 and res.metrics["passes"] == 20 and not res.aligned
+    found = score_reconstructions(res.reconstructions, x, aligned=False)
+    assert found["success"] >= 0.7, found
+    # the labels name each mix's classes and shares; moved to other encodings they mislead it, and nothing verifies
+    wrong = mq.run_attack(mq.create_attack("instahide-inside", k=4, mean=mean, std=std, rounds=2), encodings=z, labels=np.roll(lab, 1, axis=0), rng=0)
+    assert score_reconstructions(wrong.reconstructions, x, aligned=False)["success"] <= 0.1
+    assert wrong.metrics["median_misfit"] > 2 * res.metrics["median_misfit"]
+
+
+def test_the_attack_refuses_what_is_not_an_inside_release() -> None:
+    atk = mq.create_attack("instahide-inside")
+    z = torch.randn(20, 3, 8, 8)
+    lab = np.full((20, 10), 0.1)
+    with pytest.raises(InputError, match="summing to 1"):
+        atk.run(encodings=z, labels=lab * 2)
+    with pytest.raises(InputError, match="E×classes"):
+        atk.run(encodings=z, labels=lab[:5])
+    with pytest.raises(InputError, match="NaN"):
+        atk.run(encodings=z * float("nan"), labels=lab)
+    with pytest.raises(InputError, match="E×C×H×W"):
+        atk.run(encodings=z[0], labels=lab)
+    with pytest.raises(InputError, match="auxiliary images are"):
+        atk.run(encodings=z, labels=lab, auxiliary=torch.rand(4, 3, 16, 16))
+    with pytest.raises(InputError, match="passes"):
+        mq.create_attack("instahide-inside", n_private=7).run(encodings=z, labels=lab)
+    for bad in ({"k": 0}, {"dominant": 1.5}, {"pixel_scale": "[0,2]"}, {"std": (0.0, 1.0, 1.0)}):
+        with pytest.raises(InputError):
+            mq.create_attack("instahide-inside", **bad)
+
+
+def test_the_scorecard_puts_inside_releases_against_it() -> None:
+    from masquerade.registry import ATTACKS
+
+    cls = ATTACKS.get("instahide-inside")
+    inside = mq.create_scheme("instahide", k=2, mode="inside", pixel_scale="normalize")
+    assert cls.settings_against(inside) == {"k": 2, "pixel_scale": "normalize", "mean": list(inside.settings.mean),
+                                            "std": list(inside.settings.std)}
+    assert cls.settings_against(mq.create_scheme("instahide", k=6, mode="cross", private_per_mix=2)) is None
+    assert cls.settings_against(mq.create_scheme("disguise")) is None
