@@ -192,7 +192,8 @@ def test_inside_instahide_attack_from_the_command_line(tmp_path: Path, capsys: p
     np.save(tmp_path / "encodings.npy", np.concatenate(encs))
     np.save(tmp_path / "labels.npy", np.concatenate(labs))
     assert main(["--quiet", "attack", "instahide-inside", "--encodings", str(tmp_path / "encodings.npy"),
-                 "--labels", str(tmp_path / "labels.npy"), "--mean", "0.2", "--std", "0.3", "--rounds", "1", "--n-private", "20",
+                 "--labels", str(tmp_path / "labels.npy"), "--mean", "0.2", "--std", "0.3", "--rounds", "1",
+                 "--n-private", "20",
                  "--truth", str(tmp_path / "truth.npz"), "--out", str(tmp_path / "in")]) == 0, capsys.readouterr().err
     m = _metrics(tmp_path / "in")
     assert m["n_images"] == 20 and m["passes"] == 10 and m["matching"] == "best match" and m["scored"] == 20

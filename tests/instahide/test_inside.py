@@ -120,7 +120,8 @@ def test_the_attack_finds_the_grouping_and_the_images_from_encodings_and_labels(
     found = score_reconstructions(res.reconstructions, x, aligned=False)
     assert found["success"] >= 0.7, found
     # the labels name each mix's classes and shares; moved to other encodings they mislead it, and nothing verifies
-    wrong = mq.run_attack(mq.create_attack("instahide-inside", k=4, mean=mean, std=std, rounds=2), encodings=z, labels=np.roll(lab, 1, axis=0), rng=0)
+    misled = mq.create_attack("instahide-inside", k=4, mean=mean, std=std, rounds=2, n_private=40)
+    wrong = mq.run_attack(misled, encodings=z, labels=np.roll(lab, 1, axis=0), rng=0)
     assert score_reconstructions(wrong.reconstructions, x, aligned=False)["success"] <= 0.1
     assert wrong.metrics["median_misfit"] > 2 * res.metrics["median_misfit"]
 

@@ -7,9 +7,9 @@ Stages:
    by a spectral embedding of the coefficient-weighted whitened squared encodings and a k-means whose clusters are
    held to equal sizes by prices (every image fills the same number of slots: k·T). The number of images per class
    is the class's coefficient mass over T, with T = E / n when n is told, else from the classes' eigengaps snapped
-   to a divisor of E. Guessing too many images only splits an image's slots between copies (merged at the end),
-   too few merges images: where the fit does not verify (median misfit above ``verify``), the next smaller
-   divisors are tried;
+   to a divisor of E (at k = 2 also of every class's exact slot count over 2). Where the fit does not verify
+   (median misfit above ``verify``), the next nearest divisors are tried, a failing guess given up after two
+   rounds; copies of one image (too many guessed) are merged at the end;
 2. **start**: the lifted start and alternating projections on those dominant slots alone, reweighted so that
    encodings that do not fit count less (the small slots left out are the misfit);
 3. **rounds**: per encoding, the non-negative least squares for its coefficients over every image of the classes
@@ -111,11 +111,11 @@ def _counts(mass: np.ndarray, t: int) -> np.ndarray:
     return np.maximum(count, np.where(per > 0, 1, 0))
 
 
-def _pass_counts(mass: np.ndarray, spectra: dict[int, Any], n_private: int | None) -> list[int]:
-    """The values of T to try, best guess first. Given n, T = E / n. Otherwise each class's eigengap gives a guess,
-    the median is snapped to the nearest divisor of E (E = n·T), and the next smaller divisors follow: too many
-    images only splits an image's slots between copies (merged at the end), too few merges images, so the
-    attack retries downward in T when its fit does not verify."""
+def _pass_counts(mass: np.ndarray, spectra: dict[int, Any], n_private: int | None, k: int) -> list[int]:
+    """The values of T to try, best guess first. Given n, T = E / n. Otherwise each class's eigengap gives a guess
+    and their median an estimate; the candidates are the divisors of E (E = n·T) within a factor 2.5 of it, nearest
+    first (at most four). At k = 2 the labels count every class's slots exactly (a share of 1 is two slots), and a
+    class with n_c images fills 2·n_c·T of them, so T also divides every class's count over 2."""
     e = len(mass)
     if n_private is not None:
         if e % n_private:
@@ -126,11 +126,16 @@ def _pass_counts(mass: np.ndarray, spectra: dict[int, Any], n_private: int | Non
 
     per = mass.sum(0)
     guesses = {c: _eigengap(v, min(len(v) - 1, max(2, len(v) // 10))) for c, (_, v, _) in spectra.items()}
-    est = float(np.median([per[c] / max(g, 1) for c, g in guesses.items()]))
-    divisors = np.array([d for d in range(1, e // 2 + 1) if e % d == 0])
-    first = int(divisors[np.argmin(np.abs(np.log(divisors / max(est, 1e-9))))])
-    smaller = [int(d) for d in divisors[divisors < first][::-1] if d * 2.5 >= first]
-    return [first, *smaller[:2]]
+    est = max(float(np.median([per[c] / max(g, 1) for c, g in guesses.items()])), 1e-9)
+    bound = e
+    if k == 2 and mass.shape[1] > 1:
+        slots = np.rint(((mass > 0) + (mass > 1 - 1e-6)).sum(0)).astype(np.int64)
+        if (slots % 2 == 0).all():
+            bound = int(np.gcd.reduce(np.concatenate([[e], slots[slots > 0] // 2])))
+    divisors = np.array([d for d in range(1, e // 2 + 1) if e % d == 0 and bound % d == 0] or [1])
+    gap = np.abs(np.log(divisors / est))
+    near = divisors[np.argsort(gap, kind="stable")]
+    return [int(d) for d in near[:4] if abs(np.log(d / est)) <= np.log(2.5)] or [int(near[0])]
 
 def _balanced_kmeans(emb: np.ndarray, k: int, seed: int, *, rounds: int = 20, steps: int = 100) -> np.ndarray:
     """k-means on unit rows, then assignments under a price per cluster that holds every cluster near len / k
@@ -404,7 +409,7 @@ class InsideAttack(Configurable):
         b = _pixels(z)
         scale = float(b.pow(2).mean().sqrt().clamp_min(1e-12))
         spectra = _spectra(_whitened(z.reshape(e, -1).float(), s.whiten_eps), mass, s)
-        tries = _pass_counts(mass, spectra, s.n_private)
+        tries = _pass_counts(mass, spectra, s.n_private, s.k)
         clustered = time.perf_counter() - t
         best: dict[str, Any] | None = None
         quiet = None if progress is None else not progress
@@ -412,7 +417,8 @@ class InsideAttack(Configurable):
         with bar(total=len(tries) * (s.rounds + 1), desc=self.name, unit="step", disable=quiet) as pb:
             for passes in tries:
                 tried.append(passes)
-                got = _attempt(b, mass, spectra, passes, s, pb, say)
+                got = _attempt(b, mass, spectra, passes, s, pb, say,
+                               give_up=3 * s.verify * scale if len(tried) < len(tries) else None)
                 got["misfit"] = float(got["residual"].median()) / scale
                 if best is None or got["misfit"] < best["misfit"]:
                     best = got
@@ -437,9 +443,10 @@ class InsideAttack(Configurable):
 
 
 def _attempt(b: torch.Tensor, mass: np.ndarray, spectra: dict[int, Any], passes: int, s: InsideAttackSettings,
-             pb: Any, say: Callable[[str], None]) -> dict[str, Any]:
+             pb: Any, say: Callable[[str], None], give_up: float | None = None) -> dict[str, Any]:
     """Stages 1 to 3 for one guess of T: clusters, start, rounds. Returns the design, images (n×P on the
-    encodings' scale), residuals, classes, rounds run and stage seconds."""
+    encodings' scale), residuals, classes, rounds run and stage seconds. ``give_up``: a median misfit that, still
+    exceeded after two rounds, ends the attempt (a wrong guess of T; another is tried)."""
     e = len(b)
     t = time.perf_counter()
     count = _counts(mass, passes)
@@ -469,8 +476,11 @@ def _attempt(b: torch.Tensor, mass: np.ndarray, spectra: dict[int, Any], passes:
         pb.update(1)
         say(f"instahide-inside: round {rounds}: {moved:.1%} of encodings changed, median misfit "
             f"{float(res.median()):.2e}")
-        if moved < s.tol:
+        if moved < s.tol or (give_up is not None and rounds >= 2 and float(res.median()) > give_up):
             break
+    if give_up is not None and float(res.median()) > give_up:
+        return {"design": design, "x": x, "residual": res, "classes": img_class, "rounds": rounds,
+                "seconds": {"start": round(seconds["start"], 2), "refine": round(time.perf_counter() - t, 2)}}
     x, res = _reweighted(design, b, x, s.reweight, 200)
     # the rounds fix the grouping, but alternating projections keep the sign basins of the first start: a fresh
     # lifted start on the final grouping escapes them where it fits better
