@@ -424,8 +424,8 @@ class InsideAttack(Configurable):
                     best = got
                 if got["misfit"] <= s.verify:
                     break
-                say(f"instahide-inside: T = {passes} leaves a median misfit of {got['misfit']:.2f}; fewer passes "
-                    "(more images) next")
+                say(f"instahide-inside: T = {passes} leaves a median misfit of {got['misfit']:.2f}; the next guess "
+                    "of T follows")
         assert best is not None
         design, x, img_class = _merge_copies(best["design"], best["x"], best["classes"])
         if len(x) < len(best["x"]):
