@@ -107,6 +107,15 @@ def _challenge() -> dict[str, Any]:
             "public_pool": (g.random((200, 8, 8, 3)) * 255).astype(np.uint8)}
 
 
+def _inside() -> dict[str, Any]:
+    s = create_scheme("instahide", k=2, mode="inside", pixel_scale="normalize")
+    x = torch.from_numpy(np.random.default_rng(0).random((12, 3, 8, 8)).astype(np.float32))
+    keys = [s.keygen(12, rng=p, shape=(3, 8, 8)) for p in range(6)]
+    return {"encodings": torch.cat([s.encode(x, k) for k in keys]),
+            "labels": torch.cat([s.mix_labels(np.arange(12) % 3, k, 3) for k in keys]).numpy(),
+            "auxiliary": torch.rand(8, 3, 8, 8)}
+
+
 CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
     "as-is": ({}, lambda: {"encodings": _disguise("rmt")[1]}),
     "disguise-known-plaintext": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
@@ -127,6 +136,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
     "ats-adaptive": ({"policy": "3-1-7", "always": True, "iterations": 2, "image_shape": (3, 8, 8),
                       "mean": (0.5,) * 3, "std": (0.25,) * 3}, _gradients),
     "instahide-challenge": ({"prior": "none", "colour": False, "rounds": 1, "n_private": 12}, _challenge),
+    "instahide-inside": ({"k": 2, "rounds": 1, "n_private": 12}, _inside),
 }
 
 
