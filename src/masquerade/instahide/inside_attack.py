@@ -321,11 +321,11 @@ def _reweighted(design: torch.Tensor, b: torch.Tensor, x: torch.Tensor, passes: 
 
 
 def _to_pixels(x: torch.Tensor, s: InsideAttackSettings, mean: tuple[float, ...] | None,
-               std: tuple[float, ...] | None, aux: torch.Tensor | None) -> tuple[torch.Tensor, int]:
-    """Reconstructions on the encodings' scale (n×C×H×W, up to one global sign) as [0, 1] images, and the sign
-    kept. The encodings say nothing about that sign (negating every image negates every mix, and the masks are
-    random); the scale does: the right sign maps into [0, 1], the wrong one spills out wherever a pixel is further
-    from the channel mean on one side than the other allows. Where the two spill alike (a scale symmetric about
+               std: tuple[float, ...] | None, aux: torch.Tensor | None) -> torch.Tensor:
+    """Reconstructions on the encodings' scale (n×C×H×W, up to one global sign) as [0, 1] images. The encodings
+    say nothing about that sign (negating every image negates every mix, and the masks are random); the scale
+    does: the right sign maps into [0, 1], the wrong one spills out wherever a pixel is further from the channel
+    mean on one side than the other allows. Where the two spill alike (a scale symmetric about
     the mean), the auxiliary images' mean image decides, else the darker reading (photos and digits average below
     mid-grey). A standardisation whose mean and deviation are unknown (``mean``/``std`` None, no auxiliary images)
     is fitted to the reconstructions' range (its 1 % and 99 % points): a set of images reaches 0 and 1 in every
@@ -339,7 +339,7 @@ def _to_pixels(x: torch.Tensor, s: InsideAttackSettings, mean: tuple[float, ...]
         span = (hi - lo).clamp_min(1e-12)
         options = [(x - lo) / span, (hi - x) / span]
         pick = 0 if float(options[0].mean()) <= float(options[1].mean()) else 1
-        return options[pick].clamp(0, 1), 1 - 2 * pick
+        return options[pick].clamp(0, 1)
     if s.pixel_scale == "normalize":
         assert mean is not None and std is not None
         if len(mean) != c:
@@ -359,7 +359,7 @@ def _to_pixels(x: torch.Tensor, s: InsideAttackSettings, mean: tuple[float, ...]
             pick = 0 if float(((options[0].mean(0) - shift[0]).flatten() * ref).sum()) >= 0 else 1
         else:
             pick = 0 if float(options[0].mean()) <= float(options[1].mean()) else 1
-    return options[pick].clamp(0, 1), 1 - 2 * pick
+    return options[pick].clamp(0, 1)
 
 
 class InsideAttack(Configurable):
@@ -432,7 +432,7 @@ class InsideAttack(Configurable):
             say(f"instahide-inside: {len(best['x']) - len(x)} copies merged")
             x, best["residual"] = _reweighted(design, b, x, s.reweight, 200)
         res = best["residual"]
-        images, _ = _to_pixels(_synchronised(x, (c, h, w)), s, mean, std, aux)
+        images = _to_pixels(_synchronised(x, (c, h, w)), s, mean, std, aux)
         metrics = {"n_images": len(x), "passes": e // len(x), "passes_tried": tried, "rounds": best["rounds"],
                    "classes": int(mass.shape[1]), "labels_used": bool(use),
                    "median_misfit": float(res.median()) / scale,
