@@ -72,6 +72,20 @@ def test_bad_input_is_one_line_and_exit_2(files: Path, argv: list[str], needle: 
     assert len([line for line in err if line.startswith("masquerade")]) == 1
 
 
+@pytest.mark.parametrize("argv", [["challenge", "attack"], ["frobnicate"], ["evaluate", "--workers", "-1"],
+                                  ["attack", "instahide-inside"], ["protect", "instahide", "--k", "x"],
+                                  ["train", "--data"]])
+def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's own errors, like every other: one line naming what is wrong and where help is, exit 2."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("masquerade") and "error:" in err[0] and err[0].endswith("--help)")
+
+
 def test_resource_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

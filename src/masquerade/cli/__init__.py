@@ -14,6 +14,7 @@ from typing import Sequence
 
 from masquerade._version import __version__
 from masquerade.cli import attack, camouflage, challenge, evaluate, hitl, misc, protect, train
+from masquerade.cli.common import Parser
 from masquerade.errors import MasqueradeError
 
 __all__ = ["main", "build_parser"]
@@ -22,7 +23,7 @@ GROUPS = (misc, protect, camouflage, train, attack, challenge, evaluate, hitl)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="masquerade",
         description="Protect images and features, attack the protections, score privacy and utility.")
     parser.add_argument("--version", action="version", version=f"masquerade {__version__}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import add_settings_options, positive_int, seed, settings_from_args
+from masquerade.cli.common import Parser, add_settings_options, positive_int, seed, settings_from_args
 from masquerade.errors import InputError
 
 __all__ = ["register", "attack_parser"]
@@ -25,7 +25,7 @@ def attack_parser(name: str) -> argparse.ArgumentParser:
     cls: Any = ATTACKS.get(name)
     tm = cls.threat_model
     desc = ATTACKS.describe().get(name, "")
-    p = argparse.ArgumentParser(prog=f"masquerade attack {name}",
+    p = Parser(prog=f"masquerade attack {name}",
                                 description=f"{desc}. Threat model: {tm.describe()}.")
     given = p.add_argument_group("what the adversary is given (its threat model)")
     if Knowledge.GRADIENTS in tm.requires:

@@ -12,8 +12,17 @@ from typing import Any, Callable, Sequence
 
 from masquerade.errors import InputError
 
-__all__ = ["int_at_least", "positive_int", "nonnegative_int", "seed", "finite_float", "parse_sets", "parse_value",
-           "add_settings_options", "settings_from_args", "missing_action"]
+__all__ = ["Parser", "int_at_least", "positive_int", "nonnegative_int", "seed", "finite_float", "parse_sets",
+           "parse_value", "add_settings_options", "settings_from_args", "missing_action"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other error of the command line: what is wrong, and where
+    to read more (``PROG --help``), exit code 2. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> Any:   # argparse declares NoReturn; it exits
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
