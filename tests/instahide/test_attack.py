@@ -179,6 +179,14 @@ def test_attack_refuses_bad_input(tmp_path: Path) -> None:
     np.save(tmp_path / "c" / "encryption.npy", np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(InputError, match="no label.npy"):
         attack_challenge(tmp_path / "c", tmp_path / "o")
+    # label rows the recipe cannot have: renormalised to 1, more than 1 in all, one image above `upper`, too little
+    lab = np.zeros((4, 10), np.float32)
+    lab[:, 0], lab[:, 1] = 0.4, 0.2
+    for bad, needle in ((lab / lab.sum(1, keepdims=True), "renormalised"), (lab * 2, "row 0 holds 1.2"),
+                        (np.where(lab == 0.4, 0.7, lab), "at most 0.65"), (lab * 0.3, "row 0 holds 0.18")):
+        np.save(tmp_path / "c" / "label.npy", bad.astype(np.float32))
+        with pytest.raises(InputError, match=needle):
+            attack_challenge(tmp_path / "c", tmp_path / "o")
     with pytest.raises(InputError, match="n_private"):
         ChallengeAttackSettings(n_private=0)
 
@@ -421,3 +429,13 @@ def test_a_damaged_prior_record_or_file_is_a_clear_error(tmp_path: Path, monkeyp
     weights.with_suffix(".json").write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(InputError, match="SHA-256"):
         ip.default_prior()
+
+
+def test_the_challenge_attack_runs_unlabelled_against_renormalised_labels() -> None:
+    from masquerade.instahide.attack import ChallengeAttack
+    from masquerade.registry import create_scheme
+
+    kw = dict(k=6, mode="cross", private_per_mix=2, pixel_scale="[-1,1]")
+    assert "use_labels" not in ChallengeAttack.settings_against(create_scheme("instahide", **kw))
+    got = ChallengeAttack.settings_against(create_scheme("instahide", renormalize_labels=True, **kw))
+    assert got is not None and got["use_labels"] is False

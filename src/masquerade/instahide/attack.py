@@ -402,13 +402,14 @@ class ChallengeAttack(Configurable):
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
         """InstaHide across datasets with two private images per encoding, signs flipped, pixels in [-1, 1]: the
-        challenge's recipe, with the scheme's k, upper and dom."""
+        challenge's recipe, with the scheme's k, upper and dom (and without labels where they are renormalised)."""
         s = getattr(scheme, "settings", None)
         if getattr(scheme, "name", None) != "instahide" or s is None:
             return None
         if s.mode != "cross" or s.p != 2 or not s.sign_flip or s.pixel_scale != "[-1,1]" or s.k < 3:
             return None
-        return {"k": s.k, "upper": s.upper, "dom": s.dom}
+        # renormalised labels no longer hold the coefficients (parse_slots refuses them): attack without labels
+        return {"k": s.k, "upper": s.upper, "dom": s.dom, **({"use_labels": False} if s.renormalize_labels else {})}
 
     def run(self, *, encodings: Any, labels: Any = None, public_pool: Any = None, auxiliary: Any = None,
             rng: Any = None, progress: bool | None = None, log: Callable[[str], None] | None = None

@@ -41,6 +41,7 @@ def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: flo
         bad = int(np.flatnonzero((nonzero == 0) | (nonzero > 2))[0])
         raise InputError(f"label.npy row {bad} has {nonzero[bad]} non-zero entries; the challenge labels mix "
                          f"exactly two private images (one entry when both share a class)")
+    _check_label_mass(lab, k=k, upper=upper, dom=dom)
     if lab.shape[1] < 2:               # a one-class challenge: every row mixes two images of that class
         lab = np.pad(lab, ((0, 0), (0, 2 - lab.shape[1])))
     c = np.argsort(-lab, axis=1, kind="stable")[:, :2]
@@ -49,6 +50,23 @@ def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: flo
     lam = np.take_along_axis(lab, c, 1)
     lam[same] = lam[same, :1] / 2
     return Slots(c.astype(np.int64), lam.astype(np.float32), same)
+
+
+def _check_label_mass(lab: np.ndarray, *, k: int, upper: float, dom: float, tol: float = 1e-4) -> None:
+    """The recipe fixes what a label row can hold: the two private coefficients, each at most ``upper``, summing to
+    at least ``dom`` and, with k > 2 public patches taking the rest, to less than 1. Rows outside that are not the
+    recipe's labels (renormalised to 1, another recipe, damage) and would be read as wrong coefficients."""
+    total = lab.sum(1)
+    if k > 2 and len(lab) and (np.abs(total - 1) <= tol).all():
+        raise InputError("label.npy: every row sums to 1 (renormalised labels); the attack reads the private "
+                         "coefficients from the challenge's own labels, whose rows sum to less than 1")
+    cap = min(1.0, 2 * upper) if k > 2 else 1.0
+    bad = (total < dom - tol) | (total > cap + tol) | ((lab > 0).sum(1) == 2) & (lab.max(1) > upper + tol)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"label.npy row {i} holds {total[i]:.4f} in all (largest {lab[i].max():.4f}); the recipe "
+                         f"(k={k}, upper={upper}, dom={dom}) puts between {dom} and {cap:g} there, at most {upper} "
+                         f"per image")
 
 
 def public_statistics(pool: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
