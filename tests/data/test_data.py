@@ -234,3 +234,25 @@ def test_load_photos_from_a_relative_path_with_dots(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path / "work")
     photos, names = load_photos("../pics")
     assert names == ["a.png"]
+
+
+def test_images_deeper_than_8_bits_keep_their_values(tmp_path: Path) -> None:
+    """16-bit PNGs, 32-bit integer and float TIFFs are scaled by their depth (PIL's own conversion clips them to
+    white); what has no depth to scale by is refused."""
+    from masquerade.data.loaders import decode_image
+
+    ramp = np.linspace(0, 1, 32 * 32).reshape(32, 32)
+    want = np.round(ramp * 255).astype(np.uint8)
+    Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(np.round(ramp * 65535).astype(np.int32)).save(tmp_path / "gI.tif")
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "gF.tif")
+    for name in ("g16.png", "gI.tif", "gF.tif"):
+        grey = decode_image(tmp_path / name, name=name)
+        rgb = decode_image(tmp_path / name, name=name, channels=3)
+        assert grey.shape == (32, 32, 1) and rgb.shape == (32, 32, 3), name
+        assert np.abs(grey[..., 0].astype(int) - want).max() <= 1 and (rgb == grey).all(), name
+    Image.fromarray((ramp * 4).astype(np.float32)).save(tmp_path / "big.tif")
+    Image.fromarray(np.full((8, 8), 70_000, np.int32)).save(tmp_path / "deep.tif")
+    for name, needle in (("big.tif", "outside \\[0, 1\\]"), ("deep.tif", "0..65535")):
+        with pytest.raises(InputError, match=needle):
+            decode_image(tmp_path / name, name=name)

@@ -73,13 +73,15 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
             im.load()
             grey = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
             want = channels if channels is not None else (1 if grey else 3)
-            if want == 1:
-                arr = np.asarray(im.convert("L"))[..., None]
-            elif want == 3:
-                wide = im.mode in ("I", "I;16", "I;16B", "I;16L", "F")
-                arr = np.asarray((im.convert("L") if wide else im).convert("RGB"))
-            else:
+            if want not in (1, 3):
                 raise InputError(f"channels must be 1 or 3, got {channels}")
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                plane = _wide_to_uint8(np.asarray(im), im.mode, name)   # PIL's convert would clip to white
+                arr = plane[..., None] if want == 1 else np.repeat(plane[..., None], 3, axis=2)
+            elif want == 1:
+                arr = np.asarray(im.convert("L"))[..., None]
+            else:
+                arr = np.asarray(im.convert("RGB"))
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -87,6 +89,20 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _wide_to_uint8(a: np.ndarray, mode: str, name: str) -> np.ndarray:
+    """One grey plane of more than 8 bits to uint8 by its declared depth: 16-bit values scaled by 255/65535,
+    floats taken as [0, 1]. 32-bit integers declare no depth, so they are read only when they fit 16 bits."""
+    if mode == "F":
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise InputError(f"{name}: a floating-point image with values outside [0, 1]; save it as 8 or 16 bits")
+        return np.round(a * 255).astype(np.uint8)
+    a = a.astype(np.int64)
+    if mode == "I" and (a.min() < 0 or a.max() > 65535):
+        raise InputError(f"{name}: a 32-bit integer image with values outside 0..65535; save it as 8 or 16 bits")
+    return ((a * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _image_files(folder: Path) -> list[Path]:
