@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from masquerade.errors import InputError
 from masquerade.fileio import save_png, write_json
 from masquerade.keys import Key
 
-__all__ = ["Run", "start_run", "image_grid", "versions"]
+__all__ = ["Run", "claim_output_dir", "start_run", "image_grid", "versions"]
 
 _log = logging.getLogger("masquerade")
 
@@ -143,6 +143,45 @@ class Run:
         elif exc[0] is KeyboardInterrupt:
             self.log("interrupted")
         self.close()
+
+
+OUTPUT_MARK = ".masquerade-output"
+
+
+def claim_output_dir(out: str | os.PathLike[str], command: str, *,
+                     inputs: Iterable[str | os.PathLike[str] | None] = (),
+                     own: Callable[[Path], bool] | None = None) -> Path:
+    """Make ``out`` the output folder of a command that resumes into it (``challenge attack``), after checking that
+    writing there loses nothing: ``out`` is not an input and holds none (``inputs``: paths the command reads;
+    ``bundled:`` names are skipped), and it is empty, or marked as this command's by an earlier call (``own``
+    recognises folders written before the mark existed). Another command's outputs (a challenge's truth folder, a
+    run folder) are refused in one line before anything is written."""
+    path = Path(out)
+    target = path.resolve()
+    for given in inputs:
+        if given is None or str(given).startswith("bundled:"):
+            continue
+        src = Path(given).resolve()
+        if src == target or target in src.parents:
+            raise InputError(f"{path}: the output folder would hold an input ({given}); choose another --out")
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: not a folder")
+        mark = path / OUTPUT_MARK
+        if any(path.iterdir()):
+            owner = None
+            try:
+                doc = json.loads(mark.read_text(encoding="utf-8")) if mark.is_file() else None
+                owner = doc.get("command") if isinstance(doc, dict) else None
+            except (OSError, ValueError, RecursionError):
+                owner = None
+            if owner != command and not (owner is None and own is not None and own(path)):
+                was = f" ({owner}'s output)" if isinstance(owner, str) else ""
+                raise InputError(f"{path}: holds other files{was}; {command} writes into an empty folder or its "
+                                 f"own earlier output; choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / OUTPUT_MARK, {"command": command})
+    return path
 
 
 def start_run(command: str, *, out: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] = "runs",

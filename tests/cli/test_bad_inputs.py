@@ -115,3 +115,24 @@ def test_resource_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert main(["attack", "dlg", "--model-file", str(tmp_path / "m.safetensors"), "--data",
                  str(tmp_path / "d.npz")]) == 2
     assert "damaged model metadata" in capsys.readouterr().err
+
+
+def test_an_output_folder_never_holds_inputs_or_another_commands_outputs(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`challenge attack CH --out T` with T the truth folder overwrote private_images.npy: refused, nothing written."""
+    ch, truth = tmp_path / "ch", tmp_path / "truth"
+    ch.mkdir()
+    truth.mkdir()
+    np.save(truth / "private_images.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    before = (truth / "private_images.npy").read_bytes()
+    for out, needle in ((truth, "holds other files"), (ch, "would hold an input"), (tmp_path, "would hold an input")):
+        assert main(["--quiet", "challenge", "attack", str(ch), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert sorted(p.name for p in truth.iterdir()) == ["private_images.npy"]
+    assert (truth / "private_images.npy").read_bytes() == before
+    # an empty folder becomes the attack's own, and a rerun into it gets past the check (to the missing encodings)
+    mine = tmp_path / "mine"
+    for _ in range(2):
+        assert main(["--quiet", "challenge", "attack", str(ch), "--out", str(mine)]) == 2
+        assert "no encryption.npy" in capsys.readouterr().err

@@ -41,10 +41,11 @@ def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: 
            log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Recover the private images from a challenge folder; ``out`` keeps every stage, so a rerun resumes."""
     from masquerade.instahide.attack import ChallengeAttackSettings, attack_challenge
-    from masquerade.runs import Run
+    from masquerade.runs import Run, claim_output_dir
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    given_prior = prior if prior is not None and Path(prior).exists() else None     # not "default" or "none"
+    out = claim_output_dir(out, "challenge-attack", inputs=(challenge, public, aux, given_prior),
+                           own=lambda p: (p / "attack.json").is_file())
     run = Run(out, "challenge-attack")
     try:
         res = attack_challenge(challenge, out, public=public, aux=aux, settings=settings or ChallengeAttackSettings(),
