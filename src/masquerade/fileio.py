@@ -17,7 +17,9 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 __all__ = ["atomic_path", "atomic_open", "atomic_dir", "replace_dir", "recover_dir", "exclusive_lock", "LockedError",
-           "write_json", "write_text", "save_npy", "save_npz", "save_png", "sha256_file"]
+           "write_json", "write_text", "save_npy", "save_npz", "save_png", "sha256_file", "parse_json", "read_json"]
+
+MAX_JSON_BYTES = 64 << 20
 
 
 @contextlib.contextmanager
@@ -171,6 +173,44 @@ def _json_default(obj: Any) -> Any:
 def to_json(obj: Any) -> str:
     """JSON with numpy scalars handled and keys replaced by their fingerprints."""
     return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+
+
+def parse_json(data: str | bytes, *, where: str, expect: type | tuple[type, ...] | None = None,
+               error: type[Exception] | None = None) -> Any:
+    """JSON from text we did not write ourselves, with every way it can fail turned into one line naming ``where``:
+    malformed text or bytes that are not UTF-8, nesting deep enough to exhaust the parser's recursion, integers past
+    Python's 4,300-digit limit; ``expect`` checks the top level's type (``dict`` for an object). ``error`` is the
+    exception raised (:class:`~masquerade.errors.InputError` by default)."""
+    from masquerade.errors import InputError
+
+    err = error or InputError
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise err(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:        # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
+        raise err(f"{where}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
+    if expect is not None and not isinstance(doc, expect):
+        names = " or ".join({"dict": "an object", "list": "an array", "str": "a string"}.get(t.__name__, t.__name__)
+                            for t in (expect if isinstance(expect, tuple) else (expect,)))
+        raise err(f"{where}: expected {names} at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def read_json(path: str | os.PathLike[str], *, expect: type | tuple[type, ...] | None = None,
+              limit: int = MAX_JSON_BYTES, error: type[Exception] | None = None) -> Any:
+    """A JSON file read by :func:`parse_json`, refused above ``limit`` bytes (a FIFO or device is not read)."""
+    from masquerade.errors import InputError
+
+    err = error or InputError
+    p = Path(path)
+    if not p.is_file():
+        raise err(f"{p}: not a regular file")
+    with open(p, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise err(f"{p}: larger than {limit >> 20} MiB; not read")
+    return parse_json(raw, where=str(p), expect=expect, error=error)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:

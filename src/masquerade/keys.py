@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from masquerade.errors import InputError, IntegrityError
-from masquerade.fileio import atomic_path
+from masquerade.fileio import atomic_path, parse_json
 from masquerade.rng import secure_bytes, secure_rng
 
 __all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION",
@@ -292,10 +292,7 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
         raise InputError(f"{path}: not a readable key file ({exc})") from None
     if _META_FIELD not in meta:
         raise InputError(f"{path}: a safetensors file, but not a masquerade key (no '{_META_FIELD}' metadata)")
-    try:
-        doc = json.loads(meta[_META_FIELD])
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"{path}: key metadata is not valid JSON ({exc})") from None
+    doc = parse_json(meta[_META_FIELD], where=f"{path}: key metadata", error=IntegrityError)
     if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict) \
             or not isinstance(doc.get("key_type"), str) or not isinstance(doc.get("scheme", ""), str) \
             or not isinstance(doc.get("bytes_fields", []), list):

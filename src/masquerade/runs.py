@@ -21,7 +21,7 @@ import torch
 from masquerade._version import __version__
 from masquerade.data.imageset import to_uint8
 from masquerade.errors import InputError
-from masquerade.fileio import save_png, write_json
+from masquerade.fileio import read_json, save_png, write_json
 from masquerade.keys import Key
 
 __all__ = ["Run", "claim_output_dir", "start_run", "image_grid", "versions"]
@@ -128,7 +128,10 @@ class Run:
 
     def _read_captions(self) -> dict[str, str]:
         p = self.path / "captions.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        doc = read_json(p, expect=dict)
+        return {str(k): v for k, v in doc.items() if isinstance(v, str)}
 
     def close(self) -> None:
         self.logger.removeHandler(self._handler)

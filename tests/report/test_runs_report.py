@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from masquerade.errors import InputError
-from masquerade.fileio import atomic_open, save_npy, write_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masquerade.errors import InputError, MasqueradeError
+from masquerade.fileio import atomic_open, parse_json, read_json, save_npy, write_json
 from masquerade.report import build_report
 from masquerade.runs import image_grid, start_run
 
@@ -73,3 +76,48 @@ def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
     save_npy(tmp_path / "x.npy", np.arange(4))
     assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2, 3]
+
+
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200),
+                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+                              max_leaves=10).map(json.dumps)))
+@settings(max_examples=200, deadline=None)
+def test_parse_json_returns_json_or_one_input_error(data: str | bytes) -> None:
+    """Whatever the bytes, the reader gives the parsed value or an InputError naming the source, nothing else."""
+    try:
+        doc = parse_json(data, where="somewhere")
+    except InputError as exc:
+        assert str(exc).startswith("somewhere: ") and "\n" not in str(exc)
+    else:
+        assert doc == json.loads(data)
+
+
+def test_hostile_json_in_run_folders_keys_and_models_is_one_line(tmp_path: Path) -> None:
+    """Deep nesting and 4,300-digit integers (which escape a bare ValueError handler), wrong top-level types."""
+    from safetensors.numpy import save_file
+
+    from masquerade.keys import load_key
+    from masquerade.models.io import load_model
+    deep, huge = "[" * 50_000 + "]" * 50_000, '{"a": ' + "9" * 5000 + "}"
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, text, needle in (("metrics.json", deep, "nested too deeply"), ("metrics.json", huge, "not valid JSON"),
+                               ("metrics.json", "[1, 2]", "expected an object"),
+                               ("captions.json", '"a caption"', "expected an object")):
+        for f in run.iterdir():
+            f.unlink()
+        (run / "config.json").write_text("{}")
+        (run / name).write_text(text)
+        with pytest.raises(InputError, match=needle):
+            build_report([run], tmp_path / "report.html")
+    for meta in ({"masquerade": deep}, {"masquerade": huge}):
+        save_file({"w": np.zeros(1, np.float32)}, str(tmp_path / "k.safetensors"), metadata=meta)
+        with pytest.raises(MasqueradeError):
+            load_key(tmp_path / "k.safetensors")
+    meta = {"arch": "convnet16", "num_classes": "10", "in_channels": "3", "mean": deep, "std": "[1, 1, 1]"}
+    save_file({"w": np.zeros(1, np.float32)}, str(tmp_path / "m.safetensors"), metadata=meta)
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_model(tmp_path / "m.safetensors")
+    with pytest.raises(InputError, match="not a regular file"):
+        read_json(tmp_path)

@@ -73,7 +73,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raise Refused(415, "send JSON (Content-Type: application/json)")
     try:
         body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):   # also too deep, or an integer of 4,300+ digits
         raise Refused(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Refused(400, "the body must be a JSON object")

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from masquerade.errors import InputError
+from masquerade.fileio import parse_json, read_json
 
 __all__ = ["FORMAT", "VERSION", "UNRECOGNISABLE", "APPEAL_CHOICES", "RatingSet", "load_rating_set", "read_answers",
            "write_rating_set", "strip_png"]
@@ -85,10 +86,7 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
     raw = path.read_bytes()
     if len(raw) > MAX_MANIFEST_BYTES:
         raise InputError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a rating set manifest")
-    try:
-        man = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    man = parse_json(raw, where=str(path))
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         raise InputError(f"{path}: not a {FORMAT} manifest")
     if man.get("version") != VERSION:
@@ -147,12 +145,7 @@ def read_answers(rs: RatingSet) -> dict[str, dict[str, Any]]:
     path = rs.folder / "answers.json"
     if not path.is_file():
         raise InputError(f"{rs.folder}: no answers.json; the results need the conditions it keeps")
-    try:
-        answers = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(answers, dict):
-        raise InputError(f"{path}: expected an object of item id -> answer")
+    answers = read_json(path, expect=dict)
     for rid in rs.items:
         a = answers.get(rid)
         if not isinstance(a, dict) or not isinstance(a.get("condition"), str):

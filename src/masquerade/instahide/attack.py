@@ -201,7 +201,7 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     if state_path.is_file():
         try:
             state = json.loads(state_path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):   # damaged: the stages' own keys decide what is reused
             state = {}
         if not isinstance(state, dict) or state.get("key") != run_key:
             state = {}          # another challenge, other settings or other sources: start afresh

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from masquerade.errors import InputError
-from masquerade.fileio import atomic_path
+from masquerade.fileio import atomic_path, parse_json
 from masquerade.models.normalized import Normalized
 from masquerade.models.resnet import create_model
 
@@ -63,7 +63,8 @@ def load_model(path: str | os.PathLike[str]) -> Normalized:
         raise InputError(f"{path}: not a masquerade model file (no architecture in its metadata)")
     try:
         num_classes, in_channels = int(meta["num_classes"]), int(meta["in_channels"])
-        mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
+        mean = parse_json(meta["mean"], where=f"{path}: model metadata 'mean'")
+        std = parse_json(meta["std"], where=f"{path}: model metadata 'std'")
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: damaged model metadata ({type(exc).__name__}: {exc})") from None
     if not (1 <= num_classes <= 100_000 and 1 <= in_channels <= 64):

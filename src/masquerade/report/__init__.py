@@ -14,13 +14,12 @@ import base64
 import datetime as _dt
 import html
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from masquerade.errors import InputError
-from masquerade.fileio import write_text
+from masquerade.fileio import read_json, write_text
 
 __all__ = ["build_report", "read_run"]
 
@@ -49,14 +48,12 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
         f = p / name
         if not f.is_file():
             return {}
-        try:
-            return json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{f}: not valid JSON ({exc})") from None
+        return read_json(f, expect=dict)       # every file a report reads is an object (metrics, config, captions)
 
     log = (p / "log.txt").read_text(encoding="utf-8", errors="replace") if (p / "log.txt").is_file() else ""
+    captions = {str(k): v for k, v in load("captions.json").items() if isinstance(v, str)}   # text only
     return {"path": p, "config": load("config.json"), "metrics": load("metrics.json"),
-            "captions": load("captions.json"), "images": sorted(p.glob("*.png")), "log": log,
+            "captions": captions, "images": sorted(p.glob("*.png")), "log": log,
             "rating": load("rating/manifest.json")}
 
 

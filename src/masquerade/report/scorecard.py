@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from masquerade.errors import InputError
-from masquerade.fileio import write_text
+from masquerade.fileio import read_json, write_text
 from masquerade.report import _CSS, _img_tag, _table
 
 __all__ = ["build_scorecard_report", "SCHEME_STORIES"]
@@ -134,11 +133,12 @@ def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, An
 def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write ``report.html`` for an evaluation folder (``scorecard.json`` and ``cells/``); returns its path."""
     root = Path(run)
-    try:
-        card = json.loads((root / "scorecard.json").read_text())
-        rows = card["rows"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{root}: no readable scorecard.json ({exc})") from None
+    if not (root / "scorecard.json").is_file():
+        raise InputError(f"{root}: no scorecard.json (is this an evaluation folder?)")
+    card = read_json(root / "scorecard.json", expect=dict)
+    rows = card.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputError(f"{root / 'scorecard.json'}: its rows are not a list of objects")
     levels = sorted({int(r["level"]) for r in rows})
     summary = _summary(rows, levels)
     parts = ["<h1>masquerade evaluate: privacy, utility and cost</h1>",

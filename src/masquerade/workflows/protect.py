@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from masquerade.errors import InputError, NotInvertibleError
+from masquerade.fileio import read_json
 
 __all__ = ["protect", "reveal", "load_features", "public_pool_for"]
 
@@ -88,15 +89,11 @@ def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int, po
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest protect wrote beside its outputs, or None where there is none (outputs of older versions)."""
-    import json
 
     path = folder / MANIFEST
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable manifest ({exc})") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("format") != "masquerade-protected":
         raise InputError(f"{path}: not a masquerade manifest")
     return doc
