@@ -121,3 +121,32 @@ def test_hostile_json_in_run_folders_keys_and_models_is_one_line(tmp_path: Path)
         load_model(tmp_path / "m.safetensors")
     with pytest.raises(InputError, match="not a regular file"):
         read_json(tmp_path)
+
+
+def test_a_report_never_embeds_a_file_from_outside_its_run_folder(tmp_path: Path) -> None:
+    """A link in a run folder (to an image, the log, a JSON file, a whole folder) is refused, not embedded."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    save_npy(secret / "x.npy", np.zeros(1))
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(secret / "private.png")
+    (secret / "notes.txt").write_text("a private note")
+    write_json(secret / "m.json", {"a": 1})
+    cases = {"leak.png": secret / "private.png", "log.txt": secret / "notes.txt", "metrics.json": secret / "m.json"}
+    for name, target in cases.items():
+        run = tmp_path / f"run-{name}"
+        run.mkdir()
+        write_json(run / "config.json", {"command": "unit"})
+        (run / name).symlink_to(target)
+        with pytest.raises(InputError, match="leads out of the run folder"):
+            build_report([run], tmp_path / "r.html")
+        assert not (tmp_path / "r.html").exists()
+    # a rating folder that is a link to images elsewhere
+    run = tmp_path / "run-rating"
+    run.mkdir()
+    write_json(run / "config.json", {"command": "unit"})
+    (secret / "manifest.json").write_text(json.dumps({"format": "masquerade-rating-set", "items": []}))
+    (run / "rating").symlink_to(secret)
+    with pytest.raises(InputError, match="leads out of the run folder"):
+        build_report([run], tmp_path / "r.html")

@@ -48,13 +48,23 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
         f = p / name
         if not f.is_file():
             return {}
-        return read_json(f, expect=dict)       # every file a report reads is an object (metrics, config, captions)
+        return read_json(_own_file(p, f), expect=dict)   # every file a report reads is an object
 
-    log = (p / "log.txt").read_text(encoding="utf-8", errors="replace") if (p / "log.txt").is_file() else ""
+    log_file = p / "log.txt"
+    log = _own_file(p, log_file).read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
     captions = {str(k): v for k, v in load("captions.json").items() if isinstance(v, str)}   # text only
     return {"path": p, "config": load("config.json"), "metrics": load("metrics.json"),
-            "captions": captions, "images": sorted(p.glob("*.png")), "log": log,
+            "captions": captions, "images": [_own_file(p, f) for f in sorted(p.glob("*.png"))], "log": log,
             "rating": load("rating/manifest.json")}
+
+
+def _own_file(root: Path, f: Path) -> Path:
+    """``f`` if it is a regular file of the run folder ``root`` itself: a report is meant to be shared, so a link
+    (or a linked folder) leading out of the run, to an image or any other file, is refused rather than embedded."""
+    if not f.resolve().is_relative_to(root.resolve()) or not f.is_file():
+        raise InputError(f"{f}: leads out of the run folder {root} (a link?); a report embeds only the run's own "
+                         f"files")
+    return f
 
 
 def _fmt(v: Any) -> str:
@@ -147,7 +157,7 @@ def _rating_section(folder: Path, manifest: dict[str, Any]) -> str:
     figs = []
     for item in manifest.get("items", []):
         f = folder / str(item.get("image", ""))
-        if f.is_file() and f.resolve().is_relative_to(folder.resolve()):
+        if f.is_file() and _own_file(folder.parent, f).resolve().is_relative_to(folder.resolve()):
             figs.append(f"<figure>{_img_tag(f.read_bytes(), str(item.get('id')))}<figcaption>"
                         f"{html.escape(str(item.get('id')))}</figcaption></figure>")
     choices = ", ".join(html.escape(str(c)) for c in manifest.get("choices", []))
