@@ -88,3 +88,54 @@ def test_top_level_api() -> None:
                  "fetch_dataset", "extract_patches", "save_key", "load_key", "fingerprint", "secure_rng"):
         assert hasattr(masquerade, name), name
     assert masquerade.__version__
+
+
+def test_broken_entry_points_elsewhere_do_not_break_the_command_line(tmp_path) -> None:
+    """A malformed entry point in any installed distribution is skipped with a warning; a plugin whose import
+    raises is named in a one-line error when used, and everything else keeps working."""
+    import os
+    import subprocess
+    import sys
+
+    def dist(name: str, entry_points: str) -> None:
+        info = tmp_path / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(entry_points)
+
+    dist("badnames", "[masquerade.schemes]\nBad Name = nocolon\nfine-looking = has spaces:in it\n")
+    dist("garbage", "[masquerade.attacks\nthis is = not [ini\n\x00\n")
+    dist("raiser", "[masquerade.schemes]\nraiser = raiser_mod:Scheme\n")
+    (tmp_path / "raiser_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "masquerade", *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "instahide" in listed.stdout and "raiser" in listed.stdout and "Bad Name" not in listed.stdout
+    assert "skipped" in listed.stderr and "Traceback" not in listed.stderr
+    used = cli("key", "show", str(tmp_path / "none.safetensors"))       # an unrelated command still works
+    assert used.returncode == 2 and "Traceback" not in used.stderr
+    from masquerade.registry import Registry
+
+    reg: Registry[object] = Registry("scheme", {"raiser": ("raiser_mod:Scheme", "")}, "none")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(InputError, match="RuntimeError: boom at import"):
+            reg.get("raiser")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_an_attack_plugin_that_does_not_import_is_left_out_of_an_evaluation(monkeypatch, caplog) -> None:
+    from masquerade.registry import _Entry
+    from masquerade.workflows.evaluate.plan import EvaluateSettings, plan_cells
+
+    ATTACKS._read_entry_points()
+    monkeypatch.setitem(ATTACKS._entries, "broken-plugin", _Entry("no_such_module_here:Attack", "(from elsewhere)"))
+    cells = plan_cells(EvaluateSettings(quick=True, schemes=("identity",)))
+    assert cells and all(c.attack != "broken-plugin" for c in cells)
+    assert "broken-plugin" in caplog.text and "left out" in caplog.text

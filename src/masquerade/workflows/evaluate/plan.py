@@ -238,11 +238,20 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
 
 def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset()) -> list[Cell]:
     """Every cell of the evaluation, in scorecard order; ``skip``: labels of settings the data do not fit."""
-    from masquerade.registry import ATTACKS
+    from masquerade.registry import ATTACKS, BUILTIN_ATTACKS
 
     attacks: list[tuple[str, Any]] = []
     for name in ATTACKS.names():
-        cls = ATTACKS.get(name)
+        try:
+            cls = ATTACKS.get(name)
+        except InputError as exc:
+            if name in BUILTIN_ATTACKS:
+                raise
+            # another package's plugin that does not import must not stop everyone's evaluation
+            import logging
+
+            logging.getLogger("masquerade.evaluate").warning("masquerade: warning: %s; left out", exc)
+            continue
         if hasattr(cls, "settings_against"):
             attacks.append((name, cls))
     cells: list[Cell] = []
