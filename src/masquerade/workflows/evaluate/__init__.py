@@ -52,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 
 from masquerade.errors import InputError
-from masquerade.fileio import save_npz, write_json
+from masquerade.fileio import LockedError, exclusive_lock, save_npz, sha256_file, write_json
 from masquerade.workflows.evaluate.cells import (
     ENCODED_INFERENCE,
     _fingerprint,
@@ -103,20 +103,39 @@ class _Store:
         if not isinstance(doc, dict) or doc.get("plan") != self.plan or doc.get("cell") != _cell_doc(cell):
             return None
         result = doc.get("result")
-        return result if isinstance(result, dict) else None
+        if not isinstance(result, dict):
+            return None
+        # the cell's arrays are bound to its record by their digest: another plan's arrays, a truncated or
+        # replaced file make the cell run again rather than be read or break the resume
+        npz = self.dir / f"{cell.file_stem}.npz"
+        digest = doc.get("arrays_sha256")
+        if digest is not None and (not npz.is_file() or sha256_file(npz) != digest):
+            return None
+        if digest is None and npz.exists():
+            return None                       # arrays the record does not name (an older version's, or foreign)
+        return result
 
     def save(self, cell: Cell, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        npz = self.dir / f"{cell.file_stem}.npz"
+        digest = None
         if arrays:
-            save_npz(self.dir / f"{cell.file_stem}.npz", **arrays)
+            save_npz(npz, **arrays)
+            digest = sha256_file(npz)
+        elif npz.exists():
+            npz.unlink()
         write_json(self.dir / f"{cell.file_stem}.json", {"plan": self.plan, "cell": _cell_doc(cell),
-                                                         "result": result})
+                                                         "result": result, "arrays_sha256": digest})
 
     def arrays(self, cell: Cell) -> dict[str, np.ndarray]:
+        """The arrays of a cell that :meth:`load` accepted (so their digest matched its record)."""
         p = self.dir / f"{cell.file_stem}.npz"
         if not p.is_file():
             return {}
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - changed since load() checked it: name the file
+            raise InputError(f"{p}: unreadable cell arrays ({type(exc).__name__}); rerun to recompute") from None
 
 
 def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: int, ray_address: str | None,
@@ -286,6 +305,15 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder")
+    try:
+        with exclusive_lock(root):            # two evaluations into one folder: the second stops at once
+            return _evaluate(s, root, workers=workers, ray_address=ray_address, say=say)
+    except LockedError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str | None,
+              say: Callable[..., Any]) -> Path:
     config = root / "config.json"
     old: dict[str, Any] | None = None
     if config.is_file():
