@@ -113,13 +113,19 @@ def test_plugins_of_other_packages_come_through_entry_points(monkeypatch: pytest
 
     from masquerade.registry import Registry
 
+    class Dist:        # an installed distribution as importlib.metadata shows it
+        def __init__(self, *eps: md.EntryPoint) -> None:
+            self.entry_points, self.metadata = list(eps), {"Name": "echo-plugin"}
+
     ep = md.EntryPoint(name="echo-identity", value="masquerade.identity:Identity", group="masquerade.schemes")
-    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "masquerade.schemes" else [])
+    other = md.EntryPoint(name="elsewhere", value="masquerade.identity:Identity", group="another.group")
+    monkeypatch.setattr(md, "distributions", lambda: [Dist(ep, other)])
     reg: Registry = Registry("scheme", {}, "masquerade.schemes")
     assert reg.names() == ["echo-identity"]
     assert reg.create("echo-identity").name == "identity"
+    assert reg.describe()["echo-identity"] == "(from echo-plugin)"
     bad = md.EntryPoint(name="broken", value="masquerade.nowhere:Nothing", group="masquerade.schemes")
-    monkeypatch.setattr(md, "entry_points", lambda group=None: [bad])
+    monkeypatch.setattr(md, "distributions", lambda: [Dist(bad)])
     from masquerade.errors import InputError
 
     with pytest.raises(InputError, match="cannot be loaded"):
