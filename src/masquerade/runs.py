@@ -7,7 +7,6 @@ A run folder holds ``config.json`` (resolved settings, seed, versions, key finge
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import platform
@@ -172,11 +171,9 @@ def claim_output_dir(out: str | os.PathLike[str], command: str, *,
             raise InputError(f"{path}: not a folder")
         mark = path / OUTPUT_MARK
         if any(path.iterdir()):
-            owner = None
             try:
-                doc = json.loads(mark.read_text(encoding="utf-8")) if mark.is_file() else None
-                owner = doc.get("command") if isinstance(doc, dict) else None
-            except (OSError, ValueError, RecursionError):
+                owner = read_json(mark, expect=dict).get("command")
+            except InputError:                # no mark, or not one we wrote: the folder is not ours
                 owner = None
             if owner != command and not (owner is None and own is not None and own(path)):
                 was = f" ({owner}'s output)" if isinstance(owner, str) else ""

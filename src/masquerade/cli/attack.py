@@ -25,8 +25,7 @@ def attack_parser(name: str) -> argparse.ArgumentParser:
     cls: Any = ATTACKS.get(name)
     tm = cls.threat_model
     desc = ATTACKS.describe().get(name, "")
-    p = Parser(prog=f"masquerade attack {name}",
-                                description=f"{desc}. Threat model: {tm.describe()}.")
+    p = Parser(prog=f"masquerade attack {name}", description=f"{desc}. Threat model: {tm.describe()}.")
     given = p.add_argument_group("what the adversary is given (its threat model)")
     if Knowledge.GRADIENTS in tm.requires:
         given.add_argument("--model-file", required=True, help="the shared model (.safetensors from train, search "

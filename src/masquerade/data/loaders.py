@@ -71,11 +71,11 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
             if budget is not None:
                 budget.take(im.width * im.height, name)
             im.load()
-            grey = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+            grey = im.mode in ("1", "L", "LA", *_WIDE_MODES)
             want = channels if channels is not None else (1 if grey else 3)
             if want not in (1, 3):
                 raise InputError(f"channels must be 1 or 3, got {channels}")
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            if im.mode in _WIDE_MODES:
                 plane = _wide_to_uint8(np.asarray(im), im.mode, name)   # PIL's convert would clip to white
                 arr = plane[..., None] if want == 1 else np.repeat(plane[..., None], 3, axis=2)
             elif want == 1:
@@ -89,6 +89,9 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")    # grey planes of more than 8 bits
 
 
 def _wide_to_uint8(a: np.ndarray, mode: str, name: str) -> np.ndarray:

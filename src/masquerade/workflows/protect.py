@@ -89,7 +89,6 @@ def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int, po
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest protect wrote beside its outputs, or None where there is none (outputs of older versions)."""
-
     path = folder / MANIFEST
     if not path.is_file():
         return None
