@@ -19,6 +19,7 @@ API (JSON; bodies at most 4 KiB, else 413):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -26,7 +27,7 @@ import socket
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from masquerade.errors import InputError
+from masquerade.fileio import LockedError, exclusive_lock
 from masquerade.hitl.ratingset import strip_png
 from masquerade.hitl.store import Refused, Study, open_study
 
@@ -116,7 +118,7 @@ def create_app(study: Study) -> Starlette:
         return Response(page, media_type="text/html; charset=utf-8", headers=_NO_STORE)
 
     async def new_rater(request: Request) -> Response:
-        if request.headers.get("content-length", "0") != "0":
+        if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
             await _body(request)                # no body is needed; one that is sent is checked like any other
         return JSONResponse({"rater": study.new_rater()}, status_code=201, headers=_NO_STORE)
 
@@ -186,6 +188,26 @@ def serve(sets: Sequence[str | Path], *, db: str | Path, host: str = "127.0.0.1"
 
     uvicorn = require("uvicorn")
     say = out or (lambda line: print(line, flush=True))
+    with _serving(Path(db).resolve()):
+        return _serve(sets, db, host, port, uvicorn, say)
+
+
+@contextlib.contextmanager
+def _serving(db: Path) -> Iterator[None]:
+    """One server per study file: a second one would keep its own copy of each rater's place and accept answers
+    the first has moved past. The lock dies with its process."""
+    try:
+        with exclusive_lock(db):
+            yield
+    except LockedError:
+        raise InputError(f"{db}: another masquerade server is serving this study; stop it first, or use another "
+                         "--db") from None
+    except PermissionError as exc:
+        raise InputError(f"{db}: cannot lock the study's folder ({exc.strerror or exc})") from None
+
+
+def _serve(sets: Sequence[str | Path], db: str | Path, host: str, port: int, uvicorn: Any,
+           say: Callable[[str], None]) -> dict[str, int]:
     study = open_study(db, sets)
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -9,19 +9,22 @@ submission, changes included. The file is created readable by its owner only: it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from masquerade.errors import InputError
+from masquerade.fileio import parse_json
 from masquerade.hitl.ratingset import RatingSet, load_rating_set
 
 __all__ = ["Study", "Refused", "open_study", "SCHEMA_VERSION", "MAX_RATERS"]
@@ -53,6 +56,13 @@ class Refused(Exception):
         self.message = message
 
 
+class _Corrupt(Refused):
+    """A study file whose rows are not what this module wrote: a 500 with one line, never a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(500, message)
+
+
 @dataclass
 class _Rater:
     order: list[str]
@@ -73,7 +83,10 @@ class Study:
         self.sets = sets
         self._lock = threading.Lock()
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        self._token = meta["token"]
+        token = meta.get("token")
+        if not isinstance(token, str) or len(token) < 16:
+            raise InputError(f"{path}: the study database has no valid token")
+        self._token = token
         self.items: dict[str, tuple[int, str]] = {
             item: (idx, rid) for item, idx, rid in conn.execute("SELECT item, set_idx, rid FROM items")}
         self._raters: dict[str, _Rater] = {}
@@ -97,7 +110,7 @@ class Study:
             order = list(self.items)
             secrets.SystemRandom().shuffle(order)
             rater = secrets.token_urlsafe(16)
-            with self.conn:
+            with self._writing():
                 self.conn.execute("INSERT INTO raters VALUES (?, ?, ?)", (rater, time.time(), json.dumps(order)))
             self._raters[rater] = _Rater(order)
             self._n_raters += 1
@@ -109,7 +122,10 @@ class Study:
             row = self.conn.execute("SELECT item_order FROM raters WHERE rater = ?", (rater,)).fetchone()
             if row is None:
                 raise Refused(404, "unknown rater")
-            r = _Rater(json.loads(row[0]))
+            order = parse_json(row[0], where="the study file's rater row", expect=list, error=_Corrupt)
+            if not all(isinstance(i, str) and i in self.items for i in order):
+                raise _Corrupt("the study file's rater row names items the study does not have")
+            r = _Rater(order)
             rows = dict(self.conn.execute("SELECT item, choice FROM answers WHERE rater = ?", (rater,)))
             r.answers = {item: rows[item] for item in r.order if item in rows}
             self._raters[rater] = r
@@ -154,7 +170,7 @@ class Study:
             if change:
                 if p == 0 or item != r.order[p - 1]:
                     raise Refused(409, "only the previous item can be changed")
-                with self.conn:
+                with self._writing():
                     self.conn.execute("UPDATE answers SET choice = ?, changed = ? WHERE rater = ? AND item = ?",
                                       (choice, now, rater, item))
                     self.conn.execute("INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 1)",
@@ -164,11 +180,22 @@ class Study:
                     raise Refused(409, "already answered (go back to change it)")
                 if item != r.order[p]:
                     raise Refused(409, "not the current item")
-                with self.conn:
+                with self._writing():
                     self.conn.execute("INSERT INTO answers VALUES (?, ?, ?, ?, NULL)", (rater, item, choice, now))
                     self.conn.execute("INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 0)",
                                       (rater, item, choice, now))
             r.answers[item] = choice
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction; a write the file refuses (disk full, made read-only, corrupted under us) is rolled back
+        and answered with a 503: nothing half-written, nothing acknowledged that is not in the file."""
+        try:
+            with self.conn:
+                yield
+        except sqlite3.Error as exc:
+            raise Refused(503, f"the study file could not be written ({' '.join(str(exc).split())[:120]}); "
+                               "try again") from None
 
     def latest_answers(self) -> list[tuple[str, int, str, str]]:
         """``(rater, set index, set item id, choice)`` for every rater × item, the latest answer."""
@@ -196,39 +223,60 @@ class Study:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(path, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path}: not a study database ({exc})") from None
-    return conn
+        return sqlite3.connect(path, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise InputError(f"{path}: cannot open the study database ({exc})") from None
+
+
+def _settings(conn: sqlite3.Connection) -> None:
+    """WAL, one sync per transaction, checked references, waiting for a reader's lock; set only on our own files
+    (a foreign SQLite file is refused before anything in it changes)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
 
 
 def open_study(db: str | os.PathLike[str], sets: Sequence[str | os.PathLike[str]] | None = None) -> Study:
     """Open (or, with ``sets``, create) a study file. With ``sets``, an existing file must have been made for the
     same sets (compared by the SHA-256 of their manifests and images; folders may have moved). Without, the sets
-    are those the file names."""
+    are those the file names. Anything but a regular file (a FIFO, a device, a folder) is refused unread; a
+    SQLite file that is not a study is refused before anything in it is changed; a damaged or unwritable one
+    is one line."""
     path = Path(db)
     checked = [load_rating_set(s) for s in sets or ()]
     digests = [s.digest for s in checked]
     if len(set(digests)) != len(digests):
         raise InputError("the same rating set is given twice")
-    exists = path.exists() and path.stat().st_size > 0
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: not a regular file; a study database is a file")
+    exists = st is not None and st.st_size > 0
     if not exists and not checked:
         raise InputError(f"{path}: no such study database")
     if not exists:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)   # owner only: it holds the token and the answers
-        os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)   # owner only: it holds the token and the answers
+            os.close(fd)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot create the study database ({exc.strerror or exc})") from None
     conn = _connect(path)
     try:
         if not exists:
+            _settings(conn)
             _create(conn, checked)
         else:
             checked = _check(conn, path, checked)
         return Study(conn, path, checked)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise InputError(f"{path}: cannot use this study database ({' '.join(str(exc).split())[:160]})") from None
     except BaseException:
         conn.close()
         raise
@@ -256,6 +304,9 @@ def _check(conn: sqlite3.Connection, path: Path, given: list[RatingSet]) -> list
         raise InputError(f"{path}: not a masquerade study database")
     if meta.get("schema") != str(SCHEMA_VERSION):
         raise InputError(f"{path}: study schema {meta.get('schema')}; this masquerade reads {SCHEMA_VERSION}")
+    if [r[0] for r in conn.execute("PRAGMA quick_check")] != ["ok"]:
+        raise InputError(f"{path}: the study database is damaged (SQLite's integrity check fails)")
+    _settings(conn)
     if not given:
         return [_reload(path, digest, folder) for _, digest, folder in stored]
     by_digest = {s.digest: s for s in given}
