@@ -262,7 +262,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         if epoch + 1 in snapshots and writer:
             save_model(Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors", model, arch=s.model,  # type: ignore[arg-type]
                        num_classes=num_classes, mean=view.mean, std=view.std, in_channels=c,
-                       info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc})
+                       info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc},
+                       image_size=x_train.shape[-2:])
         if on_epoch is not None:
             on_epoch(record)
     result: dict[str, Any] = {"history": history, "test_acc": history[-1]["test_acc"] if history else float("nan"),
@@ -273,7 +274,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         result["test_acc_encoded"] = _encoded_inference(model, sch, view, x_test, y_test, pub, s, seed, bf16)
     result["model_state"] = model
     # the model as a function of [0, 1] images (schemes with their own input scale have no such form)
-    result["classifier"] = None if view.own else Normalized(model, view.mean, view.std).eval()
+    result["classifier"] = None if view.own else Normalized(model, view.mean, view.std,
+                                                            image_size=x_train.shape[-2:]).eval()
     return result
 
 

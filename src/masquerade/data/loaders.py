@@ -262,6 +262,8 @@ def _as_imageset(images: np.ndarray, labels: Any, classes: Sequence[str], names:
         raise InputError(f"{where}: images must be uint8 (N×H×W×C), got {images.dtype}")
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
         raise InputError(f"{where}: images look like N×C×H×W {images.shape}; files hold N×H×W×C")
+    if images.ndim >= 1 and len(images) == 0:
+        raise InputError(f"{where}: holds no images")
     try:
         return ImageSet(images, labels, tuple(classes), tuple(names), source)
     except InputError as exc:

@@ -21,8 +21,9 @@ __all__ = ["save_model", "load_model"]
 
 def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int,
                mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, in_channels: int = 3,
-               info: dict | None = None) -> Path:
-    """Write ``model`` (an ``arch`` network that takes standardised inputs) with its standardisation, atomically."""
+               info: dict | None = None, image_size: Sequence[int] | None = None) -> Path:
+    """Write ``model`` (an ``arch`` network that takes standardised inputs) with its standardisation and the image
+    size it was trained on (``image_size``, else a :class:`Normalized` model's own), atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -34,6 +35,9 @@ def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_class
             "mean": json.dumps([float(v) for v in torch.as_tensor(mean).flatten()]),
             "std": json.dumps([float(v) for v in torch.as_tensor(std).flatten()]),
             "info": json.dumps(info or {})}
+    size = image_size if image_size is not None else getattr(model, "image_size", None)
+    if size is not None:
+        meta["image_size"] = json.dumps([int(v) for v in size])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
@@ -79,7 +83,11 @@ def load_model(path: str | os.PathLike[str]) -> Normalized:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit a {meta['arch']} ({str(e).splitlines()[0]})") from None
-    out = Normalized(model, mean, std).eval()
+    size = parse_json(meta.get("image_size", "null"), where=f"{path}: model metadata 'image_size'")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and 1 <= v <= 16384 for v in size)):
+        raise InputError(f"{path}: damaged model metadata (image_size: two sizes from 1 to 16384)")
+    out = Normalized(model, mean, std, image_size=size).eval()
     out.arch = meta["arch"]
-    out.info = json.loads(meta.get("info", "{}"))
+    out.info = parse_json(meta.get("info", "{}"), where=f"{path}: model metadata 'info'", expect=dict)
     return out

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from masquerade.errors import InputError
 
-__all__ = ["ResNet18", "ResNet9", "ResNet20", "ConvNet", "create_model", "list_models", "MODELS"]
+__all__ = ["ResNet18", "ResNet9", "ResNet20", "ConvNet", "create_model", "check_input", "list_models", "MODELS"]
 
 
 class BasicBlock(nn.Module):
@@ -167,6 +167,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def list_models() -> list[str]:
     return sorted(MODELS)
+
+
+def check_input(name: str, shape: Sequence[int], *, what: str = "the model") -> None:
+    """Refuse, in one line, C×H×W images a network's layers cannot take (a head sized for another input, pooling
+    below 1×1, another channel count): one forward pass of a zero image through a fresh instance."""
+    c, h, w = (int(v) for v in shape)
+    net = create_model(name, num_classes=2, in_channels=c).eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, c, h, w))
+    except RuntimeError as exc:
+        raise InputError(f"{what} {name} does not take {c}×{h}×{w} images ({str(exc).splitlines()[0][:120]}); "
+                         f"resize them (--size) or choose another") from None
 
 
 def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:

@@ -175,10 +175,13 @@ def _adversary_inputs(name: str, encodings: Any, auxiliary: Any, api: FeatureAPI
     those and the victims' features in the chosen representation."""
     x_aux, y_aux = _aux(auxiliary, name, labels=labels)
     f_aux = api.predict(x_aux)
+    width = tuple(getattr(encodings, "shape", ()))[1:]
+    if width != tuple(f_aux.shape[1:]):
+        got = "×".join(map(str, width)) or "no"
+        raise InputError(f"{name}: the victims' feature vectors have {got} numbers, the API's {f_aux.shape[1]}: "
+                         "they are not this API's features")
     a = represent(f_aux, representation, reference=f_aux)
     v = represent(encodings, representation, reference=f_aux)
-    if v.shape[1] != a.shape[1]:
-        raise InputError(f"{name}: victims' features have {v.shape[1]} numbers, the API gives {a.shape[1]}")
     return x_aux, y_aux, f_aux, a, v
 
 

@@ -245,7 +245,10 @@ def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: 
         pool = pool.to_rgb()
     sub = pool.subset(n=images, rng=seed)
     x, y = sub.to_tensor(), torch.from_numpy(sub.labels).long()
+    model.check_takes(x.shape[1:], what=str(model_file))
     clf = load_model(classifier) if classifier else None
+    if clf is not None:
+        clf.check_takes(x.shape[1:], what=str(classifier))
     with start_run(f"attack-{atk.name}", out=out) as run:
         run.write_config({"attack": atk.name, "settings": str(atk.settings), "model_file": str(model_file),
                           "data": str(data), "images": images, "policy": policy, "always": always,

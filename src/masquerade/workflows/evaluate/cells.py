@@ -73,9 +73,17 @@ def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:
     runs, as its release will be."""
     out = {}
     x = d.train.select(np.arange(s.targets + s.pairs)).to_tensor()
+    from masquerade.models.resnet import check_input
+
     for st in s.chosen():
         if st.shares == "features":     # feature vectors fit every setting (ShuffleBits takes any float32)
             continue
+        if st.shares == "gradients":    # the server's federated model must take the client's images
+            try:
+                check_input(s.inversion_model, tuple(x.shape[1:]), what="--inversion-model")
+            except InputError as exc:
+                out[st.label] = str(exc)
+                continue
         scheme = _make_scheme(st, d.stats)
         pub = d.public.to_tensor() if st.public else None
         try:
