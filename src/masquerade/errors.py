@@ -29,3 +29,12 @@ class NotInvertibleError(MasqueradeError):
     """``decode`` was asked of a scheme that cannot be inverted, even with its key."""
 
     exit_code = 2
+
+
+def error_line(exc: BaseException, limit: int = 160) -> str:
+    """A foreign library's exception as part of one of our lines: the first sentence of its first non-empty line,
+    cut at ``limit`` characters (torch's messages run to paragraphs of advice), or its type where it says nothing."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    text = text.split(". ")[0].rstrip(". ")          # the first sentence: what went wrong, not the advice after it
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from masquerade.errors import InputError
+from masquerade.errors import InputError, error_line
 from masquerade.quality.models import QualityModel, _check
 
 __all__ = ["InceptionResNetV2Base", "KonCept512", "KonCept512Quality"]
@@ -167,9 +167,15 @@ class KonCept512Quality(QualityModel):
             p = Path(weights)
             if not p.is_file():
                 raise InputError(f"{p}: no such KonCept512 weights file")
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as exc:   # noqa: BLE001 - zipfile, pickle (weights_only refusals) and torch errors
+                raise InputError(f"{p}: not a PyTorch weights file ({error_line(exc)})") from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
+            if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in state.items()):
+                raise InputError(f"{p}: not a KonCept512 state dict (names to tensors)")
             state = {k.removeprefix("module."): v for k, v in state.items()}     # saved from DataParallel
             try:
                 missing, unexpected = self.net.load_state_dict(state, strict=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from masquerade.errors import InputError
+from masquerade.errors import InputError, error_line
 
 __all__ = ["QualityModel", "BrisqueQuality", "TorchScriptQuality"]
 
@@ -71,8 +71,12 @@ class TorchScriptQuality(QualityModel):
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{p}: no such TorchScript model file")
+        import logging
         import warnings
 
+        quiet = logging.getLogger("torch.export")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)                  # its own log line would repeat the error below
         try:
             if p.suffix == ".pt2":                        # a torch.export program (TorchScript's successor)
                 self.model = torch.export.load(str(p)).module()
@@ -81,9 +85,12 @@ class TorchScriptQuality(QualityModel):
                     warnings.simplefilter("ignore", DeprecationWarning)   # ship their models that way
                     self.model = torch.jit.load(str(p), map_location="cpu")
                 self.model.eval()
-        except (RuntimeError, ValueError) as exc:
-            raise InputError(f"{p}: not a TorchScript (.pt) or torch.export (.pt2) model "
-                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        except Exception as exc:   # noqa: BLE001 - a damaged archive fails in zipfile, pickle, torch or elsewhere
+            raise InputError(f"{p}: not a TorchScript (.pt) or torch.export (.pt2) model ({error_line(exc)})") \
+                from None
+        finally:
+            quiet.setLevel(level)
+        self.path = p
         lo, hi = output_range
         if hi <= lo or input_range[1] <= input_range[0]:
             raise InputError("TorchScriptQuality: ranges are (low, high) with low < high")
@@ -92,6 +99,14 @@ class TorchScriptQuality(QualityModel):
     def score(self, images: torch.Tensor) -> torch.Tensor:
         x = _check(images, self.name)
         a, b = self.input_range
-        out = self.model(x * (b - a) + a).reshape(len(x), -1)[:, 0]
+        try:
+            out = self.model(x * (b - a) + a)
+        except Exception as exc:   # noqa: BLE001 - the user's program may fail in any way on these photos
+            raise InputError(f"{self.path}: the model fails on photos of {tuple(x.shape[1:])} "
+                             f"({error_line(exc)})") from None
+        if not isinstance(out, torch.Tensor) or out.numel() < len(x) or out.numel() % len(x):
+            raise InputError(f"{self.path}: the model must return one score per photo (a tensor), got "
+                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        out = out.reshape(len(x), -1)[:, 0]
         lo, hi = self.output_range
         return (out - lo) * (100.0 / (hi - lo))
