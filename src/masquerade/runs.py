@@ -6,13 +6,15 @@ A run folder holds ``config.json`` (resolved settings, seed, versions, key finge
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from masquerade.errors import InputError
 from masquerade.fileio import read_json, save_png, write_json
 from masquerade.keys import Key
 
-__all__ = ["Run", "claim_output_dir", "start_run", "image_grid", "versions"]
+__all__ = ["Run", "claim_output_dir", "output_dir", "refuse_overlap", "start_run", "image_grid", "versions"]
 
 _log = logging.getLogger("masquerade")
 
@@ -150,6 +152,20 @@ class Run:
 OUTPUT_MARK = ".masquerade-output"
 
 
+def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
+                   flag: str = "--out") -> None:
+    """Refuse an output folder that is one of the ``inputs`` or holds one (``bundled:`` names and None are
+    skipped): writing or replacing it would overwrite or delete what the command reads."""
+    path = Path(out)
+    target = path.resolve()
+    for given in inputs:
+        if given is None or str(given).startswith("bundled:"):
+            continue
+        src = Path(given).resolve()
+        if src == target or target in src.parents:
+            raise InputError(f"{path}: the output folder would hold an input ({given}); choose another {flag}")
+
+
 def claim_output_dir(out: str | os.PathLike[str], command: str, *,
                      inputs: Iterable[str | os.PathLike[str] | None] = (),
                      own: Callable[[Path], bool] | None = None) -> Path:
@@ -159,13 +175,7 @@ def claim_output_dir(out: str | os.PathLike[str], command: str, *,
     recognises folders written before the mark existed). Another command's outputs (a challenge's truth folder, a
     run folder) are refused in one line before anything is written."""
     path = Path(out)
-    target = path.resolve()
-    for given in inputs:
-        if given is None or str(given).startswith("bundled:"):
-            continue
-        src = Path(given).resolve()
-        if src == target or target in src.parents:
-            raise InputError(f"{path}: the output folder would hold an input ({given}); choose another --out")
+    refuse_overlap(path, inputs)
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path}: not a folder")
@@ -182,6 +192,21 @@ def claim_output_dir(out: str | os.PathLike[str], command: str, *,
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / OUTPUT_MARK, {"command": command})
     return path
+
+
+@contextlib.contextmanager
+def output_dir(out: str | os.PathLike[str], command: str, *,
+               inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
+    """:func:`claim_output_dir` for the length of a ``with``: a folder it created is removed again when the body
+    fails before writing anything into it, so a refused input leaves no empty output folder behind."""
+    fresh = not Path(out).exists()
+    path = claim_output_dir(out, command, inputs=inputs)
+    try:
+        yield path
+    except BaseException:
+        if fresh and {p.name for p in path.iterdir()} <= {OUTPUT_MARK}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def start_run(command: str, *, out: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] = "runs",

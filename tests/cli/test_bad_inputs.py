@@ -52,7 +52,7 @@ CASES = [
      "finite number"),
     (["attack", "shufflebits-popcount", "--encodings", "{d}/trunc.npy"], "trunc.npy"),
     (["train", "--data", "{d}/d.npz", "--test", "{d}/d.npz", "--lr", "nan"], "finite number"),
-    (["metrics", "{d}/d.npz", "{d}/empty.npy"], "must match"),
+    (["metrics", "{d}/d.npz", "{d}/empty.npy"], "holds no images"),
     (["protect", "identity", "--in", "{d}/d.npz", "--out", "{d}/loop1", "--key", "{d}/k7.safetensors"], "loop"),
     (["metrics", "{d}/d.npz", "{d}/d.npz", "--out", "{d}/loop1"], "loop1"),
     (["data", "patches", "--from", "bundled:photos", "--n", "2", "--out", "{d}/afile/p.npz"], "afile"),
@@ -136,3 +136,79 @@ def test_an_output_folder_never_holds_inputs_or_another_commands_outputs(tmp_pat
     for _ in range(2):
         assert main(["--quiet", "challenge", "attack", str(ch), "--out", str(mine)]) == 2
         assert "no encryption.npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme, extra, make", [
+    ("instahide", [], "images"),
+    ("instahide", ["--k", "4", "--mode", "cross", "--public", "POOL"], "images"),
+    ("shufflebits", [], "features"),
+    ("shufflebits", ["--scope", "fixed"], "features")])
+def test_reveal_of_bare_encodings_with_another_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              scheme: str, extra: list[str], make: str) -> None:
+    """Two releases of the same shape under two keys; the encodings copied out without their manifest. Only the
+    key that made them decodes them; the other one's garbage is refused, not written (``--force`` writes it)."""
+    import shutil
+
+    g = np.random.default_rng(3)
+    np.savez(tmp_path / "pool.npz", images=g.integers(0, 256, (60, 12, 12, 3), dtype=np.uint8))
+    extra = [str(tmp_path / "pool.npz") if a == "POOL" else a for a in extra]
+    name = "encodings.npy" if make == "images" else "features.npy"
+    for who in ("a", "b"):
+        if make == "images":
+            np.savez(tmp_path / f"{who}.npz", images=g.integers(0, 256, (20, 12, 12, 3), dtype=np.uint8),
+                     labels=np.arange(20) % 2)
+        else:
+            feats = np.maximum(g.standard_normal((20, 48)).astype(np.float32) * 3, 0)
+            np.savez(tmp_path / f"{who}.npz", features=feats, labels=np.arange(20) % 2)
+        assert main(["--quiet", "protect", scheme, "--in", str(tmp_path / f"{who}.npz"), "--out",
+                     str(tmp_path / f"enc-{who}"), "--key", str(tmp_path / "keys" / f"{who}.safetensors"),
+                     "--run-out", str(tmp_path / f"run-{who}"), *extra]) == 0
+    (tmp_path / "bare").mkdir()
+    shutil.copy(tmp_path / "enc-a" / name, tmp_path / "bare" / name)
+    out = tmp_path / ("back.npz" if make == "images" else "back.npy")
+    capsys.readouterr()
+    other = str(tmp_path / "keys" / "b.safetensors")
+    rc = main(["reveal", scheme, "--in", str(tmp_path / "bare" / name), "--key", other, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "does not fit" in err, err
+    assert not out.exists()
+    assert main(["reveal", scheme, "--in", str(tmp_path / "bare" / name), "--key",
+                 str(tmp_path / "keys" / "a.safetensors"), "--out", str(out)]) == 0
+    back = np.load(out)
+    if make == "images":
+        assert np.abs(back["images"].astype(int) - np.load(tmp_path / "a.npz")["images"]).max() <= 2
+    else:
+        np.testing.assert_array_equal(back, np.load(tmp_path / "a.npz")["features"])
+    assert main(["reveal", scheme, "--in", str(tmp_path / "bare" / name), "--key", other,
+                 "--out", str(tmp_path / ("forced" + out.suffix)), "--force"]) == 0
+
+
+def test_outputs_never_replace_or_overwrite_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``protect --force`` replaces its output folder: never one holding its data; camouflage writes JPEGs under
+    the photos' names: never where the photos are, never into a folder of other files."""
+    import hashlib
+
+    g = np.random.default_rng(0)
+    d = tmp_path / "work"
+    d.mkdir()
+    np.savez(d / "d.npz", images=g.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), labels=np.arange(6) % 2)
+    Image.fromarray(g.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / "p0.jpg")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+    cases = [
+        ["protect", "identity", "--in", str(d / "d.npz"), "--out", str(d), "--key", str(tmp_path / "k.safetensors"),
+         "--force"],
+        ["camouflage", "--in", str(d / "p0.jpg"), "--out", str(d), "--method", "filter"],
+        ["camouflage", "--in", str(d / "p0.jpg"), "--out", str(tmp_path), "--method", "filter"],
+    ]
+    for args in cases:
+        capsys.readouterr()
+        assert main(["--quiet", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "would hold an input" in err, err
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "p0.jpg").write_bytes(b"someone else's file")
+    assert main(["--quiet", "camouflage", "--in", str(d / "p0.jpg"), "--out", str(others), "--method", "filter"]) == 2
+    assert "holds other files" in capsys.readouterr().err
+    assert (others / "p0.jpg").read_bytes() == b"someone else's file"
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()} == before

@@ -30,7 +30,8 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
                               "--run-out", str(tmp_path / "run"), "--rating-set", str(tmp_path / "appeal"),
                               "--run-code", "TEAM1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["TEAM1.zip", "TEAM1_beach.jpg", "TEAM1_dog.jpg"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".masquerade-output", "TEAM1.zip",
+                                                                  "TEAM1_beach.jpg", "TEAM1_dog.jpg"]
     with zipfile.ZipFile(tmp_path / "o" / "TEAM1.zip") as z:
         assert sorted(z.namelist()) == ["TEAM1_beach.jpg", "TEAM1_dog.jpg"]
         assert z.read("TEAM1_dog.jpg") == (tmp_path / "o" / "TEAM1_dog.jpg").read_bytes()

@@ -219,3 +219,23 @@ def test_bad_settings_and_inputs() -> None:
             torch.rand(10, 3, 8, 8), key, public=torch.rand(20, 3, 8, 8))
     with pytest.raises(InputError, match="'instahide' key"):
         s.encode(torch.rand(10, 3, 8, 8), mq.create_scheme("identity").keygen(10))
+
+
+@pytest.mark.parametrize("settings", [dict(k=4), dict(k=4, mode="cross")])
+def test_reveal_checks_every_grey_level_by_encoding_again(settings: dict) -> None:
+    """The revealed grey levels re-encode to the encodings exactly when they are the images; one grey level off in
+    one pixel of one image moves each of the p encodings it is mixed into past float32 rounding, and the check
+    counts them."""
+    from masquerade.workflows.protect import _pinned
+
+    s = mq.create_scheme("instahide", **settings)
+    g = np.random.default_rng(0)
+    grey = torch.from_numpy(g.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8))
+    cross = settings.get("mode") == "cross"
+    pub = torch.rand(80, 3, 8, 8, generator=torch.Generator().manual_seed(1)) if cross else None
+    key = s.keygen(50, rng=4, shape=(3, 8, 8), pool_size=80 if cross else 0)
+    z = s.encode(grey.float() / 255, key, public=pub)
+    assert _pinned(s, key, z, grey, pub) == 1.0
+    off = grey.clone()
+    off[7, 1, 2, 3] += 1 if off[7, 1, 2, 3] < 255 else -1
+    assert _pinned(s, key, z, off, pub) == pytest.approx(1 - s.settings.p / 50)

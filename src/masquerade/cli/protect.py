@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from masquerade.cli.common import parse_sets, positive_int, seed
@@ -50,6 +51,10 @@ def cmd_reveal(args: argparse.Namespace) -> int:
     r = reveal(args.input, args.scheme, key=args.key, out=args.out, public=args.public, force=args.force)
     what = "decrypted {n} feature vectors" if r["kind"] == "features" else "revealed {n} images"
     print(f"{what.format(n=r['count'])} to {r['out']} (key fingerprint {r['fingerprint']})")
+    if r.get("pinned", 1.0) < 1.0:
+        print(f"masquerade: warning: {1 - r['pinned']:.1%} of the encodings are not what the revealed images "
+              "encode to: the mixing is too ill-conditioned to pin every pixel to its grey level (some are a level "
+              "or two off)", file=sys.stderr)
     return 0
 
 

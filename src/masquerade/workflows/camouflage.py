@@ -44,7 +44,7 @@ def camouflage(photos: PathLike, out: PathLike, *, model: Any = None, settings: 
 
     from masquerade.data import load_photos
     from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
-    from masquerade.runs import start_run
+    from masquerade.runs import output_dir, start_run
 
     qm = model if model is not None and not isinstance(model, str) else quality_model(model or "brisque")
     fields = dict(settings or {})
@@ -61,8 +61,10 @@ def camouflage(photos: PathLike, out: PathLike, *, model: Any = None, settings: 
         raise InputError(f"{rating_set}: already exists and is not an empty folder; give a new folder for the "
                          "rating set")
     images, names = load_photos(photos, channels=3)   # grey photos become RGB
-    out = Path(out)
-    with start_run("camouflage", out=run_out) as run:
+    model_file = str(model).split(":", 1)[-1] if isinstance(model, str) and model != "brisque" else None
+    # JPEGs land in out under the photos' names: never where the photos are, never over another command's files
+    with output_dir(out, "camouflage", inputs=(photos, model_file)) as out, \
+            start_run("camouflage", out=run_out) as run:
         run.write_config({**(config or {}), "input": str(photos), "out": str(out), "threshold": qm.threshold,
                           "settings": str(s)}, seed=seed)
         rows, pairs = camouflage_photos(qm, images, names, out, s, rng=seed, batch=batch, max_pixels=max_pixels,

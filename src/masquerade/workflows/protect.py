@@ -135,10 +135,11 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     from masquerade.fileio import LockedError, exclusive_lock, recover_dir, save_npy, save_npz
     from masquerade.registry import create_scheme
     from masquerade.rng import as_generator
-    from masquerade.runs import start_run
+    from masquerade.runs import refuse_overlap, start_run
 
     out, keyfile = Path(out), Path(key)
     _check_key_apart(keyfile, out)
+    refuse_overlap(out, [data, public, run_out])      # --force replaces the folder: never one holding an input
     if keyfile.suffix != ".safetensors":
         raise InputError(f"{keyfile}: key files are written as .safetensors (use that suffix)")
     if keyfile.exists() and not force:
@@ -274,6 +275,26 @@ def _check_outputs(out: Path, inputs: list[Path], force: bool) -> None:
         raise InputError(f"{out}: is a folder; name the output file")
 
 
+def _check_decoded(plain: np.ndarray, kind: str, path: Path, key: PathLike, force: bool) -> None:
+    """Refuse what only a wrong key decodes to (``force``: a manifest named the key, or the user insists): a bare
+    ``encodings.npy`` has no manifest to name its key, and a key drawn for as many items of the same shape decodes
+    without error. Images decode into [0, 1]
+    up to rounding; float32 features from a wrong bit shuffle have random exponents (overflow, NaN, magnitudes
+    past 1e15 or below 1e-30), which no model's features have."""
+    if force or plain.size == 0:
+        return
+    if kind == "images":
+        off = float(((plain < -0.02) | (plain > 1.02) | ~np.isfinite(plain)).mean())
+        what = "pixels outside [0, 1]"
+    else:
+        mag = np.abs(plain)
+        off = float((~np.isfinite(plain) | (mag > 1e15) | ((mag > 0) & (mag < 1e-30))).mean())
+        what = "values that are not finite or of an implausible magnitude"
+    if off > 1e-3:
+        raise InputError(f"{path}: decoding with {key} gives {off:.1%} {what}: the key does not fit these "
+                         f"{'encodings' if kind == 'images' else 'features'} (--force to write them anyway)")
+
+
 def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public: PathLike | None = None,
            force: bool = False) -> dict[str, Any]:
     """Decode what :func:`protect` wrote (``encodings.npy`` or ``features.npy``) with its key: images to an ``.npz``
@@ -302,6 +323,7 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
         if out.suffix != ".npy":
             raise InputError(f"{out}: decrypted features are written as .npy")
         plain = sch.decode(feats, k)
+        _check_decoded(np.asarray(plain, np.float32), "features", path, key, force or manifest is not None)
         save_npy(out, plain)
         return {"kind": "features", "count": len(plain), "out": out, "fingerprint": k.fingerprint}
     if path.suffix != ".npy":
@@ -315,6 +337,22 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
             Path(key).name.replace(".safetensors", "") + ".public.npz")
         pub = load_images(pub_path).to_tensor()
     x = sch.decode(z, k, public=pub)
-    images = to_uint8(x).permute(0, 2, 3, 1).numpy()
+    _check_decoded(x.numpy(), "images", path, key, force or manifest is not None)
+    grey = to_uint8(x)
+    images = grey.permute(0, 2, 3, 1).numpy()
+    pinned = _pinned(sch, k, z, grey, pub)
     save_npz(out, images=images)
-    return {"kind": "images", "count": len(images), "out": out, "fingerprint": k.fingerprint}
+    return {"kind": "images", "count": len(images), "out": out, "fingerprint": k.fingerprint, "pinned": pinned}
+
+
+def _pinned(sch: Any, key: Any, z: Any, grey: Any, pub: Any) -> float:
+    """The share of encodings the revealed grey levels give back, re-encoded with the key, to float32 rounding:
+    1.0 when the encodings pin every pixel down. Any other grey level moves an encoding by its coefficient / 255;
+    an ill-conditioned mixing (InstaHide over very many images, see ``_solve_by_components``) rounds some pixels
+    to a neighbouring level, and the caller says so."""
+    import torch
+
+    again = sch.encode(grey.float() / 255, key, public=pub)
+    zt = torch.as_tensor(z).float()
+    tol = 1e-5 * float(zt.abs().amax().clamp_min(1.0))
+    return float(((again - zt).abs().flatten(1).amax(1) <= tol).double().mean())
