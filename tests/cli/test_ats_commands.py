@@ -80,3 +80,19 @@ def test_cli_refuses_bad_input(crops: Path, tmp_path: Path, capsys: pytest.Captu
                  "--data", str(crops)]) == 2
     err = capsys.readouterr().err
     assert "sub-policies are numbered" in err and "not a masquerade model file" in err
+
+
+def test_a_search_killed_mid_line_resumes_from_its_good_scores(tmp_path: Path) -> None:
+    from masquerade.workflows.train import _scores_done
+
+    partial = tmp_path / "scores.jsonl"
+    good = [{"policy": "3-1-7", "s_pri": -0.1, "s_acc": 0.8}, {"policy": "43-18-18", "s_pri": -0.2, "s_acc": 0.7}]
+    lines = [json.dumps(good[0]), "[" * 50_000, json.dumps({"policy": 1, "s_pri": 0, "s_acc": 0}),
+             json.dumps({"policy": "x"}), "1" * 5000, json.dumps(good[1]), '{"policy": "21-13-3", "s_p']
+    partial.write_text("\n".join(lines))                    # the last line cut short by a kill
+    assert _scores_done(partial) == good
+    assert partial.read_text() == "".join(json.dumps(g) + "\n" for g in good)
+    with partial.open("a") as f:                            # the next score appends on a line of its own
+        f.write(json.dumps({"policy": "21-13-3", "s_pri": 0.0, "s_acc": 0.5}) + "\n")
+    assert [d["policy"] for d in _scores_done(partial)] == ["3-1-7", "43-18-18", "21-13-3"]
+    assert _scores_done(tmp_path / "none.jsonl") == []

@@ -35,7 +35,7 @@ from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
 from masquerade.ats.inversion import _GradientInversion, per_sample_gradients
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
 from masquerade.errors import InputError
-from masquerade.fileio import write_text
+from masquerade.fileio import read_json, write_text
 from masquerade.metrics import psnr, recognition_accuracy, ssim
 from masquerade.metrics.ssim import ssim_map
 from masquerade.registry import ATTACKS
@@ -203,8 +203,8 @@ def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
     """Per condition: the share of ratings in ``ratings.csv`` that name the true class (HitL recognition); for an
     appeal set (``question_type: appeal``, see :mod:`masquerade.hitl.ratingset`), the mean 1-5 rating instead."""
     folder = Path(folder)
-    answers = json.loads((folder / "answers.json").read_text())
-    appeal = json.loads((folder / "manifest.json").read_text()).get("question_type") == "appeal"
+    answers = read_json(folder / "answers.json", expect=dict)
+    appeal = read_json(folder / "manifest.json", expect=dict).get("question_type") == "appeal"
     path = folder / "ratings.csv"
     if not path.is_file():
         raise InputError(f"{folder}: no ratings.csv yet (rows: rater,id,choice)")
@@ -214,6 +214,10 @@ def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
             a = answers.get(row.get("id", ""))
             if a is None:
                 raise InputError(f"{path}: unknown item id {row.get('id')!r}")
+            if not isinstance(a, dict) or not isinstance(a.get("condition"), str) or (
+                    not appeal and not isinstance(a.get("class"), str)):
+                raise InputError(f"{folder / 'answers.json'}: item {row.get('id')!r} has no condition"
+                                 f"{'' if appeal else ' or class'} (not a rating set's answers)")
             choice = row.get("choice", "").strip()
             if appeal and choice not in ("1", "2", "3", "4", "5"):
                 raise InputError(f"{path}: appeal rating {choice!r} is not 1 to 5")

@@ -53,6 +53,7 @@ import torch
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
 from masquerade.errors import InputError
+from masquerade.fileio import read_json
 from masquerade.instahide.grouping import SPLITS, cluster_slots, refine_pairs
 from masquerade.instahide.recipe import _public_energy, parse_slots, public_statistics, simulate_challenge
 from masquerade.instahide.reconstruct import reconstruct_private
@@ -200,10 +201,10 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     state: dict[str, Any] = {}
     if state_path.is_file():
         try:
-            state = json.loads(state_path.read_text())
-        except (OSError, ValueError, RecursionError):   # damaged: the stages' own keys decide what is reused
+            state = read_json(state_path, expect=dict)
+        except InputError:      # damaged: the stages' own keys decide what is reused
             state = {}
-        if not isinstance(state, dict) or state.get("key") != run_key:
+        if state.get("key") != run_key or not isinstance(state.get("seconds", {}), dict):
             state = {}          # another challenge, other settings or other sources: start afresh
     state.update({"key": run_key, "settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape),
                   "prior": None if learned is None else {"source": learned.source, "sha256": learned.meta["sha256"]}})

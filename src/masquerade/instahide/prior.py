@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from masquerade.errors import InputError
+from masquerade.fileio import parse_json, read_json
 from masquerade.metrics.ssim import ssim_loss
 from masquerade.models.denoiser import ReconstructionDenoiser
 
@@ -123,8 +124,11 @@ def load_prior(path: str | os.PathLike[str], *, sha256: str | None = None) -> Ch
     meta, state = read_safetensors(p, "challenge prior file")
     if meta.get("kind") != PRIOR_KIND:
         raise InputError(f"{p}: not a challenge prior file (kind {meta.get('kind')!r})")
+    doc = parse_json(meta.get("settings", "null"), where=f"{p}: prior metadata 'settings'")
+    width = doc.get("width") if isinstance(doc, dict) else None
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 1024:
+        raise InputError(f"{p}: the prior's metadata names no network width from 1 to 1024")
     try:
-        width = int(json.loads(meta["settings"])["width"])
         model = ReconstructionDenoiser(width)
         model.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -140,11 +144,11 @@ def default_prior() -> ChallengePrior | None:
     if not SHIPPED_PRIOR.is_file() or not record.is_file():
         return None
     try:
-        digest = json.loads(record.read_text())["sha256"]
-        if not isinstance(digest, str):
-            raise TypeError("sha256 is not a string")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{record}: not a readable prior record ({exc}); run `make weights` again") from None
+        digest = read_json(record, expect=dict).get("sha256")
+    except InputError as exc:
+        raise InputError(f"not a readable prior record: {exc}; run `make weights` again") from None
+    if not isinstance(digest, str):
+        raise InputError(f"{record}: not a readable prior record (no sha256); run `make weights` again")
     return load_prior(SHIPPED_PRIOR, sha256=digest)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from masquerade.errors import InputError
+from masquerade.fileio import parse_json, read_json, write_text
 
 __all__ = ["train", "search", "epoch_list"]
 
@@ -147,13 +148,36 @@ def _digest(images: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _scores_done(partial: Path) -> list[dict[str, Any]]:
+    """The scores a killed search wrote, one JSON object a line. A line a kill cut short (or any line that is not
+    one of ours) is dropped and its policy scored again; the file is rewritten with the good lines first, so that
+    the next append does not land on the end of a broken one."""
+    if not partial.is_file():
+        return []
+    lines = partial.read_bytes().split(b"\n")
+    done = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            doc = parse_json(line, where=str(partial), expect=dict)
+        except InputError:
+            continue
+        if isinstance(doc.get("policy"), str) and all(
+                isinstance(doc.get(k), (int, float)) and not isinstance(doc.get(k), bool) for k in ("s_pri", "s_acc")):
+            done.append(doc)
+    if len(done) != sum(1 for line in lines if line.strip()) or (lines and lines[-1].strip()):
+        write_text(partial, "".join(json.dumps(d) + "\n" for d in done))
+    return done
+
+
 def _check_resume(run_path: Path, identity: dict[str, Any], seed: int | None) -> None:
     """Refuse to resume a run with anything that differs from what it started with."""
     cfg_path = run_path / "config.json"
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{cfg_path}: cannot read the run's configuration ({exc}); cannot resume") from None
+        cfg = read_json(cfg_path, expect=dict)
+    except InputError as exc:
+        raise InputError(f"{exc}; cannot resume") from None
     if cfg.get("seed") != seed:
         raise InputError(f"{run_path}: the run was started with seed {cfg.get('seed')!r}, not {seed!r}; resume it "
                          f"with the same --seed")
@@ -176,7 +200,6 @@ def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str =
     from masquerade.ats.search import SearchSettings
     from masquerade.ats.search import search as run_search
     from masquerade.data import load_images
-    from masquerade.fileio import write_text
     from masquerade.models import Normalized, create_model, load_model, save_model
     from masquerade.rng import as_generator
     from masquerade.runs import Run, start_run
@@ -220,7 +243,7 @@ def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str =
             save_model(run.path / "init.safetensors", init, arch=model, num_classes=images.num_classes,
                        mean=init.mean, std=init.std, info={"initialisation": True})
         init = load_model(run.path / "init.safetensors")
-        done = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+        done = _scores_done(partial)
 
         def save(r: dict[str, Any]) -> None:
             with partial.open("a") as f:

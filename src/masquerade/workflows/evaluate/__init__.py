@@ -52,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 
 from masquerade.errors import InputError
-from masquerade.fileio import LockedError, exclusive_lock, save_npz, sha256_file, write_json
+from masquerade.fileio import LockedError, exclusive_lock, read_json, save_npz, sha256_file, write_json
 from masquerade.workflows.evaluate.cells import (
     ENCODED_INFERENCE,
     _fingerprint,
@@ -97,9 +97,9 @@ class _Store:
         if not p.is_file():
             return None
         try:
-            doc = json.loads(p.read_text())
-        except (OSError, ValueError):
-            return None                       # unreadable: run the cell again
+            doc = read_json(p, expect=dict)
+        except InputError:
+            return None                       # unreadable, too deep, not ours: run the cell again
         if not isinstance(doc, dict) or doc.get("plan") != self.plan or doc.get("cell") != _cell_doc(cell):
             return None
         result = doc.get("result")
@@ -318,14 +318,18 @@ def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str
     old: dict[str, Any] | None = None
     if config.is_file():
         try:
-            old = json.loads(config.read_text())
-        except ValueError:
+            old = read_json(config, expect=dict)
+        except InputError:
             old = None
         if not isinstance(old, dict) or old.get("plan") != s.digest():
             raise InputError(f"{root}: holds an evaluation with other settings; choose another --out")
     elif root.is_dir() and any(root.iterdir()):
         raise InputError(f"{root}: the folder exists and is not an evaluation; choose another --out")
     d = data_for(s)
+    if any(st.shares != "features" for st in s.chosen()):    # every image setting trains this model
+        from masquerade.models.resnet import check_input
+
+        check_input(s.model, d.train.to_tensor()[:1].shape[1:], what="--model")
     doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest(),
            "data_sha256": _fingerprint(d)}
     if old is not None and old.get("data_sha256") != doc["data_sha256"]:
