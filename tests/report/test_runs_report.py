@@ -150,3 +150,27 @@ def test_a_report_never_embeds_a_file_from_outside_its_run_folder(tmp_path: Path
     (run / "rating").symlink_to(secret)
     with pytest.raises(InputError, match="leads out of the run folder"):
         build_report([run], tmp_path / "r.html")
+
+
+_NUM = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                 st.text(max_size=3), st.booleans())
+_SERIES = st.fixed_dictionaries(
+    {"x": st.one_of(st.lists(_NUM, max_size=6), _NUM, st.dictionaries(st.text(max_size=2), _NUM, max_size=2)),
+     "y": st.one_of(st.dictionaries(st.text(max_size=3), st.one_of(st.lists(_NUM, max_size=6), _NUM), max_size=3),
+                    st.lists(_NUM, max_size=3), _NUM)},
+    optional={"logx": st.one_of(st.booleans(), _NUM), "xlabel": st.one_of(_NUM, st.lists(_NUM, max_size=3))})
+
+
+@settings(max_examples=60, deadline=None)
+@given(series=_SERIES)
+def test_any_plot_series_in_a_run_folder_renders_or_shows_as_values(series: dict) -> None:
+    """metrics.json is read from disk: a series of strings, None, infinities, mismatched lengths or a log axis over
+    negative x is shown as the values it holds (or plotted where it can be), never an internal error."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        run = Path(d)
+        (run / "metrics.json").write_text(json.dumps({"curve": series}))
+        (run / "config.json").write_text("{}")
+        page = build_report([run]).read_text()
+        assert page.rstrip().endswith("</html>")

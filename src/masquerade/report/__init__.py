@@ -79,8 +79,18 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _numbers(v: Any, most: int = 100_000) -> bool:
+    """A plottable list: 1 to ``most`` numbers, each finite (|v| <= 1e100) or NaN (a gap)."""
+    return isinstance(v, list) and 0 < len(v) <= most and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and (a != a or abs(a) <= 1e100) for a in v)
+
+
 def _is_series(v: Any) -> bool:
-    return isinstance(v, dict) and "x" in v and "y" in v and isinstance(v["y"], dict)
+    """A line plot's data, checked in full (run folders are read from disk): anything else in its place is shown as
+    the values it holds, never handed to matplotlib."""
+    if not (isinstance(v, dict) and _numbers(v.get("x")) and isinstance(v.get("y"), dict) and 0 < len(v["y"]) <= 50):
+        return False
+    return all(_numbers(ys) and len(ys) <= len(v["x"]) for ys in v["y"].values())
 
 
 def _is_table(v: Any) -> bool:
@@ -133,7 +143,7 @@ def _plot(title: str, series: dict[str, Any]) -> str:
         ax.plot(x[:len(ys)], ys, marker="o", ms=3, label=str(name))
     ax.set_xlabel(str(series.get("xlabel", "")))
     ax.set_ylabel(str(series.get("ylabel", "")))
-    if series.get("logx"):
+    if series.get("logx") and all(v > 0 for v in x):
         ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
