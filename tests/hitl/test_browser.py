@@ -19,6 +19,7 @@ import pytest
 
 from .conftest import CLASSES, make_appeal_set, make_choice_set, serving
 
+KEYS = "123456789abcdefghijklmnopqrstvwxyz"                  # the page's key for each choice, in order
 SCREENSHOTS = os.environ.get("MASQUERADE_SCREENSHOTS")     # a folder to keep the page's screenshots in
 
 
@@ -53,7 +54,7 @@ class Rater:
         if self.phone:
             self.page.tap(f'#choices button[data-choice="{choice}"]')
         else:
-            self.page.keyboard.press("0" if choice == "unrecognisable" else str(it.index(choice) + 1))
+            self.page.keyboard.press("0" if choice == "unrecognisable" else KEYS[it.index(choice)])
 
     def answer(self, decide: Any) -> str:
         item = self.item()
@@ -151,3 +152,34 @@ def test_two_raters_in_chromium_then_results(tmp_path: Path, browser: Any) -> No
     assert rows[("camouflage", "original")]["mean_appeal"] == 4.5
     assert rows[("camouflage", "camouflaged")]["mean_appeal"] == 2.5 and rows[("camouflage", "camouflaged")][
         "ratings"] == 4
+
+
+@pytest.mark.slow
+def test_every_choice_of_a_twelve_class_set_has_a_key(tmp_path: Path, browser: Any) -> None:
+    """CIFAR-10's tenth class (and beyond) needs no mouse: 1-9, then letters, each shown on its button."""
+    import numpy as np
+
+    from masquerade.hitl.ratingset import write_rating_set
+
+    names = [f"class{i}" for i in range(12)]
+    g = np.random.default_rng(0)
+    items = [("original", g.integers(0, 256, (32, 32, 3), dtype=np.uint8), {"label": i, "class": names[i], "source": i})
+             for i in range(12)]
+    rs = write_rating_set(tmp_path / "twelve", items, question="Which class?", choices=names,
+                          rng=np.random.default_rng(1))
+    db = tmp_path / "study.sqlite"
+    with serving([rs], db) as (url, _proc):
+        r = Rater(browser, url, _truth(db, [rs]), phone=False)
+        shown = json.loads(r.page.evaluate("JSON.stringify([...document.querySelectorAll('#choices button')]"
+                                           ".map(b => [b.dataset.choice, b.querySelector('kbd').textContent]))"))
+        keys = dict(shown)
+        assert keys["class9"] == "A" and keys["class11"] == "C" and keys["unrecognisable"] == "0"
+        assert len(set(keys.values())) == len(keys)
+        if SCREENSHOTS:
+            r.page.screenshot(path=str(Path(SCREENSHOTS) / "hitl-page-twelve.png"))
+        while r.done < r.total:             # the right class every time, by key: the last three by letter
+            r.answer(lambda a: a["class"])
+        r.ctx.close()
+    res = json.loads(subprocess.run([sys.executable, "-m", "masquerade", "hitl", "results", "--db", str(db),
+                                     "--json"], capture_output=True, text=True, check=True).stdout)
+    assert res["rows"][0]["recognised"] == 12

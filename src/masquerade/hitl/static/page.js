@@ -5,6 +5,8 @@
   const api = base + "/api";
   const storeKey = "masquerade-rater:" + base;
   const UNREC = "unrecognisable";
+  // a key for every choice: 1-9, then letters (u is "unrecognisable"), so a ten-class set needs no mouse
+  const KEYS = "123456789abcdefghijklmnopqrstvwxyz".split("");
   const APPEAL = {"1": "not at all appealing", "3": "neutral", "5": "very appealing"};
   const $ = (id) => document.getElementById(id);
   let rater = localStorage.getItem(storeKey);
@@ -54,7 +56,7 @@
     b.dataset.choice = value;
     if (key) {
       const k = document.createElement("kbd");
-      k.textContent = key;
+      k.textContent = key.toUpperCase();
       b.appendChild(k);
     }
     b.appendChild(document.createTextNode(label));
@@ -91,7 +93,7 @@
     box.replaceChildren();
     box.classList.toggle("appeal", it.type === "appeal");
     it.choices.forEach((c, i) => {
-      box.appendChild(button(c, it.type === "appeal" ? c : c, i < 9 ? String(i + 1) : "",
+      box.appendChild(button(c, c, i < KEYS.length ? KEYS[i] : "",
                              it.type === "appeal" ? (APPEAL[c] || "") : ""));
     });
     $("unrec-help").hidden = !it.unrecognisable;   // appeal questions have no "unrecognisable" answer
@@ -142,10 +144,8 @@
     if (ev.key === "Escape") { if (viewing === "previous") back(); return; }
     if (!it) return;
     if ((ev.key === "0" || ev.key.toLowerCase() === "u") && it.unrecognisable) { answer(UNREC); return; }
-    if (/^[1-9]$/.test(ev.key)) {
-      const i = Number(ev.key) - 1;
-      if (i < it.choices.length) answer(it.choices[i]);
-    }
+    const i = ev.key.length === 1 ? KEYS.indexOf(ev.key.toLowerCase()) : -1;
+    if (i >= 0 && i < it.choices.length) answer(it.choices[i]);
   });
   start().catch((e) => { $("progress").textContent = ""; $("message").textContent = "Cannot load: " + e.message; });
 })();
