@@ -111,6 +111,7 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) 
 def test_plugins_of_other_packages_come_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata as md
 
+    import masquerade.identity  # noqa: F401 - its imports (torch) read entry points too: load them before faking
     from masquerade.registry import Registry
 
     class Dist:        # an installed distribution as importlib.metadata shows it

@@ -29,6 +29,7 @@ from masquerade.errors import InputError
 from masquerade.fileio import save_npy, save_npz, write_json
 from masquerade.instahide.scheme import InstaHide
 from masquerade.metrics import rmse, ssim
+from masquerade.metrics.privacy import SUCCESS_SSIM
 from masquerade.progress import track
 from masquerade.registry import create_scheme
 from masquerade.rng import RngLike, as_generator
@@ -36,7 +37,6 @@ from masquerade.rng import RngLike, as_generator
 __all__ = ["make_challenge", "score_challenge", "load_recovered", "public_pool", "baseline_recovery",
            "ChallengeTruth", "read_truth", "SUCCESS_SSIM"]
 
-SUCCESS_SSIM = 0.8
 TRUTH_FILES = ("private_images.npy", "private_labels.npy", "private_pairs.npy", "coefficients.npy",
                "public_indices.npy", "manifest.json")
 

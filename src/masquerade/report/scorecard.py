@@ -17,6 +17,7 @@ import numpy as np
 
 from masquerade.errors import InputError
 from masquerade.fileio import read_json, write_text
+from masquerade.metrics.privacy import SUCCESS_SSIM
 from masquerade.report import _CSS, _img_tag, _table
 
 __all__ = ["build_scorecard_report", "SCHEME_STORIES"]
@@ -89,8 +90,9 @@ def _privacy_utility_plot(summary: list[dict[str, Any]], top: int) -> str:
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5 + 7 * ((i - 1) % 3), 3 + 6 * ((i - 1) % 2)),
                     fontsize=8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handletextpad=0.3)
-    ax.axhline(0.8, color="#999999", lw=0.8, ls="--")
-    ax.text(0.01, 0.81, "success threshold (SSIM 0.8)", fontsize=7, color="#777777", transform=ax.get_yaxis_transform())
+    ax.axhline(SUCCESS_SSIM, color="#999999", lw=0.8, ls="--")
+    ax.text(0.01, SUCCESS_SSIM + 0.01, f"success threshold (SSIM {SUCCESS_SSIM})", fontsize=7, color="#777777",
+            transform=ax.get_yaxis_transform())
     ax.set_xlabel("utility: test accuracy of a model trained on protected data")
     ax.set_ylabel(f"privacy loss: best attack's mean SSIM at level {top}")
     ax.set_ylim(-0.05, 1.05)
@@ -153,7 +155,7 @@ def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[s
                 "image attack anything at level 1; from level 2 the adversary also queries the feature extractor "
                 "as a black box.</p>" if any(r["scheme"] == "shufflebits" for r in rows) else "")
              + "<p>Each attack is scored on the private images it did not get as known pairs: the mean SSIM of "
-             "each image's best-matching reconstruction, and the share found with SSIM &gt; 0.8.</p>",
+             f"each image's best-matching reconstruction, and the share found with SSIM &gt; {SUCCESS_SSIM}.</p>",
              "<h2>Summary</h2>", _table([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary])]
     raw = card.get("findings")
     notes = [f for f in raw if isinstance(f, dict) and isinstance(f.get("text"), str)] if isinstance(raw, list) else []

@@ -19,6 +19,7 @@ import numpy as np
 
 from masquerade.contracts import Knowledge
 from masquerade.errors import InputError
+from masquerade.metrics.privacy import SUCCESS_SSIM
 from masquerade.workflows.protect import load_encodings
 
 __all__ = ["attack", "given_inputs", "score_reconstructions", "SOURCES"]
@@ -112,31 +113,17 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_reconstructions(rec: Any, truth: Any, *, aligned: bool = True) -> dict[str, Any]:
-    """Privacy scores of reconstructions against the originals: paired when they align one to one, else each
-    original's best match (Max_SSIM, as the InstaHide Challenge scores). ``success``: share with SSIM > 0.8."""
-    import torch
+    """Privacy scores of reconstructions against the originals (:func:`masquerade.metrics.privacy.privacy_scores`):
+    paired when they align one to one, else each original's best match (Max_SSIM, as the InstaHide Challenge
+    scores). ``success``: the share found (SSIM > ``SUCCESS_SSIM``)."""
+    from masquerade.metrics.privacy import privacy_scores
 
-    from masquerade.metrics import psnr, ssim
-
-    if rec.shape[1:] != truth.shape[1:]:
+    if tuple(rec.shape[1:]) != tuple(truth.shape[1:]):
         raise InputError(f"--truth: the originals are {tuple(truth.shape[1:])}, the reconstructions "
                          f"{tuple(rec.shape[1:])}")
-    rec = rec.clamp(0, 1)
-    if aligned and len(rec) == len(truth):
-        s, p = ssim(rec, truth, data_range=1.0), psnr(rec, truth, data_range=1.0)
-        how = "paired"
-    else:
-        m, step = len(rec), max(1, 4096 // max(1, len(rec)))     # about 4,096 image pairs per SSIM call
-        table = torch.cat([ssim(rec.repeat(len(chunk), 1, 1, 1), chunk.repeat_interleave(m, 0),
-                                data_range=1.0).reshape(len(chunk), m)
-                           for chunk in truth.split(step)])
-        best = table.argmax(1)
-        s = table.max(1).values
-        p = psnr(rec[best], truth, data_range=1.0)
-        how = "best match"
-    finite = p[torch.isfinite(p)]
-    return {"ssim": round(float(s.mean()), 4), "psnr": round(float(finite.mean()), 3) if len(finite) else float("inf"),
-            "success": round(float((s > 0.8).float().mean()), 4), "scored": len(truth), "matching": how}
+    got = privacy_scores(rec, truth, aligned=aligned)
+    return {"ssim": round(got["ssim"], 4), "psnr": round(got["psnr"], 3), "success": round(got["success"], 4),
+            "scored": len(truth), "matching": got["matching"]}
 
 
 def attack(name: str, *, settings: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
@@ -256,7 +243,7 @@ def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: 
         res = attack_model(model, x, y, policy=policy or "none", always=always, attack=atk,
                            known_labels=known_labels, classifier=clf, rng=seed, progress=None if not quiet else False)
         sm = summary(res)
-        success = float((res["ssim"] > 0.8).float().mean())
+        success = float((res["ssim"] > SUCCESS_SSIM).float().mean())
         run.add_metrics(**sm, success=success, attack=res["attack"], iterations=res["iterations"],
                         seconds=res["seconds"], policy=res["policy"], images=len(x),
                         per_image=[{"psnr": round(float(p), 3), "ssim": round(float(q), 4), "label": int(t),

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from masquerade.errors import InputError
-from masquerade.workflows.evaluate.plan import SUCCESS_SSIM, Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
+from masquerade.metrics.privacy import SUCCESS_SSIM, best_match
+from masquerade.workflows.evaluate.plan import Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
 
 __all__ = ["run_cell", "best_match", "data_for", "unfit", "ENCODED_INFERENCE"]
 
@@ -147,33 +148,6 @@ def _release(s: EvaluateSettings, setting: SchemeSetting, d: _Data) -> _Release:
 
 
 # -- scoring -----------------------------------------------------------------------------------------------------
-
-def best_match(originals: np.ndarray, recon: np.ndarray, *, aligned: bool, chunk: int = 20000
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per original (uint8 N×H×W×C), the SSIM of its best-matching reconstruction (uint8 M×H×W×C), that match's
-    PSNR and its index. ``aligned``: reconstruction i belongs to original i, nothing is searched."""
-    import torch
-
-    from masquerade.metrics import psnr, ssim
-
-    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)  # noqa: E731
-    n, m = len(originals), len(recon)
-    if aligned:
-        if m < n:
-            raise InputError(f"an aligned attack returned {m} reconstructions for {n} targets")
-        idx = np.arange(n)
-        best = ssim(to(originals), to(recon[:n]), data_range=255).numpy().astype(np.float64)
-    else:
-        scores = np.empty((n, m))
-        flat = n * m
-        for lo in range(0, flat, chunk):
-            ij = np.arange(lo, min(flat, lo + chunk))
-            scores.reshape(-1)[ij] = ssim(to(originals[ij // m]), to(recon[ij % m]), data_range=255).numpy()
-        idx = scores.argmax(1)
-        best = scores[np.arange(n), idx]
-    p = psnr(to(originals), to(recon[idx]), data_range=255).numpy().astype(np.float64)
-    return best, np.minimum(p, 100.0), idx
-
 
 def _to_u8(t: Any) -> np.ndarray:
     """N×C×H×W [0, 1] images as uint8 N×H×W×C, through the project's one quantiser."""

@@ -11,11 +11,11 @@ from typing import Any
 
 from masquerade.contracts import Knowledge
 from masquerade.errors import InputError
+from masquerade.metrics.privacy import SUCCESS_SSIM  # re-exported: evaluate's success is the one threshold
 
 __all__ = ["SUCCESS_SSIM", "LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
            "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
 
-SUCCESS_SSIM = 0.8
 K = Knowledge
 LEVELS: dict[int, frozenset[Knowledge]] = {
     1: frozenset({K.ENCODINGS, K.LABELS, K.PUBLIC_POOL}),
