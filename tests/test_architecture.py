@@ -139,3 +139,20 @@ def test_the_lazy_top_level_names_are_all_there() -> None:
     assert set(masquerade.__all__) - {"__version__"} == set(masquerade._HOME)
     for name in masquerade.__all__:
         assert getattr(masquerade, name) is not None, name
+
+
+def test_no_private_name_is_imported_across_packages() -> None:
+    """A name that starts with ``_`` is its package's own: another package that needs it needs a public name."""
+    def top(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else module
+
+    found = []
+    for path in SRC.rglob("*.py"):
+        name = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("masquerade."):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__") \
+                            and top(node.module or "") != top(name):
+                        found.append(f"{name} imports {node.module}.{alias.name}")
+    assert not found, found

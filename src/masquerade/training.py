@@ -31,7 +31,7 @@ from masquerade.models import Normalized, create_model, save_model
 from masquerade.progress import bar
 from masquerade.registry import Scheme, create_scheme
 
-__all__ = ["TrainSettings", "train", "augment", "evaluate", "bf16_supported"]
+__all__ = ["TrainSettings", "TrainingView", "train", "augment", "evaluate", "bf16_supported"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def augment(x: torch.Tensor, gen: np.random.Generator, pad: int = 4) -> torch.Te
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-class _View:
+class TrainingView:
     """How protected and clean images are presented to the model (the scheme's own scale, or standardisation)."""
 
     def __init__(self, scheme: Scheme, train_x: torch.Tensor) -> None:
@@ -178,10 +178,10 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
         fixed_key = sch.keygen(len(x_train), rng=g_key, shape=(c, h, w), pool_size=pool)
         test_key = sch.keygen(len(x_test), rng=g_key, shape=(c, h, w), pool_size=pool, base=fixed_key)
-        view = _View(sch, sch.encode(x_train, fixed_key, public=pub, rng=g_key))
+        view = TrainingView(sch, sch.encode(x_train, fixed_key, public=pub, rng=g_key))
         x_eval = view.encoded(sch.encode(x_test, test_key, public=pub, rng=g_key))
     else:
-        view = _View(sch, x_train)
+        view = TrainingView(sch, x_train)
         x_eval = view.clean(x_test)
     if snapshots and view.own:
         raise InputError(f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
@@ -279,7 +279,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     return result
 
 
-def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: _View, x: torch.Tensor, y: torch.Tensor,
+def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: TrainingView, x: torch.Tensor, y: torch.Tensor,
                        pub: torch.Tensor | None, s: TrainSettings, seed: int | None, bf16: bool) -> float:
     """The paper's inference mode: average the softmax over T fresh encodings of every test image."""
     c, h, w = x.shape[1:]

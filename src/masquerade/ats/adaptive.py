@@ -41,10 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masquerade.ats.inversion import (
+    GradientInversion,
     InversionResult,
     InversionSettings,
     InvertingGradients,
-    _GradientInversion,
     _problem_gradients,
     evaluation_view,
     gradient_cost,
@@ -289,7 +289,7 @@ def _fill_unknown(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 # -- the attack ------------------------------------------------------------------------------------------------
 
-class ATSAdaptive(_GradientInversion):
+class ATSAdaptive(GradientInversion):
     """Gradient inversion through the clients' (public) ATS policy: blind inversion, a search over the policy's
     discrete random choices, and refinement of the private image through the transformation."""
 

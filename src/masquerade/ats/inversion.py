@@ -46,8 +46,8 @@ from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult", "client_gradient",
-           "infer_labels", "per_sample_gradients",
+__all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
+           "client_gradient", "infer_labels", "per_sample_gradients",
            "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
            "CIFAR10_STD"]
 
@@ -212,7 +212,7 @@ def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
     return 1 - dot / (na.sqrt() * nb).clamp_min(1e-30)  # type: ignore[union-attr]
 
 
-class _GradientInversion:
+class GradientInversion:
     name = "gradient-inversion"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.MODEL, Knowledge.GRADIENTS}),
@@ -397,7 +397,7 @@ class _GradientInversion:
             pb.update(1)
 
 
-class InvertingGradients(_GradientInversion):
+class InvertingGradients(GradientInversion):
     """Inverting Gradients with the ATS configuration (4,800 iterations of signed Adam, TV 1e-4)."""
 
     name = "inverting_gradients"
@@ -423,8 +423,11 @@ class DLGSettings(InversionSettings):
     init: str = "randn"
 
 
-class DLG(_GradientInversion):
+class DLG(GradientInversion):
     """Deep Leakage from Gradients: L2 gradient matching with L-BFGS (lr 1, 300 iterations, no prior)."""
 
     name = "dlg"
     Settings = DLGSettings
+
+
+_GradientInversion = GradientInversion   # the name before it was public (one release)

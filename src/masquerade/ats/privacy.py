@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
-from masquerade.ats.inversion import _GradientInversion, per_sample_gradients
+from masquerade.ats.inversion import GradientInversion, per_sample_gradients
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
 from masquerade.errors import InputError
 from masquerade.fileio import read_json, write_text
@@ -101,7 +101,7 @@ def kept_scores(reconstructions: torch.Tensor, images: torch.Tensor, kept: torch
 
 
 def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, policy: str = "none",
-                 always: bool = False, attack: str | _GradientInversion = "inverting_gradients",
+                 always: bool = False, attack: str | GradientInversion = "inverting_gradients",
                  attack_settings: dict[str, Any] | None = None, known_labels: bool = True,
                  classifier: torch.nn.Module | None = None, rng: RngLike = None,
                  progress: bool | None = None) -> dict[str, Any]:
@@ -125,8 +125,8 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     model.eval()
     with torch.no_grad():
         grads = per_sample_gradients(model, transformed, labels)
-    atk = attack if isinstance(attack, _GradientInversion) else ATTACKS.get(attack)(**(attack_settings or {}))
-    if not isinstance(atk, _GradientInversion):
+    atk = attack if isinstance(attack, GradientInversion) else ATTACKS.get(attack)(**(attack_settings or {}))
+    if not isinstance(atk, GradientInversion):
         raise InputError(f"attack_model: {atk.name} is not a gradient inversion attack")
     if isinstance(atk, ATSAdaptive) and atk.settings.policy is None:
         atk = atk.with_policy(sch.settings.policy, bool(always))     # Kerckhoffs: the policy is public

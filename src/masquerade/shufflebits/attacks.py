@@ -37,7 +37,7 @@ from masquerade.errors import InputError
 from masquerade.rng import RngLike, as_generator
 from masquerade.shufflebits.scheme import popcount, shuffle_words
 
-__all__ = ["ShuffleBitsKeyRecovery", "ShuffleBitsPopcount", "recover_bit_order"]
+__all__ = ["ShuffleBitsKeyRecovery", "ShuffleBitsPopcount", "recover_bit_order", "as_words"]
 
 _WEIGHTS = 2.0 ** (31 - np.arange(32))   # MSB-first slot weights
 
@@ -165,7 +165,8 @@ def _resolve_constants(bits: np.ndarray, assign: np.ndarray, first: int = 0) -> 
     return best
 
 
-def _words(x: Any, where: str) -> np.ndarray:
+def as_words(x: Any, where: str) -> np.ndarray:
+    """Float32 ciphertexts (N × ..., numpy or torch) as their 32-bit words, N × D uint32 (a view, no copy)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().contiguous().numpy()
     a = np.ascontiguousarray(x)
@@ -199,7 +200,7 @@ class ShuffleBitsKeyRecovery(Configurable):
     def run(self, *, encodings: Any, rng: RngLike = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         s = self.settings
-        words = _words(encodings, self.name)
+        words = as_words(encodings, self.name)
         gen = as_generator(0 if rng is None else rng)
         if s.group == "all":
             perms = recover_bit_order(words, restarts=s.restarts, rng=gen, max_words=s.max_words)[None]
@@ -228,7 +229,7 @@ class ShuffleBitsPopcount(Configurable):
 
     def run(self, *, encodings: Any, rng: RngLike = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
-        words = _words(encodings, self.name)
+        words = as_words(encodings, self.name)
         return AttackResult(self.name, recovered={"popcount": popcount(words).astype(np.float32)},
                             metrics={"vectors": len(words)}, seconds=time.perf_counter() - t)
 

@@ -169,9 +169,9 @@ def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, 
     """Encrypt the features of test digits three ways, recover keys from ciphertexts alone, and run the attribute
     and pixel-decoder attacks on what an adversary gets in each case."""
     from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
-    from masquerade.training import _View
+    from masquerade.training import TrainingView
 
-    view = _View(SCHEMES.create("identity"), tr.to_tensor())
+    view = TrainingView(SCHEMES.create("identity"), tr.to_tensor())
     api = FeatureAPI(lambda x: extractor.net(view.clean(x)))
     xv, yv = te.to_tensor(), te.labels_tensor()
     fv = api.predict(xv).numpy()

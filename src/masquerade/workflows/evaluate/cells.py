@@ -251,7 +251,7 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
     reconstruction is scored against the untransformed image, which is what the policy protects."""
     import torch
 
-    from masquerade.ats.inversion import _GradientInversion
+    from masquerade.ats.inversion import GradientInversion
     from masquerade.ats.privacy import attack_model
     from masquerade.models import Normalized, create_model
     from masquerade.registry import ATTACKS
@@ -267,7 +267,7 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
                            mean, std).eval()
     atk = ATTACKS.create(cell.attack, **dict(cell.attack_settings), mean=mean, std=std,
                          image_shape=tuple(x.shape[1:]))
-    if not isinstance(atk, _GradientInversion):
+    if not isinstance(atk, GradientInversion):
         raise InputError(f"evaluate: {cell.attack} is not a gradient inversion attack")
     params = dict(cell.setting.params)
     with torch.random.fork_rng(devices=[]):
@@ -359,10 +359,10 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     if "perm" in res.recovered:
         # how close the recovered bit order decrypts the features (low mantissa bits cannot be ordered from
         # ciphertexts, and barely matter): the mean cosine similarity of decrypted and true feature vectors
-        from masquerade.shufflebits.attacks import _words
+        from masquerade.shufflebits.attacks import as_words
         from masquerade.shufflebits.scheme import shuffle_words
 
-        plain = shuffle_words(_words(z, "evaluate"), np.asarray(res.recovered["perm"]), "fixed", inverse=True)
+        plain = shuffle_words(as_words(z, "evaluate"), np.asarray(res.recovered["perm"]), "fixed", inverse=True)
         with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
             dec = torch.from_numpy(plain.view(np.float32).astype(np.float64)).nan_to_num(0.0, 0.0, 0.0)
         cos = torch.nn.functional.cosine_similarity(dec, features.reshape(len(z), -1).double(), dim=1)
@@ -375,9 +375,9 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
 def _feature_strip(z: Any) -> np.ndarray:
     """Released feature vectors as a grid row: each vector's 32-bit words as a square of grey levels (the high
     byte of every word), so a reader sees bit patterns, not images."""
-    from masquerade.shufflebits.attacks import _words
+    from masquerade.shufflebits.attacks import as_words
 
-    words = _words(z, "evaluate")
+    words = as_words(z, "evaluate")
     side = int(np.ceil(np.sqrt(words.shape[1])))
     grey = np.zeros((len(z), side * side), np.uint8)
     grey[:, :words.shape[1]] = (words >> 24).astype(np.uint8)
