@@ -127,12 +127,15 @@ def test_the_kernels_refuse_what_would_read_or_write_outside_their_buffers() -> 
         lambda: _native.shuffle_elements(np.zeros(2, np.uint32), np.full(64, 40, np.uint8), np.zeros(2, np.uint32),
                                          2, False, 0, 2),
         lambda: _native.fisher_yates(np.zeros(31, np.uint32), np.zeros(64, np.uint8), 2, 0, 2),
+        # x too short (10 < 16)
         lambda: _native.ssim_sep(np.zeros(10, np.float32), np.zeros(16, np.float32), False, np.ones(3) / 3,
-                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, 4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),  # 10 < 16
+                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, 4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),
+        # a stride that does not fit
         lambda: _native.ssim_sep(np.zeros(16, np.float32), np.zeros(16, np.float32), False, np.ones(3) / 3,
-                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, 4, 2, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),  # stride
+                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, 4, 2, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),
         lambda: _native.ssim_sep(np.zeros(16, np.float32), np.zeros(16, np.float32), False, np.ones(3) / 3,
-                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, -4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0, 1),
+                                 np.zeros(1), np.zeros(3), 1, 1, 4, 4, 16, 16, -4, 1, 16, 16, 4, 1, 0.1, 0.1, 1.0, 0,
+                                 1),
         lambda: _native.ssim_box_u8(np.zeros(16, np.uint8), np.zeros(16, np.uint8), np.zeros(1), np.zeros(3), 1, 1,
                                     4, 4, 16, 16, 4, 1, 16, 16, 4, 1, 5, 0.1, 0.1, 1.0, 0, 1),   # window > image
         lambda: _native.ssim_box_u8(np.zeros(16, np.uint8), np.zeros(15, np.uint8), np.zeros(1), np.zeros(3), 1, 1,

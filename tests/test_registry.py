@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import masquerade
-from masquerade.errors import InputError
 from masquerade.contracts import AttackResult, Configurable
+from masquerade.errors import InputError
 from masquerade.registry import ATTACKS, Knowledge, ThreatModel, run_attack
 
 

@@ -35,7 +35,8 @@ def test_augment_is_crop_and_flip() -> None:
     # every output is a shifted (and maybe flipped) window of the zero-padded input
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(5):
-        ok = any(torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8]) or torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8].flip(-1))
+        ok = any(torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8])
+                 or torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8].flip(-1))
                  for a in range(9) for b in range(9))
         assert ok
 

@@ -11,14 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masquerade.ats.search import (
-    SearchSettings,
-    accuracy_score,
-    privacy_score,
-    random_policies,
-    rank,
-    search,
-)
 from masquerade.ats.inversion import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -30,12 +22,19 @@ from masquerade.ats.inversion import (
     infer_labels,
     per_sample_gradients,
 )
-from masquerade.errors import InputError
 from masquerade.ats.privacy import attack_model, export_rating_set, score_ratings
+from masquerade.ats.search import (
+    SearchSettings,
+    accuracy_score,
+    privacy_score,
+    random_policies,
+    rank,
+    search,
+)
+from masquerade.errors import InputError
 from masquerade.metrics import psnr, recognition_accuracy
 from masquerade.models import Normalized, create_model, load_model, save_model
 from masquerade.registry import create_attack, run_attack
-
 from tests.conftest import SHARED as DATA  # noqa: E402
 
 

@@ -9,8 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance, ImageOps
 
-from masquerade.errors import InputError, NotInvertibleError
-from masquerade.registry import create_scheme
 from masquerade.ats.policies import (
     MAGNITUDES,
     OPERATIONS,
@@ -19,6 +17,8 @@ from masquerade.ats.policies import (
     format_policy,
     parse_policy,
 )
+from masquerade.errors import InputError, NotInvertibleError
+from masquerade.registry import create_scheme
 
 
 def _images(n: int = 6, seed: int = 0, size: int = 32) -> torch.Tensor:

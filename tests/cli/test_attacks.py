@@ -121,7 +121,7 @@ def test_feature_attacks_through_a_model_file_api(tmp_path: Path, capsys: pytest
     torch.manual_seed(0)
     save_model(tmp_path / "api.safetensors", create_model("fastresnet", num_classes=3), arch="fastresnet",
                num_classes=3, mean=(0.5,) * 3, std=(0.25,) * 3)
-    aux = _images(tmp_path / "aux.npz", n=96, seed=1)
+    _images(tmp_path / "aux.npz", n=96, seed=1)                     # the --aux file
     victims = _images(tmp_path / "victims.npz", n=16, seed=2)
     api = FeatureAPI.from_model(load_model(tmp_path / "api.safetensors"))
     feats = api.predict(torch.from_numpy(victims).permute(0, 3, 1, 2).float() / 255).numpy()

@@ -11,7 +11,6 @@ import pytest
 from masquerade import __version__
 from masquerade.cli import main
 from masquerade.keys import save_key
-
 from tests.test_keys import make_key
 
 

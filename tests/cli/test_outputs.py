@@ -62,7 +62,8 @@ def test_protect_refuses_to_replace_outputs_without_force(tmp_path: Path, capsys
     before = (tmp_path / "enc" / "encodings.npy").read_bytes()
     assert _protect(tmp_path, "enc", "keys/k2.safetensors") == 2
     assert "earlier outputs" in capsys.readouterr().err
-    assert (tmp_path / "enc" / "encodings.npy").read_bytes() == before and not (tmp_path / "keys/k2.safetensors").exists()
+    assert (tmp_path / "enc" / "encodings.npy").read_bytes() == before
+    assert not (tmp_path / "keys/k2.safetensors").exists()
     assert _protect(tmp_path, "enc", "keys/k.safetensors", "--force", "--seed", "5") == 0
     m = json.loads((tmp_path / "enc" / "manifest.json").read_text())
     assert (tmp_path / "enc" / "encodings.npy").read_bytes() != before

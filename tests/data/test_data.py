@@ -13,7 +13,6 @@ from PIL import Image
 
 from masquerade.data import ImageSet, list_bundled, load_images, load_photos
 from masquerade.errors import InputError
-
 from tests.conftest import shared
 
 

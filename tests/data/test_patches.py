@@ -5,7 +5,6 @@ import pytest
 
 from masquerade.data import extract_patches, load_photos, sift_keypoint_counts
 from masquerade.errors import InputError, MasqueradeError
-
 from tests.conftest import shared
 
 

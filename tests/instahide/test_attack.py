@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap, _cubic, attack_challenge
-
-from masquerade.instahide.reconstruct import _grid_edges, reconstruct_private, sign_sync
-
-from masquerade.instahide.recipe import parse_slots, public_statistics, simulate_challenge
-from masquerade.instahide.challenge import baseline_recovery, make_challenge, score_challenge
 from masquerade.cli import main
 from masquerade.data import ImageSet, extract_patches, load_images
 from masquerade.errors import InputError
+from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap, _cubic, attack_challenge
+from masquerade.instahide.challenge import baseline_recovery, make_challenge, score_challenge
+from masquerade.instahide.recipe import parse_slots, public_statistics, simulate_challenge
+from masquerade.instahide.reconstruct import _grid_edges, reconstruct_private, sign_sync
 from masquerade.metrics import ssim
-
 from tests.conftest import shared
 
 
@@ -386,8 +383,8 @@ def test_shipped_prior_matches_its_record_and_cleans_unseen_reconstructions(cifa
     """The weights shipped in the package: their digest is the record's, and on images they were not trained on
     (CIFAR-10 test images; training used the training images) they raise the reconstructions' SSIM, well beyond
     what the same network with fresh random weights does."""
-    from masquerade.instahide.recipe import _public_energy
     from masquerade.instahide.prior import SHIPPED_PRIOR, ChallengePrior, default_prior
+    from masquerade.instahide.recipe import _public_energy
     from masquerade.models.denoiser import ReconstructionDenoiser
 
     prior = default_prior()

@@ -7,10 +7,16 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from masquerade.instahide.challenge import (baseline_recovery, load_recovered, make_challenge, read_truth, score_challenge)
 from masquerade.cli import main
 from masquerade.data import ImageSet
 from masquerade.errors import InputError
+from masquerade.instahide.challenge import (
+    baseline_recovery,
+    load_recovered,
+    make_challenge,
+    read_truth,
+    score_challenge,
+)
 
 
 def _sets(seed: int = 0) -> tuple[ImageSet, ImageSet]:
@@ -42,7 +48,8 @@ def test_challenge_layout_and_structure(small) -> None:
     assert np.bincount(t.pairs[:, 1], minlength=20).tolist() == [6] * 20
     assert (t.pairs[:, 0] != t.pairs[:, 1]).all()
     lam = t.coefficients
-    assert np.allclose(lam.sum(1), 1, atol=1e-6) and lam.max() <= 0.65 + 1e-6 and (lam[:, :2].sum(1) >= 0.3 - 1e-6).all()
+    assert np.allclose(lam.sum(1), 1, atol=1e-6) and lam.max() <= 0.65 + 1e-6
+    assert (lam[:, :2].sum(1) >= 0.3 - 1e-6).all()
     # labels are the coefficient-weighted one-hots of the two private images
     expect = np.zeros_like(lab)
     rows = np.arange(len(lab))

@@ -7,8 +7,8 @@ from scipy import stats
 
 import masquerade as mq
 from masquerade.errors import InputError
-from masquerade.keys import load_key, save_key
 from masquerade.instahide.scheme import InstaHideKey, sample_coefficients
+from masquerade.keys import load_key, save_key
 
 
 def official_loop(n: int, k: int, upper: float, dom: float | None, rng: np.random.RandomState) -> np.ndarray:

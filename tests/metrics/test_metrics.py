@@ -19,8 +19,9 @@ def sk_ssim(a: np.ndarray, b: np.ndarray, **kw: object) -> np.ndarray:
     return np.array([structural_similarity(x, y, channel_axis=-1, **kw) for x, y in zip(a, b)])
 
 
-@pytest.mark.parametrize("kw", [{}, {"gaussian_weights": True}, {"gaussian_weights": True, "use_sample_covariance": False},
-                                {"win_size": 3}, {"win_size": 11}, {"K1": 0.02, "K2": 0.05}])
+@pytest.mark.parametrize("kw", [{}, {"gaussian_weights": True},
+                                {"gaussian_weights": True, "use_sample_covariance": False}, {"win_size": 3},
+                                {"win_size": 11}, {"K1": 0.02, "K2": 0.05}])
 def test_ssim_equals_skimage_uint8(rng: np.random.Generator, kw: dict) -> None:
     a = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-50, 50, a.shape), 0, 255).astype(np.uint8)

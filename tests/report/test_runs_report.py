@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +13,6 @@ from masquerade.errors import InputError, MasqueradeError
 from masquerade.fileio import atomic_open, parse_json, read_json, save_npy, write_json
 from masquerade.report import build_report
 from masquerade.runs import image_grid, start_run
-
 from tests.test_keys import make_key
 
 
