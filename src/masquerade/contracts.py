@@ -13,9 +13,22 @@ A **scheme** is a class with
 - ``encode(x, key, *, public=None, rng=None)``: a pure function of its inputs, except for fresh noise a scheme
   declares (``rng``); ``decode(z, key, *, public=None)``.
 
+Optional scheme hooks, read only through this module's functions (callers never look for them by name):
+
+- ``mix_labels(labels, key, num_classes)``: the labels released with the encodings (InstaHide's mixed one-hots);
+  :func:`label_mixer`;
+- ``clean_view(x)``: clean images on the scale the encodings use, for schemes that train on their own scale;
+  :func:`clean_view_of`;
+- ``one_time_keys`` (default true): false where one dataset key disguises every image (DisguisedNets), so a model
+  trains and tests under that key; :func:`one_time_keys`;
+- ``public_slots`` (default 0): slots of each mix filled from a public pool (InstaHide cross: k - p), so a release
+  needs one; :func:`public_slots`.
+
 An **attack** is a class with ``name``, ``Settings`` (frozen; ``Attack(**settings)``), ``threat_model`` (a
 :class:`ThreatModel`: exactly what it is given), ``data_kind`` (what its encodings are) and
-``run(*, rng=None, progress=None, **given) -> AttackResult``; ``rng`` is the attacker's own randomness.
+``run(*, rng=None, progress=None, **given) -> AttackResult``; ``rng`` is the attacker's own randomness. Its optional
+hook ``settings_against(scheme) -> dict | None`` (a classmethod) names the schemes it targets, with the published
+settings it takes from them; :func:`settings_against` reads it, and the scorecard runs the attack where it answers.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,7 +49,8 @@ if TYPE_CHECKING:
     from masquerade.rng import RngLike
 
 __all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Configurable", "check_images",
-           "check_key", "refuse_pool", "refuse_base"]
+           "check_key", "refuse_pool", "refuse_base", "label_mixer", "clean_view_of", "one_time_keys", "public_slots",
+           "settings_against"]
 
 
 @runtime_checkable
@@ -55,6 +69,38 @@ class Scheme(Protocol):
     def encode(self, x: Any, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None) -> Any: ...
 
     def decode(self, z: Any, key: Key, *, public: torch.Tensor | None = None) -> Any: ...
+
+
+# -- optional hooks (see the module docstring): the one place that looks for them ------------------------------------
+
+def label_mixer(scheme: Any) -> Callable[..., Any] | None:
+    """The scheme's ``mix_labels`` (the labels its release carries), or None where it releases hard labels."""
+    return getattr(scheme, "mix_labels", None)
+
+
+def clean_view_of(scheme: Any) -> Callable[..., Any] | None:
+    """The scheme's ``clean_view`` (clean images on its own input scale), or None (standardise instead)."""
+    return getattr(scheme, "clean_view", None)
+
+
+def one_time_keys(scheme: Any) -> bool:
+    """True where every release draws fresh keys (the default); false for one dataset key (DisguisedNets)."""
+    return bool(getattr(scheme, "one_time_keys", True))
+
+
+def public_slots(scheme: Any) -> int:
+    """Slots of each mix a public pool fills (0: the scheme needs no public pool)."""
+    n = getattr(scheme, "public_slots", 0)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise InputError(f"{getattr(scheme, 'name', scheme)!r}: public_slots must be a count, got {n!r}")
+    return int(n)
+
+
+def settings_against(attack: Any, scheme: Any) -> dict[str, Any] | None:
+    """The settings ``attack`` (a class) takes against ``scheme``, or None where it does not target it (or declares
+    no targets)."""
+    hook = getattr(attack, "settings_against", None)
+    return None if hook is None else hook(scheme)
 
 
 class Knowledge(str, enum.Enum):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from masquerade import distributed
+from masquerade.contracts import clean_view_of, label_mixer, one_time_keys
 from masquerade.data import ImageSet
 from masquerade.errors import InputError
 from masquerade.fileio import atomic_path
@@ -89,7 +90,7 @@ class TrainingView:
 
     def __init__(self, scheme: Scheme, train_x: torch.Tensor) -> None:
         """``train_x``: the training images as the model will see them before standardisation."""
-        self.own = getattr(scheme, "clean_view", None)
+        self.own = clean_view_of(scheme)
         mean = train_x.mean(dim=(0, 2, 3))
         std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-3)
         self.mean, self.std = mean[None, :, None, None], std[None, :, None, None]
@@ -102,7 +103,7 @@ class TrainingView:
 
 
 def _soft_targets(scheme: Scheme, labels: np.ndarray, key: Any, num_classes: int) -> torch.Tensor:
-    mix = getattr(scheme, "mix_labels", None)
+    mix = label_mixer(scheme)
     if mix is not None:
         return mix(labels, key, num_classes)
     return F.one_hot(torch.from_numpy(labels), num_classes).float()
@@ -171,10 +172,10 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     # dataset-key schemes (DisguisedNets) use one key for the training set, extended to the test set, and are
     # tested on the disguised test images.
     fixed_key = None
-    if resume and seed is None and not getattr(sch, "one_time_keys", True):
+    if resume and seed is None and not one_time_keys(sch):
         raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
                          f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
-    if not getattr(sch, "one_time_keys", True):
+    if not one_time_keys(sch):
         g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
         fixed_key = sch.keygen(len(x_train), rng=g_key, shape=(c, h, w), pool_size=pool)
         test_key = sch.keygen(len(x_test), rng=g_key, shape=(c, h, w), pool_size=pool, base=fixed_key)

@@ -449,6 +449,12 @@ class InstaHide(Configurable):
         x = _solve_by_components(m, y.reshape(k.n, -1))
         return torch.from_numpy(x.reshape(k.n, c, h, w).astype(np.float32))
 
+    @property
+    def public_slots(self) -> int:
+        """Slots of each mix a public pool fills: k - p in cross mode, none inside (the contract's hook)."""
+        s = self.settings
+        return s.k - s.p if s.mode == "cross" else 0
+
     def clean_view(self, x: torch.Tensor) -> torch.Tensor:
         """Clean images on the scale the encodings use (no mixing, no signs): what a model sees at test time."""
         scale, shift = self.settings.affine(x.shape[1])

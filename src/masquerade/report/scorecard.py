@@ -17,7 +17,6 @@ import numpy as np
 
 from masquerade.errors import InputError
 from masquerade.fileio import read_json, write_text
-from masquerade.metrics.privacy import SUCCESS_SSIM
 from masquerade.report import _CSS, _img_tag, _table
 
 __all__ = ["build_scorecard_report", "SCHEME_STORIES"]
@@ -73,6 +72,7 @@ def _grid(images: list[np.ndarray], labels: list[str], scale: int = 2) -> str:
 
 def _privacy_utility_plot(summary: list[dict[str, Any]], top: int) -> str:
     from masquerade.extras import require
+    from masquerade.metrics.privacy import SUCCESS_SSIM
 
     matplotlib = require("matplotlib")
     matplotlib.use("Agg", force=False)
@@ -134,6 +134,8 @@ def _summary(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, An
 
 def build_scorecard_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write ``report.html`` for an evaluation folder (``scorecard.json`` and ``cells/``); returns its path."""
+    from masquerade.metrics.privacy import SUCCESS_SSIM
+
     root = Path(run)
     if not (root / "scorecard.json").is_file():
         raise InputError(f"{root}: no scorecard.json (is this an evaluation folder?)")

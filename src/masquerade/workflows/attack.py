@@ -19,7 +19,6 @@ import numpy as np
 
 from masquerade.contracts import Knowledge
 from masquerade.errors import InputError
-from masquerade.metrics.privacy import SUCCESS_SSIM
 from masquerade.workflows.protect import load_encodings
 
 __all__ = ["attack", "given_inputs", "score_reconstructions", "SOURCES"]
@@ -243,6 +242,8 @@ def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: 
         res = attack_model(model, x, y, policy=policy or "none", always=always, attack=atk,
                            known_labels=known_labels, classifier=clf, rng=seed, progress=None if not quiet else False)
         sm = summary(res)
+        from masquerade.metrics.privacy import SUCCESS_SSIM
+
         success = float((res["ssim"] > SUCCESS_SSIM).float().mean())
         run.add_metrics(**sm, success=success, attack=res["attack"], iterations=res["iterations"],
                         seconds=res["seconds"], policy=res["policy"], images=len(x),

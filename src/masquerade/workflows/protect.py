@@ -22,17 +22,18 @@ def public_pool_for(scheme: Any, n_images: int, image_shape: tuple[int, int, int
                     patches: int = 10000, seed: int | None = None) -> Any:
     """The public patch pool a cross-mode scheme mixes in (None for other schemes): loaded from a patch ``.npz`` or
     cut from photos, one patch per public slot of every image, at most ``patches``."""
+    from masquerade.contracts import public_slots
     from masquerade.instahide.challenge import public_pool
 
-    s = scheme.settings
-    if getattr(s, "mode", "") != "cross":
+    slots = public_slots(scheme)
+    if not slots:
         return None
     if not public:
         raise InputError(f"{scheme.name} in cross mode needs --public (photos or a patch .npz: the public pool)")
     h, _, c = image_shape
     if c == 1:
-        raise InputError("cross-dataset InstaHide mixes colour patches: the private images must be colour too")
-    return public_pool(public, min(patches, n_images * (s.k - s.p)), size=h, rng=seed)
+        raise InputError(f"{scheme.name} mixes in colour patches: the private images must be colour too")
+    return public_pool(public, min(patches, n_images * slots), size=h, rng=seed)
 
 
 def _check_key_apart(key: Path, out: Path) -> None:
@@ -131,6 +132,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     import shutil
     import tempfile
 
+    from masquerade.contracts import label_mixer
     from masquerade.data import load_images
     from masquerade.fileio import LockedError, exclusive_lock, recover_dir, save_npy, save_npz
     from masquerade.registry import create_scheme
@@ -196,7 +198,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                 else:
                     files = ["encodings.npy"]
                     save_npy(tmp / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
-                    mix_labels = getattr(sch, "mix_labels", None)
+                    mix_labels = label_mixer(sch)
                     if images.labels is not None and mix_labels is not None:
                         save_npy(tmp / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
                         files.append("labels.npy")

@@ -57,7 +57,6 @@ from masquerade.workflows.evaluate.cells import (
     ENCODED_INFERENCE,
     _fingerprint,
     _num_classes,
-    best_match,
     data_for,
     run_cell,
     unfit,
@@ -65,7 +64,6 @@ from masquerade.workflows.evaluate.cells import (
 from masquerade.workflows.evaluate.plan import (
     LEVEL_NAMES,
     LEVELS,
-    SUCCESS_SSIM,
     TIMING_FIELDS,
     Cell,
     EvaluateSettings,
@@ -76,6 +74,16 @@ from masquerade.workflows.evaluate.plan import (
 
 __all__ = ["EvaluateSettings", "SchemeSetting", "Cell", "plan_cells", "run_cell", "evaluate", "default_settings",
            "comparable", "best_match", "findings", "LEVELS", "SUCCESS_SSIM", "TIMING_FIELDS"]
+
+
+def __getattr__(name: str) -> Any:
+    """``SUCCESS_SSIM`` and ``best_match`` live in :mod:`masquerade.metrics.privacy` (which loads torch); they are
+    still importable from here, loaded on first use so that ``evaluate --help`` stays light."""
+    if name in ("SUCCESS_SSIM", "best_match"):
+        from masquerade.metrics import privacy
+
+        return getattr(privacy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the run folder: cells streamed in, the scorecard assembled ----------------------------------------------------

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from masquerade.contracts import label_mixer
 from masquerade.errors import InputError
-from masquerade.metrics.privacy import SUCCESS_SSIM, best_match
 from masquerade.workflows.evaluate.plan import Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
 
-__all__ = ["run_cell", "best_match", "data_for", "unfit", "ENCODED_INFERENCE"]
+__all__ = ["run_cell", "data_for", "unfit", "ENCODED_INFERENCE"]
 
 # fresh encodings of each test image whose softmax is averaged, for a one-time-key scheme's second utility figure
 ENCODED_INFERENCE = 8
@@ -141,7 +141,7 @@ def _release(s: EvaluateSettings, setting: SchemeSetting, d: _Data) -> _Release:
     for _ in range(setting.per_image):
         key = scheme.keygen(n, rng=gen, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
         encs.append(scheme.encode(x, key, public=pub, rng=gen))
-        mix = getattr(scheme, "mix_labels", None)
+        mix = label_mixer(scheme)
         labs.append(mix(private.labels, key, num_classes) if mix is not None
                     else torch.from_numpy(private.labels.astype(np.int64)))
     return _Release(torch.cat(encs), torch.cat(labs), np.tile(np.arange(n), setting.per_image))
@@ -213,6 +213,8 @@ def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str
     res, seconds = _attack(cell, s, _given(cell, s, d, rel))
     originals = d.train.images[:s.targets]
     recon = _to_u8(res.reconstructions)
+    from masquerade.metrics.privacy import best_match
+
     best, p, idx = best_match(originals, recon, aligned=res.aligned and cell.setting.per_image == 1)
     out = _scores(best, p, seconds, _plain_metrics(res))
     show = min(8, s.targets)
@@ -241,6 +243,8 @@ def _plain_metrics(res: Any) -> dict[str, Any]:
 
 def _scores(best: np.ndarray, p: np.ndarray, seconds: float, metrics: dict[str, Any]) -> dict[str, Any]:
     """A cell's result from each target's best-match SSIM and PSNR."""
+    from masquerade.metrics.privacy import SUCCESS_SSIM
+
     return {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
             "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
 
@@ -279,6 +283,8 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
                            rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31, progress=False)
     originals = d.train.images[:n]
     recon = _to_u8(res["reconstructions"])
+    from masquerade.metrics.privacy import best_match
+
     best, p, _ = best_match(originals, recon, aligned=True)
     # what the policy destroyed (pixels a translation pushed out) apart from what it hides: scores on kept pixels
     kept = {k: round(float(np.nanmean(v)), 4) if np.isfinite(v).any() else None       # None: nothing kept
@@ -354,6 +360,8 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     res, seconds = _attack(cell, s, given)
     originals = d.train.images[:s.targets]
     recon = _to_u8(res.reconstructions)
+    from masquerade.metrics.privacy import best_match
+
     best, p, idx = best_match(originals, recon, aligned=res.aligned)
     metrics = _plain_metrics(res)
     if "perm" in res.recovered:

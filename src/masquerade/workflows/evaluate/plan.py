@@ -9,11 +9,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from masquerade.contracts import Knowledge
+from masquerade.contracts import Knowledge, settings_against
 from masquerade.errors import InputError
-from masquerade.metrics.privacy import SUCCESS_SSIM  # re-exported: evaluate's success is the one threshold
 
-__all__ = ["SUCCESS_SSIM", "LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
+__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
            "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
 
 K = Knowledge
@@ -252,8 +251,7 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
 
             logging.getLogger("masquerade.evaluate").warning("masquerade: warning: %s; left out", exc)
             continue
-        if hasattr(cls, "settings_against"):
-            attacks.append((name, cls))
+        attacks.append((name, cls))
     cells: list[Cell] = []
     for setting in s.chosen():
         if setting.label in skip:
@@ -267,7 +265,7 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                 # an attack on images attacks released images or gradients of them; one on features, features
                 if (getattr(cls, "data_kind", None) == "features") != (setting.shares == "features"):
                     continue
-                against = cls.settings_against(scheme)
+                against = settings_against(cls, scheme)
                 tm = cls.threat_model
                 if against is None or not tm.requires <= know:
                     continue
@@ -288,3 +286,11 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                                                            uses, (level,))
         cells += list(by_uses.values())
     return cells
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUCCESS_SSIM":      # its home is masquerade.metrics.privacy (which loads torch); kept for a release
+        from masquerade.metrics.privacy import SUCCESS_SSIM
+
+        return SUCCESS_SSIM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
