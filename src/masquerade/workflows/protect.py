@@ -280,9 +280,8 @@ def _check_outputs(out: Path, inputs: list[Path], force: bool) -> None:
 def _check_decoded(plain: np.ndarray, kind: str, path: Path, key: PathLike, force: bool) -> None:
     """Refuse what only a wrong key decodes to (``force``: a manifest named the key, or the user insists): a bare
     ``encodings.npy`` has no manifest to name its key, and a key drawn for as many items of the same shape decodes
-    without error. Images decode into [0, 1]
-    up to rounding; float32 features from a wrong bit shuffle have random exponents (overflow, NaN, magnitudes
-    past 1e15 or below 1e-30), which no model's features have."""
+    without error. Images decode into [0, 1] up to rounding; float32 features from a wrong bit shuffle have random
+    exponents (overflow, NaN, magnitudes past 1e15 or below 1e-30), which no model's features have."""
     if force or plain.size == 0:
         return
     if kind == "images":
