@@ -269,13 +269,17 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                 tm = cls.threat_model
                 if against is None or not tm.requires <= know:
                     continue
-                if setting.per_image > 1 and "n_private" in {f.name for f in dataclasses.fields(cls.Settings)}:
+                settings_cls = getattr(cls, "Settings", None)
+                fields = {f.name for f in dataclasses.fields(settings_cls)} \
+                    if dataclasses.is_dataclass(settings_cls) else set()
+                if setting.per_image > 1 and "n_private" in fields:
                     # a release of one-time encodings publishes its size: n images × T encodings each (the
                     # InstaHide challenge: 100 × 50), so the adversary is told n rather than left to estimate it
                     against = {**against, "n_private": s.targets + s.pairs}
                 if K.GRADIENTS in tm.requires:
                     against = {**against, "iterations": s.inversion_iterations}
-                if name == "aes-ecb-codebook" and K.AUXILIARY in know and s.codebook_decoder_steps:
+                if K.AUXILIARY in know and s.codebook_decoder_steps and "decoder_steps" in fields:
+                    # an attack that fills what it cannot decode with a network trained on the auxiliary images
                     against = {**against, "decoder_steps": s.codebook_decoder_steps}
                 uses = tuple(sorted(k.value for k in (tm.requires | (tm.optional & know))))
                 prev = by_uses.get((name, "+".join(uses)))
