@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import re
 import socket
 import sys
@@ -35,7 +34,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from masquerade.errors import InputError
-from masquerade.fileio import LockedError, exclusive_lock
+from masquerade.fileio import LockedError, exclusive_lock, parse_json
 from masquerade.hitl.ratingset import strip_png
 from masquerade.hitl.store import Refused, Study, open_study
 
@@ -61,6 +60,13 @@ def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=_NO_STORE)
 
 
+class _BadBody(Refused):
+    """A body that is not a JSON object: a 400 with the JSON reader's one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
 async def _body(request: Request) -> dict[str, Any]:
     size = request.headers.get("content-length")
     if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
@@ -73,13 +79,8 @@ async def _body(request: Request) -> dict[str, Any]:
         chunks.append(chunk)
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise Refused(415, "send JSON (Content-Type: application/json)")
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError, RecursionError):   # also too deep, or an integer of 4,300+ digits
-        raise Refused(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "the body must be a JSON object")
-    return body
+    return parse_json(b"".join(chunks), where="the body", expect=dict, error=_BadBody)   # deep, huge ints: 400
+
 
 
 def create_app(study: Study) -> Starlette:
