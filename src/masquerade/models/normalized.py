@@ -45,13 +45,12 @@ class Normalized(nn.Module):
         """Refuse, in one line, C×H×W images this model cannot take (another channel count or size than it was
         trained on, a head sized for other inputs, pooling below 1×1): one forward pass of a zero image."""
         from masquerade.errors import InputError
+        from masquerade.models.resnet import refusal
 
         c, h, w = (int(v) for v in shape)
         try:
-            with torch.no_grad():
-                self(torch.zeros(1, c, h, w, device=self.mean.device))
-        except InputError as exc:
+            why = refusal(self, shape)
+        except InputError as exc:          # this wrapper's own checks: channels, the size it was trained on
             raise InputError(f"{what}: {exc}") from None
-        except RuntimeError as exc:
-            raise InputError(f"{what}: the model does not take {c}×{h}×{w} images "
-                             f"({str(exc).splitlines()[0][:120]})") from None
+        if why is not None:
+            raise InputError(f"{what}: the model does not take {c}×{h}×{w} images ({why})")

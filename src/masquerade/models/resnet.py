@@ -169,17 +169,26 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def check_input(name: str, shape: Sequence[int], *, what: str = "the model") -> None:
-    """Refuse, in one line, C×H×W images a network's layers cannot take (a head sized for another input, pooling
-    below 1×1, another channel count): one forward pass of a zero image through a fresh instance."""
+def refusal(net: nn.Module, shape: Sequence[int]) -> str | None:
+    """Why ``net`` cannot take C×H×W images (a head sized for another input, pooling below 1×1, another channel
+    count): the first line of the error of one forward pass of a zero image, or None where it can."""
     c, h, w = (int(v) for v in shape)
-    net = create_model(name, num_classes=2, in_channels=c).eval()
+    param = next(net.parameters(), None)
     try:
         with torch.no_grad():
-            net(torch.zeros(1, c, h, w))
+            net(torch.zeros(1, c, h, w, device=None if param is None else param.device))
     except RuntimeError as exc:
-        raise InputError(f"{what} {name} does not take {c}×{h}×{w} images ({str(exc).splitlines()[0][:120]}); "
-                         f"resize them (--size) or choose another") from None
+        return str(exc).splitlines()[0][:120]
+    return None
+
+
+def check_input(name: str, shape: Sequence[int], *, what: str = "the model") -> None:
+    """Refuse, in one line, C×H×W images a fresh ``name`` network cannot take (see :func:`refusal`)."""
+    c, h, w = (int(v) for v in shape)
+    why = refusal(create_model(name, num_classes=2, in_channels=c).eval(), shape)
+    if why is not None:
+        raise InputError(f"{what} {name} does not take {c}×{h}×{w} images ({why}); resize them (--size) or choose "
+                         f"another")
 
 
 def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
