@@ -5,10 +5,9 @@ registered scheme's key/encode/decode round trip, measures how SSIM and PSNR fal
 and JPEG compression, then runs ``masquerade evaluate --quick`` with lighter training on the bundled digits
 (identity, InstaHide inside and across datasets -- the latter broken by the challenge attack --, DisguisedNets RMT
 and AES-ECB, at threat levels 1-3, with the utility of a model trained on each protected set; its own report in
-``evaluate/``), encrypts a digits
-model's features with ShuffleBits and attacks them (key recovery from ciphertexts, class inference, a decoder),
-camouflages photos against BRISQUE, and inverts a client's gradient with and without an ATS transformation policy
--- every number in the report is computed here, on real images.
+``evaluate/``), encrypts a digits model's features with ShuffleBits and attacks them (key recovery from
+ciphertexts, class inference, a decoder), camouflages photos against BRISQUE, and inverts a client's gradient with
+and without an ATS transformation policy -- every number in the report is computed here, on real images.
 """
 
 from __future__ import annotations
