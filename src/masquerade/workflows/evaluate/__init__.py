@@ -337,7 +337,8 @@ def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str
     if any(st.shares != "features" for st in s.chosen()):    # every image setting trains this model
         from masquerade.models.resnet import check_input
 
-        check_input(s.model, d.train.to_tensor()[:1].shape[1:], what="--model")
+        h, w, c = d.train.image_shape
+        check_input(s.model, (c, h, w), what="--model")
     doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest(),
            "data_sha256": _fingerprint(d)}
     if old is not None and old.get("data_sha256") != doc["data_sha256"]:
