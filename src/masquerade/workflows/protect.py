@@ -36,6 +36,11 @@ def public_pool_for(scheme: Any, n_images: int, image_shape: tuple[int, int, int
     return public_pool(public, min(patches, n_images * slots), size=h, rng=seed)
 
 
+def _pool_file(keyfile: Path) -> Path:
+    """Where protect keeps the public pool a key's encodings mixed in: ``NAME.public.npz`` beside the key."""
+    return keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz")
+
+
 def _check_key_apart(key: Path, out: Path) -> None:
     if key.resolve().is_relative_to(out.resolve()):
         raise InputError(f"{key}: keep the key apart from the data (--key must not be inside {out})")
@@ -202,7 +207,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                     if images.labels is not None and mix_labels is not None:
                         save_npy(tmp / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
                         files.append("labels.npy")
-                pool_file = keyfile.with_name(keyfile.name.replace(".safetensors", "") + ".public.npz")
+                pool_file = _pool_file(keyfile)
                 staged = pool_file.with_name(f".{pool_file.name}.new-{os.getpid()}")
                 if pool is not None:
                     save_npz(staged, images=pool.images, names=np.array(pool.names))
@@ -309,7 +314,7 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     from masquerade.registry import create_scheme
 
     path, out = Path(data), Path(out)
-    default_pool = Path(key).with_name(Path(key).name.replace(".safetensors", "") + ".public.npz")
+    default_pool = _pool_file(Path(key))
     _check_outputs(out, [path, Path(key), Path(public) if public else default_pool, path.parent / MANIFEST], force)
     k = load_key(key, expect=scheme)
     sch = create_scheme(scheme, **dataclasses.asdict(k.settings))  # type: ignore[attr-defined]
@@ -334,8 +339,7 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     z = load_encodings(path)
     pub = None
     if getattr(k, "pool_size", 0):
-        pub_path = Path(public) if public else Path(key).with_name(
-            Path(key).name.replace(".safetensors", "") + ".public.npz")
+        pub_path = Path(public) if public else default_pool
         pub = load_images(pub_path).to_tensor()
     x = sch.decode(z, k, public=pub)
     _check_decoded(x.numpy(), "images", path, key, force or manifest is not None)
