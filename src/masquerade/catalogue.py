@@ -28,8 +28,11 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                          "InstaHide inside a dataset: the grouping of every mix, then every private image exactly"),
     "disguise-known-plaintext": ("masquerade.disguise.attacks:KnownPlaintextRMT",
                                  "DisguisedNets level 3: permutation and RMT matrices from known pairs"),
-    "aes-ecb-codebook": ("masquerade.disguise.attacks:ECBCodebook",
+    "aes-ecb-codebook": ("masquerade.disguise.ecb:ECBCodebook",
                          "DisguisedNets level 3 on AES-ECB: a codebook of blocks from known pairs"),
+    "aes-ecb-frequency": ("masquerade.disguise.ecb:ECBFrequency",
+                          "DisguisedNets level 2 on AES-ECB: frequency analysis of repeated blocks against auxiliary "
+                          "images"),
     "disguise-moments": ("masquerade.disguise.distribution:MomentMatching",
                          "DisguisedNets level 2: RMT matrices from moments of auxiliary clean images"),
     "disguise-alignment": ("masquerade.disguise.distribution:DistributionAlignment",

@@ -350,3 +350,72 @@ def test_alignment_recovers_a_permutation_alone() -> None:
     attack = mq.create_attack("disguise-alignment", **type(mq.create_attack("disguise-alignment")).settings_against(s))
     r = run_attack(attack, encodings=z, auxiliary=x[1000:])
     assert float(ssim(x[:1000], r.reconstructions, data_range=1.0).mean()) > 0.9
+
+
+def _positional_palette(n: int, seed: int, palette_seed: int = 0) -> torch.Tensor:
+    """16×16 images of 4×4 blocks drawn from a palette of 12, each block position with its own odds (a Dirichlet
+    draw fixed by ``palette_seed``): like natural data, where what repeats, and where, depends on the position."""
+    pg = np.random.default_rng(palette_seed)
+    palette = pg.integers(0, 256, (12, 3, 4, 4), dtype=np.uint8)
+    odds = pg.dirichlet(np.full(12, 0.4), size=16)                   # position -> palette odds
+    g = np.random.default_rng(seed)
+    u = g.random((n, 16, 1))
+    pick = (u > np.cumsum(odds, 1)[None]).sum(2).clip(0, 11).reshape(n, 4, 4)
+    tiles = palette[pick]
+    return torch.from_numpy(tiles.transpose(0, 3, 1, 4, 2, 5).reshape(n, 3, 16, 16)).float() / 255.0
+
+
+def test_ecb_frequency_reads_the_key_from_the_release_and_the_distribution_alone() -> None:
+    x = _positional_palette(600, 1)
+    aux = _positional_palette(300, 2)                 # other images of the same distribution: no pairs
+    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
+    key = ecb.keygen(0, rng=3, shape=(3, 16, 16))
+    z = ecb.encode(x, key)
+    attack = mq.create_attack("aes-ecb-frequency")
+    r = run_attack(attack, encodings=z, auxiliary=aux)
+    assert np.array_equal(r.recovered["perm"], key.perm)
+    assert r.metrics["decoded_share"] > 0.99 and r.metrics["codebook_size"] == 36     # 12 tiles × 3 channels
+    assert float((r.reconstructions - x).abs().max()) < 1e-6                     # every unit decoded exactly
+    # CTR never repeats a keystream: nothing repeats, nothing is decoded
+    ctr = mq.create_scheme("disguise", transform="aes", aes_mode="ctr")
+    zc = ctr.encode(x, ctr.keygen(len(x), rng=3, shape=(3, 16, 16)))
+    assert run_attack(attack, encodings=zc, auxiliary=aux).metrics["decoded_share"] == 0
+    # auxiliary images of another distribution match nothing: what is decoded is not the targets
+    other = run_attack(attack, encodings=z, auxiliary=_positional_palette(300, 2, palette_seed=1))
+    assert float((other.reconstructions - x).abs().mean()) > 0.1
+
+
+def test_ecb_frequency_on_digits_decodes_the_background_and_fills_the_strokes_from_auxiliary_images() -> None:
+    digits = mq.load_images("bundled:mnist").to_tensor()
+    pick = np.random.default_rng(0).permutation(len(digits))       # the bundled digits are sorted by class
+    x, aux = digits[pick[:600]], digits[pick[600:900]]
+    ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
+    z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(1, 28, 28)))
+    blind = run_attack(mq.create_attack("as-is"), encodings=z[:40])
+    alone = run_attack(mq.create_attack("aes-ecb-frequency", neighbours=0), encodings=z, auxiliary=aux)
+    filled = run_attack(mq.create_attack("aes-ecb-frequency"), encodings=z, auxiliary=aux)
+    assert alone.metrics["decoded_share"] > 0.5 and alone.metrics["filled_by"] == "guess"
+    # what it decodes is right: at least the decoded share of the pixels equal the private image's exactly
+    assert float((alone.reconstructions == x).float().mean()) >= alone.metrics["decoded_share"] - 1e-6
+
+    def score(r: Any) -> float:
+        return float(ssim(r.reconstructions[:40], x[:40], data_range=1.0).mean())
+
+    assert score(filled) > score(alone) + 0.1 > score(blind) + 0.2, (score(filled), score(alone), score(blind))
+    same = alone.reconstructions == filled.reconstructions      # decoded units are kept; only the others change
+    assert same.float().mean() >= filled.metrics["decoded_share"] - 1e-6
+
+
+@pytest.mark.parametrize("bad", [dict(alpha=0), dict(alpha=1.5), dict(min_count=0), dict(vocabulary=True),
+                                 dict(rounds=-1), dict(block=0), dict(unknown="mean")])
+def test_ecb_frequency_refuses_bad_settings(bad: dict) -> None:
+    with pytest.raises(InputError, match="aes-ecb-frequency"):
+        mq.create_attack("aes-ecb-frequency", **bad)
+
+
+def test_ecb_frequency_refuses_auxiliary_images_of_another_shape() -> None:
+    z = torch.rand(10, 3, 16, 16)
+    with pytest.raises(InputError, match="auxiliary images are"):
+        run_attack(mq.create_attack("aes-ecb-frequency"), encodings=z, auxiliary=torch.rand(5, 3, 8, 8))
+    with pytest.raises(InputError, match="16 bytes"):
+        run_attack(mq.create_attack("aes-ecb-frequency", block=2), encodings=z, auxiliary=torch.rand(5, 3, 16, 16))
