@@ -122,6 +122,8 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
         *_disguise("rmt"))),
     "aes-ecb-codebook": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
         *_disguise("aes", seeded_aes_key=True))),
+    "aes-ecb-frequency": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(
+        *_disguise("aes", seeded_aes_key=True))),
     "disguise-moments": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
     "disguise-alignment": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
     "shufflebits-key-recovery": ({"restarts": 1}, lambda: {"encodings": _features()}),

@@ -60,6 +60,7 @@ def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() ->
     assert attacks[("RMT b=4", "disguise-alignment")] == ((2, 3), ("auxiliary", "encodings"))
     assert attacks[("RMT b=4", "disguise-known-plaintext")] == ((3,), ("encodings", "known_pairs"))
     assert attacks[("AES-ECB b=4", "aes-ecb-codebook")][0] == (3,)
+    assert attacks[("AES-ECB b=4", "aes-ecb-frequency")] == ((2, 3), ("auxiliary", "encodings"))
     assert ("AES-ECB b=4", "disguise-moments") not in attacks        # RMT's attacks do not apply to AES
     assert ("RMT b=4", "aes-ecb-codebook") not in attacks
     assert ("inside k=4", "instahide-challenge") not in attacks      # the challenge attack needs the recipe

@@ -34,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    from masquerade.disguise.attacks import ECBCodebook
+    from masquerade.disguise.ecb import ECBCodebook
     from masquerade.disguise.scheme import to_blocks
     from masquerade.workflows.evaluate import cells as C
     from masquerade.workflows.evaluate.plan import EvaluateSettings, plan_cells

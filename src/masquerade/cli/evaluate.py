@@ -57,7 +57,8 @@ def register(sub: Any) -> None:
                         "of ready patches (default bundled:photos; the challenge used ImageNet)")
     p.add_argument("--out", required=True, help="the evaluation folder (created; an unfinished one resumes)")
     p.add_argument("--schemes", type=_names, default=None,
-                   help="comma-separated: identity,instahide,disguise,ats,shufflebits (default all; --quick: the "
+                   help="comma-separated: identity,instahide,disguise,ats,shufflebits, or a scheme another "
+                        "package registers (`masquerade list`; scored at its defaults) (default all; --quick: the "
                         "first three)")
     p.add_argument("--levels", type=_levels, default=None, help="threat levels, e.g. 1,2,3 (default all)")
     p.add_argument("--quick", action="store_true", help="a few minutes on 2 cores: fewer images and epochs")

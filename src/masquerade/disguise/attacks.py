@@ -21,28 +21,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
+from masquerade.disguise.inputs import check_block, dataset_disguise, images_array, known_pairs_arrays
 from masquerade.disguise.scheme import from_blocks, to_blocks
 from masquerade.errors import InputError
 
 __all__ = ["KnownPlaintextRMT", "recover_permutation_by_norms", "images_array", "check_block", "dataset_disguise"]
-
-
-def images_array(x: torch.Tensor | np.ndarray, where: str) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if a.ndim != 4:
-        raise InputError(f"{where}: expected N×C×H×W images, got shape {a.shape}")
-    return a.astype(np.float64)
-
-
-def _pairs(known_pairs: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        plain, cipher = known_pairs
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: known_pairs is a (plain images, disguised images) tuple") from None
-    p, c = images_array(plain, where), images_array(cipher, where)
-    if p.shape != c.shape:
-        raise InputError(f"{where}: plain and disguised pairs differ in shape: {p.shape} vs {c.shape}")
-    return p, c
 
 
 def recover_permutation_by_norms(plain_blocks: np.ndarray, cipher_blocks: np.ndarray) -> np.ndarray:
@@ -58,18 +41,6 @@ def recover_permutation_by_norms(plain_blocks: np.ndarray, cipher_blocks: np.nda
     perm = np.empty(len(rows), np.int64)
     perm[rows] = cols
     return perm
-
-
-def check_block(block: int, where: str) -> None:
-    if not isinstance(block, int) or block < 1:
-        raise InputError(f"{where}: block must be a positive integer, got {block!r}")
-
-
-def dataset_disguise(scheme: Any) -> Any:
-    """The settings of a DisguisedNets scheme under one dataset key (what these attacks break), else None."""
-    if getattr(scheme, "name", None) != "disguise" or scheme.settings.key_scope != "dataset":
-        return None
-    return scheme.settings
 
 
 class KnownPlaintextRMT(Configurable):
@@ -123,7 +94,7 @@ class KnownPlaintextRMT(Configurable):
     def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None
             ) -> AttackResult:
         t = time.perf_counter()
-        plain, cipher = _pairs(known_pairs, self.name)
+        plain, cipher = known_pairs_arrays(known_pairs, self.name)
         z = images_array(encodings, self.name)
         n, c, h, w = z.shape
         b = self.settings.block

@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
-from masquerade.disguise.attacks import check_block, dataset_disguise, images_array
+from masquerade.disguise.inputs import check_block, dataset_disguise, images_array
 from masquerade.disguise.scheme import from_blocks, to_blocks
 from masquerade.errors import InputError
 

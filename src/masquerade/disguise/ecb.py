@@ -25,8 +25,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
-from masquerade.disguise.attacks import _pairs, check_block, dataset_disguise, images_array
 from masquerade.disguise.distribution import match_positions
+from masquerade.disguise.inputs import check_block, dataset_disguise, images_array, known_pairs_arrays
 from masquerade.disguise.scheme import from_blocks, to_blocks
 from masquerade.errors import InputError
 from masquerade.rng import as_generator
@@ -229,7 +229,7 @@ class ECBCodebook(_ECBDecoder):
     def run(self, *, encodings: Any, known_pairs: Any, auxiliary: Any = None, rng: Any = None,
             progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
-        plain, cipher = _pairs(known_pairs, self.name)
+        plain, cipher = known_pairs_arrays(known_pairs, self.name)
         z = images_array(encodings, self.name)
         s = self.settings
         aux = _auxiliary(auxiliary, z, self.name) if auxiliary is not None and (s.neighbours or s.decoder_steps) \

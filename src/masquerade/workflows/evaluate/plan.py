@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from masquerade.contracts import Knowledge, settings_against
+from masquerade.contracts import Knowledge, public_slots, settings_against
 from masquerade.errors import InputError
 
 __all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
@@ -96,6 +96,20 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
     return out
 
 
+def plugin_setting(name: str) -> SchemeSetting:
+    """The row of a scheme the built-in plan does not know (another package's): its default settings, one encoding
+    of each image, what it protects (images or features) and whether it mixes in a public pool from the plugin's
+    own declarations."""
+    from masquerade.registry import SCHEMES
+
+    scheme = SCHEMES.create(name)
+    features = getattr(scheme, "data_kind", "images") == "features"
+    return SchemeSetting(name, f"{name} (defaults)", shares="features" if features else "data",
+                         public=public_slots(scheme) > 0,
+                         note=f"A plugin scheme ({type(scheme).__module__}.{type(scheme).__qualname__}) at its "
+                              "default settings, one encoding of each image.")
+
+
 def knowledge(level: int, setting: SchemeSetting) -> frozenset[Knowledge]:
     """What an adversary at ``level`` holds against ``setting``. A gradient-sharing setting releases no data: its
     adversary is the server, which holds the model and each client's gradient (and label) in place of encodings."""
@@ -138,11 +152,16 @@ class EvaluateSettings:
     def __post_init__(self) -> None:
         if not self.settings:
             object.__setattr__(self, "settings", tuple(default_settings(self.quick)))
-        unknown = sorted(set(self.schemes) - {s.scheme for s in default_settings(False)} - {s.scheme for s in
-                                                                                            self.settings})
-        if unknown:
-            raise InputError(f"evaluate: unknown schemes {unknown}; choose from identity, instahide, disguise, ats, "
-                             "shufflebits")
+        planned = {s.scheme for s in default_settings(False)} | {s.scheme for s in self.settings}
+        others = [name for name in dict.fromkeys(self.schemes) if name not in planned]
+        if others:
+            # another package's scheme (entry point masquerade.schemes) is scored at its default settings
+            from masquerade.registry import SCHEMES
+
+            unknown = sorted(set(others) - set(SCHEMES.names()))
+            if unknown:
+                raise InputError(f"evaluate: unknown schemes {unknown}; choose from {', '.join(SCHEMES.names())}")
+            object.__setattr__(self, "settings", self.settings + tuple(plugin_setting(name) for name in others))
         if not self.levels or any(lv not in LEVELS for lv in self.levels):
             raise InputError(f"evaluate: levels are 1, 2 and 3, got {list(self.levels)}")
         if self.size is not None and self.size < 4:
