@@ -40,6 +40,23 @@ def test_the_installed_example_is_listed(site: Path) -> None:
     assert "blockshuffle" not in bare.stdout            # nothing of it outside the environment it was installed in
 
 
+def test_protect_and_reveal_take_the_example_like_any_scheme(site: Path, tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "shuffle.safetensors"
+    out = _cli(site, "protect", "blockshuffle", "--in", "bundled:mnist", "--out", str(tmp_path / "shuffled"),
+               "--key", str(key), "--set", "block=7")
+    assert out.returncode == 0, out.stderr
+    back = _cli(site, "reveal", "blockshuffle", "--in", str(tmp_path / "shuffled" / "encodings.npy"), "--key",
+                str(key), "--out", str(tmp_path / "revealed.npz"))
+    assert back.returncode == 0, back.stderr
+    import masquerade as mq
+
+    revealed = mq.load_images(str(tmp_path / "revealed.npz")).images
+    assert np.array_equal(revealed, mq.load_images("bundled:mnist").images)
+    bad = _cli(site, "protect", "blockshuffle", "--in", "bundled:mnist", "--out", str(tmp_path / "bad"),
+               "--key", str(tmp_path / "keys" / "bad.safetensors"), "--set", "block=5")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "block 5" in bad.stderr
+
+
 def test_the_scorecard_scores_the_example_with_the_generic_attack_and_its_own(site: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     out = _cli(site, "evaluate", "--quick", "--schemes", "blockshuffle", "--out", str(run), "--levels", "1,2",

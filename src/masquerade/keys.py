@@ -308,11 +308,12 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
             raise InputError(f"{path}: this key is for scheme {scheme!r}, not {want!r}")
     key_type = doc.get("key_type")
     cls = _KEY_TYPES.get(key_type or "")
+    why = ""
     if cls is None:
-        _import_scheme_module(scheme)
+        why = _import_scheme_module(scheme) if isinstance(scheme, str) else ""
         cls = _KEY_TYPES.get(key_type or "")
     if cls is None:
-        raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r})")
+        raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r}){why}")
     if cls.scheme != scheme:
         raise InputError(f"{path}: a damaged or tampered key file: its key type is for scheme {cls.scheme!r}, its "
                          f"metadata says {scheme!r}")
@@ -329,10 +330,22 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
     return key
 
 
-def _import_scheme_module(scheme: str) -> None:
-    """Key classes live beside their schemes: import a built-in scheme's module (never one the file names)."""
+def _import_scheme_module(scheme: str) -> str:
+    """Key classes live beside their schemes: import the module of a built-in scheme, or of a scheme an installed
+    package registers (entry point ``masquerade.schemes``), never one the file names. Returns why that failed
+    ("" when it did not)."""
     from masquerade.catalogue import BUILTIN_SCHEMES
 
     entry = BUILTIN_SCHEMES.get(scheme)
     if entry is not None:
         importlib.import_module(entry[0].partition(":")[0])
+        return ""
+    from importlib.metadata import entry_points
+
+    try:
+        found = [ep for ep in entry_points(group="masquerade.schemes") if ep.name == scheme]
+        if found:
+            found[0].load()
+    except Exception as exc:    # another package's import failing is that package's error, reported in one line
+        return f"; its plugin did not import ({type(exc).__name__}: {exc})"
+    return "" if found else "; no installed package registers that scheme"

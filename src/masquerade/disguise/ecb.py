@@ -116,7 +116,7 @@ class _ECBDecoder(Configurable):
         An auxiliary image's view is what the dictionary would decode of it (its units whose plaintext the
         dictionary holds) and what it would leave unknown. The distance counts the pixels known in one view and
         unknown in the other, plus the squared differences where both are known; all images against all auxiliary
-        ones in a few products."""
+        ones in a few products. An image with nothing decoded gets the auxiliary images' mean."""
         a_known = self._known_through(aux, plain_book)
         na = len(aux)
         x = images.reshape(len(images), -1).astype(np.float64)
@@ -128,8 +128,12 @@ class _ECBDecoder(Configurable):
         dist = mismatch + both
         k = min(self.settings.neighbours, na)
         near = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        fill = a[near].mean(1).reshape(images.shape)
-        return np.where(known, images, fill).astype(np.float32)
+        fill = a[near].mean(1)
+        # an image with nothing decoded looks like every auxiliary image alike: its best guess is the
+        # distribution's mean, not the first few auxiliary images
+        blind = mk.sum(1) == 0
+        fill[blind] = a.mean(0)
+        return np.where(known, images, fill.reshape(images.shape)).astype(np.float32)
 
     def _known_through(self, images: np.ndarray, plain_book: np.ndarray) -> np.ndarray:
         """Per pixel of N×C×H×W [0, 1] images: whether the dictionary (its sorted plaintext units) would decode it."""

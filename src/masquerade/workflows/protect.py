@@ -317,7 +317,11 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     default_pool = _pool_file(Path(key))
     _check_outputs(out, [path, Path(key), Path(public) if public else default_pool, path.parent / MANIFEST], force)
     k = load_key(key, expect=scheme)
-    sch = create_scheme(scheme, **dataclasses.asdict(k.settings))  # type: ignore[attr-defined]
+    # a key carries its scheme's settings (the convention every built-in key keeps); one without them is decoded
+    # by the scheme at its defaults, and the key's own fields decide the rest
+    settings = getattr(k, "settings", None)
+    sch = create_scheme(scheme, **(dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) and
+                                   not isinstance(settings, type) else {}))
     if not sch.invertible:
         raise NotInvertibleError(f"{scheme} cannot be decoded, even with its key")
     manifest = read_manifest(path.parent)

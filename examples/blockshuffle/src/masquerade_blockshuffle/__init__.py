@@ -30,7 +30,7 @@ from masquerade.errors import InputError
 from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator, secure_rng
 
-__all__ = ["BlockShuffle", "BlockShuffleKey", "MeanBlocks"]
+__all__ = ["BlockShuffle", "BlockShuffleKey", "BlockShuffleSettings", "MeanBlocks"]
 
 
 def _blocks(x: torch.Tensor, b: int) -> torch.Tensor:
@@ -54,24 +54,35 @@ def _turn(blocks: torch.Tensor, quarter_turns: np.ndarray) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class BlockShuffleSettings:
+    """The scheme's settings, frozen and validated; the key carries them, so a key file alone rebuilds the scheme."""
+
+    block: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.block, int) or isinstance(self.block, bool) or self.block < 1:
+            raise InputError(f"blockshuffle: block must be a positive integer, got {self.block!r}")
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class BlockShuffleKey(Key):
     """Where each block goes and how far it turns. ``repr`` shows the settings and shape, never the secret."""
 
     scheme: ClassVar[str] = "blockshuffle"
-    public_fields: ClassVar[tuple[str, ...]] = ("block", "shape")
-    block: int
+    public_fields: ClassVar[tuple[str, ...]] = ("settings", "shape")
+    settings: BlockShuffleSettings
     shape: list[int]
     perm: np.ndarray        # (M,) int64: released position j holds source position perm[j]
     turns: np.ndarray       # (M,) int64 in 0..3: quarter turns applied to the block at released position j
 
     def validate(self) -> None:
-        check_key_field(self, "block", is_count(self.block, 1), "a positive block size")
+        check_key_field(self, "settings", isinstance(self.settings, BlockShuffleSettings), "block shuffle settings")
+        b = self.settings.block
         check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
-                        and all(is_count(v, 1) for v in self.shape)
-                        and self.shape[1] % self.block == 0 and self.shape[2] % self.block == 0,
-                        f"[C, H, W] with H and W divisible by the block size {self.block}")
-        m = (self.shape[1] // self.block) * (self.shape[2] // self.block)
+                        and all(is_count(v, 1) for v in self.shape) and self.shape[1] % b == 0
+                        and self.shape[2] % b == 0, f"[C, H, W] with H and W divisible by the block size {b}")
+        m = (self.shape[1] // b) * (self.shape[2] // b)
         check_key_array(self, "perm", dtype=np.int64, shape=(m,), permutation_rows=True)
         check_key_array(self, "turns", dtype=np.int64, shape=(m,), low=0, high=4)
 
@@ -84,13 +95,7 @@ class BlockShuffle(Configurable):
     data_kind = "images"
     one_time_keys = False       # one key for the data set: training, and the attacks, see it as DisguisedNets'
 
-    @dataclass(frozen=True)
-    class Settings:
-        block: int = 4
-
-        def __post_init__(self) -> None:
-            if not isinstance(self.block, int) or isinstance(self.block, bool) or self.block < 1:
-                raise InputError(f"blockshuffle: block must be a positive integer, got {self.block!r}")
+    Settings = BlockShuffleSettings
 
     def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
                base: Key | None = None) -> BlockShuffleKey:
@@ -103,20 +108,20 @@ class BlockShuffle(Configurable):
             raise InputError(f"blockshuffle: block {b} must divide the image size, got shape {tuple(shape)}")
         m = (shape[1] // b) * (shape[2] // b)
         gen = secure_rng() if rng is None else as_generator(rng)       # keys come from the OS unless seeded
-        return BlockShuffleKey(block=b, shape=list(shape), perm=gen.permutation(m).astype(np.int64),
+        return BlockShuffleKey(settings=self.settings, shape=list(shape), perm=gen.permutation(m).astype(np.int64),
                                turns=gen.integers(0, 4, m).astype(np.int64))
 
     def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
                rng: RngLike = None) -> torch.Tensor:
         x = check_images(x, where="blockshuffle.encode")
         key = self._key(x, key, "blockshuffle.encode")
-        blocks = _blocks(x, key.block)[:, torch.from_numpy(key.perm)]
+        blocks = _blocks(x, key.settings.block)[:, torch.from_numpy(key.perm)]
         return _image(_turn(blocks, key.turns), x.shape[2], x.shape[3])
 
     def decode(self, z: torch.Tensor, key: Key, *, public: torch.Tensor | None = None) -> torch.Tensor:
         z = check_images(z, where="blockshuffle.decode")
         key = self._key(z, key, "blockshuffle.decode")
-        blocks = _turn(_blocks(z, key.block), -key.turns)
+        blocks = _turn(_blocks(z, key.settings.block), -key.turns)
         out = torch.empty_like(blocks)
         out[:, torch.from_numpy(key.perm)] = blocks
         return _image(out, z.shape[2], z.shape[3])
@@ -178,7 +183,7 @@ class MeanBlocks(Configurable):
         q = turns.numpy()[rows, cols].astype(np.int64)
         turn_of = np.empty(len(rows), np.int64)
         turn_of[rows] = q
-        key = BlockShuffleKey(block=b, shape=[c, h, w], perm=perm, turns=turn_of)
+        key = BlockShuffleKey(settings=BlockShuffleSettings(block=b), shape=[c, h, w], perm=perm, turns=turn_of)
         images = BlockShuffle(block=b).decode(z, key)
         return AttackResult(self.name, images, recovered={"perm": perm, "turns": turn_of},
                             metrics={"auxiliary_images": len(aux)}, seconds=time.perf_counter() - t)

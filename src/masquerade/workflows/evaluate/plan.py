@@ -104,7 +104,7 @@ def plugin_setting(name: str) -> SchemeSetting:
 
     scheme = SCHEMES.create(name)
     features = getattr(scheme, "data_kind", "images") == "features"
-    return SchemeSetting(name, f"{name} (defaults)", shares="features" if features else "data",
+    return SchemeSetting(name, "defaults", shares="features" if features else "data",
                          public=public_slots(scheme) > 0,
                          note=f"A plugin scheme ({type(scheme).__module__}.{type(scheme).__qualname__}) at its "
                               "default settings, one encoding of each image.")
