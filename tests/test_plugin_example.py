@@ -42,8 +42,8 @@ def test_the_installed_example_is_listed(site: Path) -> None:
 
 def test_protect_and_reveal_take_the_example_like_any_scheme(site: Path, tmp_path: Path) -> None:
     key = tmp_path / "keys" / "shuffle.safetensors"
-    out = _cli(site, "protect", "blockshuffle", "--in", "bundled:mnist", "--out", str(tmp_path / "shuffled"),
-               "--key", str(key), "--set", "block=7")
+    out = _cli(site, "protect", "blockshuffle", "--in", "bundled:digits", "--out", str(tmp_path / "shuffled"),
+               "--key", str(key), "--set", "block=2")
     assert out.returncode == 0, out.stderr
     back = _cli(site, "reveal", "blockshuffle", "--in", str(tmp_path / "shuffled" / "encodings.npy"), "--key",
                 str(key), "--out", str(tmp_path / "revealed.npz"))
@@ -51,10 +51,10 @@ def test_protect_and_reveal_take_the_example_like_any_scheme(site: Path, tmp_pat
     import masquerade as mq
 
     revealed = mq.load_images(str(tmp_path / "revealed.npz")).images
-    assert np.array_equal(revealed, mq.load_images("bundled:mnist").images)
-    bad = _cli(site, "protect", "blockshuffle", "--in", "bundled:mnist", "--out", str(tmp_path / "bad"),
-               "--key", str(tmp_path / "keys" / "bad.safetensors"), "--set", "block=5")
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "block 5" in bad.stderr
+    assert np.array_equal(revealed, mq.load_images("bundled:digits").images)
+    bad = _cli(site, "protect", "blockshuffle", "--in", "bundled:digits", "--out", str(tmp_path / "bad"),
+               "--key", str(tmp_path / "keys" / "bad.safetensors"), "--set", "block=3")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "block 3" in bad.stderr
 
 
 def test_the_scorecard_scores_the_example_with_the_generic_attack_and_its_own(site: Path, tmp_path: Path) -> None:

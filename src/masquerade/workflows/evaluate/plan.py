@@ -103,7 +103,7 @@ def plugin_setting(name: str) -> SchemeSetting:
     from masquerade.registry import SCHEMES
 
     scheme = SCHEMES.create(name)
-    features = getattr(scheme, "data_kind", "images") == "features"
+    features = scheme.data_kind == "features"
     return SchemeSetting(name, "defaults", shares="features" if features else "data",
                          public=public_slots(scheme) > 0,
                          note=f"A plugin scheme ({type(scheme).__module__}.{type(scheme).__qualname__}) at its "
