@@ -7,22 +7,14 @@ computes its gradient on the transformed image, and the attacker sees only that 
 default). Reconstructions are compared with the *original* private image -- what the defence protects -- and, for
 reference, with the transformed one the gradient came from (the ATS code reports the latter).
 
-Rating-set format (``export_rating_set``), version 1, a folder of:
-
-- ``images/<id>.png``: one 8-bit RGB PNG per item, ids are opaque (``r0000``, ``r0001``, ...) and shuffled, so
-  nothing in a name or the order gives the condition away;
-- ``manifest.json``: what raters see: ``{"format": "masquerade-rating-set", "version": 1, "question": ...,
-  "choices": [class names], "items": [{"id": ..., "image": "images/<id>.png"}, ...]}``;
-- ``answers.json``: kept from raters: ``{"<id>": {"condition": ..., "label": int, "class": name, "source": int}}``
-  (``condition`` names the defence and training stage; ``source`` the index of the private image);
-- ``ratings.csv`` (written by whatever collects the ratings): ``rater,id,choice`` rows, ``choice`` a class name or
-  ``unrecognisable``.
+Rating sets (``export_rating_set``) are written in :mod:`masquerade.hitl.ratingset`'s format by its writer; a
+``ratings.csv`` of ``rater,id,choice`` rows beside them (``masquerade hitl results --csv`` writes one) is scored by
+``score_ratings``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,7 +27,6 @@ from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
 from masquerade.ats.inversion import GradientInversion, per_sample_gradients
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
 from masquerade.errors import InputError
-from masquerade.fileio import read_json, write_text
 from masquerade.metrics import psnr, recognition_accuracy, ssim
 from masquerade.metrics.ssim import ssim_map
 from masquerade.registry import ATTACKS
@@ -168,56 +159,41 @@ def export_rating_set(folder: str | Path, groups: dict[str, torch.Tensor], label
                       class_names: Sequence[str], *, rng: RngLike = None,
                       question: str = "Which class does this image show? Answer 'unrecognisable' if you "
                                       "cannot tell.") -> Path:
-    """Write a rating set (format in the module docstring): ``groups`` maps a condition name (e.g.
-    ``"original"``, ``"none@epoch1"``) to N×C×H×W images in [0, 1], all of the same N private images."""
-    from PIL import Image
+    """Write a rating set (:mod:`masquerade.hitl.ratingset`'s format, by its one writer): ``groups`` maps a
+    condition name (e.g. ``"original"``, ``"none@epoch1"``) to N×C×H×W images in [0, 1], all of the same N private
+    images; each item's answer keeps its ``label``, ``class`` and ``source`` (the private image's index)."""
+    from masquerade.hitl.ratingset import write_rating_set
 
-    folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        raise InputError(f"{folder}: already holds a rating set")
     labels = [int(v) for v in labels]
     items = []
     for cond, imgs in groups.items():
         if len(imgs) != len(labels):
             raise InputError(f"rating set: condition {cond!r} has {len(imgs)} images for {len(labels)} labels")
-        for i in range(len(imgs)):
-            items.append((cond, i, imgs[i]))
-    order = as_generator(rng).permutation(len(items))
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    manifest, answers = [], {}
-    for pos, j in enumerate(order):
-        cond, i, img = items[j]
-        rid = f"r{pos:04d}"
-        arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr.squeeze(-1) if arr.shape[2] == 1 else arr).save(folder / "images" / f"{rid}.png")
-        manifest.append({"id": rid, "image": f"images/{rid}.png"})
-        answers[rid] = {"condition": cond, "label": labels[i], "class": str(class_names[labels[i]]), "source": i}
-    write_text(folder / "manifest.json", json.dumps({"format": "masquerade-rating-set", "version": 1,
-                                                    "question": question, "choices": [str(c) for c in class_names],
-                                                    "items": manifest}, indent=1) + "\n")
-    write_text(folder / "answers.json", json.dumps(answers, indent=1) + "\n")
-    return folder
+        arrays = (imgs.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        items += [(cond, arrays[i], {"label": labels[i], "class": str(class_names[labels[i]]), "source": i})
+                  for i in range(len(imgs))]
+    return write_rating_set(folder, items, question_type="choice", question=question,
+                            choices=[str(c) for c in class_names], rng=as_generator(rng))
 
 
 def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
     """Per condition: the share of ratings in ``ratings.csv`` that name the true class (HitL recognition); for an
     appeal set (``question_type: appeal``, see :mod:`masquerade.hitl.ratingset`), the mean 1-5 rating instead."""
-    folder = Path(folder)
-    answers = read_json(folder / "answers.json", expect=dict)
-    appeal = read_json(folder / "manifest.json", expect=dict).get("question_type") == "appeal"
+    from masquerade.hitl.ratingset import load_rating_set, read_answers
+
+    rs = load_rating_set(folder)
+    answers = read_answers(rs)          # every item's condition (and true class), checked
+    appeal = rs.question_type == "appeal"
+    folder = rs.folder
     path = folder / "ratings.csv"
     if not path.is_file():
         raise InputError(f"{folder}: no ratings.csv yet (rows: rater,id,choice)")
     hits: dict[str, list[int]] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            a = answers.get(row.get("id", ""))
+            a = answers.get(row.get("id", "")) if row.get("id", "") in rs.items else None
             if a is None:
                 raise InputError(f"{path}: unknown item id {row.get('id')!r}")
-            if not isinstance(a, dict) or not isinstance(a.get("condition"), str) or (
-                    not appeal and not isinstance(a.get("class"), str)):
-                raise InputError(f"{folder / 'answers.json'}: item {row.get('id')!r} has no condition"
-                                 f"{'' if appeal else ' or class'} (not a rating set's answers)")
             choice = row.get("choice", "").strip()
             if appeal and choice not in ("1", "2", "3", "4", "5"):
                 raise InputError(f"{path}: appeal rating {choice!r} is not 1 to 5")
