@@ -88,7 +88,7 @@ def _api() -> Any:
 
 
 def _gradients() -> dict[str, Any]:
-    from masquerade.ats.inversion import client_gradient
+    from masquerade.attacks.gradient_inversion import client_gradient
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))

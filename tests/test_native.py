@@ -233,7 +233,7 @@ def test_ssim_edge_shapes() -> None:
 
 
 def test_single_image_inversion_tolerates_a_parameter_the_loss_does_not_use() -> None:
-    from masquerade.ats.inversion import InvertingGradients, client_gradient
+    from masquerade.attacks.gradient_inversion import InvertingGradients, client_gradient
 
     class WithUnusedHead(torch.nn.Module):
         def __init__(self) -> None:

@@ -79,7 +79,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
     from masquerade.disguise.scheme import to_blocks
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
-    from masquerade.training import evaluate
+    from masquerade.training import accuracy
 
     rows: list[dict] = []
     # the CIFAR files are sorted by class: draw pairs and victims at random (fixed seed), never by position
@@ -103,7 +103,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
         rows.append({"level": "1 (ciphertext only)", "transform": name, "attack": "none: disguised image as is",
                      "PSNR": round(p0, 2), "SSIM": round(s0, 3)})
         if classifier is not None:
-            acc, _ = evaluate(classifier, view.clean(zv.clamp(0, 1)), y_victims, batch=500, bf16=False)
+            acc, _ = accuracy(classifier, view.clean(zv.clamp(0, 1)), y_victims, batch=500, bf16=False)
             rows[-1]["MR accuracy"] = round(acc, 4)
         if cfg["transform"] in ("rmt", "none"):
             attack = mq.create_attack("disguise-known-plaintext")
@@ -114,7 +114,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
                        "PSNR": round(p, 2), "SSIM": round(q, 3),
                        "perm recovered": round(float((r.recovered["perm"] == key.perm).mean()), 3)}
                 if classifier is not None:
-                    row["MR accuracy"] = round(evaluate(classifier, view.clean(r.reconstructions), y_victims,
+                    row["MR accuracy"] = round(accuracy(classifier, view.clean(r.reconstructions), y_victims,
                                                         batch=500)[0], 4)
                 rows.append(row)
             if cfg["transform"] == "rmt":
@@ -146,7 +146,7 @@ def attacks(x_test: torch.Tensor, y_test: torch.Tensor, aux: torch.Tensor, class
                    "PSNR": round(p, 2), "SSIM": round(q, 3),
                    "perm recovered": round(float((r.recovered["perm"] == key.perm).mean()), 3)}
             if classifier is not None:
-                row["MR accuracy"] = round(evaluate(classifier, view.clean(r.reconstructions[100:]), y_victims,
+                row["MR accuracy"] = round(accuracy(classifier, view.clean(r.reconstructions[100:]), y_victims,
                                                     batch=500)[0], 4)
             rows.append(row)
         else:
@@ -171,7 +171,7 @@ def instahide_level1(victims: torch.Tensor, y_victims: torch.Tensor, public: tor
     import masquerade as mq
     from masquerade.data import to_uint8
     from masquerade.metrics import psnr, ssim
-    from masquerade.training import evaluate
+    from masquerade.training import accuracy
 
     rows = []
     for name, cfg in INSTAHIDE.items():
@@ -188,7 +188,7 @@ def instahide_level1(victims: torch.Tensor, y_victims: torch.Tensor, public: tor
                "PSNR": round(float(psnr(q(seen), q(victims), data_range=255).mean()), 2),
                "SSIM": round(float(ssim(q(seen), q(victims), data_range=255).mean()), 3)}
         if classifier is not None:
-            row["MR accuracy"] = round(evaluate(classifier, view.clean(seen), y_victims, batch=500)[0], 4)
+            row["MR accuracy"] = round(accuracy(classifier, view.clean(seen), y_victims, batch=500)[0], 4)
         rows.append(row)
     return rows
 

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masquerade.data import load_images
+from masquerade.data import load_images, public_pool
 from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap
-from masquerade.instahide.challenge import baseline_recovery, make_challenge, public_pool, score_challenge
+from masquerade.instahide.challenge import baseline_recovery, make_challenge, score_challenge
 from masquerade.instahide.prior import ChallengePrior, default_prior
 from masquerade.instahide.recipe import _public_energy, parse_slots
 from masquerade.instahide.reconstruct import reconstruct_private

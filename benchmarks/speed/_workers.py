@@ -198,7 +198,13 @@ def ig_side(side: str, problems: int, iterations: int) -> Prepared:
     import torch
     import torch.nn.functional as F
 
-    from masquerade.ats.inversion import CIFAR10_MEAN, CIFAR10_STD, InvertingGradients, client_gradient, total_variation
+    from masquerade.attacks.gradient_inversion import (
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        InvertingGradients,
+        client_gradient,
+        total_variation,
+    )
     from masquerade.models import Normalized, create_model
 
     torch.manual_seed(0)

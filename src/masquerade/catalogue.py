@@ -46,11 +46,11 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                           "attribute (class) inference from feature vectors through a feature API"),
     "feature-inversion": ("masquerade.shufflebits.inversion:FeatureInversion",
                           "image reconstruction from feature vectors (a decoder trained through a feature API)"),
-    "inverting_gradients": ("masquerade.ats.inversion:InvertingGradients",
+    "inverting_gradients": ("masquerade.attacks.gradient_inversion:InvertingGradients",
                             "Inverting Gradients (Geiping et al. 2020): cosine gradient matching, TV prior, signed "
                             "Adam"),
-    "dlg": ("masquerade.ats.inversion:DLG", "Deep Leakage from Gradients (Zhu et al. 2019): L2 gradient matching, "
-                                            "L-BFGS"),
+    "dlg": ("masquerade.attacks.gradient_inversion:DLG",
+            "Deep Leakage from Gradients (Zhu et al. 2019): L2 gradient matching, L-BFGS"),
     "ats-adaptive": ("masquerade.ats.adaptive:ATSAdaptive", "ATS: gradient inversion through the clients' public "
                                                             "policy, searching its random choices"),
 }

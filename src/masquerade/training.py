@@ -32,7 +32,7 @@ from masquerade.models import Normalized, create_model, save_model
 from masquerade.progress import bar
 from masquerade.registry import Scheme, create_scheme
 
-__all__ = ["TrainSettings", "TrainingView", "train", "augment", "evaluate", "bf16_supported"]
+__all__ = ["TrainSettings", "TrainingView", "train", "augment", "accuracy", "bf16_supported"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _lr_at(step: int, total: int, s: TrainSettings) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 1000,
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 1000,
              bf16: bool = False) -> tuple[float, torch.Tensor]:
     """Top-1 accuracy and the softmax probabilities of ``model`` on ready inputs ``x``."""
     model.eval()
@@ -168,22 +168,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     x_test, y_test = test_set.to_tensor(), test_set.labels_tensor()
     pub = public.to_rgb().to_tensor() if public is not None and c == 3 else (public.to_tensor() if public else None)
     pool = 0 if pub is None else len(pub)
-    # Schemes with one-time keys get a fresh key every epoch and are tested on clean images (as InstaHide's code);
-    # dataset-key schemes (DisguisedNets) use one key for the training set, extended to the test set, and are
-    # tested on the disguised test images.
-    fixed_key = None
-    if resume and seed is None and not one_time_keys(sch):
-        raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
-                         f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
-    if not one_time_keys(sch):
-        g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
-        fixed_key = sch.keygen(len(x_train), rng=g_key, shape=(c, h, w), pool_size=pool)
-        test_key = sch.keygen(len(x_test), rng=g_key, shape=(c, h, w), pool_size=pool, base=fixed_key)
-        view = TrainingView(sch, sch.encode(x_train, fixed_key, public=pub, rng=g_key))
-        x_eval = view.encoded(sch.encode(x_test, test_key, public=pub, rng=g_key))
-    else:
-        view = TrainingView(sch, x_train)
-        x_eval = view.clean(x_test)
+    fixed_key, view, x_eval = _keys_and_views(sch, x_train, x_test, pub, seed=seed, resume=resume)
     if snapshots and view.own:
         raise InputError(f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
                          "images, so they are not available for it")
@@ -196,27 +181,13 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
             model = distributed.convert_sync_batchnorm(model)
         # Module.to accepts memory_format (as documented); torch's overload stubs leave it out
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for prm in model.parameters():
-        (no_decay if prm.ndim <= 1 else decay).append(prm)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-                          lr=s.lr, momentum=s.momentum, nesterov=True)
+    opt = _optimizer(model, s)
     steps_per_epoch = math.ceil(len(x_train) / s.batch_size)
-    total_steps = steps_per_epoch * s.epochs
     history: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if resume:
-        if ckpt is None or not ckpt.is_file():
-            raise InputError(f"train: nothing to resume (no checkpoint at {ckpt})")
-        state = torch.load(ckpt, weights_only=True)
-        if state["settings"] != dataclasses.asdict(s) or state["seed"] != seed or state["scheme"] != _scheme_id(sch):
-            raise InputError(f"{ckpt}: the checkpoint was made with other settings, seed or scheme; cannot resume")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"]) + 1
+        history, start_epoch = _resume(ckpt, model, opt, s, seed, sch)
     net = distributed.wrap(model)           # DistributedDataParallel when there is a process group
     rank, world_size = distributed.world()
     writer = rank == 0                      # only one process writes checkpoints and snapshots
@@ -231,35 +202,15 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         del x
         order = torch.from_numpy(gen.permutation(len(inputs)))
         model.train()
-        total_loss = 0.0
-        with bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
-                 disable=None if progress is None else not progress) as pb:
-            for b in range(steps_per_epoch):
-                idx = order[b * s.batch_size:(b + 1) * s.batch_size]
-                for group in opt.param_groups:
-                    group["lr"] = _lr_at(epoch * steps_per_epoch + b, total_steps, s)
-                mine, factor = distributed.shard(idx)   # all the batch, in one process
-                xb = inputs[mine].contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = net(xb)
-                per_row = torch.sum(-targets[mine] * F.log_softmax(logits.float(), dim=1), dim=1)
-                # the processes' averaged gradient is the global batch's mean loss's
-                loss = per_row.mean() if world_size == 1 else per_row.sum() * factor
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += float(loss.detach())
-                pb.update(1)
-        acc, _ = evaluate(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
+        total_loss = _epoch(net, opt, inputs, targets, order, epoch, s, bf16=bf16, world_size=world_size,
+                            progress=progress)
+        acc, _ = accuracy(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
         record = {"epoch": epoch + 1, "train_loss": distributed.mean_over_world(total_loss / steps_per_epoch),
                   "test_acc": acc,
                   "seconds": time.perf_counter() - t0}
         history.append(record)
         if ckpt is not None and writer:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-                     "settings": dataclasses.asdict(s), "seed": seed, "scheme": _scheme_id(sch)}
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            _checkpoint(ckpt, model, opt, epoch, history, s, seed, sch)
         if epoch + 1 in snapshots and writer:
             save_model(Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors", model, arch=s.model,  # type: ignore[arg-type]
                        num_classes=num_classes, mean=view.mean, std=view.std, in_channels=c,
@@ -280,6 +231,88 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     return result
 
 
+def _keys_and_views(sch: Scheme, x_train: torch.Tensor, x_test: torch.Tensor, pub: torch.Tensor | None, *,
+                    seed: int | None, resume: bool) -> tuple[Any, TrainingView, torch.Tensor]:
+    """(the dataset key or None, the training view, the test inputs). Schemes with one-time keys get a fresh key
+    every epoch and are tested on clean images (as InstaHide's code); dataset-key schemes (DisguisedNets) use one
+    key for the training set, extended to the test set, and are tested on the disguised test images."""
+    if one_time_keys(sch):
+        view = TrainingView(sch, x_train)
+        return None, view, view.clean(x_test)
+    if resume and seed is None:
+        raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
+                         f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
+    shape = tuple(x_train.shape[1:])
+    pool = 0 if pub is None else len(pub)
+    g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
+    fixed_key = sch.keygen(len(x_train), rng=g_key, shape=shape, pool_size=pool)
+    test_key = sch.keygen(len(x_test), rng=g_key, shape=shape, pool_size=pool, base=fixed_key)
+    view = TrainingView(sch, sch.encode(x_train, fixed_key, public=pub, rng=g_key))
+    return fixed_key, view, view.encoded(sch.encode(x_test, test_key, public=pub, rng=g_key))
+
+
+def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; weight decay on the weights, none on biases and normalisation parameters."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for prm in model.parameters():
+        (no_decay if prm.ndim <= 1 else decay).append(prm)
+    return torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
+                            {"params": no_decay, "weight_decay": 0}], lr=s.lr, momentum=s.momentum, nesterov=True)
+
+
+def _resume(ckpt: Path | None, model: torch.nn.Module, opt: torch.optim.Optimizer, s: TrainSettings,
+            seed: int | None, sch: Scheme) -> tuple[list[dict[str, Any]], int]:
+    """Load a checkpoint made with the same settings, seed and scheme into ``model`` and ``opt``; returns the
+    history so far and the epoch to continue from."""
+    if ckpt is None or not ckpt.is_file():
+        raise InputError(f"train: nothing to resume (no checkpoint at {ckpt})")
+    state = torch.load(ckpt, weights_only=True)
+    if state["settings"] != dataclasses.asdict(s) or state["seed"] != seed or state["scheme"] != _scheme_id(sch):
+        raise InputError(f"{ckpt}: the checkpoint was made with other settings, seed or scheme; cannot resume")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return list(state["history"]), int(state["epoch"]) + 1
+
+
+def _checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                history: list[dict[str, Any]], s: TrainSettings, seed: int | None, sch: Scheme) -> None:
+    """Everything :func:`_resume` needs, written atomically (a kill leaves the previous checkpoint)."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+             "settings": dataclasses.asdict(s), "seed": seed, "scheme": _scheme_id(sch)}
+    with atomic_path(ckpt) as tmp:
+        torch.save(state, tmp)
+
+
+def _epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+           order: torch.Tensor, epoch: int, s: TrainSettings, *, bf16: bool, world_size: int,
+           progress: bool | None) -> float:
+    """One epoch of minibatch steps over ``inputs`` in ``order`` (soft-target cross-entropy, the learning rate of
+    each step from the schedule); returns the summed loss."""
+    steps_per_epoch = math.ceil(len(inputs) / s.batch_size)
+    total_steps = steps_per_epoch * s.epochs
+    total_loss = 0.0
+    with bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
+             disable=None if progress is None else not progress) as pb:
+        for b in range(steps_per_epoch):
+            idx = order[b * s.batch_size:(b + 1) * s.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + b, total_steps, s)
+            mine, factor = distributed.shard(idx)   # all the batch, in one process
+            xb = inputs[mine].contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net(xb)
+            per_row = torch.sum(-targets[mine] * F.log_softmax(logits.float(), dim=1), dim=1)
+            # the processes' averaged gradient is the global batch's mean loss's
+            loss = per_row.mean() if world_size == 1 else per_row.sum() * factor
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach())
+            pb.update(1)
+    return total_loss
+
+
 def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: TrainingView, x: torch.Tensor, y: torch.Tensor,
                        pub: torch.Tensor | None, s: TrainSettings, seed: int | None, bf16: bool) -> float:
     """The paper's inference mode: average the softmax over T fresh encodings of every test image."""
@@ -288,6 +321,13 @@ def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: TrainingView, 
     for t in range(s.infer_encodings):
         gen = _epoch_rng(None if seed is None else seed + 1_000_003, t)
         key = sch.keygen(len(x), rng=gen, shape=(c, h, w), pool_size=0 if pub is None else len(pub))
-        _, p = evaluate(model, view.encoded(sch.encode(x, key, public=pub)), y, batch=s.eval_batch, bf16=bf16)
+        _, p = accuracy(model, view.encoded(sch.encode(x, key, public=pub)), y, batch=s.eval_batch, bf16=bf16)
         total[:, :p.shape[1]] += p
     return float((total.argmax(1) == y).float().mean())
+
+
+def __getattr__(name: str) -> Any:
+    # ``evaluate`` shared its name with the evaluate workflow; it is ``accuracy`` now, the old name kept a release
+    if name == "evaluate":
+        return accuracy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

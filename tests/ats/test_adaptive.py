@@ -8,9 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masquerade.ats.adaptive import ATSAdaptive, candidates, describe_candidate, invert, soft_transform
-from masquerade.ats.inversion import client_gradient
 from masquerade.ats.policies import ATSPolicy
 from masquerade.ats.privacy import attack_model, kept_pixels, kept_scores, summary
+from masquerade.attacks.gradient_inversion import client_gradient
 from masquerade.errors import InputError
 from masquerade.metrics import psnr, ssim
 from masquerade.registry import create_attack, create_scheme, run_attack

@@ -11,7 +11,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masquerade.ats.inversion import (
+from masquerade.ats.privacy import attack_model, export_rating_set, score_ratings
+from masquerade.ats.search import (
+    SearchSettings,
+    accuracy_score,
+    privacy_score,
+    random_policies,
+    rank,
+    search,
+)
+from masquerade.attacks.gradient_inversion import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DLG,
@@ -21,15 +30,6 @@ from masquerade.ats.inversion import (
     gradient_cost,
     infer_labels,
     per_sample_gradients,
-)
-from masquerade.ats.privacy import attack_model, export_rating_set, score_ratings
-from masquerade.ats.search import (
-    SearchSettings,
-    accuracy_score,
-    privacy_score,
-    random_policies,
-    rank,
-    search,
 )
 from masquerade.errors import InputError
 from masquerade.metrics import psnr, recognition_accuracy

@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masquerade.ats.inversion import (
+from masquerade.ats.policies import _SIGNED, MAGNITUDES, SUB_POLICIES, apply_operation, format_policy, parse_policy
+from masquerade.attacks.gradient_inversion import (
     GradientInversion,
     InversionResult,
     InversionSettings,
@@ -51,7 +52,6 @@ from masquerade.ats.inversion import (
     gradient_norm,
     total_variation,
 )
-from masquerade.ats.policies import _SIGNED, MAGNITUDES, SUB_POLICIES, apply_operation, format_policy, parse_policy
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
-from masquerade.ats.inversion import GradientInversion, per_sample_gradients
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
+from masquerade.attacks.gradient_inversion import GradientInversion, per_sample_gradients
 from masquerade.errors import InputError
 from masquerade.metrics import psnr, recognition_accuracy, ssim
 from masquerade.metrics.ssim import ssim_map

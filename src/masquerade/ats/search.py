@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from masquerade.ats.inversion import per_sample_gradients
 from masquerade.ats.policies import SUB_POLICIES, ATSPolicy, format_policy, parse_policy
+from masquerade.attacks.gradient_inversion import per_sample_gradients
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator, spawn

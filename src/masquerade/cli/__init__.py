@@ -13,13 +13,27 @@ import sys
 from typing import Sequence
 
 from masquerade._version import __version__
-from masquerade.cli import attack, camouflage, challenge, evaluate, hitl, misc, protect, train
+from masquerade.cli import (
+    attack,
+    camouflage,
+    challenge,
+    data,
+    evaluate,
+    hitl,
+    keys,
+    listing,
+    metrics,
+    protect,
+    tour,
+    train,
+)
 from masquerade.cli.common import Parser
 from masquerade.errors import MasqueradeError
 
 __all__ = ["main", "build_parser"]
 
-GROUPS = (misc, protect, camouflage, train, attack, challenge, evaluate, hitl)
+# in the order --help lists them
+GROUPS = (tour, listing, data, metrics, keys, protect, camouflage, train, attack, challenge, evaluate, hitl)
 
 
 def build_parser() -> argparse.ArgumentParser:

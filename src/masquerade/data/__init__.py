@@ -17,11 +17,12 @@ if TYPE_CHECKING:   # the real names, for type checkers (``X as X``: re-exported
     from masquerade.data.loaders import load_images as load_images
     from masquerade.data.loaders import load_photos as load_photos
     from masquerade.data.patches import extract_patches as extract_patches
+    from masquerade.data.patches import public_pool as public_pool
     from masquerade.data.patches import sift_keypoint_counts as sift_keypoint_counts
 
 _HOME = {"ImageSet": "imageset", "to_uint8": "imageset", "load_images": "loaders", "load_photos": "loaders",
          "fetch_dataset": "fetch", "DATASETS": "fetch", "BUNDLED": "bundled", "list_bundled": "bundled",
-         "extract_patches": "patches", "sift_keypoint_counts": "patches"}
+         "extract_patches": "patches", "sift_keypoint_counts": "patches", "public_pool": "patches"}
 
 __all__ = list(_HOME)
 

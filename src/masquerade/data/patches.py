@@ -24,7 +24,7 @@ from masquerade.fileio import save_npz
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["extract_patches", "sift_keypoint_counts", "default_cache_dir"]
+__all__ = ["extract_patches", "sift_keypoint_counts", "default_cache_dir", "public_pool"]
 
 PhotoSource = str | os.PathLike[str] | ImageSet | Sequence[np.ndarray] | tuple[Sequence[np.ndarray], Sequence[str]]
 
@@ -152,3 +152,23 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
     if cache_file is not None:
         save_npz(cache_file, images=images, names=np.array(out_names))
     return result
+
+
+def public_pool(source: str | os.PathLike[str] | ImageSet, n: int, *, size: int, rng: RngLike = None,
+                min_keypoints: int = 40) -> ImageSet:
+    """A public patch pool: a ready patch set (``.npz``/ImageSet, used as is) or ``n`` SIFT-filtered patches cut
+    from a folder of photos (or ``bundled:photos``)."""
+    if isinstance(source, ImageSet):
+        pool = source
+    elif str(source).endswith((".npz", ".npy")):
+        from masquerade.data.loaders import load_images
+
+        pool = load_images(source)
+    else:
+        seed = rng if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else None
+        return extract_patches(source, n, out_size=size, min_keypoints=min_keypoints,
+                               rng=seed if seed is not None else as_generator(rng), cache=seed is not None)
+    if pool.image_shape[:2] != (size, size):
+        raise InputError(f"public patches are {pool.image_shape[0]}×{pool.image_shape[1]}, the private images "
+                         f"{size}×{size}")
+    return pool.to_rgb()

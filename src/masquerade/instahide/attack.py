@@ -183,8 +183,8 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     """The attack on arrays: ``enc`` float E×H×W×C (the challenge's layout), ``labels`` E×classes or None; stages,
     ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`). ``where`` names the
     encodings in error messages."""
+    from masquerade.data import public_pool
     from masquerade.fileio import save_npy, save_npz, write_json
-    from masquerade.instahide.challenge import public_pool
 
     s = settings or ChallengeAttackSettings()
     out = Path(out)
@@ -445,8 +445,7 @@ def _learn_colour(aux: Any, mean: torch.Tensor, var: torch.Tensor, s: ChallengeA
                   shape: tuple[int, int, int], patches_src: Any) -> ColourMap:
     """Simulate a small challenge from the auxiliary images (the attacker's own truth), reconstruct it with the true
     pairing, and fit the colour map from what reconstruction gives to what the images were."""
-    from masquerade.data import ImageSet, load_images
-    from masquerade.instahide.challenge import public_pool
+    from masquerade.data import ImageSet, load_images, public_pool
 
     imgs = (aux if isinstance(aux, ImageSet) else load_images(aux)).to_rgb()
     if imgs.labels is None:

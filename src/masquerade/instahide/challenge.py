@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from masquerade.data import ImageSet, extract_patches, load_images
+from masquerade.data import ImageSet
+from masquerade.data.patches import public_pool  # its home is data/; the old import keeps working a release
 from masquerade.errors import InputError
 from masquerade.fileio import save_npy, save_npz, write_json
 from masquerade.instahide.scheme import InstaHide
@@ -39,24 +40,6 @@ __all__ = ["make_challenge", "score_challenge", "load_recovered", "public_pool",
 
 TRUTH_FILES = ("private_images.npy", "private_labels.npy", "private_pairs.npy", "coefficients.npy",
                "public_indices.npy", "manifest.json")
-
-
-def public_pool(source: str | os.PathLike[str] | ImageSet, n: int, *, size: int, rng: RngLike = None,
-                min_keypoints: int = 40) -> ImageSet:
-    """A public patch pool: a ready patch set (``.npz``/ImageSet, used as is) or ``n`` SIFT-filtered patches cut
-    from a folder of photos (or ``bundled:photos``)."""
-    if isinstance(source, ImageSet):
-        pool = source
-    elif str(source).endswith((".npz", ".npy")):
-        pool = load_images(source)
-    else:
-        seed = rng if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else None
-        return extract_patches(source, n, out_size=size, min_keypoints=min_keypoints,
-                               rng=seed if seed is not None else as_generator(rng), cache=seed is not None)
-    if pool.image_shape[:2] != (size, size):
-        raise InputError(f"public patches are {pool.image_shape[0]}×{pool.image_shape[1]}, the private images "
-                         f"{size}×{size}")
-    return pool.to_rgb()
 
 
 def _balanced(private: ImageSet, n: int, gen: np.random.Generator) -> np.ndarray:

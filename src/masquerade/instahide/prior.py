@@ -202,9 +202,8 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     when the file is written. Returns the training record."""
     from safetensors.torch import save_file
 
-    from masquerade.data import load_images
+    from masquerade.data import load_images, public_pool
     from masquerade.fileio import atomic_path, save_npz
-    from masquerade.instahide.challenge import public_pool
     from masquerade.instahide.recipe import public_statistics
     from masquerade.progress import bar
 

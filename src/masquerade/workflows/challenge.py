@@ -17,8 +17,8 @@ def make(private: PathLike, public: PathLike, *, out: PathLike, truth: PathLike,
     """A challenge by the official recipe: ``encryption.npy`` and ``label.npy`` in ``out``, the truth apart."""
     import numpy as np
 
-    from masquerade.data import load_images
-    from masquerade.instahide.challenge import make_challenge, public_pool
+    from masquerade.data import load_images, public_pool
+    from masquerade.instahide.challenge import make_challenge
     from masquerade.runs import start_run
 
     images = load_images(private, split=split)

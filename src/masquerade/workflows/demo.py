@@ -253,8 +253,8 @@ def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     (batch 1, label known), shared as is, then transformed by the ATS policy 3-1-7 (applied always, as published)."""
     import torch.nn.functional as F
 
-    from masquerade.ats.inversion import CIFAR10_MEAN, CIFAR10_STD
     from masquerade.ats.privacy import attack_model, summary
+    from masquerade.attacks.gradient_inversion import CIFAR10_MEAN, CIFAR10_STD
     from masquerade.models import Normalized, create_model
 
     photos = load_images("bundled:photos", size=(96, 96)).to_tensor()[[0, 1, 2]]

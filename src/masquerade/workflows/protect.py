@@ -23,7 +23,7 @@ def public_pool_for(scheme: Any, n_images: int, image_shape: tuple[int, int, int
     """The public patch pool a cross-mode scheme mixes in (None for other schemes): loaded from a patch ``.npz`` or
     cut from photos, one patch per public slot of every image, at most ``patches``."""
     from masquerade.contracts import public_slots
-    from masquerade.instahide.challenge import public_pool
+    from masquerade.data import public_pool
 
     slots = public_slots(scheme)
     if not slots:

@@ -38,8 +38,7 @@ class _Data:
 @lru_cache(maxsize=2)
 def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_aux: int, n_public: int,
           photos: str = "bundled:photos") -> _Data:
-    from masquerade.data import load_images
-    from masquerade.instahide.challenge import public_pool
+    from masquerade.data import load_images, public_pool
 
     ds = load_images(data, size=size)
     if ds.labels is None:
@@ -255,8 +254,8 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
     reconstruction is scored against the untransformed image, which is what the policy protects."""
     import torch
 
-    from masquerade.ats.inversion import GradientInversion
     from masquerade.ats.privacy import attack_model
+    from masquerade.attacks.gradient_inversion import GradientInversion
     from masquerade.models import Normalized, create_model
     from masquerade.registry import ATTACKS
 

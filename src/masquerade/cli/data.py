@@ -1,4 +1,4 @@
-"""``demo``, ``report``, ``list``, ``metrics``, ``key show`` and the ``data`` group."""
+"""The ``data`` group: ``info``, ``fetch`` (checksum verified) and ``patches`` (public patch pools)."""
 
 from __future__ import annotations
 
@@ -8,43 +8,6 @@ from typing import Any
 from masquerade.cli.common import missing_action, positive_int, seed
 
 __all__ = ["register"]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from masquerade.workflows.demo import run_demo
-
-    run_demo(out=args.out, seed=args.seed)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from masquerade.report import build_report
-    from masquerade.report.scorecard import build_scorecard_report
-
-    if len(args.runs) == 1 and (Path(args.runs[0]) / "scorecard.json").is_file():
-        path = build_scorecard_report(args.runs[0], args.out)     # an evaluation folder: its scorecard's report
-    else:
-        path = build_report(args.runs, args.out)
-    print(f"report written to {path}")
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from masquerade.data.bundled import list_bundled
-    from masquerade.registry import ATTACKS, SCHEMES
-
-    print("schemes:")
-    for name, desc in SCHEMES.describe().items():
-        print(f"  {name:26s} {desc}")
-    print("attacks (masquerade attack NAME --help):")
-    for name, desc in ATTACKS.describe().items():
-        print(f"  {name:26s} {desc}")
-    print("bundled data (load with bundled:NAME):")
-    for name, src in list_bundled().items():
-        print(f"  {name:26s} {src.holds}")
-    return 0
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -60,14 +23,12 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print("per class: " + ", ".join(f"{n}={c}" for n, c in zip(names, counts)))
     return 0
 
-
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from masquerade.data import fetch_dataset
 
     folder = fetch_dataset(args.name, args.root, url=args.url, md5=args.md5)
     print(f"{args.name} is ready in {folder}")
     return 0
-
 
 def cmd_data_patches(args: argparse.Namespace) -> int:
     from masquerade.workflows.data import patches
@@ -78,39 +39,7 @@ def cmd_data_patches(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_metrics(args: argparse.Namespace) -> int:
-    from masquerade.workflows.data import compare
-
-    result: dict[str, Any] = compare(args.a, args.b, gaussian=args.gaussian, out=args.out)
-    for k, v in result.items():
-        print(f"{k:16s} {v:.6g}" if isinstance(v, float) else f"{k:16s} {v}")
-    return 0
-
-
-def cmd_key_show(args: argparse.Namespace) -> int:
-    from masquerade.keys import load_key
-
-    key = load_key(args.keyfile)
-    print(f"scheme      {key.scheme}")
-    print(f"fingerprint {key.fingerprint}")
-    print(f"key         {key!r}")
-    return 0
-
-
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="offline tour on bundled data; writes an HTML report")
-    p.add_argument("--out", help="run folder (default runs/demo/<timestamp>)")
-    p.add_argument("--seed", type=seed, default=0, help="seed for a reproducible demo (default 0)")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("report", help="build an HTML report from run folders")
-    p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--out", help="HTML file (default: report.html in the run folder)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("list", help="list schemes, attacks and bundled data")
-    p.set_defaults(func=cmd_list)
-
     data = sub.add_parser("data", help="inspect, download and prepare data")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda a: missing_action(data))
@@ -136,17 +65,3 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the patch cache")
     p.add_argument("--run-out", help="run folder (default runs/data-patches/<timestamp>)")
     p.set_defaults(func=cmd_data_patches)
-
-    p = sub.add_parser("metrics", help="SSIM / PSNR / RMSE between two image sets of equal shape")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--gaussian", action="store_true", help="Gaussian-weighted SSIM window")
-    p.add_argument("--out", help="run folder")
-    p.set_defaults(func=cmd_metrics)
-
-    key = sub.add_parser("key", help="inspect key files (never prints key material)")
-    ksub = key.add_subparsers(dest="key_command", metavar="ACTION")
-    key.set_defaults(func=lambda a: missing_action(key))
-    p = ksub.add_parser("show", help="scheme and fingerprint of a key file")
-    p.add_argument("keyfile")
-    p.set_defaults(func=cmd_key_show)
