@@ -137,27 +137,14 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     import shutil
     import tempfile
 
-    from masquerade.contracts import label_mixer
     from masquerade.data import load_images
-    from masquerade.fileio import LockedError, exclusive_lock, recover_dir, save_npy, save_npz
+    from masquerade.fileio import LockedError, exclusive_lock, recover_dir, save_npz
     from masquerade.registry import create_scheme
     from masquerade.rng import as_generator
-    from masquerade.runs import refuse_overlap, start_run
+    from masquerade.runs import start_run
 
     out, keyfile = Path(out), Path(key)
-    _check_key_apart(keyfile, out)
-    refuse_overlap(out, [data, public, run_out])      # --force replaces the folder: never one holding an input
-    if keyfile.suffix != ".safetensors":
-        raise InputError(f"{keyfile}: key files are written as .safetensors (use that suffix)")
-    if keyfile.exists() and not force:
-        raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and os.path.ismount(out):
-        raise InputError(f"{out}: is a mount point, which cannot be replaced as a unit; write into a folder inside it")
-    if run_out is not None and keyfile.resolve().is_relative_to(Path(run_out).resolve()):
-        raise InputError(f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep "
-                         f"keys apart")
+    _refuse_targets(out, keyfile, data, public, run_out, force)
     sch = create_scheme(scheme, **(settings or {}))
     gen = as_generator(seed)
     features = sch.data_kind == "features"
@@ -193,22 +180,13 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                 z = sch.encode(images.to_tensor(), k, public=None if pool is None else pool.to_tensor())
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+            pool_file = _pool_file(keyfile)
+            staged = pool_file.with_name(f".{pool_file.name}.new-{os.getpid()}")
             try:
                 if features:
-                    files = ["features.npy"]
-                    save_npy(tmp / "features.npy", z_feats)  # float32 bit patterns, written as they are
-                    if others:
-                        save_npz(tmp / "extra.npz", **others)
-                        files.append("extra.npz")
+                    files = _stage_features(tmp, z_feats, others)
                 else:
-                    files = ["encodings.npy"]
-                    save_npy(tmp / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
-                    mix_labels = label_mixer(sch)
-                    if images.labels is not None and mix_labels is not None:
-                        save_npy(tmp / "labels.npy", mix_labels(images.labels, k, images.num_classes).numpy())
-                        files.append("labels.npy")
-                pool_file = _pool_file(keyfile)
-                staged = pool_file.with_name(f".{pool_file.name}.new-{os.getpid()}")
+                    files = _stage_images(tmp, sch, k, z, images)
                 if pool is not None:
                     save_npz(staged, images=pool.images, names=np.array(pool.names))
                 _manifest(tmp, scheme, k, files, n, staged if pool is not None else None, pool_file.name)
@@ -230,6 +208,51 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
     name = "features.npy" if features else "encodings.npy"
     return {"kind": "features" if features else "images", "count": n, "out": out / name, "key": keyfile,
             "fingerprint": k.fingerprint, "run": run.path}
+
+
+def _refuse_targets(out: Path, keyfile: Path, data: PathLike, public: PathLike | None, run_out: PathLike | None,
+                    force: bool) -> None:
+    """What protect refuses before it reads anything: a key inside or beside the outputs' reach, outputs over an
+    input, an existing key without ``force``, an ``out`` that is a file or a mount point, a key in the run folder."""
+    from masquerade.runs import refuse_overlap
+
+    _check_key_apart(keyfile, out)
+    refuse_overlap(out, [data, public, run_out])      # --force replaces the folder: never one holding an input
+    if keyfile.suffix != ".safetensors":
+        raise InputError(f"{keyfile}: key files are written as .safetensors (use that suffix)")
+    if keyfile.exists() and not force:
+        raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and os.path.ismount(out):
+        raise InputError(f"{out}: is a mount point, which cannot be replaced as a unit; write into a folder inside it")
+    if run_out is not None and keyfile.resolve().is_relative_to(Path(run_out).resolve()):
+        raise InputError(f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep "
+                         f"keys apart")
+
+
+def _stage_features(tmp: Path, z_feats: np.ndarray, others: dict[str, np.ndarray]) -> list[str]:
+    """Encrypted features (float32 bit patterns, written as they are) and the arrays passed along; the names."""
+    from masquerade.fileio import save_npy, save_npz
+
+    save_npy(tmp / "features.npy", z_feats)
+    if others:
+        save_npz(tmp / "extra.npz", **others)
+        return ["features.npy", "extra.npz"]
+    return ["features.npy"]
+
+
+def _stage_images(tmp: Path, sch: Any, key: Any, z: Any, images: Any) -> list[str]:
+    """Encodings (N×H×W×C float32, signs kept) and, where the scheme mixes labels, the mixed labels; the names."""
+    from masquerade.contracts import label_mixer
+    from masquerade.fileio import save_npy
+
+    save_npy(tmp / "encodings.npy", np.ascontiguousarray(z.permute(0, 2, 3, 1).numpy()))
+    mix_labels = label_mixer(sch)
+    if images.labels is not None and mix_labels is not None:
+        save_npy(tmp / "labels.npy", mix_labels(images.labels, key, images.num_classes).numpy())
+        return ["encodings.npy", "labels.npy"]
+    return ["encodings.npy"]
 
 
 def _commit(tmp: Path, out: Path, keyfile: Path, key: Any, pool_file: Path | None) -> None:
