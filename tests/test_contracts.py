@@ -80,7 +80,7 @@ def _aux_images(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _api() -> Any:
-    from masquerade.shufflebits.inversion import FeatureAPI
+    from masquerade.attacks.feature_inversion import FeatureAPI
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))

@@ -119,10 +119,10 @@ def main() -> None:
     data = data_dir(args.data)
     data.require("cifar10-train-20k.npz", "cifar10-test.npz")
     import masquerade as mq
+    from masquerade.attacks.feature_inversion import FeatureAPI, cosine_distance
     from masquerade.data import load_images, to_uint8
     from masquerade.metrics import psnr, ssim
     from masquerade.registry import run_attack
-    from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
     from masquerade.training import TrainSettings, _View, train
 
     speed()

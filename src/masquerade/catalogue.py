@@ -42,9 +42,9 @@ BUILTIN_ATTACKS: dict[str, tuple[str, str]] = {
                                  "ShuffleBits: bit order from ciphertexts alone"),
     "shufflebits-popcount": ("masquerade.shufflebits.attacks:ShuffleBitsPopcount",
                              "ShuffleBits: the popcount every bit permutation leaks"),
-    "feature-attribute": ("masquerade.shufflebits.inversion:FeatureAttribute",
+    "feature-attribute": ("masquerade.attacks.feature_inversion:FeatureAttribute",
                           "attribute (class) inference from feature vectors through a feature API"),
-    "feature-inversion": ("masquerade.shufflebits.inversion:FeatureInversion",
+    "feature-inversion": ("masquerade.attacks.feature_inversion:FeatureInversion",
                           "image reconstruction from feature vectors (a decoder trained through a feature API)"),
     "inverting_gradients": ("masquerade.attacks.gradient_inversion:InvertingGradients",
                             "Inverting Gradients (Geiping et al. 2020): cosine gradient matching, TV prior, signed "

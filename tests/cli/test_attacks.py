@@ -115,8 +115,8 @@ def test_shufflebits_attacks_from_the_command_line(tmp_path: Path, capsys: pytes
 def test_feature_attacks_through_a_model_file_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
+    from masquerade.attacks.feature_inversion import FeatureAPI
     from masquerade.models import create_model, load_model, save_model
-    from masquerade.shufflebits.inversion import FeatureAPI
 
     torch.manual_seed(0)
     save_model(tmp_path / "api.safetensors", create_model("fastresnet", num_classes=3), arch="fastresnet",

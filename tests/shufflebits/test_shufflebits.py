@@ -235,8 +235,8 @@ def test_one_time_keys_defeat_pooled_recovery_and_element_keys_defeat_per_vector
 def digits_api():
     """Bundled digits behind a black-box API: a fixed random projection + softplus (no exact zeros, so only the
     cipher stands between the adversary and the features)."""
+    from masquerade.attacks.feature_inversion import FeatureAPI
     from masquerade.data import load_images
-    from masquerade.shufflebits.inversion import FeatureAPI
 
     data = load_images("bundled:digits", size=8)
     x, y = data.to_tensor(), data.labels_tensor()
@@ -269,8 +269,8 @@ def test_attribute_attack_plaintext_vs_one_time_ciphertexts(digits_api) -> None:
 
 
 def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) -> None:
+    from masquerade.attacks.feature_inversion import cosine_distance
     from masquerade.metrics import ssim
-    from masquerade.shufflebits.inversion import cosine_distance
 
     api, aux, (xv, _) = digits_api
     fv = api.predict(xv[:100]).numpy()

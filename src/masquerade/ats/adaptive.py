@@ -46,10 +46,10 @@ from masquerade.attacks.gradient_inversion import (
     InversionResult,
     InversionSettings,
     InvertingGradients,
-    _problem_gradients,
     evaluation_view,
     gradient_cost,
     gradient_norm,
+    problem_gradients,
     total_variation,
 )
 from masquerade.errors import InputError
@@ -349,7 +349,7 @@ class ATSAdaptive(GradientInversion):
         x_c = _fill_unknown(x_c, known)
         model.eval()
         view = evaluation_view(model)
-        params, grad_fn = _problem_gradients(view)
+        params, grad_fn = problem_gradients(view)
         keys = list(params)
         target = torch.cat([torch.as_tensor(g).detach().to(torch.float32).reshape(p_count, -1) for g in gradients], 1)
         target_norm = gradient_norm([target])

@@ -47,7 +47,7 @@ from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
-           "client_gradient", "infer_labels", "per_sample_gradients",
+           "client_gradient", "infer_labels", "per_sample_gradients", "problem_gradients",
            "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
            "CIFAR10_STD"]
 
@@ -154,7 +154,7 @@ def evaluation_view(model: nn.Module) -> nn.Module:
     return view
 
 
-def _problem_gradients(model: nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
+def problem_gradients(model: nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
     """The model's trainable parameters and ``fn(params, x, y)``: the cross-entropy gradient of every problem in a
     P×B×C×H×W batch (labels P×B) at once, via ``torch.func.vmap`` over ``torch.func.grad``; differentiable in x."""
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
@@ -168,7 +168,7 @@ def _problem_gradients(model: nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
 
 def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     """Each image's own cross-entropy gradient (model in eval mode): one N×(parameter shape) tensor per parameter."""
-    params, fn = _problem_gradients(model)
+    params, fn = problem_gradients(model)
     g = fn(params, x[:, None], torch.as_tensor(y)[:, None])
     return [g[k] for k in params]
 
@@ -264,7 +264,7 @@ class GradientInversion:
         if labels is None:
             labels = torch.stack([infer_labels(model, [g[i] for g in gradients], batch) for i in range(p_count)])
         model = evaluation_view(model)
-        params, grad_fn = _problem_gradients(model)
+        params, grad_fn = problem_gradients(model)
         labels = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch)
         gen = as_generator(rng)
         torch_gen = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))

@@ -104,8 +104,8 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
 
             given["model"] = load_model(paths[0])
         elif know is Knowledge.API:
+            from masquerade.attacks.feature_inversion import FeatureAPI
             from masquerade.models import load_model
-            from masquerade.shufflebits.inversion import FeatureAPI
 
             given["api"] = FeatureAPI.from_model(load_model(paths[0]))
     return given

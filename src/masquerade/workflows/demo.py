@@ -170,7 +170,7 @@ def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, 
                          te: ImageSet, seed: int) -> None:
     """Encrypt the features of test digits three ways, recover keys from ciphertexts alone, and run the attribute
     and pixel-decoder attacks on what an adversary gets in each case."""
-    from masquerade.shufflebits.inversion import FeatureAPI, cosine_distance
+    from masquerade.attacks.feature_inversion import FeatureAPI, cosine_distance
     from masquerade.training import TrainingView
 
     view = TrainingView(SCHEMES.create("identity"), tr.to_tensor())

@@ -320,7 +320,7 @@ def _plain_training(s: EvaluateSettings) -> dict[str, Any]:
 
 
 def _feature_api(s: EvaluateSettings) -> Any:
-    from masquerade.shufflebits.inversion import FeatureAPI
+    from masquerade.attacks.feature_inversion import FeatureAPI
 
     return FeatureAPI.from_model(_plain_training(s)["classifier"])
 
