@@ -340,12 +340,13 @@ def _import_scheme_module(scheme: str) -> str:
     if entry is not None:
         importlib.import_module(entry[0].partition(":")[0])
         return ""
-    from importlib.metadata import entry_points
+    from masquerade.entrypoints import plugin_entries
 
+    entry = plugin_entries("masquerade.schemes", "scheme").get(scheme)
+    if entry is None:
+        return "; no installed package registers that scheme"
     try:
-        found = [ep for ep in entry_points(group="masquerade.schemes") if ep.name == scheme]
-        if found:
-            found[0].load()
+        importlib.import_module(entry[0].partition(":")[0])
     except Exception as exc:    # another package's import failing is that package's error, reported in one line
         return f"; its plugin did not import ({type(exc).__name__}: {exc})"
-    return "" if found else "; no installed package registers that scheme"
+    return ""

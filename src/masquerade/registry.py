@@ -10,7 +10,6 @@ The contracts the classes keep are in :mod:`masquerade.contracts`.
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -23,16 +22,6 @@ __all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Regi
            "BUILTIN_ATTACKS"]
 
 T = TypeVar("T")
-_VALID_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
-_VALID_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-def _warn(message: str) -> None:
-    import logging
-
-    logging.getLogger("masquerade.registry").warning("masquerade: warning: %s", message)
-
-
 @dataclass
 class _Entry:
     target: str | Callable[..., Any]      # "module:Class", or the class itself
@@ -64,25 +53,11 @@ class Registry(Generic[T]):
         if self._plugins_read:
             return
         self._plugins_read = True
-        from importlib.metadata import distributions
+        from masquerade.entrypoints import plugin_entries
 
-        # one distribution at a time: a malformed entry_points.txt anywhere in the environment must not take down
-        # `masquerade list` and every command with it; what cannot be read is skipped with a warning
-        for dist in distributions():
-            try:
-                found = [ep for ep in dist.entry_points if ep.group == self.group]
-                who = (dist.metadata["Name"] or "a plugin") if found else ""   # METADATA is slow to parse
-            except Exception as exc:  # noqa: BLE001 - foreign metadata may fail in any way
-                _warn(f"skipped the {self.group} entry points of a distribution whose metadata cannot be read "
-                      f"({type(exc).__name__}: {exc})")
-                continue
-            for ep in found:
-                if not _VALID_NAME.fullmatch(ep.name or "") or not _VALID_TARGET.fullmatch(ep.value or ""):
-                    _warn(f"skipped {self.kind} entry point {ep.name!r} = {ep.value!r} from {who}: expected a "
-                          f"lower-case name = 'package.module:Class'")
-                    continue
-                if ep.name not in self._entries:
-                    self._entries[ep.name] = _Entry(ep.value, f"(from {who})")
+        for name, (target, who) in plugin_entries(self.group, self.kind).items():
+            if name not in self._entries:       # a built-in name is never shadowed
+                self._entries[name] = _Entry(target, who)
 
     def register(self, name: str, *, description: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Register a class at run time (tests, notebooks); packages use the entry-point group instead."""
