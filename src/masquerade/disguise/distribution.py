@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
-from masquerade.disguise.inputs import check_block, dataset_disguise, images_array
+from masquerade.disguise.inputs import auxiliary_array, check_block, dataset_disguise, images_array
 from masquerade.disguise.scheme import from_blocks, to_blocks
 from masquerade.errors import InputError
 
@@ -238,11 +238,9 @@ class DistributionAlignment(Configurable):
             ) -> AttackResult:
         t = time.perf_counter()
         z = images_array(encodings, self.name)
-        aux = images_array(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, self.name)
+        aux = auxiliary_array(auxiliary, z, self.name)
         b = self.settings.block
         n, c, h, w = z.shape
-        if aux.shape[1:] != z.shape[1:]:
-            raise InputError(f"{self.name}: auxiliary images are {aux.shape[1:]}, the encodings {z.shape[1:]}")
         if h % b or w % b:
             raise InputError(f"{self.name}: block size {b} must divide the image size {h}×{w}")
         if len(aux) < 2 or n < 2:

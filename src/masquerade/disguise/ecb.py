@@ -26,7 +26,13 @@ from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
 from masquerade.disguise.distribution import match_positions
-from masquerade.disguise.inputs import check_block, dataset_disguise, images_array, known_pairs_arrays
+from masquerade.disguise.inputs import (
+    auxiliary_array,
+    check_block,
+    dataset_disguise,
+    images_array,
+    known_pairs_arrays,
+)
 from masquerade.disguise.scheme import from_blocks, to_blocks
 from masquerade.errors import InputError
 from masquerade.rng import as_generator
@@ -64,8 +70,8 @@ def _check_fill(s: Any, where: str) -> None:
 
 
 def _auxiliary(auxiliary: Any, z: np.ndarray, where: str) -> np.ndarray:
-    aux = images_array(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, where)
-    if aux.shape[1:] != z.shape[1:] or not len(aux):
+    aux = auxiliary_array(auxiliary, z, where)
+    if not len(aux):
         raise InputError(f"{where}: auxiliary images are {aux.shape[1:]}, the encodings {z.shape[1:]}")
     return aux
 
@@ -73,6 +79,12 @@ def _auxiliary(auxiliary: Any, z: np.ndarray, where: str) -> np.ndarray:
 class _ECBDecoder(Configurable):
     """What both ECB attacks do once they hold a dictionary and the permutation: decode, then fill. Their
     Settings carry ``block``, ``unknown``, ``fill``, ``neighbours``, ``decoder_steps`` and ``decoder_width``."""
+
+    @classmethod
+    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
+        """DisguisedNets with AES in ECB mode under one dataset key."""
+        s = dataset_disguise(scheme)
+        return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
 
     def _decode(self, z: np.ndarray, perm: np.ndarray, keys: np.ndarray, vals: np.ndarray, guess: np.ndarray | None,
                 aux: np.ndarray | None, rng: Any, progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +236,6 @@ class ECBCodebook(_ECBDecoder):
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}),
                                optional=frozenset({Knowledge.AUXILIARY}))
 
-    @classmethod
-    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
-        """DisguisedNets with AES in ECB mode under one dataset key."""
-        s = dataset_disguise(scheme)
-        return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
-
     def run(self, *, encodings: Any, known_pairs: Any, auxiliary: Any = None, rng: Any = None,
             progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
@@ -324,12 +330,6 @@ class ECBFrequency(_ECBDecoder):
     name = "aes-ecb-frequency"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY}))
-
-    @classmethod
-    def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
-        """DisguisedNets with AES in ECB mode under one dataset key."""
-        s = dataset_disguise(scheme)
-        return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
 
     def fit(self, zu: np.ndarray, au: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(perm, keys, vals) from the release's units ``zu`` and the auxiliary images' ``au`` (N×C×M×U, 16-byte

@@ -9,7 +9,7 @@ import torch
 
 from masquerade.errors import InputError
 
-__all__ = ["images_array", "known_pairs_arrays", "check_block", "dataset_disguise"]
+__all__ = ["images_array", "auxiliary_array", "known_pairs_arrays", "check_block", "dataset_disguise"]
 
 
 def images_array(x: torch.Tensor | np.ndarray, where: str) -> np.ndarray:
@@ -17,6 +17,14 @@ def images_array(x: torch.Tensor | np.ndarray, where: str) -> np.ndarray:
     if a.ndim != 4:
         raise InputError(f"{where}: expected N×C×H×W images, got shape {a.shape}")
     return a.astype(np.float64)
+
+
+def auxiliary_array(auxiliary: Any, z: np.ndarray, where: str) -> np.ndarray:
+    """Auxiliary images (an ImageSet, tensor or array) as N×C×H×W float64, refused unless shaped like ``z``'s."""
+    aux = images_array(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, where)
+    if aux.shape[1:] != z.shape[1:]:
+        raise InputError(f"{where}: auxiliary images are {aux.shape[1:]}, the encodings {z.shape[1:]}")
+    return aux
 
 
 def known_pairs_arrays(known_pairs: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
