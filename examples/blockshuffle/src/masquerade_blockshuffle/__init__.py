@@ -54,6 +54,11 @@ def _turn(blocks: torch.Tensor, quarter_turns: np.ndarray) -> torch.Tensor:
     return out
 
 
+def _check_block(block: Any, where: str) -> None:
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise InputError(f"{where}: block must be a positive integer, got {block!r}")
+
+
 @dataclass(frozen=True)
 class BlockShuffleSettings:
     """The scheme's settings, frozen and validated; the key carries them, so a key file alone rebuilds the scheme."""
@@ -61,8 +66,7 @@ class BlockShuffleSettings:
     block: int = 4
 
     def __post_init__(self) -> None:
-        if not isinstance(self.block, int) or isinstance(self.block, bool) or self.block < 1:
-            raise InputError(f"blockshuffle: block must be a positive integer, got {self.block!r}")
+        _check_block(self.block, "blockshuffle")
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -149,8 +153,7 @@ class MeanBlocks(Configurable):
         block: int = 4
 
         def __post_init__(self) -> None:
-            if not isinstance(self.block, int) or isinstance(self.block, bool) or self.block < 1:
-                raise InputError(f"blockshuffle-means: block must be a positive integer, got {self.block!r}")
+            _check_block(self.block, "blockshuffle-means")
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
