@@ -29,6 +29,8 @@ An **attack** is a class with ``name``, ``Settings`` (frozen; ``Attack(**setting
 ``run(*, rng=None, progress=None, **given) -> AttackResult``; ``rng`` is the attacker's own randomness. Its optional
 hook ``settings_against(scheme) -> dict | None`` (a classmethod) names the schemes it targets, with the published
 settings it takes from them; :func:`settings_against` reads it, and the scorecard runs the attack where it answers.
+An attack that trains or optimises a model declares ``uses_device = True`` and takes ``device=`` (a
+``torch.device``) in ``run``; :func:`device_arguments` passes it only to those (the others run on the CPU).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Configurable", "check_images",
            "check_key", "refuse_pool", "refuse_base", "label_mixer", "clean_view_of", "one_time_keys", "public_slots",
-           "settings_against"]
+           "settings_against", "uses_device", "device_arguments"]
 
 
 @runtime_checkable
@@ -101,6 +103,19 @@ def settings_against(attack: Any, scheme: Any) -> dict[str, Any] | None:
     no targets)."""
     hook = getattr(attack, "settings_against", None)
     return None if hook is None else hook(scheme)
+
+
+def uses_device(attack: Any) -> bool:
+    """True where the attack's ``run`` takes ``device=`` (it trains or optimises a model there)."""
+    flag = getattr(attack, "uses_device", False)
+    if not isinstance(flag, bool):
+        raise InputError(f"{getattr(attack, 'name', attack)!r}: uses_device must be true or false, got {flag!r}")
+    return flag
+
+
+def device_arguments(attack: Any, device: Any) -> dict[str, Any]:
+    """``{"device": device}`` for an attack that takes one (and a device was asked for), else nothing."""
+    return {"device": device} if device is not None and uses_device(attack) else {}
 
 
 class Knowledge(str, enum.Enum):

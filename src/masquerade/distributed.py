@@ -6,8 +6,9 @@ processes' gradients is the gradient of the global batch's mean loss. Batch norm
 all processes (:class:`CPUSyncBatchNorm`: torch's ``SyncBatchNorm`` runs on GPUs only), so a step sees the batch
 statistics a single process would. What differs from one process is the order of floating-point sums.
 
-``masquerade train`` joins the process group that ``torchrun`` describes (gloo on CPUs, NCCL where every process has
-a GPU); only rank 0 writes the run folder.
+``masquerade train`` joins the process group that ``torchrun`` describes (gloo for CPU tensors, and NCCL for CUDA
+tensors where CUDA is available: on ``--device cuda`` process r trains on GPU ``LOCAL_RANK``); only rank 0 writes
+the run folder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["world", "init_from_env", "shutdown", "CPUSyncBatchNorm", "convert_sync_batchnorm", "shard", "wrap",
-           "shared_secure_rng", "mean_over_world"]
+           "shared_secure_rng", "mean_over_world", "local_device"]
 
 
 def world() -> tuple[int, int]:
@@ -33,15 +34,31 @@ def world() -> tuple[int, int]:
 
 def init_from_env() -> bool:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment); False when there is
-    none. The backend is gloo on CPUs, NCCL when CUDA is available."""
+    none. CPU tensors (keys, losses) go through gloo, CUDA tensors (gradients on a GPU) through NCCL where CUDA is
+    available."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         dist.init_process_group(backend=backend)
     return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device this process trains on: ``device`` itself, except that under torchrun a CUDA device means this
+    process's own GPU (``cuda:LOCAL_RANK``), one per process."""
+    if device.type != "cuda" or world()[1] == 1:
+        return device
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        from masquerade.errors import InputError
+
+        raise InputError(f"process {world()[0]} (LOCAL_RANK {index}) has no GPU of its own: this machine has "
+                         f"{torch.cuda.device_count()}; start at most that many processes per node")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def shutdown(*, wait: bool = True) -> None:
@@ -103,7 +120,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         # deviations from it (no E[x²] - E[x]² cancellation), as accurate as a single process's statistics
         c = x.shape[1]
         first = all_reduce(torch.cat([x.sum((0, 2, 3), dtype=torch.float64),
-                                      torch.tensor([x.numel() / c], dtype=torch.float64)]))
+                                      torch.tensor([x.numel() / c], dtype=torch.float64, device=x.device)]))
         n = first[-1]
         mean = (first[:c] / n).to(x.dtype)
         dev = x - mean[None, :, None, None]
@@ -150,5 +167,7 @@ def wrap(model: nn.Module) -> Any:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+    first = next(model.parameters(), None)
+    ids = [first.device.index] if first is not None and first.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 

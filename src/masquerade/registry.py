@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
 from masquerade.catalogue import BUILTIN_ATTACKS, BUILTIN_SCHEMES
-from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel
+from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel, device_arguments
 from masquerade.errors import InputError
 
 __all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Registry", "SCHEMES", "ATTACKS",
@@ -122,7 +122,13 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-def run_attack(attack: Attack, *, rng: Any = None, progress: bool | None = None, **given: Any) -> AttackResult:
-    """Check ``given`` against the attack's threat model, then run it."""
+def run_attack(attack: Attack, *, rng: Any = None, progress: bool | None = None, device: Any = None,
+               **given: Any) -> AttackResult:
+    """Check ``given`` against the attack's threat model, then run it; ``device`` (``auto``, ``cpu``, ``cuda[:N]``,
+    ``mps`` or a ``torch.device``) goes to attacks that run models (:func:`masquerade.contracts.uses_device`)."""
     attack.threat_model.check(given, attack=attack.name)
-    return attack.run(rng=rng, progress=progress, **given)
+    if device is not None:
+        from masquerade.devices import resolve_device
+
+        device = resolve_device(device)
+    return attack.run(rng=rng, progress=progress, **device_arguments(attack, device), **given)

@@ -8,6 +8,9 @@ averaged over ``T`` encodings of each test image.
 Checkpoints are written atomically after every epoch. With an integer seed, every epoch's randomness is derived from
 (seed, epoch), so ``resume`` continues an interrupted run to the same result; without a seed, keys come from the OS
 CSPRNG and a resumed run simply draws fresh ones (no key material is ever stored in a checkpoint).
+
+``device``: the model trains there (:mod:`masquerade.devices`); each epoch's protected images are made on the CPU
+(the schemes' kernels) and cross to the device once, and the returned model is back on the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from masquerade import distributed
 from masquerade.contracts import clean_view_of, label_mixer, one_time_keys
 from masquerade.data import ImageSet
+from masquerade.devices import DeviceLike, resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import atomic_path
 from masquerade.models import Normalized, create_model, save_model
@@ -63,8 +67,13 @@ class TrainSettings:
             raise InputError("train: infer_encodings must be >= 0")
 
 
-def bf16_supported() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX), so autocast pays off."""
+def bf16_supported(device: torch.device | None = None) -> bool:
+    """True where ``device`` (default the CPU) computes bf16 natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU
+    with bf16), so autocast pays off."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8      # native bf16 from Ampere on, not emulated
+    if device is not None and device.type != "cpu":
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -121,16 +130,23 @@ def _lr_at(step: int, total: int, s: TrainSettings) -> float:
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 1000,
              bf16: bool = False) -> tuple[float, torch.Tensor]:
-    """Top-1 accuracy and the softmax probabilities of ``model`` on ready inputs ``x``."""
+    """Top-1 accuracy and the softmax probabilities (on the CPU) of ``model`` on ready inputs ``x``; batches go to
+    the model's device."""
     model.eval()
+    dev = _device_of(model)
     probs = []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            probs.append(model(xb).float().softmax(dim=1))
+        xb = x[i:i + batch].to(dev).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            probs.append(model(xb).float().softmax(dim=1).cpu())
     p = torch.cat(probs) if probs else torch.zeros(0, 1)
     acc = float((p.argmax(1) == y).float().mean()) if len(y) else float("nan")
     return acc, p
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def _scheme_id(sch: Scheme) -> str:
@@ -145,7 +161,8 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
           public: ImageSet | None = None, settings: TrainSettings | None = None, seed: int | None = None,
           checkpoint: str | Path | None = None, resume: bool = False,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool | None = None,
-          snapshots: Sequence[int] = (), snapshot_dir: str | Path | None = None) -> dict[str, Any]:
+          snapshots: Sequence[int] = (), snapshot_dir: str | Path | None = None,
+          device: DeviceLike = None) -> dict[str, Any]:
     """Train ``settings.model`` on ``train_set`` protected by ``scheme``; returns history and final accuracies.
 
     ``snapshots``: epochs after which the model is written to ``snapshot_dir/model-epoch{E}.safetensors`` (a model
@@ -158,6 +175,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     if any(not 1 <= e <= s.epochs for e in snapshots):
         raise InputError(f"train: snapshot epochs must lie in 1..epochs, got {list(snapshots)}")
     sch: Scheme = create_scheme(scheme) if isinstance(scheme, str) else scheme
+    dev = distributed.local_device(resolve_device(device))
     if train_set.labels is None or test_set.labels is None:
         raise InputError("train: the training and test sets need labels")
     if train_set.image_shape != test_set.image_shape:
@@ -172,7 +190,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     if snapshots and view.own:
         raise InputError(f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
                          "images, so they are not available for it")
-    bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported())
+    bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported(dev))
     # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed if seed is not None else int(distributed.shared_secure_rng().integers(0, 2**62)))
@@ -181,6 +199,7 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
             model = distributed.convert_sync_batchnorm(model)
         # Module.to accepts memory_format (as documented); torch's overload stubs leave it out
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = model.to(dev)       # initialised on the CPU: the same weights on every device
     opt = _optimizer(model, s)
     steps_per_epoch = math.ceil(len(x_train) / s.batch_size)
     history: list[dict[str, Any]] = []
@@ -197,13 +216,15 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         gen = _epoch_rng(seed, epoch)
         x = augment(x_train, gen) if s.augment else x_train
         key = fixed_key if fixed_key is not None else sch.keygen(len(x), rng=gen, shape=(c, h, w), pool_size=pool)
-        inputs = view.encoded(sch.encode(x, key, public=pub, rng=gen))
-        targets = _soft_targets(sch, y_train, key, num_classes)
+        # protected on the CPU (the schemes' kernels), then on the model's device for the whole epoch
+        inputs = view.encoded(sch.encode(x, key, public=pub, rng=gen)).to(dev)
+        targets = _soft_targets(sch, y_train, key, num_classes).to(dev)
         del x
         order = torch.from_numpy(gen.permutation(len(inputs)))
         model.train()
-        total_loss = _epoch(net, opt, inputs, targets, order, epoch, s, bf16=bf16, world_size=world_size,
+        total_loss = _epoch(net, opt, inputs, targets, order.to(dev), epoch, s, bf16=bf16, world_size=world_size,
                             progress=progress)
+        del inputs, targets
         acc, _ = accuracy(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
         record = {"epoch": epoch + 1, "train_loss": distributed.mean_over_world(total_loss / steps_per_epoch),
                   "test_acc": acc,
@@ -224,7 +245,9 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     result["tested_on"] = "clean images" if fixed_key is None else "images disguised with the dataset key"
     if s.infer_encodings and fixed_key is None:
         result["test_acc_encoded"] = _encoded_inference(model, sch, view, x_test, y_test, pub, s, seed, bf16)
+    model = model.to("cpu")     # results come back to the CPU
     result["model_state"] = model
+    result["device"] = str(dev)
     # the model as a function of [0, 1] images (schemes with their own input scale have no such form)
     result["classifier"] = None if view.own else Normalized(model, view.mean, view.std,
                                                             image_size=x_train.shape[-2:]).eval()
@@ -267,7 +290,7 @@ def _resume(ckpt: Path | None, model: torch.nn.Module, opt: torch.optim.Optimize
     history so far and the epoch to continue from."""
     if ckpt is None or not ckpt.is_file():
         raise InputError(f"train: nothing to resume (no checkpoint at {ckpt})")
-    state = torch.load(ckpt, weights_only=True)
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
     if state["settings"] != dataclasses.asdict(s) or state["seed"] != seed or state["scheme"] != _scheme_id(sch):
         raise InputError(f"{ckpt}: the checkpoint was made with other settings, seed or scheme; cannot resume")
     model.load_state_dict(state["model"])
@@ -300,7 +323,7 @@ def _epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tenso
                 group["lr"] = _lr_at(epoch * steps_per_epoch + b, total_steps, s)
             mine, factor = distributed.shard(idx)   # all the batch, in one process
             xb = inputs[mine].contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = net(xb)
             per_row = torch.sum(-targets[mine] * F.log_softmax(logits.float(), dim=1), dim=1)
             # the processes' averaged gradient is the global batch's mean loss's

@@ -49,9 +49,11 @@ from masquerade.attacks.gradient_inversion import (
     evaluation_view,
     gradient_cost,
     gradient_norm,
+    model_device,
     problem_gradients,
     total_variation,
 )
+from masquerade.devices import require_float64
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
@@ -139,8 +141,9 @@ def _source(op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, w: in
             ) -> tuple[torch.Tensor, torch.Tensor, str, float]:
     """Where each output pixel of a geometric operation reads its input (pixel-centre coordinates, N×H×W), the
     resampling mode and the fill, as :mod:`masquerade.ats.policies` defines them."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
-                            indexing="ij")
+    dev = sign.device
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=dev) + 0.5,
+                            torch.arange(w, dtype=torch.float64, device=dev) + 0.5, indexing="ij")
     xs, ys = xs.expand(n, h, w), ys.expand(n, h, w)
     ms = (float(magnitude) * sign.to(torch.float64)).view(-1, 1, 1)
     if op == "translateX":
@@ -173,7 +176,7 @@ def source_index(op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, 
     """N×(H·W): the input pixel (flat index) each output pixel of a nearest-sampled geometric operation copies, or
     -1 where it takes the fill."""
     src_x, src_y, _, _ = _source(op, magnitude, sign, n, h, w)
-    index = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(n, 1, h, w)
+    index = torch.arange(h * w, dtype=torch.float32, device=sign.device).view(1, 1, h, w).expand(n, 1, h, w)
     out = _resample(index, src_x, src_y, "nearest", -1.0)
     return torch.round(out).to(torch.int64).view(n, h * w)
 
@@ -187,7 +190,7 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 def _smooth(x: torch.Tensor) -> torch.Tensor:
     """PIL's SMOOTH filter inside, the border unchanged (as the policies' sharpness)."""
     c = x.shape[1]
-    k = torch.ones(3, 3, dtype=x.dtype)
+    k = torch.ones(3, 3, dtype=x.dtype, device=x.device)
     k[1, 1] = 5
     inner = F.conv2d(x, (k / 13).expand(c, 1, 3, 3), groups=c)
     return F.pad(inner - x[:, :, 1:-1, 1:-1], (1, 1, 1, 1)) + x
@@ -219,7 +222,8 @@ def _soft_op(x: torch.Tensor, op: str, magnitude: float, sign: torch.Tensor) -> 
         return 1 - x
     if op in ("zoom", "warp"):       # their draws are continuous and not searched (no published sub-policy has them)
         return x
-    exact = apply_operation(x.detach().clamp(0, 1), op, float(magnitude), sign=sign)
+    # the policies' exact 8-bit operations run on the CPU (as the scheme does)
+    exact = apply_operation(x.detach().clamp(0, 1).cpu(), op, float(magnitude), sign=sign.cpu()).to(x.device)
     return x + (exact - x.detach())
 
 
@@ -233,9 +237,9 @@ def _inverse_op(y: torch.Tensor, known: torch.Tensor, op: str, magnitude: float,
         slot = torch.where(idx < 0, h * w, idx)                    # the fill's reads go to a spare slot
         # an input pixel read by several outputs (nearest sampling may repeat one) takes their known values' mean
         kn = known.reshape(n, 1, h * w)
-        x = torch.zeros(n, c, h * w + 1, dtype=y.dtype).scatter_add(2, slot[:, None].expand(n, c, h * w),
-                                                                     y.reshape(n, c, h * w) * kn)
-        k = torch.zeros(n, 1, h * w + 1, dtype=y.dtype).scatter_add(2, slot[:, None], kn)
+        x = torch.zeros(n, c, h * w + 1, dtype=y.dtype, device=y.device).scatter_add(
+            2, slot[:, None].expand(n, c, h * w), y.reshape(n, c, h * w) * kn)
+        k = torch.zeros(n, 1, h * w + 1, dtype=y.dtype, device=y.device).scatter_add(2, slot[:, None], kn)
         x = x / k.clamp_min(1)
         return x[..., :-1].reshape(n, c, h, w), (k[..., :-1] > 0).to(y.dtype).reshape(n, 1, h, w)
     if op in ("shearX", "shearY"):
@@ -258,9 +262,10 @@ def soft_transform(x: torch.Tensor, steps: np.ndarray, sign: np.ndarray) -> torc
         col = steps[:, step]
         new = out
         for sp in np.unique(col[col >= 0]).tolist():
-            rows = torch.from_numpy(np.nonzero(col == sp)[0])
+            at = np.nonzero(col == sp)[0]
+            rows = torch.from_numpy(at).to(x.device)
             _, op, level = SUB_POLICIES[sp]
-            s = torch.from_numpy(sign[rows.numpy(), step])
+            s = torch.from_numpy(sign[at, step]).to(x.device)
             new = new.index_copy(0, rows, _soft_op(out[rows], op, float(MAGNITUDES[op][level]), s))
         out = new
     return out
@@ -269,13 +274,14 @@ def soft_transform(x: torch.Tensor, steps: np.ndarray, sign: np.ndarray) -> torc
 def invert(y: torch.Tensor, steps: np.ndarray, sign: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull transformed images back through per-image draws: the images and N×1×H×W masks of the pixels known."""
     x = y.clone()
-    known = torch.ones(len(y), 1, *y.shape[2:], dtype=y.dtype)
+    known = torch.ones(len(y), 1, *y.shape[2:], dtype=y.dtype, device=y.device)
     for step in reversed(range(steps.shape[1])):
         col = steps[:, step]
         for sp in np.unique(col[col >= 0]).tolist():
-            rows = torch.from_numpy(np.nonzero(col == sp)[0])
+            at = np.nonzero(col == sp)[0]
+            rows = torch.from_numpy(at).to(y.device)
             _, op, level = SUB_POLICIES[sp]
-            s = torch.from_numpy(sign[rows.numpy(), step])
+            s = torch.from_numpy(sign[at, step]).to(y.device)
             x[rows], known[rows] = _inverse_op(x[rows], known[rows], op, float(MAGNITUDES[op][level]), s)
     return x, known
 
@@ -327,6 +333,7 @@ class ATSAdaptive(GradientInversion):
         if s.cost != "sim" or s.optimizer != "adam":
             raise InputError("ats-adaptive: refines with Inverting Gradients' objective (cost 'sim', optimizer "
                              "'adam')")
+        require_float64(model_device(model), "ats-adaptive")     # the policy's geometry is float64
         t0 = time.perf_counter()
         gen = as_generator(rng)
         blind = self._blind().run_many(model=model, gradients=gradients, labels=labels, shape=shape, batch=1,
@@ -338,8 +345,9 @@ class ATSAdaptive(GradientInversion):
         """Stages 2 and 3 from the blind stage's results."""
         s = self.settings
         assert s.policy is not None      # run_many checked it
-        x_t = torch.cat([r.images for r in blind])                      # P×C×H×W
-        lab = torch.stack([r.labels for r in blind])                      # P×1
+        dev = model_device(model)                 # the blind stage returns its results on the CPU
+        x_t = torch.cat([r.images for r in blind]).to(dev)              # P×C×H×W
+        lab = torch.stack([r.labels for r in blind]).to(dev)              # P×1
         cand_steps, cand_sign = candidates(s.policy, always=s.always)
         p_count, c_count = len(x_t), len(cand_steps)
         # every problem × every candidate, pulled back and scored by its forward gradient match
@@ -351,7 +359,8 @@ class ATSAdaptive(GradientInversion):
         view = evaluation_view(model)
         params, grad_fn = problem_gradients(view)
         keys = list(params)
-        target = torch.cat([torch.as_tensor(g).detach().to(torch.float32).reshape(p_count, -1) for g in gradients], 1)
+        target = torch.cat([torch.as_tensor(g).detach().to(x_t.device, torch.float32).reshape(p_count, -1)
+                            for g in gradients], 1)
         target_norm = gradient_norm([target])
 
         def match(x: torch.Tensor, rows: np.ndarray, probs: np.ndarray) -> torch.Tensor:
@@ -373,7 +382,7 @@ class ATSAdaptive(GradientInversion):
             score, start_all = first, x_c
         order = torch.argsort(torch.nan_to_num(score, nan=math.inf), dim=1)[:, :keep]       # P×keep
         rp = np.repeat(np.arange(p_count), keep)
-        rc = order.reshape(-1).numpy()
+        rc = order.reshape(-1).cpu().numpy()
         start = start_all.view(p_count, c_count, *x_c.shape[1:])[rp, rc]
         refined, final = self._refine(start, rp, rc, match, progress, screen, total, total)
         kept = known.view(p_count, c_count, *known.shape[1:])
@@ -385,11 +394,11 @@ class ATSAdaptive(GradientInversion):
             j = int(best[p])
             c = int(order[p, j])
             out.append(AdaptiveResult(
-                images=refined[p * keep + j][None], labels=lab[p], loss=float(final[p, j]),
+                images=refined[p * keep + j][None].cpu(), labels=lab[p].cpu(), loss=float(final[p, j]),
                 restart_losses=[float(v) for v in final[p]], iterations=s.iterations + total,
                 seconds=seconds / p_count, history=blind[p].history,
-                candidate=describe_candidate(cand_steps[c], cand_sign[c]), transformed=x_t[p:p + 1],
-                known=kept[p, c][None]))
+                candidate=describe_candidate(cand_steps[c], cand_sign[c]), transformed=x_t[p:p + 1].cpu(),
+                known=kept[p, c][None].cpu()))
         return out
 
     def _refine_steps(self) -> int:
@@ -401,10 +410,10 @@ class ATSAdaptive(GradientInversion):
         candidate's transformation, total variation on the private image; returns the images and final matches."""
         s = self.settings
         c = start.shape[1]
-        mean = torch.tensor(s.mean).view(1, c, 1, 1)
-        std = torch.tensor(s.std).view(1, c, 1, 1)
+        mean = torch.tensor(s.mean, device=start.device).view(1, c, 1, 1)
+        std = torch.tensor(s.std, device=start.device).view(1, c, 1, 1)
         images = torch.empty_like(start)
-        final = torch.empty(len(start))
+        final = torch.empty(len(start), device=start.device)
         chunks = [np.arange(i, min(i + s.chunk, len(start))) for i in range(0, len(start), s.chunk)]
 
         def objective(z: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

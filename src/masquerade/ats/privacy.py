@@ -14,6 +14,7 @@ Rating sets (``export_rating_set``) are written in :mod:`masquerade.hitl.ratings
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 
 from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
-from masquerade.attacks.gradient_inversion import GradientInversion, per_sample_gradients
+from masquerade.attacks.gradient_inversion import GradientInversion, model_device, per_sample_gradients
+from masquerade.devices import DeviceLike, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.metrics import psnr, recognition_accuracy, ssim
 from masquerade.metrics.ssim import ssim_map
@@ -95,7 +97,7 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
                  always: bool = False, attack: str | GradientInversion = "inverting_gradients",
                  attack_settings: dict[str, Any] | None = None, known_labels: bool = True,
                  classifier: torch.nn.Module | None = None, rng: RngLike = None,
-                 progress: bool | None = None) -> dict[str, Any]:
+                 progress: bool | None = None, device: DeviceLike = None) -> dict[str, Any]:
     """Each image is one client update (batch 1): transform by ``policy``, share the gradient, reconstruct.
 
     ``model`` takes [0, 1] images. Returns the reconstructions, the transformed images, per-image PSNR/SSIM against
@@ -104,6 +106,10 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
 
     An attack that adapts to the policy (``ats-adaptive``) is told the clients' ``policy`` and ``always`` (public
     knowledge), unless its settings already name a policy (an adversary's own assumption, kept as given).
+
+    ``device``: where the clients' gradients and the inversion run (default: where ``model`` is; otherwise a copy of
+    it goes there; the policy transforms images on the CPU); everything returned is on the CPU, so ``classifier``
+    (MR) takes CPU images.
     """
     if images.ndim != 4 or len(images) != len(labels):
         raise InputError("attack_model: images must be N×C×H×W with one label each")
@@ -113,9 +119,12 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     key = sch.keygen(len(images), rng=g, shape=tuple(images.shape[1:]))
     transformed = sch.encode(images, key)
     labels = torch.as_tensor(labels).long()
+    dev = model_device(model) if device is None else resolve_device(device)
+    if not same_device(model_device(model), dev):
+        model = copy.deepcopy(model).to(dev)
     model.eval()
     with torch.no_grad():
-        grads = per_sample_gradients(model, transformed, labels)
+        grads = per_sample_gradients(model, transformed.to(dev), labels.to(dev))
     atk = attack if isinstance(attack, GradientInversion) else ATTACKS.get(attack)(**(attack_settings or {}))
     if not isinstance(atk, GradientInversion):
         raise InputError(f"attack_model: {atk.name} is not a gradient inversion attack")

@@ -26,6 +26,7 @@ image per class among 100 test images (about 63 images); with 10 classes we draw
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masquerade.ats.policies import SUB_POLICIES, ATSPolicy, format_policy, parse_policy
-from masquerade.attacks.gradient_inversion import per_sample_gradients
+from masquerade.attacks.gradient_inversion import model_device, per_sample_gradients
+from masquerade.devices import DeviceLike, require_float64, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator, spawn
@@ -73,17 +75,17 @@ def privacy_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: tor
     the path from ``noise`` to the image. Returns N values."""
     model.eval()
     n = len(x)
-    alphas = torch.arange(bins + 1, dtype=x.dtype) / bins
+    alphas = torch.arange(bins + 1, dtype=x.dtype, device=x.device) / bins
     path = alphas.view(-1, 1, 1, 1, 1) * x[None] + (1 - alphas.view(-1, 1, 1, 1, 1)) * noise[None]
     with torch.no_grad():
         g_true = per_sample_gradients(model, x, y)
-        sims = torch.zeros(bins + 1, n, dtype=torch.float64)
+        sims = torch.zeros(bins + 1, n, dtype=torch.float64, device=x.device)
         for a in range(bins + 1):    # 21 batched passes, each over all images
             g = per_sample_gradients(model, path[a], y)
             for gt, ga in zip(g_true, g):
                 sims[a] += F.cosine_similarity(ga.flatten(1), gt.flatten(1), dim=1, eps=1e-30).double()
         sims /= len(g_true)
-    return ((sims[1:] + sims[:-1]) / 2).sum(0) / bins
+    return (((sims[1:] + sims[:-1]) / 2).sum(0) / bins).cpu()
 
 
 def accuracy_score(model: nn.Module, x: torch.Tensor, *, k: float = 1e-5) -> float:
@@ -92,7 +94,7 @@ def accuracy_score(model: nn.Module, x: torch.Tensor, *, k: float = 1e-5) -> flo
     model.eval()
     xr = x.detach().clone().requires_grad_(True)
     (jac,) = torch.autograd.grad(model(xr).sum(), xr)
-    j = jac.reshape(len(x), -1).double().numpy()
+    j = jac.reshape(len(x), -1).double().cpu().numpy()
     corr = np.corrcoef(j)
     v = np.linalg.eigvalsh(np.nan_to_num(corr))
     return float(-np.sum(np.log(v + k) + 1.0 / (v + k)))
@@ -123,11 +125,14 @@ def _transformed(policy: str, x: torch.Tensor, always: bool, seed: int) -> torch
 def score_policy(policy: str, *, trained: nn.Module, init: nn.Module, privacy_x: torch.Tensor,
                  privacy_y: torch.Tensor, noise: torch.Tensor, acc_batches: Sequence[torch.Tensor], bins: int = 20,
                  always: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Both scores of one policy; the transformation draws are fixed by ``seed`` (the same for every policy)."""
+    """Both scores of one policy; the transformation draws are fixed by ``seed`` (the same for every policy). The
+    policy transforms images on the CPU; the scores run on the models' device."""
     t0 = time.perf_counter()
-    xt = _transformed(policy, privacy_x, always, seed)
-    s_pri = privacy_score(trained, xt, privacy_y, noise, bins=bins)
-    s_acc = [accuracy_score(init, _transformed(policy, b, always, seed + 1 + i)) for i, b in enumerate(acc_batches)]
+    dev = next(trained.parameters()).device
+    xt = _transformed(policy, privacy_x, always, seed).to(dev)
+    s_pri = privacy_score(trained, xt, privacy_y.to(dev), noise.to(dev), bins=bins)
+    s_acc = [accuracy_score(init, _transformed(policy, b, always, seed + 1 + i).to(dev))
+             for i, b in enumerate(acc_batches)]
     return {"policy": policy, "s_pri": float(s_pri.mean()), "s_pri_std": float(s_pri.std()),
             "s_acc": float(np.mean(s_acc)), "seconds": time.perf_counter() - t0}
 
@@ -166,15 +171,20 @@ def rank(results: Sequence[dict[str, Any]], *, threshold: float | None = None, k
 def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels: torch.Tensor,
            settings: SearchSettings | None = None, candidates: Sequence[str] | None = None, rng: RngLike = None,
            progress: bool | None = None, done: Sequence[dict[str, Any]] = (),
-           on_result: Any = None, extra: Sequence[str] = ()) -> dict[str, Any]:
+           on_result: Any = None, extra: Sequence[str] = (), device: DeviceLike = None) -> dict[str, Any]:
     """Score ``candidates`` (default: ``settings.candidates`` random ones) and ``extra`` policies (for reference,
     e.g. the paper's), and rank them all.
 
     ``trained``: the briefly trained model (S_pri); ``init``: the same architecture at initialisation (S_acc); both
     take [0, 1] images. ``images``/``labels``: a pool of held-out images the scores are computed on. ``done``:
     results of an interrupted search, not recomputed; ``on_result`` is called with each new result (to save it).
+    ``device``: where the scores run; on a GPU the candidates are scored one after another in this process.
     """
     s = settings or SearchSettings()
+    dev = resolve_device(device)
+    require_float64(dev, "search")              # S_pri sums cosine similarities in float64
+    # copies on the device where the models are elsewhere: the caller's models stay where they are
+    trained, init = (m if same_device(model_device(m), dev) else copy.deepcopy(m).to(dev) for m in (trained, init))
     # two streams: the scoring material (images, noise, draws) does not depend on how the candidates came, so a
     # policy scores the same in every search with the same seed, pool and models
     g, g_candidates = spawn(rng, 2)
@@ -195,7 +205,7 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
     finished = {r["policy"]: r for r in done}
     todo = [p for p in pol if p not in finished]
     results = [finished[p] for p in pol if p in finished]
-    workers = s.workers or (os.cpu_count() or 1)
+    workers = (s.workers or (os.cpu_count() or 1)) if dev.type == "cpu" else 1
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         pb = stack.enter_context(bar(total=len(todo), desc="search", unit="policy",

@@ -17,6 +17,9 @@ set to 0 and the rest clipped to the auxiliary range: what a naive adversary fee
 ``"popcount"`` reads only the number of set bits of every number -- all that per-element bit shuffling leaves.
 The paper's metric is the cosine distance between the API features of the original and of its reconstruction
 (:func:`cosine_distance`).
+
+``device`` (of ``run``): where the adversary's own networks train; the API answers where it runs, and the results
+come back to the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
+from masquerade.devices import DeviceLike, resolve_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
@@ -216,11 +220,13 @@ class FeatureAttribute(Configurable):
     name = "feature-attribute"
     data_kind = "features"      # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY, Knowledge.API}))
+    uses_device = True
 
     def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI, rng: RngLike = None,
-            progress: bool | None = None) -> AttackResult:
+            progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
         t = time.perf_counter()
         s = self.settings
+        dev = resolve_device(device)
         _, y_aux, _, a, v = _adversary_inputs(self.name, encodings, auxiliary, api, s.representation, True)
         assert y_aux is not None
         gen = as_generator(0 if rng is None else rng)
@@ -229,6 +235,8 @@ class FeatureAttribute(Configurable):
             torch.manual_seed(_torch_seed(gen))
             model = nn.Sequential(_Standardise(a), nn.Linear(a.shape[1], s.hidden), nn.ReLU(),
                                   nn.Dropout(0.2), nn.Linear(s.hidden, classes))
+        # initialised on the CPU (the same weights on every device), then trained on the device
+        model, a, v, y_aux = model.to(dev), a.to(dev), v.to(dev), y_aux.to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=1e-4)
         steps = -(-len(a) // s.batch)
         with bar(total=s.epochs * steps, desc=self.name, unit="step", disable=progress is False or None) as pb:
@@ -244,8 +252,8 @@ class FeatureAttribute(Configurable):
                     pb.update(1)
         model.eval()
         with torch.no_grad():
-            pred = model(v).argmax(1)
-        return AttackResult(self.name, recovered={"attributes": pred, "classifier": model},
+            pred = model(v).argmax(1).cpu()
+        return AttackResult(self.name, recovered={"attributes": pred, "classifier": model.cpu()},
                             metrics={"auxiliary_images": len(a), "api_queries": api.queries},
                             seconds=time.perf_counter() - t)
 
@@ -280,6 +288,7 @@ class FeatureInversion(Configurable):
     name = "feature-inversion"
     data_kind = "features"      # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY, Knowledge.API}))
+    uses_device = True
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -308,9 +317,11 @@ class FeatureInversion(Configurable):
                 trunk = create_model("fastresnet", num_classes=1, in_channels=x_aux.shape[1]).net
                 assert isinstance(trunk, nn.Module)
                 with torch.no_grad():
-                    width = trunk.eval()(x_aux[:2]).shape[1]
+                    width = trunk.eval()(x_aux[:2].cpu()).shape[1]     # the trunk is still on the CPU
                 net = nn.Sequential(trunk, nn.Linear(width, f_aux.shape[1]))
-        f_flip = api.predict(x_aux.flip(3))
+        dev = f_aux.device
+        net = net.to(dev)
+        f_flip = api.predict(x_aux.flip(3).cpu()).to(dev)
         scale = f_aux.std().clamp_min(1e-6)
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
         steps = -(-len(x_aux) // self.settings.batch)
@@ -323,10 +334,10 @@ class FeatureInversion(Configurable):
                 order = torch.from_numpy(gen.permutation(len(x_aux)))
                 for i in range(steps):
                     idx = order[i * self.settings.batch:(i + 1) * self.settings.batch]
-                    flip = torch.from_numpy(gen.random(len(idx)) < 0.5)
+                    flip = torch.from_numpy(gen.random(len(idx)) < 0.5).to(dev)
                     xb = torch.where(flip[:, None, None, None], x_aux[idx].flip(3), x_aux[idx])
                     target = torch.where(flip[:, None], f_flip[idx], f_aux[idx])
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_bf16()):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
                         out = net(xb)
                     loss = F.mse_loss(out.float() / scale, target / scale)
                     opt.zero_grad(set_to_none=True)
@@ -340,8 +351,9 @@ class FeatureInversion(Configurable):
         return net
 
     def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI, rng: RngLike = None,
-            progress: bool | None = None) -> AttackResult:
+            progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
         t = time.perf_counter()
+        dev = resolve_device(device)
         gen = as_generator(0 if rng is None else rng)
         recovered: dict[str, Any] = {}
         if self.settings.recover_key:
@@ -351,6 +363,8 @@ class FeatureInversion(Configurable):
             encodings, recovered["perm"] = got.reconstructions, got.recovered["perm"]
         x_aux, _, f_aux, a, v = _adversary_inputs(self.name, encodings, auxiliary, api,
                                                   self.settings.representation, False)
+        # the API has answered: the adversary's own training runs on the device
+        x_aux, f_aux, a, v = x_aux.to(dev), f_aux.to(dev), a.to(dev), v.to(dev)
         timings: dict[str, float] = {}
         surrogate = None
         if self.settings.loss == "feature":
@@ -360,7 +374,8 @@ class FeatureInversion(Configurable):
         c, h = x_aux.shape[1], x_aux.shape[2]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_torch_seed(gen))
-            decoder = nn.Sequential(_Standardise(a), Decoder(a.shape[1], c, h))
+            decoder = nn.Sequential(_Standardise(a.cpu()), Decoder(a.shape[1], c, h))
+        decoder = decoder.to(dev)
         opt = torch.optim.Adam(decoder.parameters(), lr=self.settings.lr)
         steps = -(-len(a) // self.settings.batch)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.settings.lr,
@@ -377,7 +392,7 @@ class FeatureInversion(Configurable):
                     rec = decoder(a[idx])
                     loss = F.mse_loss(rec, x_aux[idx])
                     if surrogate is not None:
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_bf16()):
+                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
                             fr = surrogate(rec)
                         loss = loss + self.settings.feature_weight * F.mse_loss(fr.float() / f_scale,
                                                                                 f_aux[idx] / f_scale)
@@ -389,14 +404,14 @@ class FeatureInversion(Configurable):
         timings["decoder_seconds"] = time.perf_counter() - t0
         decoder.eval()
         with torch.no_grad():
-            rec = torch.cat([decoder(v[i:i + 500]) for i in range(0, len(v), 500)]) if len(v) else \
+            rec = torch.cat([decoder(v[i:i + 500]).cpu() for i in range(0, len(v), 500)]) if len(v) else \
                 torch.zeros(0, c, h, h)
-        return AttackResult(self.name, rec, recovered={"decoder": decoder, **recovered},
+        return AttackResult(self.name, rec, recovered={"decoder": decoder.cpu(), **recovered},
                             metrics={"auxiliary_images": len(a), "api_queries": api.queries, **timings},
                             seconds=time.perf_counter() - t)
 
 
-def _bf16() -> bool:
+def _bf16(device: torch.device) -> bool:
     from masquerade.training import bf16_supported
 
-    return bf16_supported()
+    return bf16_supported(device)

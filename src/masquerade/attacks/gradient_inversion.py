@@ -42,13 +42,14 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from masquerade.contracts import AttackResult, Knowledge, ThreatModel, build_settings
+from masquerade.devices import DeviceLike, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
            "client_gradient", "infer_labels", "per_sample_gradients", "problem_gradients",
-           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
+           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "model_device", "CIFAR10_MEAN",
            "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
@@ -102,6 +103,12 @@ class InversionResult:
     iterations: int
     seconds: float
     history: list[float] = field(default_factory=list)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def client_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
@@ -218,6 +225,7 @@ class GradientInversion:
     threat_model = ThreatModel(requires=frozenset({Knowledge.MODEL, Knowledge.GRADIENTS}),
                                optional=frozenset({Knowledge.LABELS}))
     Settings: type[InversionSettings] = InversionSettings
+    uses_device = True          # runs where the model is; ``run(device=...)`` puts a copy of it there
 
     def __init__(self, **settings: Any) -> None:
         self.settings = build_settings(self.Settings, self.name, **settings)
@@ -227,9 +235,12 @@ class GradientInversion:
 
     # -- the public entry: one client update ---------------------------------------------------------------------
     def run(self, *, model: nn.Module, gradients: Sequence[torch.Tensor], labels: torch.Tensor | None = None,
-            rng: RngLike = None, progress: bool | None = None) -> AttackResult:
-        """Reconstruct the batch behind ``gradients`` (a list with one tensor per trainable parameter)."""
+            rng: RngLike = None, progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
+        """Reconstruct the batch behind ``gradients`` (a list with one tensor per trainable parameter), where
+        ``model`` is, or on ``device`` (a copy of the model goes there)."""
         s = self.settings
+        if device is not None and not same_device(model_device(model), resolve_device(device)):
+            model = copy.deepcopy(model).to(resolve_device(device))
         n = s.batch or (len(torch.as_tensor(labels).reshape(-1)) if labels is not None else 1)
         grads = [torch.as_tensor(g)[None] for g in gradients]
         lab = None if labels is None else torch.as_tensor(labels).reshape(1, -1)
@@ -261,32 +272,36 @@ class GradientInversion:
         if len(s.mean) != c:
             raise InputError(f"{self.name}: mean/std have {len(s.mean)} channels, the images {c}")
         model.eval()
+        dev = model_device(model)           # everything runs where the model is; results come back to the CPU
+        target = [g.detach().to(dev, torch.float32) for g in gradients]
         if labels is None:
-            labels = torch.stack([infer_labels(model, [g[i] for g in gradients], batch) for i in range(p_count)])
+            labels = torch.stack([infer_labels(model, [g[i].to(dev) for g in gradients], batch)
+                                  for i in range(p_count)])
         model = evaluation_view(model)
         params, grad_fn = problem_gradients(model)
-        labels = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch)
+        labels_t: torch.Tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch).to(dev)
         gen = as_generator(rng)
         torch_gen = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))
-        target = [g.detach().to(torch.float32) for g in gradients]
         # problems: every update × every restart
         idx = np.repeat(np.arange(p_count), s.restarts)
         mean = torch.tensor(s.mean).view(1, 1, c, 1, 1)
         std = torch.tensor(s.std).view(1, 1, c, 1, 1)
+        # the starts are drawn on the CPU, so that a seed gives the same start on every device
         z0 = {"randn": lambda: torch.randn(len(idx), batch, *shape, generator=torch_gen),
               "rand": lambda: (torch.rand(len(idx), batch, *shape, generator=torch_gen) - mean) / std,
-              "zeros": lambda: torch.zeros(len(idx), batch, *shape)}[s.init]()
+              "zeros": lambda: torch.zeros(len(idx), batch, *shape)}[s.init]().to(dev)
+        mean, std = mean.to(dev), std.to(dev)
         keys = list(params)
         weights = [p for p in model.parameters() if p.requires_grad]   # the order of ``params``
 
         def trial_gradients(x: torch.Tensor, rows: np.ndarray) -> list[torch.Tensor]:
             if len(rows) == 1:   # one problem: plain double backpropagation, without vmap's per-call overhead
                 with torch.enable_grad():   # as torch.func.grad does, also when scoring under no_grad
-                    loss = F.cross_entropy(model(x[0]), labels[rows[0]])
+                    loss = F.cross_entropy(model(x[0]), labels_t[rows[0]])
                     grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
                 # a parameter the loss does not use (an auxiliary head) has a zero gradient, as torch.func.grad gives
                 return [(torch.zeros_like(w) if g is None else g)[None] for g, w in zip(grads, weights)]
-            trial = grad_fn(params, x, labels[rows])
+            trial = grad_fn(params, x, labels_t[rows])
             return [trial[k] for k in keys]
 
         chunk_targets: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -309,7 +324,7 @@ class GradientInversion:
             return match + s.tv * total_variation(z), match
 
         t0 = time.perf_counter()
-        final = torch.empty(len(idx))
+        final = torch.empty(len(idx), device=dev)
         out = torch.empty_like(z0)
         history: list[float] = []
         chunks = [np.arange(i, min(i + s.chunk, len(idx))) for i in range(0, len(idx), s.chunk)]
@@ -328,14 +343,15 @@ class GradientInversion:
                     _, match = objective(z.detach(), rows)
                 final[rows_p] = match.detach()
                 out[rows_p] = z.detach()
-        images = (out * std + mean).clamp(0, 1)
+        images = (out * std + mean).clamp(0, 1).cpu()
+        final, labels_t = final.cpu(), labels_t.cpu()
         seconds = time.perf_counter() - t0
         results = []
         for i in range(p_count):
             mine = np.nonzero(idx == i)[0]
             losses = final[mine]
             best = mine[int(torch.nan_to_num(losses, nan=math.inf).argmin())]
-            results.append(InversionResult(images=images[best], labels=labels[i], loss=float(final[best]),
+            results.append(InversionResult(images=images[best], labels=labels_t[i], loss=float(final[best]),
                                            restart_losses=[float(v) for v in losses], iterations=s.iterations,
                                            seconds=seconds / p_count, history=history))
         return results

@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import Parser, add_settings_options, positive_int, seed, settings_from_args
+from masquerade.cli.common import (
+    Parser,
+    add_device_option,
+    add_settings_options,
+    positive_int,
+    seed,
+    settings_from_args,
+)
 from masquerade.errors import InputError
 
 __all__ = ["register", "attack_parser"]
@@ -18,7 +25,7 @@ __all__ = ["register", "attack_parser"]
 
 def attack_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``masquerade attack NAME`` (imports the attack's module)."""
-    from masquerade.contracts import Knowledge
+    from masquerade.contracts import Knowledge, uses_device
     from masquerade.registry import ATTACKS
     from masquerade.workflows.attack import SOURCES
 
@@ -52,6 +59,8 @@ def attack_parser(name: str) -> argparse.ArgumentParser:
     add_settings_options(p, cls.Settings, skip=("seed", "prior") if name != "instahide-challenge" else ("seed",))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of the attack")
     p.add_argument("--seed", type=seed, help="the attacker's own randomness (recorded in the run folder)")
+    if uses_device(cls):
+        add_device_option(p, "attack's models")
     p.add_argument("--out", help=f"run folder (default runs/attack-{name}/<timestamp>)")
     return p
 
@@ -78,7 +87,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         clients = {"model_file": a.model_file, "data": a.data, "images": a.images, "policy": a.policy,
                    "always": a.always, "known_labels": not a.no_labels, "classifier": a.classifier,
                    "rating_set": a.rating_set}
-        r = attack(args.name, settings=settings, clients=clients, seed=a.seed, out=a.out, quiet=quiet)
+        r = attack(args.name, settings=settings, clients=clients, seed=a.seed, out=a.out, quiet=quiet,
+                   device=getattr(a, "device", None))
         mr = f", MR {r['mr']:.3f}" if "mr" in r else ""
         print(f"{args.name} on {r['images']} images (policy {r['policy']}): PSNR {r['psnr']:.2f} dB, "
               f"SSIM {r['ssim']:.3f}{mr} ({r['seconds']:.0f}s); run folder {r['run']}")
@@ -87,7 +97,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     keys = [key for entries in SOURCES.values() for key, _, _ in entries]
     sources = {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
-    r = attack(args.name, settings=settings, sources=sources, truth=a.truth, seed=a.seed, out=a.out, quiet=quiet)
+    r = attack(args.name, settings=settings, sources=sources, truth=a.truth, seed=a.seed, out=a.out, quiet=quiet,
+               device=getattr(a, "device", None))
     shown = {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     print(f"{args.name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in shown.items()) + f"; run folder {r['run']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import finite_float, int_at_least, parse_sets, positive_int, seed
+from masquerade.cli.common import add_device_option, finite_float, int_at_least, parse_sets, positive_int, seed
 
 __all__ = ["register"]
 
@@ -19,7 +19,7 @@ def cmd_camouflage(args: argparse.Namespace) -> int:
               "steps": args.steps, **parse_sets(args.set)}
     summary = camouflage(args.input, args.out, model=model, settings=fields, seed=args.seed, batch=args.batch,
                          max_pixels=args.max_pixels, run_out=args.run_out, config={"model": args.model},
-                         rating_set=args.rating_set, run_code=args.run_code)
+                         rating_set=args.rating_set, run_code=args.run_code, device=args.device)
     run = summary.pop("run")
     print(f"camouflaged {summary['photos']} photos into {args.out}; "
           + ", ".join(f"{k} {v}" for k, v in summary.items()) + f" (run folder {run})")
@@ -49,6 +49,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-pixels", type=positive_int, default=4096 * 4096, help="refuse larger photos")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any CamouflageSettings field")
     p.add_argument("--seed", type=seed, help="seed for the JPEG qualities drawn while optimising")
+    add_device_option(p, "quality model and the optimisation")
     p.add_argument("--run-out", help="run folder")
     p.add_argument("--rating-set", metavar="DIR",
                    help="also export originals and outputs as an appeal rating set (1-5) for masquerade hitl serve")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import missing_action, nonnegative_int, positive_int, seed
+from masquerade.cli.common import add_device_option, missing_action, nonnegative_int, positive_int, seed
 from masquerade.errors import InputError
 
 __all__ = ["register"]
@@ -27,7 +27,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     settings = ChallengeAttackSettings(n_private=args.n_private, use_labels=not args.no_labels,
                                        colour=not args.no_colour, seed=args.seed, rounds=args.rounds,
                                        prior=args.prior)
-    res = attack(args.dir, args.out, settings=settings, public=args.public, aux=args.aux)
+    res = attack(args.dir, args.out, settings=settings, public=args.public, aux=args.aux, device=args.device)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in res["seconds"].items())
     print(f"challenge attack: {res['encodings']} recoveries in {res['decryption']}; "
           f"{res.get('images_found', '?')} private images in {args.out}/private_images.png; {times}")
@@ -43,7 +43,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         raise InputError(f"--passes: {exc} (a comma-separated list of T, e.g. 10,20,50)") from None
     settings = PriorSettings(passes=passes, challenges=args.challenges, steps=args.steps, seed=args.seed)
-    rec = prepare(args.aux, args.out, public=args.public, settings=settings, log=print)
+    rec = prepare(args.aux, args.out, public=args.public, settings=settings, log=print, device=args.device)
     print(f"challenge prior: {args.out} (sha256 {rec['sha256'][:16]}…; {rec['pairs']} training pairs, "
           f"{rec['simulation_seconds'] / 60:.0f} min simulating, {rec['training_seconds'] / 60:.0f} min training); "
           f"record in {rec['record']}")
@@ -100,6 +100,7 @@ def register(sub: Any) -> None:
     p.add_argument("--prior", default="default",
                    help="learned image prior: a .safetensors from `challenge prepare`, 'none', or 'default' (the "
                         "weights shipped with the package)")
+    add_device_option(p, "learned prior")
     p.set_defaults(func=cmd_attack)
     p = csub.add_parser("prepare", help="train the attack's image prior on challenges simulated from your own "
                                         "labelled images (offline, once)")
@@ -111,6 +112,7 @@ def register(sub: Any) -> None:
     p.add_argument("--challenges", type=positive_int, default=20, help="simulated challenges per T (default 20)")
     p.add_argument("--steps", type=positive_int, default=8000, help="training steps (default 8000)")
     p.add_argument("--seed", type=seed, default=0)
+    add_device_option(p, "prior's training")
     p.set_defaults(func=cmd_prepare)
     p = csub.add_parser("score", help="score recoveries against the truth")
     p.add_argument("--truth", required=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from masquerade.errors import InputError
 
 __all__ = ["Parser", "int_at_least", "positive_int", "nonnegative_int", "seed", "finite_float", "parse_sets",
-           "parse_value", "add_settings_options", "settings_from_args", "missing_action"]
+           "parse_value", "add_settings_options", "settings_from_args", "missing_action", "add_device_option"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,6 +141,22 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, object]:
     out = {k[len("setting_"):]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
     out.update(parse_sets(getattr(args, "set", None)))
     return out
+
+
+def _device_name(text: str) -> str:
+    from masquerade.devices import check_device_name
+
+    try:
+        return check_device_name(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_device_option(p: argparse.ArgumentParser, what: str = "models and optimisation") -> None:
+    """``--device auto|cpu|cuda[:N]|mps`` (checked by name here; whether this machine has it, when the command
+    starts)."""
+    p.add_argument("--device", type=_device_name, default="cpu", metavar="DEVICE",
+                   help=f"where the {what} run: auto (a GPU when torch sees one), cpu (default), cuda, cuda:N or mps")
 
 
 def missing_action(parser: argparse.ArgumentParser) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import nonnegative_int, positive_int, seed
+from masquerade.cli.common import add_device_option, nonnegative_int, positive_int, seed
 
 __all__ = ["register"]
 
@@ -36,7 +36,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "train": args.train, "epochs": args.epochs, "model": args.model, "threads": args.threads,
         "inversion_iterations": args.inversion_iterations, "inversion_images": args.inversion_images,
         "codebook_decoder_steps": args.codebook_decoder_steps, "inversion_model": args.inversion_model,
-        "augment": True if args.augment else None, "public_photos": args.public_photos}.items() if v is not None}
+        "augment": True if args.augment else None, "public_photos": args.public_photos,
+        "device": args.device}.items() if v is not None}
     s = EvaluateSettings.for_quick(**overrides) if args.quick else EvaluateSettings(**overrides)
     evaluate(s, args.out, workers=args.workers, ray_address=args.ray, verbose=not args.quiet)
     return 0
@@ -68,6 +69,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads per cell (default 1; part of the plan: the numbers depend on it)")
     p.add_argument("--seed", type=seed, default=None, help="seed of the split, keys and attacks (default 0)")
+    add_device_option(p, "trainings and model-based attacks")
     p.add_argument("--size", type=positive_int, default=None, help="resize images to N×N pixels (default: as loaded)")
     p.add_argument("--targets", type=positive_int, default=None, help="private images scored")
     p.add_argument("--pairs", type=nonnegative_int, default=None, help="known pairs at level 3")

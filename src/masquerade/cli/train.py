@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import finite_float, parse_sets, positive_int, seed
+from masquerade.cli.common import add_device_option, finite_float, parse_sets, positive_int, seed
 from masquerade.cli.protect import add_scheme_options, scheme_settings
 
 __all__ = ["register"]
@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     r = train(args.data, args.test, scheme=args.scheme, scheme_settings=scheme_settings(args), settings=settings,
               policy=args.policy, always=args.always, public=args.public, public_patches=args.public_patches,
               snapshots=epoch_list(args.snapshots, args.epochs), seed=args.seed, out=args.out, resume=args.resume,
-              config=vars(args) | {"func": None}, on_epoch=show)
+              config=vars(args) | {"func": None}, on_epoch=show, device=args.device)
     if r["run"] is None:      # another process of a torchrun launch: rank 0 reports
         return 0
     print(f"test accuracy {r['test_acc']:.4f} after {r['epochs_run']} epochs ({r['seconds']:.0f}s); "
@@ -47,7 +47,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                  policies=[p.strip() for p in args.policies.split(",")] if args.policies else None,
                  also=[p.strip() for p in args.also.split(",") if p.strip()] if args.also else (),
                  seed=args.seed, out=args.out, resume=args.resume, quiet=args.quiet,
-                 config=vars(args) | {"func": None})
+                 config=vars(args) | {"func": None}, device=args.device)
     print(f"{'policy':20s} {'S_pri':>7s} {'S_acc':>8s}  chosen")
     for r in res["table"][:args.show]:
         print(f"{r['policy']:20s} {r['s_pri']:7.4f} {r['s_acc']:8.2f}  {'*' if r['chosen'] else ''}")
@@ -78,6 +78,7 @@ def register(sub: Any) -> None:
     p.add_argument("--infer-encodings", type=int, default=0, metavar="T",
                    help="also test in the paper's inference mode: average over T encodings")
     p.add_argument("--seed", type=seed)
+    add_device_option(p, "training")
     p.add_argument("--out", help="run folder (default runs/train/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     p.set_defaults(func=cmd_train)
@@ -100,6 +101,7 @@ def register(sub: Any) -> None:
     p.add_argument("--show", type=positive_int, default=15, help="table rows printed (15)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any SearchSettings field")
     p.add_argument("--seed", type=seed)
+    add_device_option(p, "training and the policy scores")
     p.add_argument("--out", help="run folder (default runs/search/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
     p.set_defaults(func=cmd_search)

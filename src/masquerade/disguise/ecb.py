@@ -25,6 +25,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
+from masquerade.devices import resolve_device
 from masquerade.disguise.distribution import match_positions
 from masquerade.disguise.inputs import (
     auxiliary_array,
@@ -78,7 +79,10 @@ def _auxiliary(auxiliary: Any, z: np.ndarray, where: str) -> np.ndarray:
 
 class _ECBDecoder(Configurable):
     """What both ECB attacks do once they hold a dictionary and the permutation: decode, then fill. Their
-    Settings carry ``block``, ``unknown``, ``fill``, ``neighbours``, ``decoder_steps`` and ``decoder_width``."""
+    Settings carry ``block``, ``unknown``, ``fill``, ``neighbours``, ``decoder_steps`` and ``decoder_width``. The
+    fill network (``decoder_steps``) trains on ``run``'s ``device``; the rest is NumPy on the CPU."""
+
+    uses_device = True
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -87,7 +91,8 @@ class _ECBDecoder(Configurable):
         return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
 
     def _decode(self, z: np.ndarray, perm: np.ndarray, keys: np.ndarray, vals: np.ndarray, guess: np.ndarray | None,
-                aux: np.ndarray | None, rng: Any, progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
+                aux: np.ndarray | None, rng: Any, progress: bool | None, device: Any = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         """(images, hit): z's units put back in place (cipher position j holds plain position perm[j]), each one
         the dictionary holds (``keys`` -> ``vals``, 16-byte values) decoded, the rest ``guess`` (a 16-byte unit;
         None: the grey ``fill``) or filled from ``aux``. ``hit`` says, per unit, whether it was decoded."""
@@ -110,7 +115,7 @@ class _ECBDecoder(Configurable):
             plain_book = np.unique(vals)
             if self.settings.decoder_steps:
                 images = self._fill_by_network(images, known, aux, plain_book, as_generator(0 if rng is None else rng),
-                                               progress)
+                                               progress, resolve_device(device))
             else:
                 images = self._fill_from(images, known, aux, plain_book)
         return images, hit
@@ -158,10 +163,10 @@ class _ECBDecoder(Configurable):
         return from_blocks(np.repeat(hit, _UNIT, axis=3), images.shape[2], images.shape[3], b).astype(bool)
 
     def _fill_by_network(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray, plain_book: np.ndarray,
-                         gen: np.random.Generator, progress: bool | None) -> np.ndarray:
+                         gen: np.random.Generator, progress: bool | None, device: torch.device) -> np.ndarray:
         """Train :class:`_Inpainter` to complete auxiliary images from their views through the dictionary (each
         image under eight random cyclic shifts of up to three pixels, each shift applied to its images at once),
-        then complete the targets."""
+        then complete the targets; the network trains on ``device``."""
         import torch.nn.functional as F
 
         from masquerade.metrics.ssim import ssim_loss
@@ -178,10 +183,11 @@ class _ECBDecoder(Configurable):
             pool[rows] = torch.roll(x[src[rows]], (int(dy), int(dx)), (2, 3))
         pool = torch.round(pool * 255) / 255          # the bytes the owner encrypts
         km = torch.from_numpy(self._known_through(pool.numpy(), plain_book)).float()
-        views = torch.cat([pool * km, km], 1)
+        views, pool = torch.cat([pool * km, km], 1).to(device), pool.to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(gen.integers(0, 2**62)))
             net = _Inpainter(x.shape[1], s.decoder_width)
+        net = net.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         # a linear warm-up, then cosine decay: without it Adam's first full-size steps at times push every unit of
         # the small net into ReLU's dead zone and it never learns (seen on MNIST: SSIM 0.24, below no fill at all)
@@ -205,7 +211,7 @@ class _ECBDecoder(Configurable):
         kt = torch.from_numpy(known).float()
         target_views = torch.cat([torch.from_numpy(images) * kt, kt], 1)
         with torch.no_grad():
-            out = torch.cat([net(target_views[i:i + 256]) for i in range(0, len(target_views), 256)])
+            out = torch.cat([net(target_views[i:i + 256].to(device)).cpu() for i in range(0, len(target_views), 256)])
         return out.numpy().astype(np.float32)
 
 
@@ -237,7 +243,7 @@ class ECBCodebook(_ECBDecoder):
                                optional=frozenset({Knowledge.AUXILIARY}))
 
     def run(self, *, encodings: Any, known_pairs: Any, auxiliary: Any = None, rng: Any = None,
-            progress: bool | None = None) -> AttackResult:
+            progress: bool | None = None, device: Any = None) -> AttackResult:
         t = time.perf_counter()
         plain, cipher = known_pairs_arrays(known_pairs, self.name)
         z = images_array(encodings, self.name)
@@ -255,7 +261,7 @@ class ECBCodebook(_ECBDecoder):
             # a unit the pairs never showed is most likely a rare one (detail, not background): the best guess
             # for it is the average of the units that occur once in the pairs
             guess = np.round(vals[first[rare]].view(np.uint8).reshape(-1, _UNIT).mean(0)).astype(np.uint8)
-        images, hit = self._decode(z, perm, book, vals[first], guess, aux, rng, progress)
+        images, hit = self._decode(z, perm, book, vals[first], guess, aux, rng, progress, device)
         return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
                             metrics=self._metrics(hit, len(book), aux), seconds=time.perf_counter() - t)
 
@@ -369,8 +375,8 @@ class ECBFrequency(_ECBDecoder):
         keys, vals = zc[rows[sure]], ac[cols[sure]]
         return perm, keys, vals
 
-    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None,
+            device: Any = None) -> AttackResult:
         t = time.perf_counter()
         z = images_array(encodings, self.name)
         aux = _auxiliary(auxiliary, z, self.name)
@@ -384,7 +390,7 @@ class ECBFrequency(_ECBDecoder):
         guess = np.round(flat[lacks].view(np.uint8).reshape(-1, _UNIT).mean(0)).astype(np.uint8) \
             if lacks.any() else None
         fill = aux if (s.neighbours or s.decoder_steps) else None
-        images, hit = self._decode(z, perm, keys, vals, guess, fill, rng, progress)
+        images, hit = self._decode(z, perm, keys, vals, guess, fill, rng, progress, device)
         metrics = {**self._metrics(hit, len(keys), fill), "auxiliary_images": len(aux), "encodings_used": len(z)}
         return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm}, metrics=metrics,
                             seconds=time.perf_counter() - t)

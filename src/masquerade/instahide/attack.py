@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
+from masquerade.devices import resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import read_json
 from masquerade.instahide.grouping import SPLITS, cluster_slots, refine_pairs
@@ -136,7 +137,7 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
                      aux: str | os.PathLike[str] | None = None,
                      settings: ChallengeAttackSettings | None = None,
                      prior: Any = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     log: Callable[[str], None] = print, device: Any = None) -> dict[str, Any]:
     """Run the attack on ``challenge/encryption.npy`` (+ ``label.npy``); write ``decryption.npy`` (uint8 E×H×W×C,
     one recovery per encoding), ``private_images.npy``, ``attack.json`` (settings, stage times) to ``out``.
 
@@ -164,7 +165,7 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
             raise InputError(f"{cdir}: no label.npy; run with use_labels=False (--no-labels) to attack without")
         labels = load_npy(cdir / "label.npy")
     return break_challenge(enc, labels, out, public=public, aux=aux, settings=s, prior=prior, log=log,
-                           where=str(enc_path))
+                           where=str(enc_path), device=device)
 
 
 def _check_encodings(enc: np.ndarray, where: str) -> None:
@@ -179,10 +180,12 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
                     aux: str | os.PathLike[str] | None = None,
                     settings: ChallengeAttackSettings | None = None,
                     prior: Any = None,
-                    log: Callable[[str], None] = print, where: str = "instahide-challenge") -> dict[str, Any]:
+                    log: Callable[[str], None] = print, where: str = "instahide-challenge",
+                    device: Any = None) -> dict[str, Any]:
     """The attack on arrays: ``enc`` float E×H×W×C (the challenge's layout), ``labels`` E×classes or None; stages,
     ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`). ``where`` names the
-    encodings in error messages."""
+    encodings in error messages. ``device``: where the learned prior runs (the other stages are NumPy, on the
+    CPU)."""
     from masquerade.data import public_pool
     from masquerade.fileio import save_npy, save_npz, write_json
 
@@ -194,6 +197,8 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
         labels = None
     slots = parse_slots(labels, n_enc, k=s.k, upper=s.upper, dom=s.dom)
     learned = _resolve_prior(s.prior if prior is None else prior, shape, log)
+    if learned is not None and device is not None:
+        learned = learned.to(resolve_device(device))
     run_key = _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None)
     stages = out / "stages"
     stages.mkdir(parents=True, exist_ok=True)
@@ -399,6 +404,7 @@ class ChallengeAttack(Configurable):
     Settings = ChallengeAttackSettings
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}),
                                optional=frozenset({Knowledge.LABELS, Knowledge.PUBLIC_POOL, Knowledge.AUXILIARY}))
+    uses_device = True          # the learned prior runs on the device
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -413,8 +419,8 @@ class ChallengeAttack(Configurable):
         return {"k": s.k, "upper": s.upper, "dom": s.dom, **({"use_labels": False} if s.renormalize_labels else {})}
 
     def run(self, *, encodings: Any, labels: Any = None, public_pool: Any = None, auxiliary: Any = None,
-            rng: Any = None, progress: bool | None = None, log: Callable[[str], None] | None = None
-            ) -> AttackResult:
+            rng: Any = None, progress: bool | None = None, log: Callable[[str], None] | None = None,
+            device: Any = None) -> AttackResult:
         """``rng`` (an int) replaces the settings' seed, the attacker's own randomness."""
         import tempfile
 
@@ -433,7 +439,7 @@ class ChallengeAttack(Configurable):
             s = replace(s, seed=int(rng))
         with tempfile.TemporaryDirectory(prefix="masquerade-challenge-") as tmp:
             res = break_challenge(np.ascontiguousarray(enc, dtype=np.float32), lab, tmp, public=public_pool,
-                                  aux=auxiliary, settings=s, log=log or (lambda _msg: None))
+                                  aux=auxiliary, settings=s, log=log or (lambda _msg: None), device=device)
         private = torch.from_numpy(res["private_images"]).permute(0, 3, 1, 2).float() / 255
         metrics: dict[str, Any] = {k: res[k] for k in ("images_found", "n_private_given", "seconds_total") if k in res}
         metrics["stage_seconds"] = res.get("seconds", {})

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from masquerade.devices import resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import parse_json, read_json
 from masquerade.metrics.ssim import ssim_loss
@@ -94,13 +95,19 @@ class ChallengePrior:
     def __call__(self, x: torch.Tensor, pairs: np.ndarray, lam: np.ndarray, weights: np.ndarray | None,
                  shape: tuple[int, int, int] = (32, 32, 3)) -> torch.Tensor:
         n = len(x)
+        dev = next(self.model.parameters()).device          # the images go where the denoiser is, and come back
         img = x.float().reshape(n, *shape).permute(0, 3, 1, 2)
         info = evidence(pairs, lam, weights, n)
         out = []
         with torch.no_grad():
             for lo in range(0, n, 256):
-                out.append(self.model(img[lo:lo + 256], info[lo:lo + 256]))
+                out.append(self.model(img[lo:lo + 256].to(dev), info[lo:lo + 256].to(dev)).cpu())
         return torch.cat(out).permute(0, 2, 3, 1).reshape(n, -1)
+
+    def to(self, device: Any) -> "ChallengePrior":
+        """The prior with its denoiser moved (in place) to ``device`` (a ``torch.device``)."""
+        self.model = self.model.to(device)
+        return self
 
     def fits(self, shape: tuple[int, int, int]) -> bool:
         return shape[2] == 3 and shape[0] % 4 == 0 and shape[1] % 4 == 0
@@ -194,8 +201,10 @@ def _simulate(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, mean: to
 
 def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   public: str | os.PathLike[str] | None = None, settings: PriorSettings | None = None,
-                  work: str | os.PathLike[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  work: str | os.PathLike[str] | None = None, log: Callable[[str], None] = print,
+                  device: Any = None) -> dict[str, Any]:
     """Simulate challenges from the labelled images ``aux``, train the denoiser, write ``out`` (.safetensors).
+    The simulations run on the CPU; the denoiser trains on ``device`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps``).
 
     ``public``: photos to cut the public patches from (default ``bundled:photos``). ``work`` (default
     ``out`` + ``.work``) keeps the simulations and a training checkpoint, so a second call resumes; it is removed
@@ -208,6 +217,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     from masquerade.progress import bar
 
     s = settings or PriorSettings()
+    dev = resolve_device(device)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the prior is written as .safetensors")
@@ -248,8 +258,9 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     y = y.permute(0, 3, 1, 2).contiguous()
     info = torch.from_numpy(np.concatenate([p["info"] for p in parts])).float()
     log(f"challenge prior: {len(x)} training pairs from {len(parts)} simulated challenges in {sim_seconds:.0f}s")
+    x, y, info = x.to(dev), y.to(dev), info.to(dev)     # the training set crosses to the device once
 
-    model = _seeded_model(s)
+    model = _seeded_model(s).to(dev)
     opt = torch.optim.Adam(model.parameters(), s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
     gen = torch.Generator().manual_seed(s.seed)
@@ -257,14 +268,14 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     step, losses = 0, []
     if ckpt.is_file():
         try:
-            st = torch.load(ckpt, weights_only=True)
+            st = torch.load(ckpt, weights_only=True, map_location="cpu")
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             gen.set_state(st["gen"])
             step, losses = int(st["step"]), [float(v) for v in st["losses"]]
         except Exception:                  # a damaged checkpoint: train from the start
-            model, step, losses = _seeded_model(s), 0, []
+            model, step, losses = _seeded_model(s).to(dev), 0, []
             opt = torch.optim.Adam(model.parameters(), s.lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
             gen = torch.Generator().manual_seed(s.seed)
@@ -274,7 +285,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     with bar(total=s.steps, desc="training the prior", unit="step") as pb:
         pb.update(step)
         while step < s.steps:
-            idx = torch.randint(0, len(x), (s.batch,), generator=gen)
+            idx = torch.randint(0, len(x), (s.batch,), generator=gen).to(dev)
             xb, yb = x[idx], y[idx]
             if bool(torch.rand(1, generator=gen) < 0.5):
                 xb, yb = xb.flip(3), yb.flip(3)
@@ -297,9 +308,9 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     record = {"pairs": int(len(x)), "simulated_challenges": len(parts), "simulation_seconds": round(sim_seconds, 1),
               "training_seconds": round(time.perf_counter() - t1, 1), "final_loss": losses[-1] if losses else None,
               "loss_every_250_steps": [round(v, 4) for v in losses], "aux": str(aux), "public": str(src),
-              "aux_images": int(len(imgs)), "shape": list(shape), "torch": torch.__version__}
+              "aux_images": int(len(imgs)), "shape": list(shape), "torch": torch.__version__, "device": str(dev)}
     meta = {"kind": PRIOR_KIND, "settings": json.dumps(_settings_doc(s)), "training": json.dumps(record)}
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=meta)

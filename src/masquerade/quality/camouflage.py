@@ -27,10 +27,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from masquerade.devices import DeviceLike, require_float64, resolve_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.quality.jpeg import jpeg_approx, jpeg_real
-from masquerade.quality.models import QualityModel
+from masquerade.quality.models import BrisqueQuality, QualityModel
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["CamouflageSettings", "camouflage", "evaluate_camouflage", "deliver", "tone_curve"]
@@ -86,7 +87,8 @@ def deliver(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _real_scores(model: QualityModel, images: torch.Tensor, quality: int) -> torch.Tensor:
-    return model.score(jpeg_real(deliver(images), quality).to(images.dtype))
+    # the real codec (Pillow) runs on the CPU; the score where the model is
+    return model.score(jpeg_real(deliver(images).cpu(), quality).to(images.device, images.dtype))
 
 
 def _through_jpeg(x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator) -> torch.Tensor:
@@ -102,8 +104,8 @@ def _shrink(model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch
     below the threshold (a margin for codecs that round a little differently)."""
     if not ok.any():
         return delta
-    lo = torch.zeros(len(x), dtype=x.dtype)
-    hi = torch.ones(len(x), dtype=x.dtype)
+    lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    hi = torch.ones(len(x), dtype=x.dtype, device=x.device)
     for _ in range(s.shrink_steps):
         mid = (lo + hi) / 2
         good = _real_scores(model, x + mid[:, None, None, None] * delta, s.quality) < model.threshold - s.shrink_margin
@@ -153,11 +155,11 @@ def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ran
         pb: Any) -> torch.Tensor:
     n = len(x)
     w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
-    c = torch.full((n,), s.initial_c, dtype=x.dtype)
-    lower = torch.zeros(n, dtype=x.dtype)
-    upper = torch.full((n,), float("inf"), dtype=x.dtype)
+    c = torch.full((n,), s.initial_c, dtype=x.dtype, device=x.device)
+    lower = torch.zeros(n, dtype=x.dtype, device=x.device)
+    upper = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     best = x.clone()                                                       # images with no success stay as they were
-    best_l2 = torch.full((n,), float("inf"), dtype=x.dtype)
+    best_l2 = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     target = model.threshold - s.margin
     for _ in range(s.search_steps):
         w = w0.clone().requires_grad_(True)
@@ -209,7 +211,7 @@ def tone_curve(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 def _filter(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator,
             pb: Any) -> torch.Tensor:
     n = len(x)
-    params = torch.zeros(n, 3, s.knots + 1, dtype=x.dtype)
+    params = torch.zeros(n, 3, s.knots + 1, dtype=x.dtype, device=x.device)
     params[..., 0] = -10.0                                                  # identity: black point 0, even steps
     params.requires_grad_(True)
     opt = torch.optim.Adam([params], lr=s.filter_lr)
@@ -228,9 +230,11 @@ def _filter(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np
 
 
 def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSettings | None = None, *,
-               rng: RngLike = 0, batch: int = 4, progress: bool | None = None) -> torch.Tensor:
+               rng: RngLike = 0, batch: int = 4, progress: bool | None = None,
+               device: DeviceLike = None) -> torch.Tensor:
     """Camouflaged versions of float N×3×H×W images in [0, 1] (all one size; see :func:`camouflage_photos` for
-    photos of mixed sizes)."""
+    photos of mixed sizes). ``device``: where the model and the optimisation run (the real JPEG codec stays on the
+    CPU); the model is back where it was, and the images on the CPU, when it returns."""
     s = settings or CamouflageSettings()
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise InputError("camouflage: expected colour images as an N×3×H×W float tensor in [0, 1]")
@@ -240,8 +244,13 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
     run: Callable[..., torch.Tensor] = {"pgd": _pgd, "cw": _cw, "filter": _filter}[s.method]
     per_image = {"pgd": s.steps, "cw": s.search_steps * s.iterations, "filter": s.filter_steps}[s.method]
     out = []
+    dev = resolve_device(device)
+    if isinstance(model, BrisqueQuality):
+        require_float64(dev, "camouflage against BRISQUE")     # its AGGD fits run in float64
+    home = next(iter(model.parameters()), torch.empty(0)).device
     was_training = model.training
     model.eval()
+    model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:                                   # gradients w.r.t. the image only; restored below
         p.requires_grad_(False)
@@ -249,11 +258,12 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
         with bar(total=len(images) * per_image, desc=f"camouflage ({s.method})", unit="img-step",
                  disable=None if progress is None else not progress) as pb:
             for i in range(0, len(images), batch):
-                out.append(run(model, images[i:i + batch], s, gen, pb).detach())
+                out.append(run(model, images[i:i + batch].to(dev), s, gen, pb).detach().cpu())
     finally:
         for p in params:
             p.requires_grad_(True)
         model.train(was_training)
+        model.to(home)
     return torch.cat(out) if out else images[:0].clone()
 
 
@@ -284,7 +294,7 @@ MAX_PIXELS = 4096 * 4096
 def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list[str], out_dir: Any,
                       settings: CamouflageSettings | None = None, *, rng: RngLike = None, batch: int = 4,
                       max_pixels: int = MAX_PIXELS, progress: bool | None = None,
-                      prefix: str = "") -> tuple[list[dict], list[Any]]:
+                      prefix: str = "", device: DeviceLike = None) -> tuple[list[dict], list[Any]]:
     """Camouflage photos of any sizes at their own resolution (photos of one size share batches), write each as
     JPEG at ``settings.quality`` under ``out_dir`` (named ``<prefix><original stem>.jpg``); return one row per photo
     (the task's protocol) and (original, camouflaged) tensors for grids."""
@@ -313,7 +323,7 @@ def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list
     for idx in groups.values():
         x = torch.from_numpy(np.stack([photos[i] for i in idx])).permute(0, 3, 1, 2).float() / 255
         t = time.perf_counter()
-        y = camouflage(model, x, s, rng=gen, batch=batch, progress=progress)
+        y = camouflage(model, x, s, rng=gen, batch=batch, progress=progress, device=device)
         seconds = (time.perf_counter() - t) / len(idx)
         ev = evaluate_camouflage(model, x, y, s.quality)
         for j, i in enumerate(idx):

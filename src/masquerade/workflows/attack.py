@@ -127,17 +127,20 @@ def score_reconstructions(rec: Any, truth: Any, *, aligned: bool = True) -> dict
 
 def attack(name: str, *, settings: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
            truth: PathLike | None = None, seed: int | None = None, out: PathLike | None = None,
-           quiet: bool = False, clients: dict[str, Any] | None = None) -> dict[str, Any]:
+           quiet: bool = False, clients: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
     """Run attack ``name`` with ``settings`` on the knowledge in ``sources`` (see :data:`SOURCES`); gradient attacks
-    take ``clients`` instead (:func:`gradient_clients`). Returns the metrics and the run folder."""
+    take ``clients`` instead (:func:`gradient_clients`). Returns the metrics and the run folder. ``device``: where
+    an attack that runs models runs them (default the CPU; :func:`masquerade.contracts.uses_device`)."""
+    from masquerade.devices import resolve_device
     from masquerade.registry import ATTACKS
 
     cls = ATTACKS.get(name)
     atk = cls(**(settings or {}))
+    dev = resolve_device(device)
     tm = atk.threat_model
     if Knowledge.GRADIENTS in tm.requires:
-        return _gradient_attack(atk, seed=seed, out=out, quiet=quiet, **(clients or {}))
-    return _data_attack(atk, sources or {}, truth=truth, seed=seed, out=out, quiet=quiet)
+        return _gradient_attack(atk, seed=seed, out=out, quiet=quiet, device=dev, **(clients or {}))
+    return _data_attack(atk, sources or {}, truth=truth, seed=seed, out=out, quiet=quiet, device=dev)
 
 
 def _save_recovered(run: Any, recovered: dict[str, Any]) -> list[str]:
@@ -157,7 +160,7 @@ def _save_recovered(run: Any, recovered: dict[str, Any]) -> list[str]:
 
 
 def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, seed: int | None,
-                 out: PathLike | None, quiet: bool) -> dict[str, Any]:
+                 out: PathLike | None, quiet: bool, device: Any = None) -> dict[str, Any]:
     import torch
 
     from masquerade.data import load_images, to_uint8
@@ -171,8 +174,8 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
         run.write_config({"attack": atk.name, "settings": str(atk.settings),
                           "threat_model": atk.threat_model.describe(),
                           "given": {k: str(v) for k, v in sources.items() if v is not None},
-                          "truth": None if truth is None else str(truth)}, seed=seed)
-        res = run_attack(atk, rng=seed, progress=False if quiet else None, **given)
+                          "truth": None if truth is None else str(truth), "device": str(device)}, seed=seed)
+        res = run_attack(atk, rng=seed, progress=False if quiet else None, device=device, **given)
         metrics: dict[str, Any] = {"attack": atk.name, "seconds": round(res.seconds, 3)}
         metrics.update({k: v for k, v in res.metrics.items() if not isinstance(v, (torch.Tensor, np.ndarray))})
         rec = res.reconstructions
@@ -213,7 +216,7 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
 def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: int = 8, policy: str | None = None,
                      always: bool = False, known_labels: bool = True, classifier: PathLike | None = None,
                      rating_set: bool = False, seed: int | None = None, out: PathLike | None = None,
-                     quiet: bool = False) -> dict[str, Any]:
+                     quiet: bool = False, device: Any = None) -> dict[str, Any]:
     """Gradient inversion the way ATS evaluates it: every one of ``images`` private images (drawn from ``data``)
     is one client update of ``model_file`` (batch 1), transformed by the client's ATS ``policy``."""
     import torch
@@ -238,9 +241,10 @@ def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: 
     with start_run(f"attack-{atk.name}", out=out) as run:
         run.write_config({"attack": atk.name, "settings": str(atk.settings), "model_file": str(model_file),
                           "data": str(data), "images": images, "policy": policy, "always": always,
-                          "known_labels": known_labels, "classifier": classifier}, seed=seed)
+                          "known_labels": known_labels, "classifier": classifier, "device": str(device)}, seed=seed)
         res = attack_model(model, x, y, policy=policy or "none", always=always, attack=atk,
-                           known_labels=known_labels, classifier=clf, rng=seed, progress=None if not quiet else False)
+                           known_labels=known_labels, classifier=clf, rng=seed, progress=None if not quiet else False,
+                           device=device)
         sm = summary(res)
         from masquerade.metrics.privacy import SUCCESS_SSIM
 

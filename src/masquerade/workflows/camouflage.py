@@ -32,20 +32,24 @@ def quality_model(model: str = "brisque", *, threshold: float = 50.0, input_rang
 def camouflage(photos: PathLike, out: PathLike, *, model: Any = None, settings: dict[str, Any] | None = None,
                seed: int | None = None, batch: int = 4, max_pixels: int = 4096 * 4096,
                run_out: PathLike | None = None, config: dict[str, Any] | None = None,
-               rating_set: PathLike | None = None, run_code: str | None = None) -> dict[str, Any]:
+               rating_set: PathLike | None = None, run_code: str | None = None,
+               device: str | None = None) -> dict[str, Any]:
     """Camouflage every photo of ``photos`` into JPEG files in ``out``; a run folder holds the per-photo table and
     thumbnails. Returns the summary.
 
     ``rating_set``: also export originals and camouflaged photos (as delivered: the JPEG files) as an appeal rating
     set, conditions ``original`` / ``camouflaged`` (``masquerade hitl serve`` shows it to raters).
     ``run_code``: the MediaEval Pixel Privacy submission layout: files named ``CODE_<original name>.jpg`` and all of
-    them zipped as ``CODE.zip`` in ``out`` (written to a temporary file, then renamed)."""
+    them zipped as ``CODE.zip`` in ``out`` (written to a temporary file, then renamed).
+    ``device``: where the quality model and the optimisation run (default the CPU)."""
     import torch
 
     from masquerade.data import load_photos
+    from masquerade.devices import resolve_device
     from masquerade.quality.camouflage import CamouflageSettings, camouflage_photos
     from masquerade.runs import output_dir, start_run
 
+    dev = resolve_device(device)            # a missing GPU is an error before any photo is read
     qm = model if model is not None and not isinstance(model, str) else quality_model(model or "brisque")
     fields = dict(settings or {})
     known = {f.name for f in dataclasses.fields(CamouflageSettings)}
@@ -68,7 +72,7 @@ def camouflage(photos: PathLike, out: PathLike, *, model: Any = None, settings: 
         run.write_config({**(config or {}), "input": str(photos), "out": str(out), "threshold": qm.threshold,
                           "settings": str(s)}, seed=seed)
         rows, pairs = camouflage_photos(qm, images, names, out, s, rng=seed, batch=batch, max_pixels=max_pixels,
-                                        prefix=f"{run_code}_" if run_code else "")
+                                        prefix=f"{run_code}_" if run_code else "", device=dev)
         good = [r for r in rows if r["score"] > qm.threshold]
         summary = {"photos": len(rows), "good quality": len(good),
                    "success rate (good photos, after JPEG)": round(sum(r["success"] for r in good) / len(good), 4)

@@ -38,10 +38,14 @@ def make(private: PathLike, public: PathLike, *, out: PathLike, truth: PathLike,
 
 def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: PathLike | None = None,
            aux: PathLike | None = None, prior: str | None = None,
-           log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Recover the private images from a challenge folder; ``out`` keeps every stage, so a rerun resumes."""
+           log: Callable[[str], None] | None = None, device: str | None = None) -> dict[str, Any]:
+    """Recover the private images from a challenge folder; ``out`` keeps every stage, so a rerun resumes.
+    ``device``: where the learned prior runs (default the CPU)."""
+    from masquerade.devices import resolve_device
     from masquerade.instahide.attack import ChallengeAttackSettings, attack_challenge
     from masquerade.runs import Run, claim_output_dir
+
+    dev = resolve_device(device)
 
     given_prior = prior if prior is not None and Path(prior).exists() else None     # not "default" or "none"
     out = claim_output_dir(out, "challenge-attack", inputs=(challenge, public, aux, given_prior),
@@ -49,7 +53,7 @@ def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: 
     run = Run(out, "challenge-attack")
     try:
         res = attack_challenge(challenge, out, public=public, aux=aux, settings=settings or ChallengeAttackSettings(),
-                               prior=prior, log=log or run.log)
+                               prior=prior, log=log or run.log, device=dev)
         run.save_grid("private_images", res["private_images"], ncol=10, scale=2,
                       caption=f"the {len(res['private_images'])} recovered private images")
         run.add_metrics(**{k: v for k, v in res.items() if k not in ("private_images", "recoveries", "settings")})
@@ -59,13 +63,15 @@ def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: 
 
 
 def prepare(aux: PathLike, out: PathLike, *, public: PathLike | None = None, settings: Any = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            log: Callable[[str], None] = print, device: str | None = None) -> dict[str, Any]:
     """Train the attack's learned prior on challenges simulated from ``aux`` (offline, resumable); writes the
-    ``.safetensors`` and its ``.json`` record."""
+    ``.safetensors`` and its ``.json`` record. ``device``: where the denoiser trains (default the CPU)."""
+    from masquerade.devices import resolve_device
     from masquerade.fileio import write_json
     from masquerade.instahide.prior import PriorSettings, prepare_prior
 
-    rec = prepare_prior(aux, out, public=public, settings=settings or PriorSettings(), log=log)
+    dev = resolve_device(device)
+    rec = prepare_prior(aux, out, public=public, settings=settings or PriorSettings(), log=log, device=dev)
     record = Path(out).with_suffix(".json")
     write_json(record, {"file": Path(out).name, **rec})
     return {**rec, "record": record}

@@ -33,9 +33,10 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
           settings: Any = None, policy: str | None = None, always: bool = False, public: PathLike | None = None,
           public_patches: int = 10000, snapshots: tuple[int, ...] = (), seed: int | None = None,
           out: PathLike | None = None, resume: PathLike | None = None, config: dict[str, Any] | None = None,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> dict[str, Any]:
     """Train ``settings.model`` on ``data`` protected by ``scheme`` (or an ATS ``policy``) and test it on clean
     ``test`` images; writes the run folder (model.safetensors, metrics, checkpoint) and returns the metrics.
+    ``device``: where the model trains (``auto``, ``cpu``, ``cuda[:N]``, ``mps``; default the CPU).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process joins the process group and trains its
     share of each batch (:mod:`masquerade.distributed`); only rank 0 writes the run folder and returns its path."""
@@ -45,7 +46,7 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
     try:
         result = _train(data, test, scheme=scheme, scheme_settings=scheme_settings, settings=settings, policy=policy,
                         always=always, public=public, public_patches=public_patches, snapshots=snapshots, seed=seed,
-                        out=out, resume=resume, config=config, on_epoch=on_epoch)
+                        out=out, resume=resume, config=config, on_epoch=on_epoch, device=device)
     except BaseException:
         if joined:
             distributed.shutdown(wait=False)
@@ -58,15 +59,18 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
 def _train(data: PathLike, test: PathLike, *, scheme: str, scheme_settings: dict[str, Any] | None, settings: Any,
            policy: str | None, always: bool, public: PathLike | None, public_patches: int,
            snapshots: tuple[int, ...], seed: int | None, out: PathLike | None, resume: PathLike | None,
-           config: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+           config: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any]], None] | None,
+           device: str | None) -> dict[str, Any]:
     from masquerade import distributed
     from masquerade.data import load_images
+    from masquerade.devices import resolve_device
     from masquerade.registry import create_scheme
     from masquerade.training import TrainSettings
     from masquerade.training import train as train_model
     from masquerade.workflows.protect import public_pool_for
 
     settings = settings or TrainSettings()
+    dev = resolve_device(device)            # before any data is read: a missing GPU is an error at once
     train_set, test_set = load_images(data), load_images(test, split="test")
     scheme_settings = dict(scheme_settings or {})
     if policy is not None:
@@ -88,16 +92,16 @@ def _train(data: PathLike, test: PathLike, *, scheme: str, scheme_settings: dict
         # another process of a distributed run: the same training, nothing written (rank 0 keeps the run)
         ckpt = Path(resume) / "checkpoint.pt" if resume else None
         result = train_model(train_set, test_set, scheme=sch, public=pool, settings=settings, seed=seed,
-                             checkpoint=ckpt, resume=bool(resume), progress=False)
+                             checkpoint=ckpt, resume=bool(resume), progress=False, device=dev)
         return {"test_acc": result["test_acc"], "epochs_run": len(result["history"]), "run": None}
     return _train_in_run(train_set, test_set, sch, scheme, pool, settings, identity, snapshots, seed, out, resume,
-                         config, on_epoch)
+                         config, on_epoch, dev)
 
 
 def _train_in_run(train_set: Any, test_set: Any, sch: Any, scheme: str, pool: Any, settings: Any,
                   identity: dict[str, Any], snapshots: tuple[int, ...], seed: int | None, out: PathLike | None,
                   resume: PathLike | None, config: dict[str, Any] | None,
-                  on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+                  on_epoch: Callable[[dict[str, Any]], None] | None, device: Any) -> dict[str, Any]:
     from masquerade.models import save_model
     from masquerade.runs import Run, start_run
     from masquerade.training import train as train_model
@@ -120,7 +124,7 @@ def _train_in_run(train_set: Any, test_set: Any, sch: Any, scheme: str, pool: An
 
         result = train_model(train_set, test_set, scheme=sch, public=pool, settings=settings, seed=seed,
                              checkpoint=run.path / "checkpoint.pt", resume=bool(resume), on_epoch=log_epoch,
-                             snapshots=snapshots, snapshot_dir=run.path)
+                             snapshots=snapshots, snapshot_dir=run.path, device=device)
         if result["classifier"] is not None:
             clf = result["classifier"]
             save_model(run.path / "model.safetensors", clf, arch=settings.model,
@@ -192,14 +196,16 @@ def _check_resume(run_path: Path, identity: dict[str, Any], seed: int | None) ->
 def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str = "resnet20", share: float = 0.1,
            epochs: int = 10, policies: list[str] | None = None, also: list[str] | tuple[str, ...] = (),
            seed: int | None = None, out: PathLike | None = None, resume: PathLike | None = None,
-           quiet: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
+           quiet: bool = False, config: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
     """ATS: briefly train ``model`` on a ``share`` of ``data``, then score candidate policies (S_pri, S_acc) on
-    labelled ``pool`` images and choose the admissible ones; resumable. Returns the search result and run path."""
+    labelled ``pool`` images and choose the admissible ones; resumable. Returns the search result and run path.
+    ``device``: where the training and the scores run (default the CPU)."""
     import torch
 
     from masquerade.ats.search import SearchSettings
     from masquerade.ats.search import search as run_search
     from masquerade.data import load_images
+    from masquerade.devices import resolve_device
     from masquerade.models import Normalized, create_model, load_model, save_model
     from masquerade.rng import as_generator
     from masquerade.runs import Run, start_run
@@ -207,6 +213,7 @@ def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str =
     from masquerade.training import train as train_model
 
     settings = settings or SearchSettings()
+    dev = resolve_device(device)
     if not 0 < share <= 1:
         raise InputError(f"search: --share is a fraction in (0, 1], got {share}")
     images = load_images(pool, split="test")
@@ -229,7 +236,7 @@ def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str =
             part = train_set.subset(n=max(1, int(round(len(train_set) * share))), rng=gen)
             run.log(f"training {model} on {len(part)} images ({share:.0%}) for {epochs} epochs")
             r = train_model(part, images, settings=TrainSettings(model=model, epochs=epochs, lr=0.1, batch_size=128),
-                            seed=seed, progress=None if not quiet else False)
+                            seed=seed, progress=None if not quiet else False, device=dev)
             clf = r["classifier"]
             save_model(run.path / "trained.safetensors", clf, arch=model, num_classes=images.num_classes,
                        mean=clf.mean, std=clf.std, info={"test_acc": r["test_acc"], "share": share})
@@ -251,7 +258,8 @@ def search(data: PathLike, pool: PathLike, *, settings: Any = None, model: str =
 
         res = run_search(trained=trained, init=init, images=images.to_tensor(),
                          labels=torch.from_numpy(images.labels), settings=settings, candidates=policies, rng=seed,
-                         done=done, on_result=save, progress=None if not quiet else False, extra=list(also))
+                         done=done, on_result=save, progress=None if not quiet else False, extra=list(also),
+                         device=dev)
         run.add_metrics(chosen=", ".join(res["chosen"]) or "none admissible", acc_threshold=res["threshold"],
                         candidates=len(res["table"]), seconds=res["seconds"], workers=res["workers"],
                         ranked_policies=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}

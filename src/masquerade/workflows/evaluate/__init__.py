@@ -310,6 +310,14 @@ def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int =
              verbose: bool = True) -> Path:
     """Run (or resume) the evaluation into ``out``; returns the path of ``scorecard.json``."""
     say = print if verbose else (lambda *_a, **_k: None)
+    if s.device != "cpu":               # "auto" becomes the device it picks: the plan records where it ran
+        from masquerade.devices import resolve_device
+
+        s = dataclasses.replace(s, device=str(resolve_device(s.device)))
+        if s.device != "cpu" and (workers > 1 or ray_address is not None):
+            # Ray hides GPUs from tasks that ask for none, and numbers the ones it gives anew
+            raise InputError(f"evaluate: --device {s.device} runs the cells one after another in this process; "
+                             "it does not combine with --workers or --ray (use --device cpu there)")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder")

@@ -231,7 +231,8 @@ def _attack(cell: Cell, s: EvaluateSettings, given: dict[str, Any]) -> tuple[Any
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
-        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, **given)
+        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False,
+                         device=s.device, **given)
     return res, time.perf_counter() - t0
 
 
@@ -279,7 +280,8 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
                            attack=atk, known_labels=K.LABELS.value in cell.uses,
                            # seeded per setting, not per attack: every attack on a row faces the same client
                            # updates (the same policy draws), so blind and adaptive inversions compare directly
-                           rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31, progress=False)
+                           rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31, progress=False,
+                           device=s.device)
     originals = d.train.images[:n]
     recon = _to_u8(res["reconstructions"])
     from masquerade.metrics.privacy import best_match
@@ -316,7 +318,7 @@ def _plain_training(s: EvaluateSettings) -> dict[str, Any]:
 
     d = data_for(s)
     return train(d.train, d.test, scheme=create_scheme("identity"), settings=_train_settings(s),
-                 seed=_cell_seed(s.seed, "train", PLAIN.slug) % 2**31, progress=False)
+                 seed=_cell_seed(s.seed, "train", PLAIN.slug) % 2**31, progress=False, device=s.device)
 
 
 def _feature_api(s: EvaluateSettings) -> Any:
@@ -446,7 +448,7 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
             # one-time keys (InstaHide): also test the paper's other way, on fresh encodings of each test image
             ts = dataclasses.replace(ts, infer_encodings=ENCODED_INFERENCE)
         r = train(d.train, d.test, scheme=scheme, public=pub, settings=ts,
-                  seed=_cell_seed(s.seed, "train", cell.setting.slug) % 2**31, progress=False)
+                  seed=_cell_seed(s.seed, "train", cell.setting.slug) % 2**31, progress=False, device=s.device)
     result = {"utility": float(r["test_acc"]), "tested_on": r["tested_on"], "train_s": float(r["seconds"]),
               "encode_images_per_s": len(x) / max(encode_s, 1e-9), "curve": [round(h["test_acc"], 4)
                                                                              for h in r["history"]]}

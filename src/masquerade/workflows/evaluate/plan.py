@@ -147,6 +147,7 @@ class EvaluateSettings:
     inversion_images: int = 8       # targets attacked by gradient inversion (one client update each)
     inversion_model: str = "convnet16"  # the federated model the server attacks, at initialisation
     codebook_decoder_steps: int = 300   # the AES-ECB codebook's fill network (0: nearest auxiliary images)
+    device: str = "cpu"             # where trainings and model-based attacks run; numbers depend on it (a plan field)
     settings: tuple[SchemeSetting, ...] = ()
 
     def __post_init__(self) -> None:
@@ -180,6 +181,9 @@ class EvaluateSettings:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
         if not isinstance(self.public_photos, str) or not self.public_photos:
             raise InputError("evaluate: public_photos names a folder of photos, an .npz of patches or bundled:photos")
+        from masquerade.devices import check_device_name
+
+        object.__setattr__(self, "device", check_device_name(self.device))
         if self.codebook_decoder_steps < 0:
             raise InputError(f"evaluate: codebook_decoder_steps must be >= 0, got {self.codebook_decoder_steps}")
         if self.targets + self.pairs > self.train:
@@ -206,6 +210,8 @@ class EvaluateSettings:
 
     def digest(self) -> str:
         doc = dataclasses.asdict(self)
+        if doc["device"] == "cpu":      # the plans made before devices existed keep their digests
+            del doc["device"]
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
