@@ -5,28 +5,32 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench reproduce weights install clean
+.PHONY: demo test lint docs bench reproduce weights install clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt setup.py src/masquerade/_native.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,distributed,test,lint]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,distributed,test,lint,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/masquerade demo
 
-# The linter and the type checker first (any finding fails), then the tests.
+# The linter, the type checker and the documentation build first (any finding or warning fails), then the tests.
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: lint
+test: lint docs
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
+
+# The documentation site, offline, into site/ (open site/index.html); any warning fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # The challenge attack's learned image prior, shipped in the package: trained on challenges simulated from
 # CIFAR-10 *training* images with public patches from ImageNet photos (about 1 hour on 2 cores; resumes).
@@ -49,4 +53,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/speed/suite.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build site *.egg-info src/*.egg-info
