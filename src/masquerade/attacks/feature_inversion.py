@@ -237,19 +237,8 @@ class FeatureAttribute(Configurable):
                                   nn.Dropout(0.2), nn.Linear(s.hidden, classes))
         # initialised on the CPU (the same weights on every device), then trained on the device
         model, a, v, y_aux = model.to(dev), a.to(dev), v.to(dev), y_aux.to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=1e-4)
-        steps = -(-len(a) // s.batch)
-        with bar(total=s.epochs * steps, desc=self.name, unit="step", disable=progress is False or None) as pb:
-            for _ in range(s.epochs):
-                order = torch.from_numpy(gen.permutation(len(a)))
-                model.train()
-                for i in range(steps):
-                    idx = order[i * s.batch:(i + 1) * s.batch]
-                    loss = F.cross_entropy(model(a[idx]), y_aux[idx].long())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    pb.update(1)
+        _fit(model, len(a), lambda idx: F.cross_entropy(model(a[idx]), y_aux[idx].long()), epochs=s.epochs,
+             batch=s.batch, lr=s.lr, gen=gen, desc=self.name, progress=progress, weight_decay=1e-4, one_cycle=False)
         model.eval()
         with torch.no_grad():
             pred = model(v).argmax(1).cpu()
@@ -323,28 +312,17 @@ class FeatureInversion(Configurable):
         net = net.to(dev)
         f_flip = api.predict(x_aux.flip(3).cpu()).to(dev)
         scale = f_aux.std().clamp_min(1e-6)
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        steps = -(-len(x_aux) // self.settings.batch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3,
-                                                    total_steps=max(1, self.settings.surrogate_epochs * steps))
-        with bar(total=self.settings.surrogate_epochs * steps, desc="surrogate", unit="step",
-                 disable=progress is False or None) as pb:
-            for _ in range(self.settings.surrogate_epochs):
-                net.train()
-                order = torch.from_numpy(gen.permutation(len(x_aux)))
-                for i in range(steps):
-                    idx = order[i * self.settings.batch:(i + 1) * self.settings.batch]
-                    flip = torch.from_numpy(gen.random(len(idx)) < 0.5).to(dev)
-                    xb = torch.where(flip[:, None, None, None], x_aux[idx].flip(3), x_aux[idx])
-                    target = torch.where(flip[:, None], f_flip[idx], f_aux[idx])
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
-                        out = net(xb)
-                    loss = F.mse_loss(out.float() / scale, target / scale)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    pb.update(1)
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            flip = torch.from_numpy(gen.random(len(idx)) < 0.5).to(dev)     # mirror images, queried too
+            xb = torch.where(flip[:, None, None, None], x_aux[idx].flip(3), x_aux[idx])
+            target = torch.where(flip[:, None], f_flip[idx], f_aux[idx])
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
+                out = net(xb)
+            return F.mse_loss(out.float() / scale, target / scale)
+
+        _fit(net, len(x_aux), loss_of, epochs=self.settings.surrogate_epochs, batch=self.settings.batch, lr=2e-3,
+             gen=gen, desc="surrogate", progress=progress)
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -376,31 +354,20 @@ class FeatureInversion(Configurable):
             torch.manual_seed(_torch_seed(gen))
             decoder = nn.Sequential(_Standardise(a.cpu()), Decoder(a.shape[1], c, h))
         decoder = decoder.to(dev)
-        opt = torch.optim.Adam(decoder.parameters(), lr=self.settings.lr)
-        steps = -(-len(a) // self.settings.batch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.settings.lr,
-                                                    total_steps=max(1, self.settings.epochs * steps))
         f_scale = f_aux.std().clamp_min(1e-6)
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            rec = decoder(a[idx])
+            loss = F.mse_loss(rec, x_aux[idx])
+            if surrogate is not None:        # the feature-reconstruction term, through the adversary's copy of the API
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
+                    fr = surrogate(rec)
+                loss = loss + self.settings.feature_weight * F.mse_loss(fr.float() / f_scale, f_aux[idx] / f_scale)
+            return loss
+
         t0 = time.perf_counter()
-        with bar(total=self.settings.epochs * steps, desc=f"decoder ({self.settings.loss} loss)", unit="step",
-                 disable=progress is False or None) as pb:
-            for _ in range(self.settings.epochs):
-                decoder.train()
-                order = torch.from_numpy(gen.permutation(len(a)))
-                for i in range(steps):
-                    idx = order[i * self.settings.batch:(i + 1) * self.settings.batch]
-                    rec = decoder(a[idx])
-                    loss = F.mse_loss(rec, x_aux[idx])
-                    if surrogate is not None:
-                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
-                            fr = surrogate(rec)
-                        loss = loss + self.settings.feature_weight * F.mse_loss(fr.float() / f_scale,
-                                                                                f_aux[idx] / f_scale)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    pb.update(1)
+        _fit(decoder, len(a), loss_of, epochs=self.settings.epochs, batch=self.settings.batch, lr=self.settings.lr,
+             gen=gen, desc=f"decoder ({self.settings.loss} loss)", progress=progress)
         timings["decoder_seconds"] = time.perf_counter() - t0
         decoder.eval()
         with torch.no_grad():
@@ -409,6 +376,30 @@ class FeatureInversion(Configurable):
         return AttackResult(self.name, rec, recovered={"decoder": decoder.cpu(), **recovered},
                             metrics={"auxiliary_images": len(a), "api_queries": api.queries, **timings},
                             seconds=time.perf_counter() - t)
+
+
+def _fit(net: nn.Module, n: int, loss_of: Callable[[torch.Tensor], torch.Tensor], *, epochs: int, batch: int,
+         lr: float, gen: np.random.Generator, desc: str, progress: bool | None, weight_decay: float = 0.0,
+         one_cycle: bool = True) -> None:
+    """Adam over ``epochs`` shuffled passes of ``n`` rows in minibatches: ``loss_of(rows)`` is each step's loss (the
+    rows a CPU index tensor); the learning rate follows a one-cycle schedule peaking at ``lr`` unless told not to.
+    Every trainer of this module (classifier, surrogate, decoder) runs through it."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = -(-n // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps)) \
+        if one_cycle else None
+    with bar(total=epochs * steps, desc=desc, unit="step", disable=progress is False or None) as pb:
+        for _ in range(epochs):
+            net.train()
+            order = torch.from_numpy(gen.permutation(n))
+            for i in range(steps):
+                loss = loss_of(order[i * batch:(i + 1) * batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                pb.update(1)
 
 
 def _bf16(device: torch.device) -> bool:

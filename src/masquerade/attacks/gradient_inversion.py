@@ -280,17 +280,11 @@ class GradientInversion:
         model = evaluation_view(model)
         params, grad_fn = problem_gradients(model)
         labels_t: torch.Tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch).to(dev)
-        gen = as_generator(rng)
-        torch_gen = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))
         # problems: every update × every restart
         idx = np.repeat(np.arange(p_count), s.restarts)
-        mean = torch.tensor(s.mean).view(1, 1, c, 1, 1)
-        std = torch.tensor(s.std).view(1, 1, c, 1, 1)
-        # the starts are drawn on the CPU, so that a seed gives the same start on every device
-        z0 = {"randn": lambda: torch.randn(len(idx), batch, *shape, generator=torch_gen),
-              "rand": lambda: (torch.rand(len(idx), batch, *shape, generator=torch_gen) - mean) / std,
-              "zeros": lambda: torch.zeros(len(idx), batch, *shape)}[s.init]().to(dev)
-        mean, std = mean.to(dev), std.to(dev)
+        mean = torch.tensor(s.mean, device=dev).view(1, 1, c, 1, 1)
+        std = torch.tensor(s.std, device=dev).view(1, 1, c, 1, 1)
+        z0 = self._starts((len(idx), batch, *shape), as_generator(rng)).to(dev)
         keys = list(params)
         weights = [p for p in model.parameters() if p.requires_grad]   # the order of ``params``
 
@@ -355,6 +349,19 @@ class GradientInversion:
                                            restart_losses=[float(v) for v in losses], iterations=s.iterations,
                                            seconds=seconds / p_count, history=history))
         return results
+
+    def _starts(self, shape: tuple[int, ...], gen: np.random.Generator) -> torch.Tensor:
+        """The optimisation's starting points in the normalised space (``settings.init``), drawn on the CPU so that
+        a seed gives the same start on every device."""
+        s = self.settings
+        torch_gen = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))
+        if s.init == "randn":
+            return torch.randn(*shape, generator=torch_gen)
+        if s.init == "rand":
+            c = shape[2]
+            mean, std = torch.tensor(s.mean).view(1, 1, c, 1, 1), torch.tensor(s.std).view(1, 1, c, 1, 1)
+            return (torch.rand(*shape, generator=torch_gen) - mean) / std
+        return torch.zeros(*shape)
 
     def _bounds(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (0 - mean) / std, (1 - mean) / std

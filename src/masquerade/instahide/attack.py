@@ -54,7 +54,7 @@ import torch
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
 from masquerade.devices import resolve_device
 from masquerade.errors import InputError
-from masquerade.fileio import read_json
+from masquerade.fileio import read_json, write_json
 from masquerade.instahide.grouping import SPLITS, cluster_slots, refine_pairs
 from masquerade.instahide.recipe import _public_energy, parse_slots, public_statistics, simulate_challenge
 from masquerade.instahide.reconstruct import reconstruct_private
@@ -186,8 +186,7 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`). ``where`` names the
     encodings in error messages. ``device``: where the learned prior runs (the other stages are NumPy, on the
     CPU)."""
-    from masquerade.data import public_pool
-    from masquerade.fileio import save_npy, save_npz, write_json
+    from masquerade.fileio import save_npy
 
     s = settings or ChallengeAttackSettings()
     out = Path(out)
@@ -199,134 +198,35 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     learned = _resolve_prior(s.prior if prior is None else prior, shape, log)
     if learned is not None and device is not None:
         learned = learned.to(resolve_device(device))
-    run_key = _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None)
-    stages = out / "stages"
-    stages.mkdir(parents=True, exist_ok=True)
-    state_path = out / "attack.json"
-    state: dict[str, Any] = {}
-    if state_path.is_file():
-        try:
-            state = read_json(state_path, expect=dict)
-        except InputError:      # damaged: the stages' own keys decide what is reused
-            state = {}
-        if state.get("key") != run_key or not isinstance(state.get("seconds", {}), dict):
-            state = {}          # another challenge, other settings or other sources: start afresh
-    state.update({"key": run_key, "settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape),
-                  "prior": None if learned is None else {"source": learned.source, "sha256": learned.meta["sha256"]}})
-    times: dict[str, float] = state.setdefault("seconds", {})
-
-    def load(name: str) -> dict[str, np.ndarray] | None:
-        path = stages / f"{name}.npz"
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                got = {k: z[k] for k in z.files}
-        except Exception:   # a damaged stage file (a kill mid-write on another system, a truncated copy)
-            return None
-        if str(got.pop("key", "")) != run_key:
-            return None
-        return got
-
-    def save(name: str, **arrays: Any) -> None:
-        save_npz(stages / f"{name}.npz", key=np.array(run_key), **arrays)
-
-    def done(name: str, t0: float) -> None:
-        times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 2)
-        write_json(state_path, state)
-        log(f"challenge attack: {name} done in {times[name]:.1f}s")
-
+    st = _Stages(out, _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None),
+                 log)
+    st.state.update({"settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape),
+                     "prior": None if learned is None else {"source": learned.source,
+                                                            "sha256": learned.meta["sha256"]}})
     enc_t = torch.from_numpy(np.ascontiguousarray(enc, dtype=np.float32)).reshape(n_enc, -1)
 
-    got = load("public")
-    if got is not None:
-        mean, var = torch.from_numpy(got["mean"]), torch.from_numpy(got["var"])
-    else:
-        t0 = time.perf_counter()
-        if isinstance(public, np.ndarray):
-            patches = public
-        else:
-            src = public if public is not None else "bundled:photos"
-            patches = public_pool(src, s.public_patches, size=shape[0], rng=s.seed).images
-        mean, var = public_statistics(patches)
-        save("public", mean=mean.numpy(), var=var.numpy())
-        done("public", t0)
+    mean, var = _public_stage(st, public, s, shape)
     energy = _public_energy(1 - slots.lam.sum(1), s.k, s.upper, s.dom)
-
-    got = load("clusters")
-    if got is not None:
-        pairs, conf, n_images = got["pairs"], got["confidence"], int(got["n_images"])
-    else:
-        t0 = time.perf_counter()
-        cl = cluster_slots(enc_t, slots, n_private=s.n_private, eps=s.whiten_eps, seed=s.seed)
-        pairs, conf, n_images, per_class = cl["pairs"], cl["confidence"], cl["n_images"], cl["per_class"]
-        save("clusters", pairs=pairs, confidence=conf, n_images=n_images)
-        state["images_found"] = n_images
-        state["images_per_class"] = {str(k): v for k, v in per_class.items()}
-        state["n_private_given"] = s.n_private is not None
-        done("clusters", t0)
-
+    pairs, conf, n_images = _cluster_stage(st, enc_t, slots, s)
     recon: dict[str, Any] = {"beta": s.beta, "anneal": s.anneal, "em_steps": s.em_steps, "shape": shape,
                              "resync": s.resync}
     lam = slots.lam
     weights = (pairs[:, 0] != pairs[:, 1]).astype(np.float32)
     refined = s.rounds > 0 and slots.labelled
     if refined:
-        got = load("refine")
-        if got is not None and int(got["round"]) >= 0 and bool(got["finished"]):
-            pairs, lam, weights = got["pairs"], got["lam"], got["weights"]
-        else:
-            t0 = time.perf_counter()
-
-            def checkpoint(rnd: int, st: dict[str, np.ndarray]) -> None:
-                save("refine", finished=np.bool_(False), **st)
-                times["refine"] = round(times.get("refine", 0.0) + time.perf_counter() - t_mark[0], 2)
-                t_mark[0] = time.perf_counter()
-                write_json(state_path, state)
-
-            t_mark = [t0]
-            res = refine_pairs(enc_t, slots, pairs, n_images, mean, var, energy, rounds=s.rounds, eps=s.score_eps,
-                               splits=s.splits, temperature=s.temperature, steps=s.price_steps, rate=s.price_rate,
-                               tol=s.tol, recon=recon, start=got, checkpoint=checkpoint, log=log,
-                               prior=None if learned is None else
-                               (lambda xx, pp, ll, ww: learned(xx, pp, ll, ww, shape)))
-            pairs, lam, weights = res["pairs"], res["lam"], res["weights"]
-            save("refine", finished=np.bool_(True), round=np.int64(s.rounds), pairs=pairs, lam=lam, weights=weights)
-            done("refine", t_mark[0])
-
-    got = load("reconstruct")
+        pairs, lam, weights = _refine_stage(st, enc_t, slots, pairs, n_images, (mean, var, energy), recon, s,
+                                            None if learned is None else
+                                            (lambda xx, pp, ll, ww: learned(xx, pp, ll, ww, shape)))
+    got = st.load("reconstruct")
     if got is not None:
         x = torch.from_numpy(got["x"])
     else:
         t0 = time.perf_counter()
         x, nll = reconstruct_private(enc_t, pairs, lam, n_images, mean, var, energy, weights=weights, **recon)
-        save("reconstruct", x=x.numpy())
-        state["nll"] = nll
-        done("reconstruct", t0)
-
-    if learned is not None:
-        got = load("prior")
-        if got is not None:
-            x_out = torch.from_numpy(got["x"])
-        else:
-            t0 = time.perf_counter()
-            x_out = learned(x, pairs, lam, weights, shape)
-            save("prior", x=x_out.numpy())
-            done("prior", t0)
-    elif s.colour and aux is not None:
-        got = load("colour")
-        if got is not None:
-            cmap = ColourMap(got["coef"])
-        else:
-            t0 = time.perf_counter()
-            cmap = _learn_colour(aux, mean, var, s, shape, patches_src=public)
-            save("colour", coef=cmap.coef)
-            done("colour", t0)
-        x_out = cmap(x.reshape(-1, *shape)).reshape(len(x), -1)
-    else:
-        if s.colour:
-            log("challenge attack: no auxiliary images (--aux); colour correction skipped")
-        x_out = x
+        st.save("reconstruct", x=x.numpy())
+        st.state["nll"] = nll
+        st.done("reconstruct", t0)
+    x_out = _final_stage(st, x, (pairs, lam, weights), learned, (mean, var), s, shape, aux, public)
 
     t0 = time.perf_counter()
     private = _to_uint8(x_out, shape)
@@ -336,11 +236,153 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
         pick = np.where(conf[:, 0] >= conf[:, 1], pairs[:, 0], pairs[:, 1])
     save_npy(out / "decryption.npy", private[pick])
     save_npy(out / "private_images.npy", private)
-    done("output", t0)
-    state["seconds_total"] = round(sum(times.values()), 2)
-    write_json(state_path, state)
-    return {**state, "decryption": str(out / "decryption.npy"), "private_images": private,
+    st.done("output", t0)
+    st.state["seconds_total"] = round(sum(st.times.values()), 2)
+    write_json(st.state_path, st.state)
+    return {**st.state, "decryption": str(out / "decryption.npy"), "private_images": private,
             "recoveries": private[pick]}
+
+
+class _Stages:
+    """The attack folder's stage files (``out/stages/NAME.npz``, each holding the run key it was computed under) and
+    its ``attack.json`` (settings, per-stage seconds): what a resumed attack reuses. A stage file of another run
+    key, or a damaged one, is computed again."""
+
+    def __init__(self, out: Path, run_key: str, log: Callable[[str], None]) -> None:
+        self.dir = out / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = run_key
+        self.log = log
+        self.state_path = out / "attack.json"
+        state: dict[str, Any] = {}
+        if self.state_path.is_file():
+            try:
+                state = read_json(self.state_path, expect=dict)
+            except InputError:      # damaged: the stages' own keys decide what is reused
+                state = {}
+            if state.get("key") != run_key or not isinstance(state.get("seconds", {}), dict):
+                state = {}          # another challenge, other settings or other sources: start afresh
+        state["key"] = run_key
+        self.state = state
+        self.times: dict[str, float] = state.setdefault("seconds", {})
+
+    def load(self, name: str) -> dict[str, np.ndarray] | None:
+        path = self.dir / f"{name}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                got = {k: z[k] for k in z.files}
+        except Exception:   # a damaged stage file (a kill mid-write on another system, a truncated copy)
+            return None
+        if str(got.pop("key", "")) != self.key:
+            return None
+        return got
+
+    def save(self, name: str, **arrays: Any) -> None:
+        from masquerade.fileio import save_npz
+
+        save_npz(self.dir / f"{name}.npz", key=np.array(self.key), **arrays)
+
+    def add_time(self, name: str, t0: float) -> None:
+        self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - t0, 2)
+        write_json(self.state_path, self.state)
+
+    def done(self, name: str, t0: float) -> None:
+        self.add_time(name, t0)
+        self.log(f"challenge attack: {name} done in {self.times[name]:.1f}s")
+
+
+def _public_stage(st: _Stages, public: Any, s: ChallengeAttackSettings, shape: tuple[int, int, int]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The public pool's per-pixel mean and variance (patches given, or cut from photos)."""
+    from masquerade.data import public_pool
+
+    got = st.load("public")
+    if got is not None:
+        return torch.from_numpy(got["mean"]), torch.from_numpy(got["var"])
+    t0 = time.perf_counter()
+    if isinstance(public, np.ndarray):
+        patches = public
+    else:
+        src = public if public is not None else "bundled:photos"
+        patches = public_pool(src, s.public_patches, size=shape[0], rng=s.seed).images
+    mean, var = public_statistics(patches)
+    st.save("public", mean=mean.numpy(), var=var.numpy())
+    st.done("public", t0)
+    return mean, var
+
+
+def _cluster_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, s: ChallengeAttackSettings
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each encoding's two private images (pairs E×2), the clustering's confidence in them, and how many private
+    images there are."""
+    got = st.load("clusters")
+    if got is not None:
+        return got["pairs"], got["confidence"], int(got["n_images"])
+    t0 = time.perf_counter()
+    cl = cluster_slots(enc_t, slots, n_private=s.n_private, eps=s.whiten_eps, seed=s.seed)
+    st.save("clusters", pairs=cl["pairs"], confidence=cl["confidence"], n_images=cl["n_images"])
+    st.state["images_found"] = cl["n_images"]
+    st.state["images_per_class"] = {str(k): v for k, v in cl["per_class"].items()}
+    st.state["n_private_given"] = s.n_private is not None
+    st.done("clusters", t0)
+    return cl["pairs"], cl["confidence"], cl["n_images"]
+
+
+def _refine_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, pairs: np.ndarray, n_images: int,
+                  public: tuple[torch.Tensor, torch.Tensor, Any], recon: dict[str, Any], s: ChallengeAttackSettings,
+                  prior: Callable[..., torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds of reconstruct-and-reassign (:func:`refine_pairs`), checkpointed after every round; returns the
+    pairs, coefficients and weights it settles on."""
+    got = st.load("refine")
+    if got is not None and int(got["round"]) >= 0 and bool(got["finished"]):
+        return got["pairs"], got["lam"], got["weights"]
+    mean, var, energy = public
+    t_mark = [time.perf_counter()]
+
+    def checkpoint(rnd: int, state: dict[str, np.ndarray]) -> None:
+        st.save("refine", finished=np.bool_(False), **state)
+        st.add_time("refine", t_mark[0])
+        t_mark[0] = time.perf_counter()
+
+    res = refine_pairs(enc_t, slots, pairs, n_images, mean, var, energy, rounds=s.rounds, eps=s.score_eps,
+                       splits=s.splits, temperature=s.temperature, steps=s.price_steps, rate=s.price_rate,
+                       tol=s.tol, recon=recon, start=got, checkpoint=checkpoint, log=st.log, prior=prior)
+    st.save("refine", finished=np.bool_(True), round=np.int64(s.rounds), pairs=res["pairs"], lam=res["lam"],
+            weights=res["weights"])
+    st.done("refine", t_mark[0])
+    return res["pairs"], res["lam"], res["weights"]
+
+
+def _final_stage(st: _Stages, x: torch.Tensor, grouping: tuple[np.ndarray, np.ndarray, np.ndarray], learned: Any,
+                 public: tuple[torch.Tensor, torch.Tensor], s: ChallengeAttackSettings, shape: tuple[int, int, int],
+                 aux: Any, patches_src: Any) -> torch.Tensor:
+    """The reconstructions through the learned prior, or else through a colour map learned on a challenge simulated
+    from ``aux``, or as they are."""
+    pairs, lam, weights = grouping
+    if learned is not None:
+        got = st.load("prior")
+        if got is not None:
+            return torch.from_numpy(got["x"])
+        t0 = time.perf_counter()
+        x_out = learned(x, pairs, lam, weights, shape)
+        st.save("prior", x=x_out.numpy())
+        st.done("prior", t0)
+        return x_out
+    if s.colour and aux is not None:
+        got = st.load("colour")
+        if got is not None:
+            cmap = ColourMap(got["coef"])
+        else:
+            t0 = time.perf_counter()
+            cmap = _learn_colour(aux, public[0], public[1], s, shape, patches_src=patches_src)
+            st.save("colour", coef=cmap.coef)
+            st.done("colour", t0)
+        return cmap(x.reshape(-1, *shape)).reshape(len(x), -1)
+    if s.colour:
+        st.log("challenge attack: no auxiliary images (--aux); colour correction skipped")
+    return x
 
 
 def _resolve_prior(prior: Any, shape: tuple[int, int, int], log: Callable[[str], None]) -> Any:

@@ -209,12 +209,8 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     ``public``: photos to cut the public patches from (default ``bundled:photos``). ``work`` (default
     ``out`` + ``.work``) keeps the simulations and a training checkpoint, so a second call resumes; it is removed
     when the file is written. Returns the training record."""
-    from safetensors.torch import save_file
-
     from masquerade.data import load_images, public_pool
-    from masquerade.fileio import atomic_path, save_npz
     from masquerade.instahide.recipe import public_statistics
-    from masquerade.progress import bar
 
     s = settings or PriorSettings()
     dev = resolve_device(device)
@@ -231,9 +227,33 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise InputError(f"{aux}: images are {shape[0]}×{shape[1]}; the prior needs sides divisible by 4")
     src = public if public is not None else "bundled:photos"
     pool = public_pool(src, s.public_patches, size=shape[0], rng=s.seed).images
-    mean, var = public_statistics(pool)
-    labels = imgs.labels.astype(np.int64)
     t0 = time.perf_counter()
+    parts = _simulations(imgs.images, imgs.labels.astype(np.int64), pool, public_statistics(pool), s, work_dir)
+    sim_seconds = time.perf_counter() - t0
+    x, y, info = _training_set(parts, shape)
+    log(f"challenge prior: {len(x)} training pairs from {len(parts)} simulated challenges in {sim_seconds:.0f}s")
+    t1 = time.perf_counter()
+    model, step, losses = _train_denoiser(x.to(dev), y.to(dev), info.to(dev), s, work_dir / "train.pt")
+    record = {"pairs": int(len(x)), "simulated_challenges": len(parts), "simulation_seconds": round(sim_seconds, 1),
+              "training_seconds": round(time.perf_counter() - t1, 1), "final_loss": losses[-1] if losses else None,
+              "loss_every_250_steps": [round(v, 4) for v in losses], "aux": str(aux), "public": str(src),
+              "aux_images": int(len(imgs)), "shape": list(shape), "torch": torch.__version__, "device": str(dev)}
+    digest = _write_prior(out, model, {"kind": PRIOR_KIND, "settings": json.dumps(_settings_doc(s)),
+                                       "training": json.dumps(record)})
+    shutil.rmtree(work_dir, ignore_errors=True)
+    log(f"challenge prior: wrote {out} (sha256 {digest[:16]}…) after {step} steps, final loss {record['final_loss']}")
+    return {**record, "sha256": digest, "settings": _settings_doc(s)}
+
+
+def _simulations(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, stats: tuple[torch.Tensor, torch.Tensor],
+                 s: PriorSettings, work_dir: Path) -> list[dict[str, np.ndarray]]:
+    """Every simulated challenge's training pairs (``s.challenges`` per T of ``s.passes``), each kept in
+    ``work_dir`` as it is made, so an interrupted preparation simulates only what is missing (a damaged file
+    again)."""
+    from masquerade.fileio import save_npz
+    from masquerade.progress import bar
+
+    mean, var = stats
     parts = []
     jobs = [(t, i) for t in s.passes for i in range(s.challenges)]
     with bar(total=len(jobs), desc="simulated challenges", unit="challenge") as pb:
@@ -247,24 +267,40 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 except Exception:          # damaged: simulate again
                     part = None
             if part is None:
-                part = _simulate(imgs.images, labels, pool, mean, var, t, i, s)
+                part = _simulate(images, labels, pool, mean, var, t, i, s)
                 save_npz(path, **part)
             parts.append(part)
             pb.update(1)
-    sim_seconds = time.perf_counter() - t0
-    x = torch.from_numpy(np.concatenate([p["x"] for p in parts]).astype(np.float32)).reshape(-1, *shape)
-    x = x.permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(np.concatenate([p["y"] for p in parts]).astype(np.float32) / 127.5 - 1)
-    y = y.permute(0, 3, 1, 2).contiguous()
-    info = torch.from_numpy(np.concatenate([p["info"] for p in parts])).float()
-    log(f"challenge prior: {len(x)} training pairs from {len(parts)} simulated challenges in {sim_seconds:.0f}s")
-    x, y, info = x.to(dev), y.to(dev), info.to(dev)     # the training set crosses to the device once
+    return parts
 
-    model = _seeded_model(s).to(dev)
-    opt = torch.optim.Adam(model.parameters(), s.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
-    gen = torch.Generator().manual_seed(s.seed)
-    ckpt = work_dir / "train.pt"
+
+def _training_set(parts: list[dict[str, np.ndarray]], shape: tuple[int, int, int]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reconstructions N×C×H×W, the true images N×C×H×W on [-1, 1], the evidence behind each) from the
+    simulations."""
+    x = torch.from_numpy(np.concatenate([p["x"] for p in parts]).astype(np.float32)).reshape(-1, *shape)
+    y = torch.from_numpy(np.concatenate([p["y"] for p in parts]).astype(np.float32) / 127.5 - 1)
+    info = torch.from_numpy(np.concatenate([p["info"] for p in parts])).float()
+    return x.permute(0, 3, 1, 2).contiguous(), y.permute(0, 3, 1, 2).contiguous(), info
+
+
+def _train_denoiser(x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: PriorSettings, ckpt: Path
+                    ) -> tuple[ReconstructionDenoiser, int, list[float]]:
+    """Train the denoiser on ``x``'s device (1 - SSIM plus ``s.l1`` times L1, random mirror images), from the
+    checkpoint ``ckpt`` where one is readable; the checkpoint is rewritten atomically every 250 steps. Returns the
+    model (in eval mode), the steps run and the mean loss of every 250 steps."""
+    from masquerade.fileio import atomic_path
+    from masquerade.progress import bar
+
+    dev = x.device
+
+    def fresh() -> tuple[ReconstructionDenoiser, Any, Any, torch.Generator]:
+        model = _seeded_model(s).to(dev)
+        opt = torch.optim.Adam(model.parameters(), s.lr)
+        return model, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps), \
+            torch.Generator().manual_seed(s.seed)
+
+    model, opt, sched, gen = fresh()
     step, losses = 0, []
     if ckpt.is_file():
         try:
@@ -275,11 +311,7 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
             gen.set_state(st["gen"])
             step, losses = int(st["step"]), [float(v) for v in st["losses"]]
         except Exception:                  # a damaged checkpoint: train from the start
-            model, step, losses = _seeded_model(s).to(dev), 0, []
-            opt = torch.optim.Adam(model.parameters(), s.lr)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps)
-            gen = torch.Generator().manual_seed(s.seed)
-    t1 = time.perf_counter()
+            (model, opt, sched, gen), step, losses = fresh(), 0, []
     model.train()
     running = 0.0
     with bar(total=s.steps, desc="training the prior", unit="step") as pb:
@@ -304,20 +336,20 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 with atomic_path(ckpt) as tmp:
                     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                 "gen": gen.get_state(), "step": step, "losses": losses}, tmp)
-    model.eval()
-    record = {"pairs": int(len(x)), "simulated_challenges": len(parts), "simulation_seconds": round(sim_seconds, 1),
-              "training_seconds": round(time.perf_counter() - t1, 1), "final_loss": losses[-1] if losses else None,
-              "loss_every_250_steps": [round(v, 4) for v in losses], "aux": str(aux), "public": str(src),
-              "aux_images": int(len(imgs)), "shape": list(shape), "torch": torch.__version__, "device": str(dev)}
-    meta = {"kind": PRIOR_KIND, "settings": json.dumps(_settings_doc(s)), "training": json.dumps(record)}
+    return model.eval(), step, losses
+
+
+def _write_prior(out: Path, model: ReconstructionDenoiser, meta: dict[str, str]) -> str:
+    """The weights (on the CPU) and ``meta`` as one safetensors file, written atomically; returns its SHA-256."""
+    from safetensors.torch import save_file
+
+    from masquerade.fileio import atomic_path
+
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=meta)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    shutil.rmtree(work_dir, ignore_errors=True)
-    log(f"challenge prior: wrote {out} (sha256 {digest[:16]}…) after {step} steps, final loss {record['final_loss']}")
-    return {**record, "sha256": digest, "settings": _settings_doc(s)}
+    return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def _seeded_model(s: PriorSettings) -> ReconstructionDenoiser:

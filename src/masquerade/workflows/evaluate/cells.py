@@ -17,7 +17,7 @@ import numpy as np
 
 from masquerade.contracts import label_mixer
 from masquerade.errors import InputError
-from masquerade.workflows.evaluate.plan import Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
+from masquerade.workflows.evaluate.plan import PLAIN, Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
 
 __all__ = ["run_cell", "data_for", "unfit", "ENCODED_INFERENCE"]
 
@@ -300,7 +300,6 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
 
 # -- deep features (ShuffleBits) --------------------------------------------------------------------------------
 
-PLAIN = SchemeSetting("identity", "no protection")
 
 
 def _train_settings(s: EvaluateSettings) -> Any:
@@ -330,9 +329,9 @@ def _feature_api(s: EvaluateSettings) -> Any:
 def _feature_release(setting: SchemeSetting, s: EvaluateSettings, x: Any, label: str) -> tuple[Any, Any, Any, float]:
     """(features, their release, the key, encode seconds) of images ``x`` under ``setting``."""
     features = _feature_api(s).predict(x)
-    if setting.scheme == "identity":            # features in the clear (the identity scheme takes images)
-        return features, features.clone(), None, 0.0
     scheme = _make_scheme(setting)
+    if scheme.data_kind != "features":          # a scheme of images leaves features in the clear (the baseline)
+        return features, features.clone(), None, 0.0
     gen = np.random.default_rng(_cell_seed(s.seed, label, setting.slug))
     t0 = time.perf_counter()
     key = scheme.keygen(len(features), rng=gen, shape=tuple(features.shape[1:]))
@@ -455,7 +454,7 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     if "test_acc_encoded" in r:
         result["utility_encoded"] = float(r["test_acc_encoded"])
     arrays: dict[str, Any] = {}
-    if cell.setting.scheme == "identity":
+    if cell.setting == PLAIN:
         # the model trained on clean images is the recogniser of model-based recognition (MR): a model file's
         # bytes travel with the cell's arrays, so a cell run on another machine brings it back
         import tempfile

@@ -12,7 +12,7 @@ from typing import Any
 from masquerade.contracts import Knowledge, public_slots, settings_against
 from masquerade.errors import InputError
 
-__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "default_settings",
+__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "PLAIN", "default_settings",
            "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
 
 K = Knowledge
@@ -52,11 +52,19 @@ class SchemeSetting:
         return _slug(f"{self.scheme}-{self.label}")
 
 
+# the unprotected baseline: its utility is every cost's reference and its model the recogniser of MR
+PLAIN = SchemeSetting("identity", "no protection")
+
+# an evaluation is a reproducible experiment: its AES keys too derive from the seed, which DisguisedNets asks for by
+# name (its AES keys come from the OS otherwise, even in seeded runs)
+_SEEDED = ("seeded_aes_key", True)
+
+
 def default_settings(quick: bool) -> list[SchemeSetting]:
     """The settings compared: the papers' defaults, and in a full run the neighbours that show the trade-off."""
     ih_passes = 20 if quick else 50
     out = [
-        SchemeSetting("identity", "no protection"),
+        PLAIN,
         SchemeSetting("instahide", "inside k=4", (("k", 4), ("mode", "inside"), ("pixel_scale", "normalize"),
                                                   ("mean", "data"), ("std", "data")), per_image=ih_passes,
                       note="Pixels standardised with the training images' own mean and deviation before mixing, as "
@@ -68,7 +76,7 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
                            "(digits) strokes and background both have magnitude 1 on that scale, so the sign mask "
                            "leaves a model little to learn from; the inside setting standardises first."),
         SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
-        SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"))),
+        SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"), _SEEDED)),
     ]
     if not quick:
         out[2:2] = [SchemeSetting("instahide", "inside k=2", (("k", 2), ("mode", "inside"),
@@ -76,8 +84,10 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
                                                               ("std", "data")), per_image=ih_passes)]
         out += [SchemeSetting("disguise", "permutation b=4", (("transform", "none"), ("block", 4))),
                 SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
-                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
-                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr")))]
+                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"),
+                                                          _SEEDED)),
+                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr"),
+                                                          _SEEDED))]
     # ATS protects what federated learning shares, a client's gradient, by transforming the image first; the
     # published code applies every sub-policy of a chosen list (always), and "none" is plain federated learning.
     # --quick leaves them out unless --schemes names ats: gradient inversion is the costliest attack here.
@@ -203,10 +213,12 @@ class EvaluateSettings:
         return cls(**base)
 
     def chosen(self) -> list[SchemeSetting]:
-        keep = set(self.schemes) | {"identity"}     # plain training is every cost's reference
+        keep = set(self.schemes) | {PLAIN.scheme}     # plain training is every cost's reference
+        picked = [s for s in self.settings if s.scheme in keep]
         # features in the clear are the baseline of feature protection, planned with it
-        return [s for s in self.settings if s.scheme in keep
-                and not (s.scheme == "identity" and s.shares == "features" and "shufflebits" not in keep)]
+        protects_features = any(s.shares == "features" and s.scheme != PLAIN.scheme for s in picked)
+        return [s for s in picked
+                if not (s.scheme == PLAIN.scheme and s.shares == "features" and not protects_features)]
 
     def digest(self) -> str:
         doc = dataclasses.asdict(self)
@@ -248,9 +260,6 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
     from masquerade.registry import create_scheme
 
     params = dict(setting.params)
-    if setting.scheme == "disguise" and params.get("transform") == "aes":
-        # an evaluation is a reproducible experiment: its AES keys too derive from the seed, asked for by name
-        params.setdefault("seeded_aes_key", True)
     for name, pos in (("mean", 0), ("std", 1)):
         if params.get(name) == "data":
             if stats is None:
