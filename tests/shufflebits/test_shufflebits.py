@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import masquerade as mq
+from masquerade.attacks.feature_inversion import popcount
 from masquerade.errors import InputError
 from masquerade.keys import load_key, save_key
 from masquerade.registry import run_attack
-from masquerade.shufflebits.scheme import ShuffleBitsLayer, popcount, shuffle_words_torch
+from masquerade.shufflebits.scheme import ShuffleBitsLayer, shuffle_words_torch
 
 SCOPES = ("fixed", "vector", "element")
 

@@ -39,7 +39,7 @@ from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["FeatureAPI", "Decoder", "FeatureAttribute", "FeatureInversion", "cosine_distance", "represent"]
+__all__ = ["FeatureAPI", "Decoder", "FeatureAttribute", "FeatureInversion", "cosine_distance", "represent", "popcount"]
 
 REPRESENTATIONS = ("float", "popcount")
 
@@ -88,6 +88,13 @@ class FeatureAPI:
         return torch.cat(out) if out else torch.zeros(0, 0)
 
 
+def popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits of every 32-bit word (float32 features read as their bit patterns): what any permutation of the bits
+    leaves, and so all that one-time bit shuffles (ShuffleBits per vector or per number) leave an adversary."""
+    w = np.asarray(words).view(np.uint32)
+    return np.unpackbits(w.view(np.uint8).reshape(w.shape + (4,)), axis=-1).sum(-1)
+
+
 def represent(features: Any, how: str, *, reference: torch.Tensor | None = None) -> torch.Tensor:
     """What the adversary feeds its models: float features (made finite and clipped to the ``reference`` range)
     or the popcount of every number."""
@@ -98,8 +105,6 @@ def represent(features: Any, how: str, *, reference: torch.Tensor | None = None)
         raise InputError(f"expected float32 features, got {a.dtype}")
     a = a.reshape(len(a), -1)
     if how == "popcount":
-        from masquerade.shufflebits.scheme import popcount
-
         return torch.from_numpy(popcount(a).astype(np.float32))
     with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
         out = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: the input is untouched
@@ -335,9 +340,11 @@ class FeatureInversion(Configurable):
         gen = as_generator(0 if rng is None else rng)
         recovered: dict[str, Any] = {}
         if self.settings.recover_key:
-            from masquerade.shufflebits.attacks import ShuffleBitsKeyRecovery
+            # the ciphertexts' bit order first, by the registered key-recovery attack (a plugin like any other)
+            from masquerade.registry import ATTACKS
 
-            got = ShuffleBitsKeyRecovery(group="all").run(encodings=torch.as_tensor(encodings), rng=gen)
+            got = ATTACKS.create("shufflebits-key-recovery", group="all").run(encodings=torch.as_tensor(encodings),
+                                                                              rng=gen)
             encodings, recovered["perm"] = got.reconstructions, got.recovered["perm"]
         x_aux, _, f_aux, a, v = _adversary_inputs(self.name, encodings, auxiliary, api,
                                                   self.settings.representation, False)

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from masquerade.attacks.feature_inversion import popcount
 from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatModel
 from masquerade.errors import InputError
 from masquerade.rng import RngLike, as_generator
-from masquerade.shufflebits.scheme import popcount, shuffle_words
+from masquerade.shufflebits.scheme import shuffle_words
 
 __all__ = ["ShuffleBitsKeyRecovery", "ShuffleBitsPopcount", "recover_bit_order", "as_words"]
 

@@ -28,7 +28,7 @@ from masquerade.keys import Key, check_key_array, check_key_field, is_count, jus
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["ShuffleBits", "ShuffleBitsKey", "ShuffleBitsSettings", "ShuffleBitsLayer", "EncryptedFeatures",
-           "shuffle_words", "perm_to_dest", "popcount"]
+           "shuffle_words", "perm_to_dest"]
 
 SCOPES = ("fixed", "vector", "element")
 
@@ -83,12 +83,6 @@ def perm_to_dest(perm: np.ndarray) -> np.ndarray:
 
 def inverse_perm(perm: np.ndarray) -> np.ndarray:
     return np.argsort(np.asarray(perm).reshape(-1, 32), axis=1).astype(np.uint8)
-
-
-def popcount(words: np.ndarray) -> np.ndarray:
-    """Set bits of every uint32 (invariant under any bit permutation)."""
-    w = np.asarray(words).view(np.uint32)
-    return np.unpackbits(w.view(np.uint8).reshape(w.shape + (4,)), axis=-1).sum(-1)
 
 
 def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str, *, inverse: bool = False) -> np.ndarray:
@@ -243,3 +237,13 @@ class ShuffleBitsLayer(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"scope={self.scheme.settings.scope!r}"
+
+
+def __getattr__(name: str) -> Any:
+    # popcount moved to masquerade.attacks.feature_inversion (the adversary's popcount view); the old name works a
+    # release
+    if name == "popcount":
+        from masquerade.attacks.feature_inversion import popcount
+
+        return popcount
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
