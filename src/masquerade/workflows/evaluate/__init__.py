@@ -69,6 +69,7 @@ from masquerade.workflows.evaluate.plan import (
     EvaluateSettings,
     SchemeSetting,
     default_settings,
+    is_plain,
     plan_cells,
 )
 
@@ -216,7 +217,7 @@ def _recognition(cells: list[Cell], s: EvaluateSettings, store: _Store) -> dict[
     from masquerade.metrics import recognition_accuracy
     from masquerade.models import load_model
 
-    plain = next((c for c in cells if c.kind == "utility" and c.setting.scheme == "identity"), None)
+    plain = next((c for c in cells if c.kind == "utility" and is_plain(c.setting)), None)
     blob = store.arrays(plain).get("recogniser") if plain is not None else None
     if blob is None:
         return {}
@@ -240,7 +241,7 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
     mr = _recognition(cells, s, store)
     utility = {c.setting.slug: store.load(c) for c in cells if c.kind == "utility"}
     plain = next((u for c, u in ((c, utility[c.setting.slug]) for c in cells if c.kind == "utility")
-                  if c.setting.scheme == "identity"), None)
+                  if is_plain(c.setting)), None)
     rows = []
     for c in cells:
         if c.kind != "attack":

@@ -17,7 +17,15 @@ import numpy as np
 
 from masquerade.contracts import label_mixer
 from masquerade.errors import InputError
-from masquerade.workflows.evaluate.plan import PLAIN, Cell, EvaluateSettings, K, SchemeSetting, _make_scheme
+from masquerade.workflows.evaluate.plan import (
+    PLAIN,
+    Cell,
+    EvaluateSettings,
+    K,
+    SchemeSetting,
+    _make_scheme,
+    is_plain,
+)
 
 __all__ = ["run_cell", "data_for", "unfit", "ENCODED_INFERENCE"]
 
@@ -454,7 +462,7 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     if "test_acc_encoded" in r:
         result["utility_encoded"] = float(r["test_acc_encoded"])
     arrays: dict[str, Any] = {}
-    if cell.setting == PLAIN:
+    if is_plain(cell.setting):
         # the model trained on clean images is the recogniser of model-based recognition (MR): a model file's
         # bytes travel with the cell's arrays, so a cell run on another machine brings it back
         import tempfile

@@ -12,7 +12,7 @@ from typing import Any
 from masquerade.contracts import Knowledge, public_slots, settings_against
 from masquerade.errors import InputError
 
-__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "PLAIN", "default_settings",
+__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "PLAIN", "is_plain", "default_settings",
            "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
 
 K = Knowledge
@@ -55,10 +55,10 @@ class SchemeSetting:
 # the unprotected baseline: its utility is every cost's reference and its model the recogniser of MR
 PLAIN = SchemeSetting("identity", "no protection")
 
-# an evaluation is a reproducible experiment: its AES keys too derive from the seed, which DisguisedNets asks for by
-# name (its AES keys come from the OS otherwise, even in seeded runs)
-_SEEDED = ("seeded_aes_key", True)
 
+def is_plain(setting: SchemeSetting) -> bool:
+    """Whether ``setting`` releases the images unprotected (:data:`PLAIN`, or a plan's own setting of its scheme)."""
+    return setting.scheme == PLAIN.scheme and setting.shares == "data"
 
 def default_settings(quick: bool) -> list[SchemeSetting]:
     """The settings compared: the papers' defaults, and in a full run the neighbours that show the trade-off."""
@@ -76,7 +76,7 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
                            "(digits) strokes and background both have magnitude 1 on that scale, so the sign mask "
                            "leaves a model little to learn from; the inside setting standardises first."),
         SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
-        SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"), _SEEDED)),
+        SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"))),
     ]
     if not quick:
         out[2:2] = [SchemeSetting("instahide", "inside k=2", (("k", 2), ("mode", "inside"),
@@ -84,10 +84,8 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
                                                               ("std", "data")), per_image=ih_passes)]
         out += [SchemeSetting("disguise", "permutation b=4", (("transform", "none"), ("block", 4))),
                 SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
-                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"),
-                                                          _SEEDED)),
-                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr"),
-                                                          _SEEDED))]
+                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
+                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr")))]
     # ATS protects what federated learning shares, a client's gradient, by transforming the image first; the
     # published code applies every sub-policy of a chosen list (always), and "none" is plain federated learning.
     # --quick leaves them out unless --schemes names ats: gradient inversion is the costliest attack here.
@@ -260,6 +258,10 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
     from masquerade.registry import create_scheme
 
     params = dict(setting.params)
+    if "seeded_aes_key" in _setting_fields(setting.scheme):
+        # an evaluation is a reproducible experiment: keys a scheme draws from the OS even in seeded runs unless
+        # asked (DisguisedNets' AES keys) derive from the seed too, for every setting, the user's own included
+        params.setdefault("seeded_aes_key", True)
     for name, pos in (("mean", 0), ("std", 1)):
         if params.get(name) == "data":
             if stats is None:
@@ -267,6 +269,13 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
             else:
                 params[name] = stats[pos]
     return create_scheme(setting.scheme, **params)
+
+
+def _setting_fields(scheme: str) -> set[str]:
+    from masquerade.registry import SCHEMES
+
+    cls: Any = SCHEMES.get(scheme)
+    return {f.name for f in dataclasses.fields(cls.Settings)}
 
 
 def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset()) -> list[Cell]:
