@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DEVICE_NAMES", "DeviceLike", "check_device_name", "resolve_device", "device_label", "same_device",
-           "require_float64"]
+           "model_device", "require_float64"]
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 _NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
@@ -72,6 +72,15 @@ def resolve_device(device: DeviceLike = None) -> torch.device:
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are one (``mps`` and ``mps:0``, ``cuda`` and ``cuda:0`` of the current device are)."""
     return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any): where an algorithm that follows its
+    model runs."""
+    import torch
+
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def require_float64(device: torch.device, what: str) -> None:

@@ -167,7 +167,9 @@ def wrap(model: nn.Module) -> Any:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    first = next(model.parameters(), None)
-    ids = [first.device.index] if first is not None and first.device.type == "cuda" else None
+    from masquerade.devices import model_device
+
+    dev = model_device(model)
+    ids = [dev.index] if dev.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from masquerade import distributed
 from masquerade.contracts import clean_view_of, label_mixer, one_time_keys
 from masquerade.data import ImageSet
-from masquerade.devices import DeviceLike, resolve_device
+from masquerade.devices import DeviceLike, model_device, resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import atomic_path
 from masquerade.models import Normalized, create_model, save_model
@@ -133,7 +133,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     """Top-1 accuracy and the softmax probabilities (on the CPU) of ``model`` on ready inputs ``x``; batches go to
     the model's device."""
     model.eval()
-    dev = _device_of(model)
+    dev = model_device(model)
     probs = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(dev).contiguous(memory_format=torch.channels_last)
@@ -142,11 +142,6 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch:
     p = torch.cat(probs) if probs else torch.zeros(0, 1)
     acc = float((p.argmax(1) == y).float().mean()) if len(y) else float("nan")
     return acc, p
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def _scheme_id(sch: Scheme) -> str:

@@ -417,5 +417,7 @@ def test_ecb_frequency_refuses_auxiliary_images_of_another_shape() -> None:
     z = torch.rand(10, 3, 16, 16)
     with pytest.raises(InputError, match="auxiliary images are"):
         run_attack(mq.create_attack("aes-ecb-frequency"), encodings=z, auxiliary=torch.rand(5, 3, 8, 8))
+    with pytest.raises(InputError, match="no auxiliary images"):
+        run_attack(mq.create_attack("aes-ecb-frequency"), encodings=z, auxiliary=torch.rand(0, 3, 16, 16))
     with pytest.raises(InputError, match="16 bytes"):
         run_attack(mq.create_attack("aes-ecb-frequency", block=2), encodings=z, auxiliary=torch.rand(5, 3, 16, 16))

@@ -49,11 +49,10 @@ from masquerade.attacks.gradient_inversion import (
     evaluation_view,
     gradient_cost,
     gradient_norm,
-    model_device,
     problem_gradients,
     total_variation,
 )
-from masquerade.devices import require_float64
+from masquerade.devices import model_device, require_float64
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator

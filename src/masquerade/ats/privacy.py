@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from masquerade.ats.adaptive import AdaptiveResult, ATSAdaptive
 from masquerade.ats.policies import _OP_OF, ATSKey, ATSPolicy, transform
-from masquerade.attacks.gradient_inversion import GradientInversion, model_device, per_sample_gradients
-from masquerade.devices import DeviceLike, resolve_device, same_device
+from masquerade.attacks.gradient_inversion import GradientInversion, per_sample_gradients
+from masquerade.devices import DeviceLike, model_device, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.metrics import psnr, recognition_accuracy, ssim
 from masquerade.metrics.ssim import ssim_map

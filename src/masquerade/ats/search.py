@@ -38,8 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masquerade.ats.policies import SUB_POLICIES, ATSPolicy, format_policy, parse_policy
-from masquerade.attacks.gradient_inversion import model_device, per_sample_gradients
-from masquerade.devices import DeviceLike, require_float64, resolve_device, same_device
+from masquerade.attacks.gradient_inversion import per_sample_gradients
+from masquerade.devices import DeviceLike, model_device, require_float64, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator, spawn
@@ -128,7 +128,7 @@ def score_policy(policy: str, *, trained: nn.Module, init: nn.Module, privacy_x:
     """Both scores of one policy; the transformation draws are fixed by ``seed`` (the same for every policy). The
     policy transforms images on the CPU; the scores run on the models' device."""
     t0 = time.perf_counter()
-    dev = next(trained.parameters()).device
+    dev = model_device(trained)
     xt = _transformed(policy, privacy_x, always, seed).to(dev)
     s_pri = privacy_score(trained, xt, privacy_y.to(dev), noise.to(dev), bins=bins)
     s_acc = [accuracy_score(init, _transformed(policy, b, always, seed + 1 + i).to(dev))

@@ -42,14 +42,14 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from masquerade.contracts import AttackResult, Knowledge, ThreatModel, build_settings
-from masquerade.devices import DeviceLike, resolve_device, same_device
+from masquerade.devices import DeviceLike, model_device, resolve_device, same_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
 __all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
            "client_gradient", "infer_labels", "per_sample_gradients", "problem_gradients",
-           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "model_device", "CIFAR10_MEAN",
+           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
            "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
@@ -103,12 +103,6 @@ class InversionResult:
     iterations: int
     seconds: float
     history: list[float] = field(default_factory=list)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where ``model``'s parameters are (the CPU for a model without any)."""
-    first = next(model.parameters(), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def client_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import add_device_option, missing_action, nonnegative_int, positive_int, seed
+from masquerade.cli.common import add_device_option, command_group, nonnegative_int, positive_int, seed
 from masquerade.errors import InputError
 
 __all__ = ["register"]
@@ -67,9 +67,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    ch = sub.add_parser("challenge", help="make, attack or score an InstaHide Challenge")
-    csub = ch.add_subparsers(dest="challenge_command", metavar="ACTION")
-    ch.set_defaults(func=lambda a: missing_action(ch))
+    csub = command_group(sub, "challenge", "make, attack or score an InstaHide Challenge")
     p = csub.add_parser("make", help="make a challenge (official recipe)")
     p.add_argument("--private", required=True, help="labelled private images (e.g. a CIFAR-10 .npz)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="CIFAR archive split (test)")

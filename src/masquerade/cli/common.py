@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 from masquerade.errors import InputError
 
 __all__ = ["Parser", "int_at_least", "positive_int", "nonnegative_int", "seed", "finite_float", "parse_sets",
-           "parse_value", "add_settings_options", "settings_from_args", "missing_action", "add_device_option"]
+           "parse_value", "add_settings_options", "settings_from_args", "missing_action", "add_device_option",
+           "command_group"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -157,6 +158,15 @@ def add_device_option(p: argparse.ArgumentParser, what: str = "models and optimi
     starts)."""
     p.add_argument("--device", type=_device_name, default="cpu", metavar="DEVICE",
                    help=f"where the {what} run: auto (a GPU when torch sees one), cpu (default), cuda, cuda:N or mps")
+
+
+def command_group(sub: Any, name: str, help: str) -> Any:
+    """A group of actions (``masquerade NAME ACTION``): its parser under ``sub``, and the sub-parsers its actions
+    are added to. ``masquerade NAME`` alone prints the group's help (exit 2)."""
+    group = sub.add_parser(name, help=help)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    group.set_defaults(func=lambda _args: missing_action(group))
+    return actions
 
 
 def missing_action(parser: argparse.ArgumentParser) -> int:

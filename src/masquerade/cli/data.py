@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import missing_action, positive_int, seed
+from masquerade.cli.common import command_group, positive_int, seed
 
 __all__ = ["register"]
 
@@ -40,9 +40,7 @@ def cmd_data_patches(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    data = sub.add_parser("data", help="inspect, download and prepare data")
-    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    data.set_defaults(func=lambda a: missing_action(data))
+    dsub = command_group(sub, "data", "inspect, download and prepare data")
     p = dsub.add_parser("info", help="load a data source and summarise it")
     p.add_argument("source", help="folder, image, .npz, CIFAR archive or bundled:NAME")
     p.add_argument("--split", default="train", choices=["train", "test"], help="CIFAR split")

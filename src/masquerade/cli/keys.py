@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masquerade.cli.common import missing_action
+from masquerade.cli.common import command_group
 
 __all__ = ["register"]
 
@@ -21,9 +21,7 @@ def cmd_key_show(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    key = sub.add_parser("key", help="inspect key files (never prints key material)")
-    ksub = key.add_subparsers(dest="key_command", metavar="ACTION")
-    key.set_defaults(func=lambda a: missing_action(key))
+    ksub = command_group(sub, "key", "inspect key files (never prints key material)")
     p = ksub.add_parser("show", help="scheme and fingerprint of a key file")
     p.add_argument("keyfile")
     p.set_defaults(func=cmd_key_show)

@@ -73,7 +73,7 @@ def _check_fill(s: Any, where: str) -> None:
 def _auxiliary(auxiliary: Any, z: np.ndarray, where: str) -> np.ndarray:
     aux = auxiliary_array(auxiliary, z, where)
     if not len(aux):
-        raise InputError(f"{where}: auxiliary images are {aux.shape[1:]}, the encodings {z.shape[1:]}")
+        raise InputError(f"{where}: no auxiliary images (the set given is empty)")
     return aux
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from masquerade.devices import resolve_device
+from masquerade.devices import model_device, resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import parse_json, read_json
 from masquerade.metrics.ssim import ssim_loss
@@ -95,7 +95,7 @@ class ChallengePrior:
     def __call__(self, x: torch.Tensor, pairs: np.ndarray, lam: np.ndarray, weights: np.ndarray | None,
                  shape: tuple[int, int, int] = (32, 32, 3)) -> torch.Tensor:
         n = len(x)
-        dev = next(self.model.parameters()).device          # the images go where the denoiser is, and come back
+        dev = model_device(self.model)          # the images go where the denoiser is, and come back
         img = x.float().reshape(n, *shape).permute(0, 3, 1, 2)
         info = evidence(pairs, lam, weights, n)
         out = []

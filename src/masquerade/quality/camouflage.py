@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from masquerade.devices import DeviceLike, require_float64, resolve_device
+from masquerade.devices import DeviceLike, model_device, require_float64, resolve_device
 from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.quality.jpeg import jpeg_approx, jpeg_real
@@ -247,7 +247,7 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
     dev = resolve_device(device)
     if isinstance(model, BrisqueQuality):
         require_float64(dev, "camouflage against BRISQUE")     # its AGGD fits run in float64
-    home = next(iter(model.parameters()), torch.empty(0)).device
+    home = model_device(model)
     was_training = model.training
     model.eval()
     model.to(dev)

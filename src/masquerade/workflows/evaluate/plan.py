@@ -60,6 +60,7 @@ def is_plain(setting: SchemeSetting) -> bool:
     """Whether ``setting`` releases the images unprotected (:data:`PLAIN`, or a plan's own setting of its scheme)."""
     return setting.scheme == PLAIN.scheme and setting.shares == "data"
 
+
 def default_settings(quick: bool) -> list[SchemeSetting]:
     """The settings compared: the papers' defaults, and in a full run the neighbours that show the trade-off."""
     ih_passes = 20 if quick else 50
