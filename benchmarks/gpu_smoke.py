@@ -44,9 +44,10 @@ def _rel(a: float, b: float) -> float:
 def _model(arch: str, classes: int, channels: int, seed: int) -> torch.nn.Module:
     from masquerade.models import Normalized, create_model
 
-    torch.manual_seed(seed)
-    return Normalized(create_model(arch, num_classes=classes, in_channels=channels), [0.5] * channels,
-                      [0.25] * channels).eval()
+    with torch.random.fork_rng(devices=[]):         # seeded weights, the caller's global generator untouched
+        torch.manual_seed(seed)
+        return Normalized(create_model(arch, num_classes=classes, in_channels=channels), [0.5] * channels,
+                          [0.25] * channels).eval()
 
 
 # -- the checks: each returns (what it compares, the difference, the bound, a pass/fail) from its two runs ------

@@ -87,9 +87,10 @@ def test_gradient_inversion_on_cpu_is_the_run_without_a_device() -> None:
     from masquerade.attacks.gradient_inversion import client_gradient
     from masquerade.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("convnet16", num_classes=10, in_channels=1).eval()
-    x = torch.rand(1, 1, 32, 32)
+    with torch.random.fork_rng(devices=[]):        # seeded weights without touching the global generator
+        torch.manual_seed(0)
+        model = create_model("convnet16", num_classes=10, in_channels=1).eval()
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([3])
     grads = client_gradient(model, x, y)
     runs = []
