@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel
+from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel, is_baseline
 from masquerade.errors import InputError, NotInvertibleError
 from masquerade.keys import load_key, save_key
 from masquerade.registry import ATTACKS, SCHEMES, create_attack, create_scheme, list_attacks, list_schemes, run_attack
@@ -173,6 +173,9 @@ def test_attack_contract(name: str) -> None:
         for scheme in list_schemes():
             chosen = against(create_scheme(scheme))
             assert chosen is None or isinstance(create_attack(name, **chosen), cls), (name, scheme, chosen)
+    # a floor uses nothing beyond the release itself, so every attack at its level holds what it holds
+    if is_baseline(cls):
+        assert cls.threat_model.requires == {Knowledge.ENCODINGS} and not cls.threat_model.optional, name
     settings, given = CASES[name]
     res = run_attack(create_attack(name, **settings), rng=0, progress=False, **given())
     assert isinstance(res, AttackResult) and res.attack == name and res.seconds >= 0

@@ -169,6 +169,17 @@ def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_p
         ("utility at or below chance", "weak", None), ("attack below the as-is floor", "weak", "failed")]
     assert "0.100 is at or below chance (0.10 for 10 classes)" in found[0]["text"]
     assert findings([row("good", 1, "as-is", 0.2, 0.11)], 10) == []     # above chance: nothing to explain
+    # the floor is whatever attack declares itself one, not a name: without as-is's flag, no floor and no finding
+    from masquerade.attacks.asis import AsIs
+    from masquerade.contracts import is_baseline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AsIs, "baseline", False)
+        assert [f["kind"] for f in findings(rows, 10)] == ["utility at or below chance"]
+        mp.setattr(AsIs, "baseline", "yes")             # a malformed flag makes no floor (the contract test says why)
+        assert len(findings(rows, 10)) == 1
+        with pytest.raises(InputError, match="baseline must be true or false"):
+            is_baseline(AsIs)
     # a one-time-key setting also tested on fresh encodings of each test image: the finding says what that gave
     learned = dict(row("mixes", 1, "as-is", 0.2, 0.02), utility_encoded=0.67)
     assert "reaches 0.670: it learned the encodings" in findings([learned], 10)[0]["text"]

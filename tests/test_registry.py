@@ -139,3 +139,28 @@ def test_an_attack_plugin_that_does_not_import_is_left_out_of_an_evaluation(monk
     cells = plan_cells(EvaluateSettings(quick=True, schemes=("identity",)))
     assert cells and all(c.attack != "broken-plugin" for c in cells)
     assert "broken-plugin" in caplog.text and "left out" in caplog.text
+
+
+def test_a_shorthand_setting_picks_a_built_in_scheme_that_takes_it_never_a_plugin() -> None:
+    from masquerade.registry import SCHEMES
+    from masquerade.workflows.train import _with_policy
+
+    class Policy(Configurable):
+        @dataclass(frozen=True)
+        class Settings:
+            policy: str = ""
+            always: bool = False
+
+    SCHEMES.register("also-a-policy")(Policy)
+    try:
+        assert SCHEMES.builtin_with_setting("policy") == ["ats"]
+        assert _with_policy(None, {}, "3-1-7", False) == ("ats", {"policy": "3-1-7", "always": False})
+        assert _with_policy("also-a-policy", {}, "3", True) == ("also-a-policy", {"policy": "3", "always": True})
+        assert _with_policy(None, {"x": 1}, None, False) == ("identity", {"x": 1})
+        for scheme, policy, always, msg in (("identity", "3", False, "identity does not take"),
+                                            ("instahide", "3", False, "instahide does not take"),
+                                            (None, None, True, "--always goes with --policy")):
+            with pytest.raises(InputError, match=msg):
+                _with_policy(scheme, {}, policy, always)
+    finally:
+        SCHEMES.unregister("also-a-policy")

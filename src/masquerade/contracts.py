@@ -30,7 +30,9 @@ An **attack** is a class with ``name``, ``Settings`` (frozen; ``Attack(**setting
 hook ``settings_against(scheme) -> dict | None`` (a classmethod) names the schemes it targets, with the published
 settings it takes from them; :func:`settings_against` reads it, and the scorecard runs the attack where it answers.
 An attack that trains or optimises a model declares ``uses_device = True`` and takes ``device=`` (a
-``torch.device``) in ``run``; :func:`device_arguments` passes it only to those (the others run on the CPU).
+``torch.device``) in ``run``; :func:`device_arguments` passes it only to those (the others run on the CPU). An attack
+that uses nothing every other attack at its level does not also hold declares ``baseline = True`` (``as-is``): it is
+that level's floor, and an attack scoring below it has failed (:func:`is_baseline`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Configurable", "check_images",
            "check_key", "refuse_pool", "refuse_base", "label_mixer", "clean_view_of", "one_time_keys", "public_slots",
-           "settings_against", "uses_device", "device_arguments"]
+           "settings_against", "uses_device", "is_baseline", "device_arguments"]
 
 
 @runtime_checkable
@@ -110,6 +112,14 @@ def uses_device(attack: Any) -> bool:
     flag = getattr(attack, "uses_device", False)
     if not isinstance(flag, bool):
         raise InputError(f"{getattr(attack, 'name', attack)!r}: uses_device must be true or false, got {flag!r}")
+    return flag
+
+
+def is_baseline(attack: Any) -> bool:
+    """True where the attack is its level's floor (``baseline = True``): every other attack holds what it uses."""
+    flag = getattr(attack, "baseline", False)
+    if not isinstance(flag, bool):
+        raise InputError(f"{getattr(attack, 'name', attack)!r}: baseline must be true or false, got {flag!r}")
     return flag
 
 

@@ -9,6 +9,7 @@ The contracts the classes keep are in :mod:`masquerade.contracts`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
@@ -47,6 +48,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._entries: dict[str, _Entry] = {n: _Entry(t, d) for n, (t, d) in builtin.items()}
+        self._builtin = frozenset(builtin)
         self._plugins_read = False
 
     def _read_entry_points(self) -> None:
@@ -94,6 +96,16 @@ class Registry(Generic[T]):
 
     def create(self, name: str, /, **settings: Any) -> T:
         return self.get(name)(**settings)
+
+    def setting_names(self, name: str) -> set[str]:
+        """The fields of ``name``'s ``Settings`` (none where it has no dataclass of settings)."""
+        cls = getattr(self.get(name), "Settings", None)
+        return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+    def builtin_with_setting(self, field: str) -> list[str]:
+        """The built-in entries whose settings include ``field`` (another package's plugin never answers here, so
+        that installing one cannot change what a shorthand option means)."""
+        return sorted(n for n in self._builtin if n in self._entries and field in self.setting_names(n))
 
     def __contains__(self, name: object) -> bool:
         self._read_entry_points()

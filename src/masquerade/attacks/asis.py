@@ -30,6 +30,7 @@ class AsIs(Configurable):
     name = "as-is"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
+    baseline = True             # it uses only the encodings, which every attack on a release holds: level 1's floor
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:

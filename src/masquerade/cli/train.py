@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a classifier on protected data and test it on clean data")
     p.add_argument("--data", required=True, help="training images (labelled)")
     p.add_argument("--test", required=True, help="test images (labelled; CIFAR archives use their test split)")
-    p.add_argument("--scheme", default="identity", help="protection applied on the fly (default identity)")
+    p.add_argument("--scheme", help="protection applied on the fly (default identity: none; with --policy, ats)")
     add_scheme_options(p)
     p.add_argument("--model", default="fastresnet",
                    help="fastresnet (default), resnet9, resnet18, resnet20, resnet20-4, convnet, convnet16, lenet-zhu")

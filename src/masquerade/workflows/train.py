@@ -29,13 +29,15 @@ def epoch_list(text: str | None, epochs: int) -> tuple[int, ...]:
     return out
 
 
-def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_settings: dict[str, Any] | None = None,
+def train(data: PathLike, test: PathLike, *, scheme: str | None = None, scheme_settings: dict[str, Any] | None = None,
           settings: Any = None, policy: str | None = None, always: bool = False, public: PathLike | None = None,
           public_patches: int = 10000, snapshots: tuple[int, ...] = (), seed: int | None = None,
           out: PathLike | None = None, resume: PathLike | None = None, config: dict[str, Any] | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> dict[str, Any]:
-    """Train ``settings.model`` on ``data`` protected by ``scheme`` (or an ATS ``policy``) and test it on clean
-    ``test`` images; writes the run folder (model.safetensors, metrics, checkpoint) and returns the metrics.
+    """Train ``settings.model`` on ``data`` protected by ``scheme`` and test it on clean ``test`` images. ``policy``
+    and ``always`` are settings of a scheme that takes them (ATS); with no ``scheme`` named, that scheme, and
+    without a policy, none (``identity``). Writes the run folder (model.safetensors, metrics, checkpoint) and
+    returns the metrics.
     ``device``: where the model trains (``auto``, ``cpu``, ``cuda[:N]``, ``mps``; default the CPU).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process joins the process group and trains its
@@ -56,7 +58,28 @@ def train(data: PathLike, test: PathLike, *, scheme: str = "identity", scheme_se
     return result
 
 
-def _train(data: PathLike, test: PathLike, *, scheme: str, scheme_settings: dict[str, Any] | None, settings: Any,
+def _with_policy(scheme: str | None, settings: dict[str, Any], policy: str | None,
+                 always: bool) -> tuple[str, dict[str, Any]]:
+    """The scheme and its settings once ``policy``/``always`` (shorthands for those settings) are folded in: with
+    no scheme named, the built-in one that takes a policy."""
+    from masquerade.registry import SCHEMES
+
+    if policy is None:
+        if always:
+            raise InputError("train: --always goes with --policy")
+        return scheme or "identity", settings
+    if scheme is None:
+        takers = SCHEMES.builtin_with_setting("policy")
+        if len(takers) != 1:
+            raise InputError(f"train: --policy needs --scheme (schemes that take a policy: {takers or 'none'})")
+        scheme = takers[0]
+    elif "policy" not in SCHEMES.setting_names(scheme):
+        names = ", ".join(SCHEMES.builtin_with_setting("policy")) or "none"
+        raise InputError(f"train: --policy is a setting {scheme} does not take (built-in schemes that do: {names})")
+    return scheme, settings | {"policy": policy, "always": always}
+
+
+def _train(data: PathLike, test: PathLike, *, scheme: str | None, scheme_settings: dict[str, Any] | None, settings: Any,
            policy: str | None, always: bool, public: PathLike | None, public_patches: int,
            snapshots: tuple[int, ...], seed: int | None, out: PathLike | None, resume: PathLike | None,
            config: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any]], None] | None,
@@ -72,14 +95,7 @@ def _train(data: PathLike, test: PathLike, *, scheme: str, scheme_settings: dict
     settings = settings or TrainSettings()
     dev = resolve_device(device)            # before any data is read: a missing GPU is an error at once
     train_set, test_set = load_images(data), load_images(test, split="test")
-    scheme_settings = dict(scheme_settings or {})
-    if policy is not None:
-        if scheme not in ("identity", "ats"):
-            raise InputError(f"train: --policy applies an ATS policy; it does not combine with --scheme {scheme}")
-        scheme = "ats"
-        scheme_settings |= {"policy": policy, "always": always}
-    elif always:
-        raise InputError("train: --always goes with --policy")
+    scheme, scheme_settings = _with_policy(scheme, dict(scheme_settings or {}), policy, always)
     sch = create_scheme(scheme, **scheme_settings)
     # every process of a distributed run must cut the same public patches: without a seed, from shared entropy
     pool_seed = seed if seed is not None or distributed.world()[1] == 1 else \

@@ -271,9 +271,9 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
 
 def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
     """What a reader must have explained before trusting a row: a utility at or below chance (a model that learned
-    nothing that carries over to what it is tested on), and an attack that scores below the ``as-is`` floor of its
-    setting and level (looking at the released data as they are does better: the attack failed there, and its row is
-    no evidence of safety)."""
+    nothing that carries over to what it is tested on), and an attack that scores below its setting and level's floor,
+    an attack that declares itself ``baseline`` (``as-is``: looking at the released data as they are does better, so
+    the attack failed there and its row is no evidence of safety)."""
     out: list[dict[str, Any]] = []
     chance = 1.0 / max(num_classes, 1)
     seen: set[str] = set()
@@ -295,15 +295,33 @@ def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any
                 text += "; its privacy rows describe a protection that leaves nothing to learn from"
             out.append({"kind": "utility at or below chance", "scheme": r["scheme"], "setting": r["setting"],
                         "text": text})
-    floor = {(r["setting"], r["level"]): r["ssim"] for r in rows if r["attack"] == "as-is"}
+    bases = _baselines({r["attack"] for r in rows})
+    floor = {(r["setting"], r["level"]): (r["attack"], r["ssim"]) for r in rows if r["attack"] in bases}
     for r in rows:
         base = floor.get((r["setting"], r["level"]))
-        if r["attack"] != "as-is" and base is not None and r["ssim"] < base - 0.01:
-            out.append({"kind": "attack below the as-is floor", "scheme": r["scheme"], "setting": r["setting"],
+        if r["attack"] not in bases and base is not None and r["ssim"] < base[1] - 0.01:
+            name, ssim = base
+            out.append({"kind": f"attack below the {name} floor", "scheme": r["scheme"], "setting": r["setting"],
                         "level": r["level"], "attack": r["attack"],
-                        "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below the released data seen as they "
-                                f"are (as-is, SSIM {base:.3f}) at level {r['level']}: it failed on this setting, and "
-                                "the row is no evidence that the setting is safe"})
+                        "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below {name} (SSIM {ssim:.3f}), the "
+                                f"floor every attack at level {r['level']} holds enough to reach: it failed on this "
+                                "setting, and the row is no evidence that the setting is safe"})
+    return out
+
+
+def _baselines(names: set[str]) -> set[str]:
+    """The attacks among ``names`` that declare themselves their level's floor (an attack that no longer imports is
+    not one: its rows stay, unjudged)."""
+    from masquerade.contracts import is_baseline
+    from masquerade.registry import ATTACKS
+
+    out = set()
+    for name in names:
+        try:
+            if is_baseline(ATTACKS.get(name)):
+                out.add(name)
+        except InputError:
+            continue
     return out
 
 

@@ -256,10 +256,10 @@ def _slug(text: str) -> str:
 
 
 def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Any:
-    from masquerade.registry import create_scheme
+    from masquerade.registry import SCHEMES, create_scheme
 
     params = dict(setting.params)
-    if "seeded_aes_key" in _setting_fields(setting.scheme):
+    if "seeded_aes_key" in SCHEMES.setting_names(setting.scheme):
         # an evaluation is a reproducible experiment: keys a scheme draws from the OS even in seeded runs unless
         # asked (DisguisedNets' AES keys) derive from the seed too, for every setting, the user's own included
         params.setdefault("seeded_aes_key", True)
@@ -270,13 +270,6 @@ def _make_scheme(setting: SchemeSetting, stats: tuple[tuple[float, ...], tuple[f
             else:
                 params[name] = stats[pos]
     return create_scheme(setting.scheme, **params)
-
-
-def _setting_fields(scheme: str) -> set[str]:
-    from masquerade.registry import SCHEMES
-
-    cls: Any = SCHEMES.get(scheme)
-    return {f.name for f in dataclasses.fields(cls.Settings)}
 
 
 def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset()) -> list[Cell]:
