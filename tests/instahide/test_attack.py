@@ -11,8 +11,9 @@ import torch
 from masquerade.cli import main
 from masquerade.data import ImageSet, extract_patches, load_images
 from masquerade.errors import InputError
-from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap, _cubic, attack_challenge
+from masquerade.instahide.attack import ChallengeAttackSettings, ColourMap, attack_challenge
 from masquerade.instahide.challenge import baseline_recovery, make_challenge, score_challenge
+from masquerade.instahide.colour import _cubic
 from masquerade.instahide.recipe import parse_slots, public_statistics, simulate_challenge
 from masquerade.instahide.reconstruct import _grid_edges, reconstruct_private, sign_sync
 from masquerade.metrics import ssim

@@ -55,8 +55,10 @@ from masquerade.contracts import AttackResult, Configurable, Knowledge, ThreatMo
 from masquerade.devices import resolve_device
 from masquerade.errors import InputError
 from masquerade.fileio import read_json, write_json
+from masquerade.instahide.colour import ColourMap, learn_colour
 from masquerade.instahide.grouping import SPLITS, cluster_slots, refine_pairs
-from masquerade.instahide.recipe import _public_energy, parse_slots, public_statistics, simulate_challenge
+from masquerade.instahide.prior import resolve_prior
+from masquerade.instahide.recipe import _public_energy, parse_slots, public_statistics
 from masquerade.instahide.reconstruct import reconstruct_private
 
 __all__ = ["ChallengeAttackSettings", "ChallengeAttack", "ColourMap", "attack_challenge", "break_challenge"]
@@ -99,33 +101,6 @@ class ChallengeAttackSettings:
                              "price_rate >= 0, resync >= 0 and 0 <= tol < 1")
         if not self.splits or not all(0.5 <= v < 1 for v in self.splits):
             raise InputError("challenge attack: splits are shares of the larger image, in [0.5, 1)")
-
-
-def _cubic(x: torch.Tensor) -> torch.Tensor:
-    """Cubic monomials of each pixel's colour (N×3 -> N×20)."""
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    one = torch.ones_like(r)
-    cols = [one, r, g, b, r * r, g * g, b * b, r * g, r * b, g * b,
-            r ** 3, g ** 3, b ** 3, r * r * g, r * r * b, g * g * r, g * g * b, b * b * r, b * b * g, r * g * b]
-    return torch.stack(cols, 1)
-
-
-@dataclass(frozen=True)
-class ColourMap:
-    """A per-pixel cubic map from recovered colours to true colours ([-1, 1] scale), fitted by least squares."""
-    coef: np.ndarray   # 20×3
-
-    @classmethod
-    def fit(cls, recovered: torch.Tensor, truth: torch.Tensor, ridge: float = 1e-3) -> "ColourMap":
-        f = _cubic(recovered.reshape(-1, 3).double())
-        t = truth.reshape(-1, 3).double()
-        coef = torch.linalg.solve(f.T @ f + ridge * torch.eye(f.shape[1], dtype=f.dtype), f.T @ t)
-        return cls(coef.numpy())
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        out = _cubic(x.reshape(-1, 3).double()) @ torch.from_numpy(self.coef)
-        return out.float().clamp(-1, 1).reshape(shape)
 
 
 def _to_uint8(x: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
@@ -195,7 +170,7 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     if not s.use_labels:
         labels = None
     slots = parse_slots(labels, n_enc, k=s.k, upper=s.upper, dom=s.dom)
-    learned = _resolve_prior(s.prior if prior is None else prior, shape, log)
+    learned = resolve_prior(s.prior if prior is None else prior, shape, log)
     if learned is not None and device is not None:
         learned = learned.to(resolve_device(device))
     st = _Stages(out, _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None),
@@ -376,33 +351,13 @@ def _final_stage(st: _Stages, x: torch.Tensor, grouping: tuple[np.ndarray, np.nd
             cmap = ColourMap(got["coef"])
         else:
             t0 = time.perf_counter()
-            cmap = _learn_colour(aux, public[0], public[1], s, shape, patches_src=patches_src)
+            cmap = learn_colour(aux, public[0], public[1], s, shape, patches_src=patches_src)
             st.save("colour", coef=cmap.coef)
             st.done("colour", t0)
         return cmap(x.reshape(-1, *shape)).reshape(len(x), -1)
     if s.colour:
         st.log("challenge attack: no auxiliary images (--aux); colour correction skipped")
     return x
-
-
-def _resolve_prior(prior: Any, shape: tuple[int, int, int], log: Callable[[str], None]) -> Any:
-    from masquerade.instahide.prior import ChallengePrior, default_prior, load_prior
-
-    if prior is None or (isinstance(prior, str) and prior.lower() == "none"):
-        return None
-    if isinstance(prior, str) and prior == "default":
-        found = default_prior()
-        if found is None:
-            log("challenge attack: no prior shipped with this installation (run `make weights`); none used")
-            return None
-    elif isinstance(prior, ChallengePrior):
-        found = prior
-    else:
-        found = load_prior(prior)
-    if not found.fits(shape):
-        log(f"challenge attack: the prior takes colour images with sides divisible by 4, not {shape}; none used")
-        return None
-    return found
 
 
 def _run_key(enc: np.ndarray, labels: np.ndarray | None, s: ChallengeAttackSettings, public: Any, aux: Any,
@@ -487,31 +442,3 @@ class ChallengeAttack(Configurable):
         metrics["stage_seconds"] = res.get("seconds", {})
         return AttackResult(self.name, private, recovered={"recoveries": res["recoveries"]}, metrics=metrics,
                             seconds=time.perf_counter() - t, aligned=False)
-
-
-def _learn_colour(aux: Any, mean: torch.Tensor, var: torch.Tensor, s: ChallengeAttackSettings,
-                  shape: tuple[int, int, int], patches_src: Any) -> ColourMap:
-    """Simulate a small challenge from the auxiliary images (the attacker's own truth), reconstruct it with the true
-    pairing, and fit the colour map from what reconstruction gives to what the images were."""
-    from masquerade.data import ImageSet, load_images, public_pool
-
-    imgs = (aux if isinstance(aux, ImageSet) else load_images(aux)).to_rgb()
-    if imgs.labels is None:
-        raise InputError(f"{aux}: the auxiliary images need labels (the simulated challenge releases them mixed)")
-    if imgs.image_shape != shape:
-        raise InputError(f"{aux}: auxiliary images are {imgs.image_shape}, the challenge's {shape}")
-    gen = np.random.default_rng(s.seed + 1)
-    pick = gen.choice(len(imgs), min(s.colour_images, len(imgs)), replace=False)
-    src = patches_src if patches_src is not None and not isinstance(patches_src, np.ndarray) else "bundled:photos"
-    pub = patches_src if isinstance(patches_src, np.ndarray) else \
-        public_pool(src, s.public_patches, size=shape[0], rng=s.seed).images
-    sim = simulate_challenge(imgs.images[pick], imgs.labels[pick].astype(np.int64), pub,
-                             per_image=s.colour_per_image, k=s.k, upper=s.upper, dom=s.dom,
-                             num_classes=max(10, int(imgs.labels.max()) + 1), rng=gen)
-    sl = parse_slots(sim["label"], len(sim["label"]), k=s.k, upper=s.upper, dom=s.dom)
-    lam = np.where(sl.same[:, None], sl.lam, sim["lam"][:, :2])   # what the labels say, slot by slot
-    energy = _public_energy(1 - lam.sum(1), s.k, s.upper, s.dom)
-    x, _ = reconstruct_private(sim["encryption"], sim["pairs"], lam, len(pick), mean, var, energy, beta=s.beta,
-                               anneal=s.anneal, em_steps=s.em_steps, shape=shape)
-    truth = torch.from_numpy(imgs.images[pick].astype(np.float32) / 127.5 - 1)
-    return ColourMap.fit(x.reshape(-1, *shape), truth)

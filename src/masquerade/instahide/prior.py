@@ -38,8 +38,8 @@ from masquerade.fileio import parse_json, read_json
 from masquerade.metrics.ssim import ssim_loss
 from masquerade.models.denoiser import ReconstructionDenoiser
 
-__all__ = ["PriorSettings", "ChallengePrior", "prepare_prior", "load_prior", "default_prior", "evidence",
-           "SHIPPED_PRIOR"]
+__all__ = ["PriorSettings", "ChallengePrior", "prepare_prior", "load_prior", "default_prior", "resolve_prior",
+           "evidence", "SHIPPED_PRIOR"]
 
 PRIOR_KIND = "instahide-challenge-prior"
 SHIPPED_PRIOR = Path(__file__).resolve().parents[1] / "weights" / "instahide_challenge_prior.safetensors"
@@ -362,3 +362,23 @@ def _seeded_model(s: PriorSettings) -> ReconstructionDenoiser:
 
 def _settings_doc(s: PriorSettings) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(s)))
+
+
+def resolve_prior(prior: Any, shape: tuple[int, int, int], log: Callable[[str], None]) -> Any:
+    """The prior an attack asked for (``"default"``: the shipped one; None or ``"none"``: none; a file or a
+    :class:`ChallengePrior`), or None, said through ``log``, where there is none or it does not fit ``shape``."""
+    if prior is None or (isinstance(prior, str) and prior.lower() == "none"):
+        return None
+    if isinstance(prior, str) and prior == "default":
+        found = default_prior()
+        if found is None:
+            log("challenge attack: no prior shipped with this installation (run `make weights`); none used")
+            return None
+    elif isinstance(prior, ChallengePrior):
+        found = prior
+    else:
+        found = load_prior(prior)
+    if not found.fits(shape):
+        log(f"challenge attack: the prior takes colour images with sides divisible by 4, not {shape}; none used")
+        return None
+    return found
