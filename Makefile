@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint docs bench reproduce weights install clean
+.PHONY: demo test lint format docs bench reproduce weights install clean
 
 install: $(STAMP)
 
@@ -24,9 +24,16 @@ test: lint docs
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+LINTED := src tests benchmarks examples docs
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples docs
+	$(BIN)/ruff format --check --quiet $(LINTED) || { echo "make lint: run make format" >&2; exit 1; }
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
+
+# Formats the code and fixes what the linter can fix by itself (import order): run it before a commit.
+format: $(STAMP)
+	$(BIN)/ruff format --quiet $(LINTED)
+	$(BIN)/ruff check --fix --quiet $(LINTED)
 
 # The documentation site, offline, into site/ (open site/index.html); any warning fails the build.
 docs: $(STAMP)

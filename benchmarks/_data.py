@@ -27,7 +27,7 @@ from pathlib import Path
 __all__ = ["ENV_VAR", "DEFAULT_DATA", "DataDir", "data_dir", "add_data_option"]
 
 ENV_VAR = "MASQUERADE_BENCH_DATA"
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"   # <repo>/../shared/data
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # <repo>/../shared/data
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,10 @@ class DataDir:
         missing = [n for n in names if not (self.path / n).exists()]
         if missing:
             where = {"--data": "given by --data", "env": f"from ${ENV_VAR}", "default": "the default"}[self.source]
-            sys.exit(f"{Path(sys.argv[0]).name}: {', '.join(missing)} not found in the data folder {self.path} "
-                     f"({where}); choose the folder with --data DIR or ${ENV_VAR}")
+            sys.exit(
+                f"{Path(sys.argv[0]).name}: {', '.join(missing)} not found in the data folder {self.path} "
+                f"({where}); choose the folder with --data DIR or ${ENV_VAR}"
+            )
 
 
 def data_dir(option: str | os.PathLike[str] | None = None) -> DataDir:
@@ -73,5 +75,6 @@ def data_dir(option: str | os.PathLike[str] | None = None) -> DataDir:
 
 def add_data_option(ap: argparse.ArgumentParser, needs: str) -> None:
     """Add ``--data DIR`` to a script's parser; ``needs`` says what the script reads from the folder."""
-    ap.add_argument("--data", metavar="DIR",
-                    help=f"data folder with {needs} (default: ${ENV_VAR}, else <repo>/../shared/data)")
+    ap.add_argument(
+        "--data", metavar="DIR", help=f"data folder with {needs} (default: ${ENV_VAR}, else <repo>/../shared/data)"
+    )

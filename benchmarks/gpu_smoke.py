@@ -44,13 +44,15 @@ def _rel(a: float, b: float) -> float:
 def _model(arch: str, classes: int, channels: int, seed: int) -> torch.nn.Module:
     from masquerade.models import Normalized, create_model
 
-    with torch.random.fork_rng(devices=[]):         # seeded weights, the caller's global generator untouched
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's global generator untouched
         torch.manual_seed(seed)
-        return Normalized(create_model(arch, num_classes=classes, in_channels=channels), [0.5] * channels,
-                          [0.25] * channels).eval()
+        return Normalized(
+            create_model(arch, num_classes=classes, in_channels=channels), [0.5] * channels, [0.25] * channels
+        ).eval()
 
 
 # -- the checks: each returns (what it compares, the difference, the bound, a pass/fail) from its two runs ------
+
 
 def check_training() -> Callable[[torch.device], Any]:
     from masquerade.training import TrainSettings, train
@@ -60,8 +62,8 @@ def check_training() -> Callable[[torch.device], Any]:
     s = TrainSettings(model="convnet16", epochs=2, batch_size=64, lr=0.05, augment=True, precision="fp32")
 
     def run(dev: torch.device) -> Any:
-        return train(tr, te, scheme=mq.create_scheme("instahide", k=2), settings=s, seed=0, progress=False,
-                     device=dev)
+        return train(tr, te, scheme=mq.create_scheme("instahide", k=2), settings=s, seed=0, progress=False, device=dev)
+
     return run
 
 
@@ -83,6 +85,7 @@ def check_gradient(name: str, **settings: Any) -> Callable[[torch.device], Any]:
         grads = client_gradient(model, x[:1], y[:1])
         atk = mq.create_attack(name, **settings)
         return run_attack(atk, model=model, gradients=grads, labels=y[:1], rng=0, device=dev)
+
     return run
 
 
@@ -94,8 +97,17 @@ def check_adaptive(dev: torch.device) -> Any:
     from masquerade.ats.privacy import attack_model
 
     model, x, y = _client()
-    return attack_model(model, x, y, policy="3-1-7", always=True, attack="ats-adaptive",
-                        attack_settings={"iterations": 40, "refine_iterations": 40, "keep": 2}, rng=0, device=dev)
+    return attack_model(
+        model,
+        x,
+        y,
+        policy="3-1-7",
+        always=True,
+        attack="ats-adaptive",
+        attack_settings={"iterations": 40, "refine_iterations": 40, "keep": 2},
+        rng=0,
+        device=dev,
+    )
 
 
 def compare_adaptive(a: Any, b: Any) -> tuple[str, float, float]:
@@ -115,8 +127,10 @@ def _feature_inputs() -> tuple[Any, Any, Any]:
 def check_feature(name: str, **settings: Any) -> Callable[[torch.device], Any]:
     def run(dev: torch.device) -> Any:
         api, aux, victims = _feature_inputs()
-        return run_attack(mq.create_attack(name, **settings), encodings=victims, auxiliary=aux, api=api, rng=0,
-                          device=dev)
+        return run_attack(
+            mq.create_attack(name, **settings), encodings=victims, auxiliary=aux, api=api, rng=0, device=dev
+        )
+
     return run
 
 
@@ -149,8 +163,13 @@ def check_prepare(dev: torch.device) -> Any:
     digits = mq.load_images("bundled:digits", size=32).to_rgb()
     with tempfile.TemporaryDirectory() as tmp:
         save_npz(Path(tmp) / "aux.npz", images=digits.images[:300], labels=digits.labels[:300])
-        return prepare_prior(Path(tmp) / "aux.npz", Path(tmp) / "prior.safetensors", log=lambda _m: None,
-                             settings=PriorSettings(passes=(5,), challenges=1, steps=20, seed=0), device=dev)
+        return prepare_prior(
+            Path(tmp) / "aux.npz",
+            Path(tmp) / "prior.safetensors",
+            log=lambda _m: None,
+            settings=PriorSettings(passes=(5,), challenges=1, steps=20, seed=0),
+            device=dev,
+        )
 
 
 def compare_prepare(a: Any, b: Any) -> tuple[str, float, float]:
@@ -182,10 +201,17 @@ def check_search(dev: torch.device) -> Any:
     from masquerade.ats.search import SearchSettings, search
 
     photos = mq.load_images("bundled:digits", size=32).to_rgb()
-    return search(trained=_model("convnet16", 10, 3, 1), init=_model("convnet16", 10, 3, 2),
-                  images=photos.to_tensor()[:200], labels=torch.from_numpy(photos.labels[:200]),
-                  settings=SearchSettings(privacy_images=8, acc_images=16, acc_runs=2, bins=4, workers=1),
-                  candidates=["3-1-7", "43-18-18"], rng=0, progress=False, device=dev)
+    return search(
+        trained=_model("convnet16", 10, 3, 1),
+        init=_model("convnet16", 10, 3, 2),
+        images=photos.to_tensor()[:200],
+        labels=torch.from_numpy(photos.labels[:200]),
+        settings=SearchSettings(privacy_images=8, acc_images=16, acc_runs=2, bins=4, workers=1),
+        candidates=["3-1-7", "43-18-18"],
+        rng=0,
+        progress=False,
+        device=dev,
+    )
 
 
 def compare_search(a: Any, b: Any) -> tuple[str, float, float]:
@@ -196,14 +222,16 @@ def compare_search(a: Any, b: Any) -> tuple[str, float, float]:
 
 CHECKS: list[tuple[str, Callable[[torch.device], Any], Callable[[Any, Any], tuple[str, float, float]]]] = [
     ("train (InstaHide k=2, 2 epochs)", check_training(), compare_training),
-    ("inverting_gradients (60 it.)", check_gradient("inverting_gradients", iterations=60, restarts=2),
-     compare_images),
+    ("inverting_gradients (60 it.)", check_gradient("inverting_gradients", iterations=60, restarts=2), compare_images),
     ("dlg (10 it.)", check_gradient("dlg", iterations=10), compare_images),
     ("ats-adaptive (3-1-7, 40+40 it.)", check_adaptive, compare_adaptive),
     ("feature-attribute (3 epochs)", check_feature("feature-attribute", epochs=3), compare_attributes),
     ("feature-inversion, pixel (2 epochs)", check_feature("feature-inversion", epochs=2), compare_images),
-    ("feature-inversion, feature (1+1 epochs)",
-     check_feature("feature-inversion", loss="feature", epochs=1, surrogate_epochs=1), compare_images),
+    (
+        "feature-inversion, feature (1+1 epochs)",
+        check_feature("feature-inversion", loss="feature", epochs=1, surrogate_epochs=1),
+        compare_images,
+    ),
     ("instahide-challenge prior", check_prior, compare_prior),
     ("challenge prepare (20 steps)", check_prepare, compare_prepare),
     ("aes-ecb-codebook fill network (40 steps)", check_ecb, compare_images),

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
-os.environ["COLUMNS"] = "110"          # argparse wraps help to the terminal width: fix it for the page
+os.environ["COLUMNS"] = "110"  # argparse wraps help to the terminal width: fix it for the page
 
 
 def public_modules() -> list[str]:
@@ -59,9 +59,13 @@ def cli_page() -> str:
     from masquerade.cli.attack import attack_parser
     from masquerade.registry import ATTACKS
 
-    lines = ["# Command line reference", "",
-             "Generated from the parsers at build time: what `--help` prints, command by command. Errors are one "
-             "line on stderr; exit code 2 means bad usage or input, 1 another failure, 130 an interrupt.", ""]
+    lines = [
+        "# Command line reference",
+        "",
+        "Generated from the parsers at build time: what `--help` prints, command by command. Errors are one "
+        "line on stderr; exit code 2 means bad usage or input, 1 another failure, 130 an interrupt.",
+        "",
+    ]
     for prog, parser in _walk(build_parser(), "masquerade"):
         lines += [f"## `{prog}`", "", _fenced(parser.format_help()), ""]
         if prog == "masquerade attack":
@@ -89,10 +93,16 @@ def _settings_table(cls: type) -> list[str]:
 def plugins_page() -> str:
     from masquerade.registry import ATTACKS, SCHEMES
 
-    lines = ["# Settings and threat models", "",
-             "Generated from the registered classes at build time: every scheme's and attack's settings with their "
-             "defaults (the published ones unless a page says otherwise), and what each attack is given. "
-             "`masquerade attack NAME --help` and `--set key=value` take the same names.", "", "## Schemes", ""]
+    lines = [
+        "# Settings and threat models",
+        "",
+        "Generated from the registered classes at build time: every scheme's and attack's settings with their "
+        "defaults (the published ones unless a page says otherwise), and what each attack is given. "
+        "`masquerade attack NAME --help` and `--set key=value` take the same names.",
+        "",
+        "## Schemes",
+        "",
+    ]
     for name, desc in SCHEMES.describe().items():
         cls = SCHEMES.get(name)
         lines += [f"### `{name}`", "", f"{desc}. Class: `{cls.__module__}.{cls.__qualname__}`.", ""]
@@ -100,8 +110,14 @@ def plugins_page() -> str:
     lines += ["## Attacks", ""]
     for name, desc in ATTACKS.describe().items():
         cls = ATTACKS.get(name)
-        lines += [f"### `{name}`", "", f"{desc}. Class: `{cls.__module__}.{cls.__qualname__}`.", "",
-                  f"Threat model: {cls.threat_model.describe()}.", ""]
+        lines += [
+            f"### `{name}`",
+            "",
+            f"{desc}. Class: `{cls.__module__}.{cls.__qualname__}`.",
+            "",
+            f"Threat model: {cls.threat_model.describe()}.",
+            "",
+        ]
         lines += _settings_table(cls)
     return "\n".join(lines)
 
@@ -122,10 +138,10 @@ def main() -> None:
             fh.write(f"::: {module}\n")
         top = ".".join(module.split(".")[:2])
         link = f"[{module}](reference/api/{page})"
-        if module in packages:                       # a section, its own page first
+        if module in packages:  # a section, its own page first
             summary += [f"        * {module}", f"            * {link}"]
-        elif top in packages:                        # listed under its package by its own name
-            summary.append(f"            * [{module[len(top) + 1:]}](reference/api/{page})")
+        elif top in packages:  # listed under its package by its own name
+            summary.append(f"            * [{module[len(top) + 1 :]}](reference/api/{page})")
         else:
             summary.append(f"        * {link}")
     # the site's navigation: docs/nav.md (written by hand) with the API pages under its "Python API" entry
@@ -133,6 +149,7 @@ def main() -> None:
     at = nav.index("    * Python API") + 1
     with mkdocs_gen_files.open("SUMMARY.md", "w") as fh:
         fh.write("\n".join(nav[:at] + summary + nav[at:]) + "\n")
+
 
 if __name__ == "__main__" and "--list" in sys.argv:
     print("\n".join(public_modules()))

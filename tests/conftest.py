@@ -40,6 +40,7 @@ def rng() -> np.random.Generator:
 
 # -- the system's headless Chromium, driven by Playwright (the HitL page, the reports) ----------------------------
 
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)

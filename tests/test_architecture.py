@@ -30,7 +30,7 @@ def _graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(pkg.split(".")[:len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             for t in targets:
                 while t and t not in modules:
@@ -47,7 +47,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     on: set[str] = set()
     out: list[list[str]] = []
 
-    def visit(v: str) -> None:     # Tarjan's strongly connected components
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
         index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
@@ -91,9 +91,11 @@ def test_no_module_over_600_lines() -> None:
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["attack"]])
 def test_help_and_list_do_not_load_torch(argv: list[str]) -> None:
-    code = ("import sys\nfrom masquerade.cli import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys\nfrom masquerade.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "inverting_gradients" in r.stdout or argv == ["--help"]
@@ -102,7 +104,7 @@ def test_help_and_list_do_not_load_torch(argv: list[str]) -> None:
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from masquerade.extras import MissingExtra, require
 
-    monkeypatch.setitem(sys.modules, "cv2", None)        # as if OpenCV were not installed
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     with pytest.raises(MissingExtra, match=r"pip install 'masquerade\[sift\]'") as e:
         require("cv2")
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
@@ -114,7 +116,7 @@ def test_plugins_of_other_packages_come_through_entry_points(monkeypatch: pytest
     import masquerade.identity  # noqa: F401 - its imports (torch) read entry points too: load them before faking
     from masquerade.registry import Registry
 
-    class Dist:        # an installed distribution as importlib.metadata shows it
+    class Dist:  # an installed distribution as importlib.metadata shows it
         def __init__(self, *eps: md.EntryPoint) -> None:
             self.entry_points, self.metadata = list(eps), {"Name": "echo-plugin"}
 
@@ -143,6 +145,7 @@ def test_the_lazy_top_level_names_are_all_there() -> None:
 
 def test_no_private_name_is_imported_across_packages() -> None:
     """A name that starts with ``_`` is its package's own: another package that needs it needs a public name."""
+
     def top(module: str) -> str:
         return module.split(".")[1] if module.count(".") else module
 
@@ -152,7 +155,10 @@ def test_no_private_name_is_imported_across_packages() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("masquerade."):
                 for alias in node.names:
-                    if alias.name.startswith("_") and not alias.name.startswith("__") \
-                            and top(node.module or "") != top(name):
+                    if (
+                        alias.name.startswith("_")
+                        and not alias.name.startswith("__")
+                        and top(node.module or "") != top(name)
+                    ):
                         found.append(f"{name} imports {node.module}.{alias.name}")
     assert not found, found

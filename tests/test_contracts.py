@@ -47,10 +47,11 @@ def test_scheme_contract(name: str, tmp_path: Any) -> None:
     else:
         x, shape = torch.randn(8, 16), (16,)
     k1, k2 = s.keygen(8, rng=3, shape=shape), s.keygen(8, rng=3, shape=shape)
-    secret = name != "identity"     # the baseline holds no secret: its keys are all alike, its output the input
+    secret = name != "identity"  # the baseline holds no secret: its keys are all alike, its output the input
     assert k1 == k2 and k1.fingerprint == k2.fingerprint and (k1 != s.keygen(8, rng=4, shape=shape)) == secret
     z = s.encode(x, k1)
-    def same(a: torch.Tensor, b: torch.Tensor) -> bool:    # bit for bit (ciphertexts may hold NaN patterns)
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:  # bit for bit (ciphertexts may hold NaN patterns)
         return torch.equal(a.contiguous().view(torch.int32), b.contiguous().view(torch.int32))
 
     assert same(z, s.encode(x, k2)) and same(z, x) != secret
@@ -101,42 +102,71 @@ def _challenge() -> dict[str, Any]:
 
     g = np.random.default_rng(0)
     private = (g.random((12, 8, 8, 3)) * 255).astype(np.uint8)
-    sim = simulate_challenge(private, np.arange(12) % 3, (g.random((40, 8, 8, 3)) * 255).astype(np.uint8),
-                             per_image=6, num_classes=3, rng=g)
-    return {"encodings": torch.from_numpy(sim["encryption"]).permute(0, 3, 1, 2), "labels": sim["label"],
-            "public_pool": (g.random((200, 8, 8, 3)) * 255).astype(np.uint8)}
+    sim = simulate_challenge(
+        private, np.arange(12) % 3, (g.random((40, 8, 8, 3)) * 255).astype(np.uint8), per_image=6, num_classes=3, rng=g
+    )
+    return {
+        "encodings": torch.from_numpy(sim["encryption"]).permute(0, 3, 1, 2),
+        "labels": sim["label"],
+        "public_pool": (g.random((200, 8, 8, 3)) * 255).astype(np.uint8),
+    }
 
 
 def _inside() -> dict[str, Any]:
     s = create_scheme("instahide", k=2, mode="inside", pixel_scale="normalize")
     x = torch.from_numpy(np.random.default_rng(0).random((12, 3, 8, 8)).astype(np.float32))
     keys = [s.keygen(12, rng=p, shape=(3, 8, 8)) for p in range(6)]
-    return {"encodings": torch.cat([s.encode(x, k) for k in keys]),
-            "labels": torch.cat([s.mix_labels(np.arange(12) % 3, k, 3) for k in keys]).numpy(),
-            "auxiliary": torch.rand(8, 3, 8, 8)}
+    return {
+        "encodings": torch.cat([s.encode(x, k) for k in keys]),
+        "labels": torch.cat([s.mix_labels(np.arange(12) % 3, k, 3) for k in keys]).numpy(),
+        "auxiliary": torch.rand(8, 3, 8, 8),
+    }
 
 
 CASES: dict[str, tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {
     "as-is": ({}, lambda: {"encodings": _disguise("rmt")[1]}),
-    "disguise-known-plaintext": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
-        *_disguise("rmt"))),
-    "aes-ecb-codebook": ({}, lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
-        *_disguise("aes", seeded_aes_key=True))),
-    "aes-ecb-frequency": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(
-        *_disguise("aes", seeded_aes_key=True))),
+    "disguise-known-plaintext": (
+        {},
+        lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(*_disguise("rmt")),
+    ),
+    "aes-ecb-codebook": (
+        {},
+        lambda: (lambda x, z: {"encodings": z[20:], "known_pairs": (x[:20], z[:20])})(
+            *_disguise("aes", seeded_aes_key=True)
+        ),
+    ),
+    "aes-ecb-frequency": (
+        {},
+        lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("aes", seeded_aes_key=True)),
+    ),
     "disguise-moments": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
     "disguise-alignment": ({}, lambda: (lambda x, z: {"encodings": z, "auxiliary": x})(*_disguise("rmt"))),
     "shufflebits-key-recovery": ({"restarts": 1}, lambda: {"encodings": _features()}),
     "shufflebits-popcount": ({}, lambda: {"encodings": _features()}),
-    "feature-attribute": ({"epochs": 1}, lambda: {"encodings": _api().predict(_aux_images()[0][:8]),
-                                                  "auxiliary": _aux_images(), "api": _api()}),
-    "feature-inversion": ({"epochs": 1, "batch": 16}, lambda: {"encodings": _api().predict(_aux_images()[0][:8]),
-                                                               "auxiliary": _aux_images()[0], "api": _api()}),
-    "inverting_gradients": ({"iterations": 2, "image_shape": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.25,) * 3},
-                            _gradients),
+    "feature-attribute": (
+        {"epochs": 1},
+        lambda: {"encodings": _api().predict(_aux_images()[0][:8]), "auxiliary": _aux_images(), "api": _api()},
+    ),
+    "feature-inversion": (
+        {"epochs": 1, "batch": 16},
+        lambda: {"encodings": _api().predict(_aux_images()[0][:8]), "auxiliary": _aux_images()[0], "api": _api()},
+    ),
+    "inverting_gradients": (
+        {"iterations": 2, "image_shape": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.25,) * 3},
+        _gradients,
+    ),
     "dlg": ({"iterations": 2, "image_shape": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.25,) * 3}, _gradients),
-    "ats-adaptive": ({"policy": "3-1-7", "always": True, "iterations": 2, "image_shape": (3, 8, 8),
-                      "mean": (0.5,) * 3, "std": (0.25,) * 3}, _gradients),
+    "ats-adaptive": (
+        {
+            "policy": "3-1-7",
+            "always": True,
+            "iterations": 2,
+            "image_shape": (3, 8, 8),
+            "mean": (0.5,) * 3,
+            "std": (0.25,) * 3,
+        },
+        _gradients,
+    ),
     "instahide-challenge": ({"prior": "none", "colour": False, "rounds": 1, "n_private": 12}, _challenge),
     "instahide-inside": ({"k": 2, "rounds": 1, "n_private": 12}, _inside),
 }
@@ -164,8 +194,13 @@ def test_attack_contract(name: str) -> None:
         assert know.value in params, (name, know)
     # the command line offers what the threat model names (gradients: through the clients' images)
     options = {o for a in attack_parser(name)._actions for o in a.option_strings}
-    wanted = {"--model-file", "--data"} if Knowledge.GRADIENTS in cls.threat_model.requires else \
-        {"--encodings"} if Knowledge.ENCODINGS in cls.threat_model.requires else set()
+    wanted = (
+        {"--model-file", "--data"}
+        if Knowledge.GRADIENTS in cls.threat_model.requires
+        else {"--encodings"}
+        if Knowledge.ENCODINGS in cls.threat_model.requires
+        else set()
+    )
     assert wanted <= options
     # an attack that names its targets (the scorecard's plan) names settings it accepts, or None
     against = getattr(cls, "settings_against", None)

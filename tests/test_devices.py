@@ -70,8 +70,16 @@ def test_every_attack_that_declares_a_device_takes_one() -> None:
         else:
             assert device_arguments(cls, torch.device("cpu")) == {}
     # the attacks that train or optimise a model
-    assert {"inverting_gradients", "dlg", "ats-adaptive", "feature-inversion", "feature-attribute",
-            "instahide-challenge", "aes-ecb-codebook", "aes-ecb-frequency"} <= set(takers)
+    assert {
+        "inverting_gradients",
+        "dlg",
+        "ats-adaptive",
+        "feature-inversion",
+        "feature-attribute",
+        "instahide-challenge",
+        "aes-ecb-codebook",
+        "aes-ecb-frequency",
+    } <= set(takers)
 
 
 def test_a_device_that_is_not_a_flag_is_refused() -> None:
@@ -87,7 +95,7 @@ def test_gradient_inversion_on_cpu_is_the_run_without_a_device() -> None:
     from masquerade.attacks.gradient_inversion import client_gradient
     from masquerade.models import create_model
 
-    with torch.random.fork_rng(devices=[]):        # seeded weights without touching the global generator
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global generator
         torch.manual_seed(0)
         model = create_model("convnet16", num_classes=10, in_channels=1).eval()
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -95,8 +103,9 @@ def test_gradient_inversion_on_cpu_is_the_run_without_a_device() -> None:
     grads = client_gradient(model, x, y)
     runs = []
     for device in (None, "cpu"):
-        atk = create_attack("inverting_gradients", iterations=5, restarts=1, image_shape=(1, 32, 32), mean=(0.5,),
-                            std=(0.5,))
+        atk = create_attack(
+            "inverting_gradients", iterations=5, restarts=1, image_shape=(1, 32, 32), mean=(0.5,), std=(0.5,)
+        )
         runs.append(run_attack(atk, model=model, gradients=grads, labels=y, rng=1, device=device))
     assert torch.equal(runs[0].reconstructions, runs[1].reconstructions)
     assert runs[0].reconstructions.device.type == "cpu"
@@ -123,10 +132,20 @@ def _help(command: list[str]) -> str:
     return parser.format_help()
 
 
-@pytest.mark.parametrize("command", [
-    ["train"], ["search"], ["camouflage"], ["evaluate"], ["challenge", "attack"], ["challenge", "prepare"],
-    ["attack", "inverting_gradients"], ["attack", "feature-inversion"], ["attack", "instahide-challenge"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train"],
+        ["search"],
+        ["camouflage"],
+        ["evaluate"],
+        ["challenge", "attack"],
+        ["challenge", "prepare"],
+        ["attack", "inverting_gradients"],
+        ["attack", "feature-inversion"],
+        ["attack", "instahide-challenge"],
+    ],
+)
 def test_model_commands_offer_a_device(command: list[str]) -> None:
     text = " ".join(_help(command).split())
     assert "--device DEVICE" in text and "cuda:N" in text
@@ -137,21 +156,40 @@ def test_attacks_without_models_offer_no_device() -> None:
 
 
 def test_a_bad_device_name_is_a_usage_error() -> None:
-    out = subprocess.run([sys.executable, "-m", "masquerade", "train", "--data", "bundled:digits", "--test",
-                          "bundled:digits", "--device", "gpu"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masquerade",
+            "train",
+            "--data",
+            "bundled:digits",
+            "--test",
+            "bundled:digits",
+            "--device",
+            "gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "unknown device 'gpu'" in out.stderr
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")
-@pytest.mark.parametrize("command", [
-    ["train", "--data", "bundled:digits", "--test", "bundled:digits", "--epochs", "1"],
-    ["evaluate", "--quick", "--out", "{tmp}/ev"],
-    ["camouflage", "--in", "bundled:photos", "--out", "{tmp}/cam"],
-    ["challenge", "attack", "{tmp}/nochallenge", "--out", "{tmp}/att"],
-])
-def test_cuda_on_a_machine_without_it_is_refused_before_any_work(command: list[str], tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--data", "bundled:digits", "--test", "bundled:digits", "--epochs", "1"],
+        ["evaluate", "--quick", "--out", "{tmp}/ev"],
+        ["camouflage", "--in", "bundled:photos", "--out", "{tmp}/cam"],
+        ["challenge", "attack", "{tmp}/nochallenge", "--out", "{tmp}/att"],
+    ],
+)
+def test_cuda_on_a_machine_without_it_is_refused_before_any_work(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from masquerade.cli import main
 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in command]

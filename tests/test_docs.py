@@ -30,15 +30,22 @@ def test_every_scheme_and_attack_page_is_in_the_navigation_and_names_its_plugin(
 
 
 def test_the_api_reference_covers_every_public_module() -> None:
-    out = subprocess.run([sys.executable, str(DOCS / "gen_reference.py"), "--list"], capture_output=True,
-                         text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, str(DOCS / "gen_reference.py"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     listed = out.stdout.split()
-    on_disk = {".".join(p.relative_to(ROOT / "src").with_suffix("").parts).removesuffix(".__init__")
-               for p in (ROOT / "src" / "masquerade").rglob("*.py")}
+    on_disk = {
+        ".".join(p.relative_to(ROOT / "src").with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "src" / "masquerade").rglob("*.py")
+    }
     public = {m for m in on_disk if not any(part.startswith("_") for part in m.split("."))}
     assert set(listed) == public and "masquerade.devices" in listed
     for module in listed:
-        importlib.import_module(module)        # mkdocstrings reads them statically; they must also import
+        importlib.import_module(module)  # mkdocstrings reads them statically; they must also import
 
 
 def test_the_readme_is_short_and_its_links_resolve() -> None:

@@ -32,14 +32,29 @@ from masquerade.workflows.evaluate import (
 
 def _tiny(**overrides: Any) -> EvaluateSettings:
     base: dict[str, Any] = dict(
-        data="bundled:mnist", size=None, targets=6, pairs=30, auxiliary=60, test=100, train=200, epochs=1, public=40,
-        codebook_decoder_steps=5,       # the network fill runs (and must give the same bits on Ray), briefly
-        settings=(SchemeSetting("identity", "no protection"),
-                  SchemeSetting("instahide", "cross k=6", (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
-                                per_image=3, public=True),
-                  SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
-                  SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4),
-                                                             ("aes_mode", "ecb")))))
+        data="bundled:mnist",
+        size=None,
+        targets=6,
+        pairs=30,
+        auxiliary=60,
+        test=100,
+        train=200,
+        epochs=1,
+        public=40,
+        codebook_decoder_steps=5,  # the network fill runs (and must give the same bits on Ray), briefly
+        settings=(
+            SchemeSetting("identity", "no protection"),
+            SchemeSetting(
+                "instahide",
+                "cross k=6",
+                (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
+                per_image=3,
+                public=True,
+            ),
+            SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
+            SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"))),
+        ),
+    )
     base.update(overrides)
     return EvaluateSettings(**base)
 
@@ -52,6 +67,7 @@ def _by(rows: list[dict[str, Any]], setting: str, level: int, attack: str) -> di
 
 # -- the plan ----------------------------------------------------------------------------------------------------
 
+
 def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() -> None:
     cells = plan_cells(EvaluateSettings.for_quick())
     attacks = {(c.setting.label, c.attack): (c.levels, c.uses) for c in cells if c.kind == "attack"}
@@ -61,13 +77,15 @@ def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() ->
     assert attacks[("RMT b=4", "disguise-known-plaintext")] == ((3,), ("encodings", "known_pairs"))
     assert attacks[("AES-ECB b=4", "aes-ecb-codebook")][0] == (3,)
     assert attacks[("AES-ECB b=4", "aes-ecb-frequency")] == ((2, 3), ("auxiliary", "encodings"))
-    assert ("AES-ECB b=4", "disguise-moments") not in attacks        # RMT's attacks do not apply to AES
+    assert ("AES-ECB b=4", "disguise-moments") not in attacks  # RMT's attacks do not apply to AES
     assert ("RMT b=4", "aes-ecb-codebook") not in attacks
-    assert ("inside k=4", "instahide-challenge") not in attacks      # the challenge attack needs the recipe
+    assert ("inside k=4", "instahide-challenge") not in attacks  # the challenge attack needs the recipe
     # the challenge attack uses the auxiliary images from level 2 on: two computations, not three
     challenge = sorted((c.levels, c.uses) for c in cells if c.attack == "instahide-challenge")
-    assert challenge == [((1,), ("encodings", "labels", "public_pool")),
-                         ((2, 3), ("auxiliary", "encodings", "labels", "public_pool"))]
+    assert challenge == [
+        ((1,), ("encodings", "labels", "public_pool")),
+        ((2, 3), ("auxiliary", "encodings", "labels", "public_pool")),
+    ]
     # every setting has one utility cell; identity is always planned (every cost's reference)
     only = plan_cells(EvaluateSettings.for_quick(schemes=("disguise",), levels=(1,)))
     assert {c.setting.scheme for c in only} == {"identity", "disguise"}
@@ -77,22 +95,28 @@ def test_the_plan_gives_each_level_exactly_the_attacks_its_knowledge_allows() ->
 
 def test_gradient_sharing_settings_face_the_server_at_every_level_and_quick_leaves_them_out() -> None:
     cells = plan_cells(EvaluateSettings(targets=4, pairs=2))
-    ats = {(c.setting.label, c.attack): (c.levels, c.uses, dict(c.attack_settings)) for c in cells
-           if c.setting.scheme == "ats" and c.kind == "attack"}
+    ats = {
+        (c.setting.label, c.attack): (c.levels, c.uses, dict(c.attack_settings))
+        for c in cells
+        if c.setting.scheme == "ats" and c.kind == "attack"
+    }
     # no data leave the client, so no attack on images applies; the server inverts gradients with the model
     # the policy-blind inversion on every setting, and the one that knows the policy where there is one
     policies = ("3-1-7", "3-1-7+43-18-18")
-    assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", *policies)} | \
-        {(f"ATS {p}", "ats-adaptive") for p in policies}
+    assert set(ats) == {(f"ATS {p}", "inverting_gradients") for p in ("none", *policies)} | {
+        (f"ATS {p}", "ats-adaptive") for p in policies
+    }
     assert all(v[:2] == ((1, 2, 3), ("gradients", "labels", "model")) for v in ats.values())
     assert all(v[2] == {"iterations": 4800} for (_, a), v in ats.items() if a == "inverting_gradients")  # ATS's
-    assert all(ats[(f"ATS {p}", "ats-adaptive")][2] == {"iterations": 4800, "policy": p, "always": True}
-               for p in policies)
+    assert all(
+        ats[(f"ATS {p}", "ats-adaptive")][2] == {"iterations": 4800, "policy": p, "always": True} for p in policies
+    )
     # a full run fills what the AES-ECB codebook lacks with a trained network; --quick with the nearest images
     full = {c.setting.label: dict(c.attack_settings) for c in cells if c.attack == "aes-ecb-codebook"}
     assert full["AES-ECB b=4"] == {"block": 4, "decoder_steps": 300}
-    assert [dict(c.attack_settings) for c in plan_cells(EvaluateSettings.for_quick())
-            if c.attack == "aes-ecb-codebook"] == [{"block": 4}]
+    assert [
+        dict(c.attack_settings) for c in plan_cells(EvaluateSettings.for_quick()) if c.attack == "aes-ecb-codebook"
+    ] == [{"block": 4}]
     assert not [c for c in plan_cells(EvaluateSettings.for_quick()) if c.setting.scheme == "ats"]
     quick_ats = plan_cells(EvaluateSettings.for_quick(schemes=("ats",)))
     assert {c.setting.label for c in quick_ats if c.setting.scheme == "ats"} == {"ATS none", "ATS 3-1-7+43-18-18"}
@@ -100,18 +124,25 @@ def test_gradient_sharing_settings_face_the_server_at_every_level_and_quick_leav
 
 def test_feature_settings_face_feature_inversion_from_level_2_with_what_each_key_scope_leaves() -> None:
     cells = plan_cells(EvaluateSettings(targets=4, pairs=2, schemes=("shufflebits",)))
-    feats = {c.setting.label: (c.attack, c.levels, c.uses, dict(c.attack_settings)) for c in cells
-             if c.setting.shares == "features" and c.kind == "attack"}
+    feats = {
+        c.setting.label: (c.attack, c.levels, c.uses, dict(c.attack_settings))
+        for c in cells
+        if c.setting.shares == "features" and c.kind == "attack"
+    }
     uses = ("api", "auxiliary", "encodings")
     assert feats == {
         "features in the clear": ("feature-inversion", (2, 3), uses, {"representation": "float"}),
         "ShuffleBits fixed": ("feature-inversion", (2, 3), uses, {"representation": "float", "recover_key": True}),
         "ShuffleBits vector": ("feature-inversion", (2, 3), uses, {"representation": "popcount"}),
-        "ShuffleBits element": ("feature-inversion", (2, 3), uses, {"representation": "popcount"})}
+        "ShuffleBits element": ("feature-inversion", (2, 3), uses, {"representation": "popcount"}),
+    }
     # the images' attacks never see features, and the features' baseline comes only with feature protection
     assert not [c for c in cells if c.setting.shares == "features" and c.attack == "as-is"]
-    assert not [c for c in plan_cells(EvaluateSettings(targets=4, pairs=2, schemes=("disguise",)))
-                if c.setting.shares == "features"]
+    assert not [
+        c
+        for c in plan_cells(EvaluateSettings(targets=4, pairs=2, schemes=("disguise",)))
+        if c.setting.shares == "features"
+    ]
 
 
 def test_the_default_plan_fits_the_bundled_digits() -> None:
@@ -153,22 +184,44 @@ def test_the_public_patches_come_from_the_photos_the_user_names(tmp_path: Path) 
 
 # -- the scores --------------------------------------------------------------------------------------------------
 
+
 def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_path: Path) -> None:
     from masquerade.report.scorecard import build_scorecard_report
 
     def row(setting: str, level: int, attack: str, ssim: float, utility: float) -> dict[str, Any]:
-        return {"scheme": "x", "setting": setting, "level": level, "attack": attack, "ssim": ssim, "psnr": 10.0,
-                "success": 0.0, "mr": None, "utility": utility, "tested_on": "clean images", "cost_s": 0.0,
-                "train_vs_plain": 1.0, "encode_images_per_s": 1.0, "uses": ["encodings"]}
+        return {
+            "scheme": "x",
+            "setting": setting,
+            "level": level,
+            "attack": attack,
+            "ssim": ssim,
+            "psnr": 10.0,
+            "success": 0.0,
+            "mr": None,
+            "utility": utility,
+            "tested_on": "clean images",
+            "cost_s": 0.0,
+            "train_vs_plain": 1.0,
+            "encode_images_per_s": 1.0,
+            "uses": ["encodings"],
+        }
 
-    rows = [row("good", 1, "as-is", 0.2, 0.9), row("good", 2, "as-is", 0.2, 0.9), row("good", 2, "strong", 0.9, 0.9),
-            row("weak", 1, "as-is", 0.3, 0.1), row("weak", 2, "as-is", 0.3, 0.1), row("weak", 2, "failed", 0.1, 0.1),
-            row("weak", 2, "level", 0.295, 0.1)]            # within 0.01 of the floor: not a finding
+    rows = [
+        row("good", 1, "as-is", 0.2, 0.9),
+        row("good", 2, "as-is", 0.2, 0.9),
+        row("good", 2, "strong", 0.9, 0.9),
+        row("weak", 1, "as-is", 0.3, 0.1),
+        row("weak", 2, "as-is", 0.3, 0.1),
+        row("weak", 2, "failed", 0.1, 0.1),
+        row("weak", 2, "level", 0.295, 0.1),
+    ]  # within 0.01 of the floor: not a finding
     found = findings(rows, 10)
     assert [(f["kind"], f["setting"], f.get("attack")) for f in found] == [
-        ("utility at or below chance", "weak", None), ("attack below the as-is floor", "weak", "failed")]
+        ("utility at or below chance", "weak", None),
+        ("attack below the as-is floor", "weak", "failed"),
+    ]
     assert "0.100 is at or below chance (0.10 for 10 classes)" in found[0]["text"]
-    assert findings([row("good", 1, "as-is", 0.2, 0.11)], 10) == []     # above chance: nothing to explain
+    assert findings([row("good", 1, "as-is", 0.2, 0.11)], 10) == []  # above chance: nothing to explain
     # the floor is whatever attack declares itself one, not a name: without as-is's flag, no floor and no finding
     from masquerade.attacks.asis import AsIs
     from masquerade.contracts import is_baseline
@@ -176,7 +229,7 @@ def test_findings_flag_utility_at_chance_and_attacks_below_the_as_is_floor(tmp_p
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(AsIs, "baseline", False)
         assert [f["kind"] for f in findings(rows, 10)] == ["utility at or below chance"]
-        mp.setattr(AsIs, "baseline", "yes")             # a malformed flag makes no floor (the contract test says why)
+        mp.setattr(AsIs, "baseline", "yes")  # a malformed flag makes no floor (the contract test says why)
         assert len(findings(rows, 10)) == 1
         with pytest.raises(InputError, match="baseline must be true or false"):
             is_baseline(AsIs)
@@ -201,7 +254,7 @@ def test_best_match_searches_unaligned_reconstructions_and_keeps_aligned_ones_in
     g = np.random.default_rng(0)
     a = g.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     noise = g.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
-    recon = np.concatenate([noise[:2], a[::-1], noise[2:]])            # the targets, reversed, among noise
+    recon = np.concatenate([noise[:2], a[::-1], noise[2:]])  # the targets, reversed, among noise
     best, p, idx = best_match(a, recon, aligned=False)
     assert np.allclose(best, 1.0) and (idx == np.array([5, 4, 3, 2])).all() and (p == 100).all()
     best, _, idx = best_match(a, np.concatenate([a[:2], noise[:2]]), aligned=True)
@@ -217,10 +270,11 @@ def test_the_as_is_attack_shows_images_unchanged_and_signed_mixes_as_magnitudes(
     want = z.abs() / z.abs().flatten(1).amax(1)[:, None, None, None]
     torch.testing.assert_close(r.reconstructions, want)
     assert AsIs.settings_against(create_scheme("disguise")) == {}
-    assert AsIs.settings_against(create_scheme("shufflebits")) is None     # features are not images
+    assert AsIs.settings_against(create_scheme("shufflebits")) is None  # features are not images
 
 
 # -- a whole (tiny) evaluation: serial, resumed, on Ray --------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
@@ -232,25 +286,40 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 @pytest.fixture(scope="module")
 def other_releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EvaluateSettings, list[dict[str, Any]]]:
     """One tiny evaluation of the settings that release something else than images: gradients and features."""
-    settings = (SchemeSetting("identity", "no protection"),
-                SchemeSetting("identity", "features in the clear", shares="features"),
-                SchemeSetting("shufflebits", "ShuffleBits fixed", (("scope", "fixed"),), shares="features"),
-                SchemeSetting("shufflebits", "ShuffleBits vector", (("scope", "vector"),), shares="features"),
-                *(SchemeSetting("ats", f"ATS {p}", (("policy", p), ("always", True)), shares="gradients")
-                  for p in ("none", "3-1-7")))
-    s = _tiny(settings=settings, schemes=("ats", "shufflebits"), levels=(1, 2), targets=8, pairs=2, train=100,
-              test=50, auxiliary=100, inversion_iterations=20, inversion_images=3)
+    settings = (
+        SchemeSetting("identity", "no protection"),
+        SchemeSetting("identity", "features in the clear", shares="features"),
+        SchemeSetting("shufflebits", "ShuffleBits fixed", (("scope", "fixed"),), shares="features"),
+        SchemeSetting("shufflebits", "ShuffleBits vector", (("scope", "vector"),), shares="features"),
+        *(
+            SchemeSetting("ats", f"ATS {p}", (("policy", p), ("always", True)), shares="gradients")
+            for p in ("none", "3-1-7")
+        ),
+    )
+    s = _tiny(
+        settings=settings,
+        schemes=("ats", "shufflebits"),
+        levels=(1, 2),
+        targets=8,
+        pairs=2,
+        train=100,
+        test=50,
+        auxiliary=100,
+        inversion_iterations=20,
+        inversion_images=3,
+    )
     out = tmp_path_factory.mktemp("evaluate-other") / "run"
     return out, s, json.loads(evaluate(s, out, verbose=False).read_text())["rows"]
 
 
 @pytest.mark.slow
 def test_ats_rows_invert_the_gradient_of_the_transformed_image_and_score_against_the_private_one(
-        other_releases: tuple[Path, EvaluateSettings, list[dict[str, Any]]]) -> None:
+    other_releases: tuple[Path, EvaluateSettings, list[dict[str, Any]]],
+) -> None:
     out, s, rows = other_releases
     assert {(r["setting"], r["level"], r["attack"]) for r in rows if r["scheme"] == "ats"} == {
-        (f"ATS {p}", lv, "inverting_gradients") for p in ("none", "3-1-7") for lv in (1, 2)} | {
-        ("ATS 3-1-7", lv, "ats-adaptive") for lv in (1, 2)}
+        (f"ATS {p}", lv, "inverting_gradients") for p in ("none", "3-1-7") for lv in (1, 2)
+    } | {("ATS 3-1-7", lv, "ats-adaptive") for lv in (1, 2)}
     train = _data_of(s)
     for policy in ("none", "3-1-7"):
         row = _by(rows, f"ATS {policy}", 1, "inverting_gradients")
@@ -267,10 +336,14 @@ def test_ats_rows_invert_the_gradient_of_the_transformed_image_and_score_against
 
 @pytest.mark.slow
 def test_feature_rows_decrypt_losslessly_and_a_fixed_key_falls_to_key_recovery(
-        other_releases: tuple[Path, EvaluateSettings, list[dict[str, Any]]]) -> None:
+    other_releases: tuple[Path, EvaluateSettings, list[dict[str, Any]]],
+) -> None:
     out, _, rows = other_releases
     assert {(r["setting"], r["level"]) for r in rows if r["attack"] == "feature-inversion"} == {
-        ("features in the clear", 2), ("ShuffleBits fixed", 2), ("ShuffleBits vector", 2)}
+        ("features in the clear", 2),
+        ("ShuffleBits fixed", 2),
+        ("ShuffleBits vector", 2),
+    }
     plain = _by(rows, "no protection", 1, "as-is")["utility"]
     # the key holder decrypts bit for bit (the cell checks it) and classifies as the clean model does
     for setting in ("features in the clear", "ShuffleBits fixed", "ShuffleBits vector"):
@@ -294,7 +367,7 @@ def test_a_tiny_evaluation_scores_what_each_level_breaks(tiny_run: tuple[Path, d
     need = {"scheme", "setting", "level", "attack", "ssim", "psnr", "success", "mr", "utility", "cost_s", "seed"}
     assert all(need <= set(r) for r in rows)
     assert {r["level"] for r in rows} == {1, 2, 3}
-    for lv in (1, 2, 3):                                    # no protection: every level recovers every image
+    for lv in (1, 2, 3):  # no protection: every level recovers every image
         ident = _by(rows, "no protection", lv, "as-is")
         assert ident["ssim"] == pytest.approx(1.0) and ident["success"] == 1.0
     # RMT: the disguised images themselves show little; thirty known pairs give the key away
@@ -315,16 +388,17 @@ def test_a_tiny_evaluation_scores_what_each_level_breaks(tiny_run: tuple[Path, d
 
 
 @pytest.mark.slow
-def test_an_interrupted_evaluation_resumes_with_the_cells_it_lacks(tiny_run: tuple[Path, dict[str, Any]],
-                                                                  tmp_path: Path) -> None:
+def test_an_interrupted_evaluation_resumes_with_the_cells_it_lacks(
+    tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     out, card = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     (copy / "scorecard.json").unlink()
     victims = sorted((copy / "cells").glob("attack-disguise-rmt*known-pairs.json"))
     assert victims
-    victims[0].unlink()                                     # as if the run was killed before this cell ended
-    (copy / "cells" / "junk.json.tmp").write_text("{")      # a half-written temporary file is ignored
+    victims[0].unlink()  # as if the run was killed before this cell ended
+    (copy / "cells" / "junk.json.tmp").write_text("{")  # a half-written temporary file is ignored
     # a cell's arrays truncated, another's replaced by a third cell's: both cells run again, nothing else
     npz = sorted(p for p in (copy / "cells").glob("attack-*.npz") if "known-pairs" not in p.name)
     assert len(npz) >= 3
@@ -333,7 +407,7 @@ def test_an_interrupted_evaluation_resumes_with_the_cells_it_lacks(tiny_run: tup
     from masquerade.fileio import exclusive_lock
 
     with exclusive_lock(copy), pytest.raises(InputError, match="another masquerade process"):
-        evaluate(_tiny(), copy, verbose=False)             # a second evaluation into a folder in use stops at once
+        evaluate(_tiny(), copy, verbose=False)  # a second evaluation into a folder in use stops at once
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         evaluate(_tiny(), copy)
@@ -359,10 +433,14 @@ def test_two_ray_workers_give_the_serial_scorecard(tiny_run: tuple[Path, dict[st
 @pytest.mark.slow
 def test_settings_the_images_do_not_fit_are_skipped_with_the_reason(tmp_path: Path) -> None:
     # 28×28 digits: block 8 does not divide them; the evaluation says so up front instead of failing mid-way
-    s = _tiny(settings=(SchemeSetting("identity", "no protection"),
-                        SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
-                        SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4)))),
-              levels=(1,))
+    s = _tiny(
+        settings=(
+            SchemeSetting("identity", "no protection"),
+            SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
+            SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
+        ),
+        levels=(1,),
+    )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         card = json.loads(evaluate(s, tmp_path / "run").read_text())
@@ -379,9 +457,9 @@ def test_settings_the_images_do_not_fit_are_skipped_with_the_reason(tmp_path: Pa
 
 # -- the report, as a reader sees it ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_the_report_renders_with_every_image_and_the_plot(tiny_run: tuple[Path, dict[str, Any]],
-                                                          browser: Any) -> None:
+def test_the_report_renders_with_every_image_and_the_plot(tiny_run: tuple[Path, dict[str, Any]], browser: Any) -> None:
     out, card = tiny_run
     page = browser.new_page()
     page.goto((out / "report.html").resolve().as_uri())
@@ -396,6 +474,7 @@ def test_the_report_renders_with_every_image_and_the_plot(tiny_run: tuple[Path, 
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "masquerade", *args], capture_output=True, text=True, timeout=300)

@@ -23,8 +23,12 @@ SCHEMES = {
     "instahide-inside": ("instahide", {"k": 4}, (3, 8, 8), 0),
     "instahide-cross": ("instahide", {"k": 4, "mode": "cross"}, (3, 8, 8), 20),
     "disguise-rmt": ("disguise", {}, (3, 8, 8), 0),
-    "disguise-aes-image": ("disguise", {"transform": "aes", "key_scope": "image", "seeded_aes_key": True},
-                           (3, 8, 8), 0),
+    "disguise-aes-image": (
+        "disguise",
+        {"transform": "aes", "key_scope": "image", "seeded_aes_key": True},
+        (3, 8, 8),
+        0,
+    ),
     "disguise-aes-ctr": ("disguise", {"transform": "aes", "aes_mode": "ctr", "seeded_aes_key": True}, (3, 8, 8), 0),
     "shufflebits-element": ("shufflebits", {"scope": "element"}, (6,), 0),
     "shufflebits-fixed": ("shufflebits", {"scope": "fixed"}, (6,), 0),
@@ -49,7 +53,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def _rewrite(path: Path, arrays: dict[str, np.ndarray], doc: dict, *, keep_fingerprint: bool) -> None:
     if not keep_fingerprint:
-        doc.pop("fingerprint", None)     # an adversary who knows the format re-signs nothing: no fingerprint at all
+        doc.pop("fingerprint", None)  # an adversary who knows the format re-signs nothing: no fingerprint at all
     path.unlink()
     save_file(arrays, str(path), metadata={"masquerade": json.dumps(doc)})
 
@@ -81,10 +85,16 @@ def _mutate(a: np.ndarray, how: str, where: int) -> np.ndarray:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=st.sampled_from(sorted(SCHEMES)), field=st.integers(0, 10), how=st.sampled_from(MUTATIONS),
-       where=st.integers(0, 10_000), keep=st.booleans())
-def test_a_tampered_key_is_refused_or_still_a_valid_key(tmp_path_factory: pytest.TempPathFactory, case: str,
-                                                        field: int, how: str, where: int, keep: bool) -> None:
+@given(
+    case=st.sampled_from(sorted(SCHEMES)),
+    field=st.integers(0, 10),
+    how=st.sampled_from(MUTATIONS),
+    where=st.integers(0, 10_000),
+    keep=st.booleans(),
+)
+def test_a_tampered_key_is_refused_or_still_a_valid_key(
+    tmp_path_factory: pytest.TempPathFactory, case: str, field: int, how: str, where: int, keep: bool
+) -> None:
     path = tmp_path_factory.mktemp("k") / "k.safetensors"
     name, original = _write(path, case)
     arrays, doc = _read(path)
@@ -125,47 +135,75 @@ def test_each_class_of_tampering_is_named(tmp_path: Path) -> None:
         load_key(path)
     _write(path, "disguise-rmt")
     arrays, doc = _read(path)
-    doc["fields"]["settings"]["block"] = 3            # does not divide the image
+    doc["fields"]["settings"]["block"] = 3  # does not divide the image
     _rewrite(path, arrays, doc, keep_fingerprint=False)
     with pytest.raises(InputError, match="divisible"):
         load_key(path)
     _write(path, "disguise-rmt")
     arrays, doc = _read(path)
-    arrays["rmt"][0] *= 2                              # a swap of valid material is caught by the fingerprint
+    arrays["rmt"][0] *= 2  # a swap of valid material is caught by the fingerprint
     _rewrite(path, arrays, doc, keep_fingerprint=True)
     with pytest.raises(InputError, match="orthogonal|fingerprint"):
         load_key(path)
     _write(path, "disguise-rmt")
     arrays, doc = _read(path)
-    arrays["rmt"][[0, 1]] = arrays["rmt"][[1, 0]]     # still orthogonal matrices: only the fingerprint tells
+    arrays["rmt"][[0, 1]] = arrays["rmt"][[1, 0]]  # still orthogonal matrices: only the fingerprint tells
     _rewrite(path, arrays, doc, keep_fingerprint=True)
     with pytest.raises(InputError, match="does not match the fingerprint"):
         load_key(path)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])           # truncated
+    path.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(InputError):
         load_key(path)
     _write(path, "ats")
     arrays, doc = _read(path)
-    doc["scheme"] = "disguise"                         # metadata for another scheme
+    doc["scheme"] = "disguise"  # metadata for another scheme
     _rewrite(path, arrays, doc, keep_fingerprint=False)
     with pytest.raises(InputError):
         load_key(path, expect="disguise")
 
 
-def test_reveal_with_a_tampered_key_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_reveal_with_a_tampered_key_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     g = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", images=(g.random((12, 8, 8, 3)) * 255).astype(np.uint8))
     key = tmp_path / "keys" / "k.safetensors"
-    assert main(["--quiet", "protect", "disguise", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e"),
-                 "--key", str(key), "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "protect",
+                "disguise",
+                "--in",
+                str(tmp_path / "d.npz"),
+                "--out",
+                str(tmp_path / "e"),
+                "--key",
+                str(key),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     arrays, doc = _read(key)
     arrays["perm"][:] = 10**6
     _rewrite(key, arrays, doc, keep_fingerprint=False)
     capsys.readouterr()
-    assert main(["reveal", "disguise", "--in", str(tmp_path / "e" / "encodings.npy"), "--key", str(key), "--out",
-                 str(tmp_path / "r.npz")]) == 2
+    assert (
+        main(
+            [
+                "reveal",
+                "disguise",
+                "--in",
+                str(tmp_path / "e" / "encodings.npy"),
+                "--key",
+                str(key),
+                "--out",
+                str(tmp_path / "r.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tampered" in err and "Traceback" not in err
     assert not (tmp_path / "r.npz").exists()

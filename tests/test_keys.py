@@ -32,8 +32,12 @@ class ToyKey(Key):
 
 def make_key(seed: int = 0) -> ToyKey:
     g = np.random.default_rng(seed)
-    return ToyKey(ToySettings(k=6), g.permutation(50), g.random((3, 4)).astype(np.float32) > 0.5,
-                  bytes(g.integers(0, 256, 16, dtype=np.uint8)))
+    return ToyKey(
+        ToySettings(k=6),
+        g.permutation(50),
+        g.random((3, 4)).astype(np.float32) > 0.5,
+        bytes(g.integers(0, 256, 16, dtype=np.uint8)),
+    )
 
 
 def test_round_trip(tmp_path) -> None:

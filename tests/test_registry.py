@@ -84,8 +84,20 @@ def test_threat_model_is_enforced() -> None:
 
 
 def test_top_level_api() -> None:
-    for name in ("create_scheme", "list_schemes", "create_attack", "list_attacks", "ImageSet", "load_images",
-                 "fetch_dataset", "extract_patches", "save_key", "load_key", "fingerprint", "secure_rng"):
+    for name in (
+        "create_scheme",
+        "list_schemes",
+        "create_attack",
+        "list_attacks",
+        "ImageSet",
+        "load_images",
+        "fetch_dataset",
+        "extract_patches",
+        "save_key",
+        "load_key",
+        "fingerprint",
+        "secure_rng",
+    ):
         assert hasattr(masquerade, name), name
     assert masquerade.__version__
 
@@ -110,14 +122,15 @@ def test_broken_entry_points_elsewhere_do_not_break_the_command_line(tmp_path) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "masquerade", *args], capture_output=True, text=True, env=env,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "masquerade", *args], capture_output=True, text=True, env=env, timeout=120
+        )
 
     listed = cli("list")
     assert listed.returncode == 0, listed.stderr
     assert "instahide" in listed.stdout and "raiser" in listed.stdout and "Bad Name" not in listed.stdout
     assert "skipped" in listed.stderr and "Traceback" not in listed.stderr
-    used = cli("key", "show", str(tmp_path / "none.safetensors"))       # an unrelated command still works
+    used = cli("key", "show", str(tmp_path / "none.safetensors"))  # an unrelated command still works
     assert used.returncode == 2 and "Traceback" not in used.stderr
     from masquerade.registry import Registry
 
@@ -157,9 +170,11 @@ def test_a_shorthand_setting_picks_a_built_in_scheme_that_takes_it_never_a_plugi
         assert _with_policy(None, {}, "3-1-7", False) == ("ats", {"policy": "3-1-7", "always": False})
         assert _with_policy("also-a-policy", {}, "3", True) == ("also-a-policy", {"policy": "3", "always": True})
         assert _with_policy(None, {"x": 1}, None, False) == ("identity", {"x": 1})
-        for scheme, policy, always, msg in (("identity", "3", False, "identity does not take"),
-                                            ("instahide", "3", False, "instahide does not take"),
-                                            (None, None, True, "--always goes with --policy")):
+        for scheme, policy, always, msg in (
+            ("identity", "3", False, "identity does not take"),
+            ("instahide", "3", False, "instahide does not take"),
+            (None, None, True, "--always goes with --policy"),
+        ):
             with pytest.raises(InputError, match=msg):
                 _with_policy(scheme, {}, policy, always)
     finally:

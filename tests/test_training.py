@@ -35,9 +35,12 @@ def test_augment_is_crop_and_flip() -> None:
     # every output is a shifted (and maybe flipped) window of the zero-padded input
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(5):
-        ok = any(torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8])
-                 or torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8].flip(-1))
-                 for a in range(9) for b in range(9))
+        ok = any(
+            torch.equal(y[i], padded[i, :, a : a + 8, b : b + 8])
+            or torch.equal(y[i], padded[i, :, a : a + 8, b : b + 8].flip(-1))
+            for a in range(9)
+            for b in range(9)
+        )
         assert ok
 
 
@@ -79,12 +82,27 @@ def test_resume_reaches_the_same_result(digits, tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["test_acc"] for h in full["history"]] == [h["test_acc"] for h in resumed["history"]]
     with pytest.raises(InputError, match="other settings"):
-        train(tr, te, settings=TrainSettings(epochs=3, precision="fp32"), seed=5, checkpoint=tmp_path / "b.pt",
-              resume=True, progress=False)
+        train(
+            tr,
+            te,
+            settings=TrainSettings(epochs=3, precision="fp32"),
+            seed=5,
+            checkpoint=tmp_path / "b.pt",
+            resume=True,
+            progress=False,
+        )
     # a dataset-key scheme whose key came from OS randomness: no checkpoint holds it, so no resume
     with pytest.raises(InputError, match="cannot be resumed"):
-        train(tr, te, scheme="disguise", settings=one, seed=None, checkpoint=tmp_path / "b.pt", resume=True,
-              progress=False)
+        train(
+            tr,
+            te,
+            scheme="disguise",
+            settings=one,
+            seed=None,
+            checkpoint=tmp_path / "b.pt",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_bad_settings() -> None:

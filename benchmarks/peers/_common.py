@@ -66,8 +66,10 @@ class _Placeholder:
     """What a stub module hands out for any name: fails only if the peer's code actually uses it."""
 
     def __init__(self, *a, **k):
-        raise RuntimeError("this is a stub standing in for a module that cannot be imported here; it is off the "
-                           "measured path and must not be called")
+        raise RuntimeError(
+            "this is a stub standing in for a module that cannot be imported here; it is off the "
+            "measured path and must not be called"
+        )
 
 
 class StubModule(types.ModuleType):
@@ -88,7 +90,7 @@ def stub_modules(*names: str) -> list[str]:
                 mod.__path__ = []  # a package, so that submodules can be imported from it
                 sys.modules[full] = mod
             if i > 1:
-                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[full])
+                setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], sys.modules[full])
     return list(names)
 
 

@@ -44,8 +44,10 @@ def main() -> None:
         def call():
             return [enc.Encode(im) for im in imgs]
 
-        what = ("cryp.AES(image_size=(32,32,3), block_size=(4,4), One_cipher=True, Shuffle=True).Encode per image "
-                "(AES-128-ECB, pycryptodome), uint8 input")
+        what = (
+            "cryp.AES(image_size=(32,32,3), block_size=(4,4), One_cipher=True, Shuffle=True).Encode per image "
+            "(AES-128-ECB, pycryptodome), uint8 input"
+        )
     else:
         imgs = rng.uniform(0, 255, size=(args.n, 32, 32, 3)).astype(np.float32)
         enc = cryp.RMT(image_size=(32, 32, 3), block_size=4, Shuffle=True)
@@ -53,18 +55,28 @@ def main() -> None:
         def call():
             return [enc.Encode(im, noise=False) for im in imgs]
 
-        what = ("cryp.RMT(image_size=(32,32,3), block_size=4, Shuffle=True).Encode(noise=False) per image, "
-                "float32 input in [0,255]")
+        what = (
+            "cryp.RMT(image_size=(32,32,3), block_size=4, Shuffle=True).Encode(noise=False) per image, "
+            "float32 input in [0,255]"
+        )
     cold, warm = cold_warm(call, args.repeat)
     out = call()
     if len(out) != args.n or out[0].shape != (32, 32, 3):
         skip(args, PEER, f"unexpected output shape {out[0].shape if out else None}")
-    write(args.json, {
-        "peer": PEER, "case": args.case, "n": args.n, "cold_s": cold, "warm_s": warm, "unit": "s per call",
-        "what": what,
-        "note": "code of the authors' CCS 2023 demo (no public repository of the DisguisedNets paper's code found); "
-                "pycryptodome installed in the peer venv; key setup not timed",
-    })
+    write(
+        args.json,
+        {
+            "peer": PEER,
+            "case": args.case,
+            "n": args.n,
+            "cold_s": cold,
+            "warm_s": warm,
+            "unit": "s per call",
+            "what": what,
+            "note": "code of the authors' CCS 2023 demo (no public repository of the DisguisedNets paper's code "
+            "found); pycryptodome installed in the peer venv; key setup not timed",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -151,8 +151,14 @@ def python_for(peer: str, *, root: Path | str = BENCH / "peer-venv") -> list[str
     if marker.is_file() and marker.read_text() == want and py.exists():
         return [str(py)]
     proj = _project_python()
-    p = _run([str(proj), "-c", "import json, sys, sysconfig; p = sysconfig.get_paths(); "
-              "print(json.dumps([sys._base_executable, p['purelib'], p['platlib']]))"])
+    p = _run(
+        [
+            str(proj),
+            "-c",
+            "import json, sys, sysconfig; p = sysconfig.get_paths(); "
+            "print(json.dumps([sys._base_executable, p['purelib'], p['platlib']]))",
+        ]
+    )
     if p.returncode != 0:
         raise RuntimeError(f"cannot query the project interpreter {proj}: {_last_line(p)}")
     base, purelib, platlib = json.loads(p.stdout)
@@ -168,16 +174,38 @@ def python_for(peer: str, *, root: Path | str = BENCH / "peer-venv") -> list[str
     shared = dict.fromkeys([purelib, platlib])  # ordered, without duplicates
     (site / "_masquerade_shared.pth").write_text("".join(f"{d}\n" for d in shared))
     if extra:
-        p = _run([str(proj), "-m", "pip", "--python", str(py), "install", "--quiet", "--disable-pip-version-check",
-                  "--ignore-installed", "--no-deps", *extra], timeout=900)
+        p = _run(
+            [
+                str(proj),
+                "-m",
+                "pip",
+                "--python",
+                str(py),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--ignore-installed",
+                "--no-deps",
+                *extra,
+            ],
+            timeout=900,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"pip could not install {' '.join(extra)} for {peer}: {_last_line(p)}")
     marker.write_text(want)
     return [str(py)]
 
 
-def measure(peer: str, case: str, *, n: int, repeat: int = 3, timeout: float = 900,
-            mirror: Path | str | None = None, extra_args: list[str] | None = None) -> dict:
+def measure(
+    peer: str,
+    case: str,
+    *,
+    n: int,
+    repeat: int = 3,
+    timeout: float = 900,
+    mirror: Path | str | None = None,
+    extra_args: list[str] | None = None,
+) -> dict:
     """Run one adapter measurement in a fresh process; the adapter's JSON, or ``{"skip": reason}``."""
     skip = {"peer": peer, "case": case}
     co = ensure(peer, mirror=mirror)
@@ -193,8 +221,21 @@ def measure(peer: str, case: str, *, n: int, repeat: int = 3, timeout: float = 9
     fd, out = tempfile.mkstemp(prefix=f"{peer}-{case}-", suffix=".json", dir=BENCH)
     os.close(fd)
     try:
-        cmd = [*py, str(HERE / f"{peer}_adapter.py"), "--repo", str(co), "--case", case, "--n", str(n),
-               "--repeat", str(repeat), "--json", out, *(extra_args or [])]
+        cmd = [
+            *py,
+            str(HERE / f"{peer}_adapter.py"),
+            "--repo",
+            str(co),
+            "--case",
+            case,
+            "--n",
+            str(n),
+            "--repeat",
+            str(repeat),
+            "--json",
+            out,
+            *(extra_args or []),
+        ]
         try:
             p = _run(cmd, timeout=timeout, cwd=REPO_ROOT)
         except subprocess.TimeoutExpired:

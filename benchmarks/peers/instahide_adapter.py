@@ -63,12 +63,20 @@ def main() -> None:
     cold, warm = cold_warm(call, args.repeat)
     mixed = call()[0]
     assert mixed.shape == x.shape
-    write(args.json, {
-        "peer": PEER, "case": args.case, "n": args.n, "cold_s": cold, "warm_s": warm, "unit": "s per call",
-        "what": "train_cross.mixup_data, k=6 cross (--klam 6 --pair: 2 private + 4 public), sign flips, "
-                "coefficients drawn in the call; N public images",
-        "note": "; ".join(note + [f"device cpu, torch threads {torch.get_num_threads()}"]),
-    })
+    write(
+        args.json,
+        {
+            "peer": PEER,
+            "case": args.case,
+            "n": args.n,
+            "cold_s": cold,
+            "warm_s": warm,
+            "unit": "s per call",
+            "what": "train_cross.mixup_data, k=6 cross (--klam 6 --pair: 2 private + 4 public), sign flips, "
+            "coefficients drawn in the call; N public images",
+            "note": "; ".join(note + [f"device cpu, torch threads {torch.get_num_threads()}"]),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,15 +24,17 @@ PEER = "invertinggradients"
 def _torchvision_stub() -> None:
     import torch.nn as nn
 
-    stub_modules("torchvision.models.resnet", "torchvision.models.mobilenet", "torchvision.transforms",
-                 "torchvision.datasets")
+    stub_modules(
+        "torchvision.models.resnet", "torchvision.models.mobilenet", "torchvision.transforms", "torchvision.datasets"
+    )
     import sys
 
     class BasicBlock(nn.Module):
         expansion = 1
 
-        def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                     norm_layer=None):
+        def __init__(
+            self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1, norm_layer=None
+        ):
             super().__init__()
             if groups != 1 or base_width != 64 or dilation > 1:
                 raise ValueError("BasicBlock supports only groups=1, base_width=64, dilation=1")
@@ -63,12 +65,25 @@ def _torchvision_stub() -> None:
             if stride != 1 or self.inplanes != planes * block.expansion:
                 downsample = nn.Sequential(
                     nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                    norm_layer(planes * block.expansion))
-            layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, self.dilation,
-                            norm_layer)]
+                    norm_layer(planes * block.expansion),
+                )
+            layers = [
+                block(
+                    self.inplanes, planes, stride, downsample, self.groups, self.base_width, self.dilation, norm_layer
+                )
+            ]
             self.inplanes = planes * block.expansion
-            layers += [block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
-                             dilation=self.dilation, norm_layer=norm_layer) for _ in range(1, blocks)]
+            layers += [
+                block(
+                    self.inplanes,
+                    planes,
+                    groups=self.groups,
+                    base_width=self.base_width,
+                    dilation=self.dilation,
+                    norm_layer=norm_layer,
+                )
+                for _ in range(1, blocks)
+            ]
             return nn.Sequential(*layers)
 
         def forward(self, x):
@@ -88,9 +103,11 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - any failure means: use the stub
         forget("torchvision")
         _torchvision_stub()
-        note.append(f"torchvision does not import here ({type(e).__name__}: {str(e)[:60]}): replaced by a stub; "
-                    "its ResNet._make_layer/forward and BasicBlock restated in the adapter (same layers), data sets "
-                    "and transforms placeholders (off the measured path)")
+        note.append(
+            f"torchvision does not import here ({type(e).__name__}: {str(e)[:60]}): replaced by a stub; "
+            "its ResNet._make_layer/forward and BasicBlock restated in the adapter (same layers), data sets "
+            "and transforms placeholders (off the measured path)"
+        )
     try:
         import six  # noqa: F401
     except ImportError:
@@ -114,9 +131,22 @@ def main() -> None:
     model.zero_grad()
     loss = torch.nn.functional.cross_entropy(model(gt), labels)
     target = [t.detach() for t in torch.autograd.grad(loss, model.parameters())]
-    config = dict(signed=True, boxed=True, cost_fn="sim", indices="def", weights="equal", lr=0.1, optim="adam",
-                  restarts=1, max_iterations=args.n, total_variation=1e-4, init="randn", filter="none",
-                  lr_decay=True, scoring_choice="loss")
+    config = dict(
+        signed=True,
+        boxed=True,
+        cost_fn="sim",
+        indices="def",
+        weights="equal",
+        lr=0.1,
+        optim="adam",
+        restarts=1,
+        max_iterations=args.n,
+        total_variation=1e-4,
+        init="randn",
+        filter="none",
+        lr_decay=True,
+        scoring_choice="loss",
+    )
     rec = inversefed.GradientReconstructor(model, (dm, ds), config, num_images=images)
 
     def call():
@@ -128,14 +158,23 @@ def main() -> None:
         out, _ = call()
     if tuple(out.shape) != (images, 3, 32, 32):
         skip(args, PEER, f"unexpected output shape {tuple(out.shape)}")
-    write(args.json, {
-        "peer": PEER, "case": args.case, "n": args.n, "images": images, "cold_s": cold, "warm_s": warm,
-        "unit": "s per call", "it_per_s": args.n / warm,
-        "what": f"inversefed.GradientReconstructor(num_images={images}).reconstruct, {args.n} iterations, ResNet20 "
-                "(width 16), eval mode, labels given, cosine loss, TV 1e-4, signed Adam lr 0.1, restarts 1, boxed, "
-                "lr decay",
-        "note": "; ".join(note + [f"cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"]),
-    })
+    write(
+        args.json,
+        {
+            "peer": PEER,
+            "case": args.case,
+            "n": args.n,
+            "images": images,
+            "cold_s": cold,
+            "warm_s": warm,
+            "unit": "s per call",
+            "it_per_s": args.n / warm,
+            "what": f"inversefed.GradientReconstructor(num_images={images}).reconstruct, {args.n} iterations, ResNet20 "
+            "(width 16), eval mode, labels given, cosine loss, TV 1e-4, signed Adam lr 0.1, restarts 1, boxed, "
+            "lr decay",
+            "note": "; ".join(note + [f"cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"]),
+        },
+    )
 
 
 if __name__ == "__main__":

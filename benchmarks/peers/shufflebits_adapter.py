@@ -22,15 +22,20 @@ def main() -> None:
     import numpy as np
 
     if int(np.__version__.split(".")[0]) >= 2:
-        skip(args, PEER, f"needs numpy < 2 (their bit-string path relies on numpy 1.x wrapping out-of-range ints to "
-                         f"int32; numpy {np.__version__} raises OverflowError); run it in the peer venv of env.py")
+        skip(
+            args,
+            PEER,
+            f"needs numpy < 2 (their bit-string path relies on numpy 1.x wrapping out-of-range ints to "
+            f"int32; numpy {np.__version__} raises OverflowError); run it in the peer venv of env.py",
+        )
     note = []
     try:
         import tensorflow  # noqa: F401
     except ImportError:
         stub_modules("tensorflow")
-        note.append("tensorflow (imported at module level, used only by their tensorflow backend) replaced by a stub "
-                    "module")
+        note.append(
+            "tensorflow (imported at module level, used only by their tensorflow backend) replaced by a stub module"
+        )
     import warnings
 
     warnings.simplefilter("ignore", DeprecationWarning)  # numpy 1.26 warns on each wrap; printing it is not the cipher
@@ -47,13 +52,21 @@ def main() -> None:
     out = call()
     back = eu.apply_conversion_on_array(out, np.argsort(key), backend="numpy")
     assert np.array_equal(back.view(np.int32), x.view(np.int32)), "their decryption does not invert the encryption"
-    write(args.json, {
-        "peer": PEER, "case": args.case, "n": args.n, "cold_s": cold, "warm_s": warm, "unit": "s per call",
-        "gb_per_s": x.nbytes / warm / 1e9,
-        "what": "encryption_utils.apply_conversion_on_array(backend='numpy'), key get_index_array(seed=0), "
-                "N x 3072 float32",
-        "note": "; ".join(note + [f"numpy {np.__version__} (their README pins 1.18; numpy >= 2 fails)"]),
-    })
+    write(
+        args.json,
+        {
+            "peer": PEER,
+            "case": args.case,
+            "n": args.n,
+            "cold_s": cold,
+            "warm_s": warm,
+            "unit": "s per call",
+            "gb_per_s": x.nbytes / warm / 1e9,
+            "what": "encryption_utils.apply_conversion_on_array(backend='numpy'), key get_index_array(seed=0), "
+            "N x 3072 float32",
+            "note": "; ".join(note + [f"numpy {np.__version__} (their README pins 1.18; numpy >= 2 fails)"]),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 
@@ -31,8 +31,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--train", type=int, default=5000, help="training images (a random subset)")
-    ap.add_argument("--sets", nargs="+", default=["1000,2000,3000,4000:7", "5000,6000,7000,8000:11"],
-                    help="test image indices and the attack's seed, as I,J,K:SEED")
+    ap.add_argument(
+        "--sets",
+        nargs="+",
+        default=["1000,2000,3000,4000:7", "5000,6000,7000,8000:11"],
+        help="test image indices and the attack's seed, as I,J,K:SEED",
+    )
     ap.add_argument("--policies", nargs="+", default=["3-1-7", "3-1-7+43-18-18"])
     args = ap.parse_args()
     data = data_dir(args.data)
@@ -44,7 +48,7 @@ def main() -> None:
 
     tr = load_images(data / "cifar10-train-20k.npz")
     te = load_images(data / "cifar10-test.npz")
-    tr = tr.select(np.random.default_rng(0).permutation(len(tr))[:args.train])
+    tr = tr.select(np.random.default_rng(0).permutation(len(tr))[: args.train])
     held = te.select(np.arange(1000))
     print("| policy | images | test acc | blind (kept) | adaptive (kept) | gain | seconds |")
     print("|---|---|---|---|---|---|---|")
@@ -61,13 +65,24 @@ def main() -> None:
             t1 = time.perf_counter()
             out = {}
             for atk in ("inverting_gradients", "ats-adaptive"):
-                res = attack_model(r["classifier"], x, y, policy=policy, always=True, attack=atk,
-                                   attack_settings={"iterations": args.iterations}, rng=int(seed), progress=False)
+                res = attack_model(
+                    r["classifier"],
+                    x,
+                    y,
+                    policy=policy,
+                    always=True,
+                    attack=atk,
+                    attack_settings={"iterations": args.iterations},
+                    rng=int(seed),
+                    progress=False,
+                )
                 out[atk] = (float(res["psnr"].mean()), float(np.nanmean(res["psnr_kept"].numpy())))
             b, a = out["inverting_gradients"], out["ats-adaptive"]
-            print(f"| {policy} | {idx_text} (seed {seed}) | {r['test_acc']:.3f} | {b[0]:.2f} dB ({b[1]:.2f}) | "
-                  f"{a[0]:.2f} dB ({a[1]:.2f}) | {a[0] - b[0]:+.2f} dB | {time.perf_counter() - t1 + trained_s:.0f} |",
-                  flush=True)
+            print(
+                f"| {policy} | {idx_text} (seed {seed}) | {r['test_acc']:.3f} | {b[0]:.2f} dB ({b[1]:.2f}) | "
+                f"{a[0]:.2f} dB ({a[1]:.2f}) | {a[0] - b[0]:+.2f} dB | {time.perf_counter() - t1 + trained_s:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 
@@ -47,22 +47,35 @@ def main() -> None:
     good: list[int] = []
     t = time.perf_counter()
     with torch.no_grad():
-        for i in order:                                     # draw photos at random until enough are good
+        for i in order:  # draw photos at random until enough are good
             x = torch.from_numpy(np.array(photos[i])).permute(2, 0, 1)[None].float() / 255
             if float(model.score(x)) > model.threshold:
                 good.append(int(i))
             if len(good) >= args.photos:
                 break
-    print(f"{len(good)} good-quality photos (BRISQUE-torch score > 50) drawn from {folder} in "
-          f"{time.perf_counter() - t:.0f}s; sizes: "
-          + ", ".join(f"{w}×{h}: {n}" for (h, w), n in sorted(
-              {p.shape[:2]: sum(1 for j in good if photos[j].shape[:2] == p.shape[:2])
-               for p in (photos[j] for j in good)}.items(), key=lambda kv: -kv[1])[:4]), flush=True)
+    print(
+        f"{len(good)} good-quality photos (BRISQUE-torch score > 50) drawn from {folder} in "
+        f"{time.perf_counter() - t:.0f}s; sizes: "
+        + ", ".join(
+            f"{w}×{h}: {n}"
+            for (h, w), n in sorted(
+                {
+                    p.shape[:2]: sum(1 for j in good if photos[j].shape[:2] == p.shape[:2])
+                    for p in (photos[j] for j in good)
+                }.items(),
+                key=lambda kv: -kv[1],
+            )[:4]
+        ),
+        flush=True,
+    )
     rows_cfg = [
         ("PGD L2 40 dB + differentiable JPEG", CamouflageSettings(method="pgd"), args.photos),
         ("PGD L2 40 dB, no JPEG awareness", CamouflageSettings(method="pgd", jpeg=False), args.others),
-        ("CW-L2 (5 × 1,000, lr 5e-3, c0 1e-2), no JPEG awareness", CamouflageSettings(method="cw", jpeg=False),
-         min(args.others, 4)),
+        (
+            "CW-L2 (5 × 1,000, lr 5e-3, c0 1e-2), no JPEG awareness",
+            CamouflageSettings(method="cw", jpeg=False),
+            min(args.others, 4),
+        ),
         ("CW-L2 (5 × 1,000, lr 5e-3, c0 1e-2) + JPEG", CamouflageSettings(method="cw"), min(args.others, 4)),
         ("visible tone curves + JPEG", CamouflageSettings(method="filter"), args.others),
     ]
@@ -73,20 +86,29 @@ def main() -> None:
         idx = good[:n]
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
-            rows, _ = camouflage_photos(model, [photos[i] for i in idx], [names[i] for i in idx], out, settings,
-                                        rng=args.seed, progress=False)
+            rows, _ = camouflage_photos(
+                model, [photos[i] for i in idx], [names[i] for i in idx], out, settings, rng=args.seed, progress=False
+            )
         minutes = (time.perf_counter() - t) / 60
-        row = {"method": label, "photos": len(rows),
-               "success after JPEG-90": round(float(np.mean([r["success"] for r in rows])), 4),
-               "mean score drop": round(float(np.mean([r["score after JPEG"] - r["camouflaged score after JPEG"]
-                                                       for r in rows])), 2),
-               "mean PSNR": round(float(np.mean([r["PSNR"] for r in rows])), 2),
-               "min PSNR": round(float(np.min([r["PSNR"] for r in rows])), 2),
-               "mean SSIM": round(float(np.mean([r["SSIM"] for r in rows])), 4),
-               "photos per minute": round(len(rows) / minutes, 2), "minutes": round(minutes, 1)}
+        row = {
+            "method": label,
+            "photos": len(rows),
+            "success after JPEG-90": round(float(np.mean([r["success"] for r in rows])), 4),
+            "mean score drop": round(
+                float(np.mean([r["score after JPEG"] - r["camouflaged score after JPEG"] for r in rows])), 2
+            ),
+            "mean PSNR": round(float(np.mean([r["PSNR"] for r in rows])), 2),
+            "min PSNR": round(float(np.min([r["PSNR"] for r in rows])), 2),
+            "mean SSIM": round(float(np.mean([r["SSIM"] for r in rows])), 4),
+            "photos per minute": round(len(rows) / minutes, 2),
+            "minutes": round(minutes, 1),
+        }
         if n == args.photos and settings.method == "pgd" and settings.jpeg:
-            met = row["success after JPEG-90"] >= 0.95 and row["mean PSNR"] >= 40 and \
-                minutes * 100 / max(1, len(rows)) <= 15
+            met = (
+                row["success after JPEG-90"] >= 0.95
+                and row["mean PSNR"] >= 40
+                and minutes * 100 / max(1, len(rows)) <= 15
+            )
             row["goal (>= 95 %, >= 40 dB, 100 photos <= 15 min)"] = "met" if met else "NOT met"
         table.append(row)
         print("  " + " | ".join(f"{k} {v}" for k, v in row.items()), flush=True)
@@ -101,9 +123,12 @@ def main() -> None:
     t = time.perf_counter()
     kq.score(x).sum().backward()
     step = (time.perf_counter() - t) / len(x)
-    row = {"method": "KonCept512 (random weights): one forward+backward", "photos": len(x),
-           "seconds per photo-step": round(step, 2),
-           "PGD 60 steps, photos per minute": round(60 / (60 * step), 2)}  # 60 s over 60 steps of `step` s
+    row = {
+        "method": "KonCept512 (random weights): one forward+backward",
+        "photos": len(x),
+        "seconds per photo-step": round(step, 2),
+        "PGD 60 steps, photos per minute": round(60 / (60 * step), 2),
+    }  # 60 s over 60 steps of `step` s
     table.append(row)
     print("  " + " | ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     if args.json:

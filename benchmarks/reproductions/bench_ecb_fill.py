@@ -48,13 +48,18 @@ def main() -> None:
         fills = {"guess": ({}, False), "neighbours": ({}, True), "network": ({"decoder_steps": args.steps}, True)}
         for name, (extra, with_aux) in fills.items():
             t0 = time.perf_counter()
-            res = ECBCodebook(block=4, **extra).run(rng=0, progress=False,
-                                                   **{k: v for k, v in given.items() if with_aux or k != "auxiliary"})
-            best, _, _ = C.best_match(d.train.images[:s.targets], C._to_u8(res.reconstructions), aligned=True)
-            row = {"seed": seed, "fill": name, "ssim": round(float(best.mean()), 4),
-                   "success": round(float((best > 0.8).mean()), 4),
-                   "decoded_share": round(res.metrics["decoded_share"], 4),
-                   "seconds": round(time.perf_counter() - t0, 1)}
+            res = ECBCodebook(block=4, **extra).run(
+                rng=0, progress=False, **{k: v for k, v in given.items() if with_aux or k != "auxiliary"}
+            )
+            best, _, _ = C.best_match(d.train.images[: s.targets], C._to_u8(res.reconstructions), aligned=True)
+            row = {
+                "seed": seed,
+                "fill": name,
+                "ssim": round(float(best.mean()), 4),
+                "success": round(float((best > 0.8).mean()), 4),
+                "decoded_share": round(res.metrics["decoded_share"], 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             out.append(row)
             print(row, flush=True)
     if args.pairs_curve:
@@ -64,7 +69,7 @@ def main() -> None:
         void = lambda a: np.ascontiguousarray(a).view(np.dtype((np.void, 16)))[..., 0].reshape(-1)  # noqa: E731
         targets = void(to_blocks(x[:20], 4))
         for n in (20, 100, 500, len(x) - 20):
-            book = np.unique(void(to_blocks(x[20:20 + n], 4)))
+            book = np.unique(void(to_blocks(x[20 : 20 + n], 4)))
             row = {"pairs": n, "decoded_share": round(float(np.isin(targets, book).mean()), 4)}
             out.append(row)
             print(row, flush=True)

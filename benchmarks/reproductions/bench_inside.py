@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 
@@ -48,8 +48,15 @@ def release(images: np.ndarray, labels: np.ndarray, k: int, passes: int, seed: i
         parts.append(key.partners)
         lams.append(key.lam)
     order = g.permutation(len(x) * passes)
-    return {"x": x, "mean": mean, "std": std, "enc": torch.cat(encs)[order], "labels": np.concatenate(labs)[order],
-            "partners": np.concatenate(parts)[order], "lam": np.concatenate(lams)[order]}
+    return {
+        "x": x,
+        "mean": mean,
+        "std": std,
+        "enc": torch.cat(encs)[order],
+        "labels": np.concatenate(labs)[order],
+        "partners": np.concatenate(parts)[order],
+        "lam": np.concatenate(lams)[order],
+    }
 
 
 def ceiling(rel: dict) -> tuple[dict, float]:
@@ -62,8 +69,13 @@ def ceiling(rel: dict) -> tuple[dict, float]:
     r = reconstruct_given_grouping(rel["enc"], rel["partners"], rel["lam"], n_images=len(rel["x"]))
     scale = torch.tensor(rel["std"])[None, :, None, None]
     shift = torch.tensor(rel["mean"])[None, :, None, None]
-    best = max((score_reconstructions((sign * r.images * scale + shift).clamp(0, 1), rel["x"], aligned=False)
-                for sign in (1, -1)), key=lambda m: m["ssim"])
+    best = max(
+        (
+            score_reconstructions((sign * r.images * scale + shift).clamp(0, 1), rel["x"], aligned=False)
+            for sign in (1, -1)
+        ),
+        key=lambda m: m["ssim"],
+    )
     return best, time.perf_counter() - t
 
 
@@ -74,9 +86,26 @@ def attack(folder: Path, rel: dict, k: int, *, labels: bool, aux: Path | None, n
     truth = folder / "truth.npz"
     np.savez(truth, images=(rel["x"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
     out = folder / f"run-{k}-{labels}-{aux is not None}-{n_told}"
-    cmd = [sys.executable, "-m", "masquerade", "--quiet", "attack", "instahide-inside", "--encodings", str(enc),
-           "--k", str(k), "--mean", ",".join(f"{v:.6f}" for v in rel["mean"]),
-           "--std", ",".join(f"{v:.6f}" for v in rel["std"]), "--truth", str(truth), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "masquerade",
+        "--quiet",
+        "attack",
+        "instahide-inside",
+        "--encodings",
+        str(enc),
+        "--k",
+        str(k),
+        "--mean",
+        ",".join(f"{v:.6f}" for v in rel["mean"]),
+        "--std",
+        ",".join(f"{v:.6f}" for v in rel["std"]),
+        "--truth",
+        str(truth),
+        "--out",
+        str(out),
+    ]
     if labels:
         cmd += ["--labels", str(folder / "labels.npy")]
     if aux is not None:
@@ -103,8 +132,9 @@ def main() -> None:
     data.require("cifar10-test.npz", "cifar10-train-20k.npz")
     test = np.load(data.path / "cifar10-test.npz")
     g = np.random.default_rng(args.seed)
-    pick = np.concatenate([g.choice(np.flatnonzero(test["labels"] == c), args.per_class, replace=False)
-                           for c in range(10)])
+    pick = np.concatenate(
+        [g.choice(np.flatnonzero(test["labels"] == c), args.per_class, replace=False) for c in range(10)]
+    )
     images, labels = test["images"][pick], test["labels"][pick].astype(np.int64)
     train = np.load(data.path / "cifar10-train-20k.npz")
     aux_pick = g.choice(len(train["images"]), 2000, replace=False)
@@ -120,12 +150,15 @@ def main() -> None:
                 plans.append(("encodings only (n told)", False, None, True))
             for name, lab, ax, told in plans:
                 m = attack(folder, rel, k, labels=lab, aux=ax, n_told=told)
-                rows.append(f"| {k} | {args.passes} | {name} | {100 * m['success']:.0f} % | {m['ssim']:.3f} | "
-                            f"{m['wall']:.0f} |")
+                rows.append(
+                    f"| {k} | {args.passes} | {name} | {100 * m['success']:.0f} % | {m['ssim']:.3f} | {m['wall']:.0f} |"
+                )
                 print(rows[-1], flush=True)
             best, sec = ceiling(rel)
-            rows.append(f"| {k} | {args.passes} | true grouping (ceiling) | {100 * best['success']:.0f} % | "
-                        f"{best['ssim']:.3f} | {sec:.0f} (warm) |")
+            rows.append(
+                f"| {k} | {args.passes} | true grouping (ceiling) | {100 * best['success']:.0f} % | "
+                f"{best['ssim']:.3f} | {sec:.0f} (warm) |"
+            )
             print(rows[-1], flush=True)
     print("\n".join(rows))
 

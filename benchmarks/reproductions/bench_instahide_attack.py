@@ -44,22 +44,39 @@ from masquerade.instahide.prior import ChallengePrior, default_prior
 from masquerade.instahide.recipe import _public_energy, parse_slots
 from masquerade.instahide.reconstruct import reconstruct_private
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import DataDir, add_data_option, data_dir  # noqa: E402
 
 NEEDS = ("cifar10-test.npz", "cifar10-train-20k.npz", "imagenet-sample")
-PUBLISHED = [("Carlini et al. v1 (real challenge)", "50", "-", "0.90", "GPU: ~12 h in all, incl. training"),
-             ("Carlini et al. v2 (stronger challenge)", "50", "-", "0.79", "GPU")]
-ROWS = {"given": ("attack (n given)", ["--n-private", "{n}"]),
-        "estimated": ("attack (n estimated)", []),
-        "nolabels": ("attack --no-labels (n given)", ["--n-private", "{n}", "--no-labels"]),
-        "noprior": ("attack, no prior (n given)", ["--n-private", "{n}", "--prior", "none"])}
+PUBLISHED = [
+    ("Carlini et al. v1 (real challenge)", "50", "-", "0.90", "GPU: ~12 h in all, incl. training"),
+    ("Carlini et al. v2 (stronger challenge)", "50", "-", "0.79", "GPU"),
+]
+ROWS = {
+    "given": ("attack (n given)", ["--n-private", "{n}"]),
+    "estimated": ("attack (n estimated)", []),
+    "nolabels": ("attack --no-labels (n given)", ["--n-private", "{n}", "--no-labels"]),
+    "noprior": ("attack, no prior (n given)", ["--n-private", "{n}", "--prior", "none"]),
+}
 
 
 def run_attack(ch: Path, out: Path, data: DataDir, extra: list[str]) -> dict[str, float]:
     """The CLI in a fresh process; wall seconds and peak resident memory (GiB) of that process."""
-    cmd = [sys.executable, "-m", "masquerade", "challenge", "attack", str(ch), "--out", str(out),
-           "--public", str(data / "imagenet-sample"), "--aux", str(data / "cifar10-train-20k.npz"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "masquerade",
+        "challenge",
+        "attack",
+        str(ch),
+        "--out",
+        str(out),
+        "--public",
+        str(data / "imagenet-sample"),
+        "--aux",
+        str(data / "cifar10-train-20k.npz"),
+        *extra,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout.read() if proc.stdout else ""
@@ -70,8 +87,9 @@ def run_attack(ch: Path, out: Path, data: DataDir, extra: list[str]) -> dict[str
     return {"seconds": round(wall, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
-def true_pairing_row(ch: Path, truth: Path, att: Path, s: ChallengeAttackSettings, prior: ChallengePrior | None
-                     ) -> dict[str, float]:
+def true_pairing_row(
+    ch: Path, truth: Path, att: Path, s: ChallengeAttackSettings, prior: ChallengePrior | None
+) -> dict[str, float]:
     enc = np.load(ch / "encryption.npy")
     lab = np.load(ch / "label.npy")
     pairs = np.load(truth / "private_pairs.npy")
@@ -101,8 +119,9 @@ def main() -> int:
     ap.add_argument("--T", default="10,20,50")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--n-private", type=int, default=100)
-    ap.add_argument("--rows", default="given,estimated,nolabels,noprior",
-                    help=f"attack rows per T, from {','.join(ROWS)}")
+    ap.add_argument(
+        "--rows", default="given,estimated,nolabels,noprior", help=f"attack rows per T, from {','.join(ROWS)}"
+    )
     add_data_option(ap, "cifar10-test.npz, cifar10-train-20k.npz and imagenet-sample/")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -126,15 +145,23 @@ def main() -> int:
             for name in wanted:
                 label, extra = ROWS[name]
                 att = work / f"att{t}-{name}"
-                hidden = truth.rename(work / f"hidden{t}")          # the attack runs with the truth folder absent
+                hidden = truth.rename(work / f"hidden{t}")  # the attack runs with the truth folder absent
                 try:
                     cost = run_attack(ch, att, data, [a.format(n=args.n_private) for a in extra])
                 finally:
                     hidden.rename(truth)
                 sc = score_challenge(truth, att)
                 info = json.loads((att / "attack.json").read_text())
-                rows.append({"T": t, "row": label, **_keep(sc), **cost, "images_found": info.get("images_found"),
-                             "stage_seconds": info.get("seconds")})
+                rows.append(
+                    {
+                        "T": t,
+                        "row": label,
+                        **_keep(sc),
+                        **cost,
+                        "images_found": info.get("images_found"),
+                        "stage_seconds": info.get("seconds"),
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
             if att is not None:
                 tp = true_pairing_row(ch, truth, att, ChallengeAttackSettings(), prior)
@@ -143,13 +170,18 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pr = f"prior {prior.fingerprint}" if prior is not None else "no prior shipped"
-    print(f"\nInstaHide Challenge attack, {args.n_private} private CIFAR-10 test images, k = 6, seed {args.seed}+T, "
-          f"2 CPU cores, {pr}; success = share of images with Max_SSIM > 0.8; time and memory of the cold CLI call")
-    print(f"{'row':40s} {'T':>3s} {'success':>8s} {'mean Max_SSIM':>14s} {'images':>7s} {'minutes':>8s} "
-          f"{'peak GiB':>9s}")
+    print(
+        f"\nInstaHide Challenge attack, {args.n_private} private CIFAR-10 test images, k = 6, seed {args.seed}+T, "
+        f"2 CPU cores, {pr}; success = share of images with Max_SSIM > 0.8; time and memory of the cold CLI call"
+    )
+    print(
+        f"{'row':40s} {'T':>3s} {'success':>8s} {'mean Max_SSIM':>14s} {'images':>7s} {'minutes':>8s} {'peak GiB':>9s}"
+    )
     for r in rows:
-        print(f"{r['row']:40s} {r['T']:3d} {r['success_rate']:8.3f} {r['mean_max_ssim']:14.3f} "
-              f"{r.get('images_found') or '-'!s:>7s} {r['seconds'] / 60:8.2f} {r.get('peak_gib', '-')!s:>9s}")
+        print(
+            f"{r['row']:40s} {r['T']:3d} {r['success_rate']:8.3f} {r['mean_max_ssim']:14.3f} "
+            f"{r.get('images_found') or '-'!s:>7s} {r['seconds'] / 60:8.2f} {r.get('peak_gib', '-')!s:>9s}"
+        )
     print("published:")
     for name, t, succ, ms, cost in PUBLISHED:
         print(f"{name:40s} {t:>3s} {succ:>8s} {ms:>14s}   {cost}")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 ROWS = {
@@ -44,8 +44,11 @@ def main() -> None:
     if unknown := [r for r in rows if r not in ROWS]:
         ap.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
     data = data_dir(args.data)
-    data.require("cifar10-train-20k.npz", "cifar10-test.npz",
-                 *(["imagenet-sample"] if any(r.startswith("cross") for r in rows) else []))
+    data.require(
+        "cifar10-train-20k.npz",
+        "cifar10-test.npz",
+        *(["imagenet-sample"] if any(r.startswith("cross") for r in rows) else []),
+    )
     from masquerade import create_scheme
     from masquerade.data import extract_patches, load_images
     from masquerade.training import TrainSettings, bf16_supported, train
@@ -58,20 +61,36 @@ def main() -> None:
         public = extract_patches(data / "imagenet-sample", args.patches, rng=args.seed)
         print(f"public pool: {len(public)} SIFT-filtered patches in {time.perf_counter() - t:.0f}s", flush=True)
     settings = TrainSettings(model=args.model, epochs=args.epochs, infer_encodings=10)
-    print(f"model {args.model}, {args.epochs} epochs, batch {settings.batch_size}, lr {settings.lr} (one-cycle), "
-          f"bf16 {bf16_supported()}, {len(train_set)} train / {len(test_set)} test images", flush=True)
+    print(
+        f"model {args.model}, {args.epochs} epochs, batch {settings.batch_size}, lr {settings.lr} (one-cycle), "
+        f"bf16 {bf16_supported()}, {len(train_set)} train / {len(test_set)} test images",
+        flush=True,
+    )
     results = []
     for row in rows:
         name, kw = ROWS[row]
         scheme = create_scheme(name, **kw)
         t = time.perf_counter()
-        r = train(train_set, test_set, scheme=scheme, public=public if "cross" in row else None,
-                  settings=settings if name != "identity" else TrainSettings(model=args.model, epochs=args.epochs),
-                  seed=args.seed, progress=False,
-                  on_epoch=lambda rec, row=row: print(f"  {row} epoch {rec['epoch']}: test acc {rec['test_acc']:.4f} "
-                                                      f"({rec['seconds']:.0f}s)", flush=True))
-        results.append({"row": row, "clean_acc": r["test_acc"], "encoded_acc": r.get("test_acc_encoded"),
-                        "minutes": (time.perf_counter() - t) / 60})
+        r = train(
+            train_set,
+            test_set,
+            scheme=scheme,
+            public=public if "cross" in row else None,
+            settings=settings if name != "identity" else TrainSettings(model=args.model, epochs=args.epochs),
+            seed=args.seed,
+            progress=False,
+            on_epoch=lambda rec, row=row: print(
+                f"  {row} epoch {rec['epoch']}: test acc {rec['test_acc']:.4f} ({rec['seconds']:.0f}s)", flush=True
+            ),
+        )
+        results.append(
+            {
+                "row": row,
+                "clean_acc": r["test_acc"],
+                "encoded_acc": r.get("test_acc_encoded"),
+                "minutes": (time.perf_counter() - t) / 60,
+            }
+        )
     base = next((x["clean_acc"] for x in results if x["row"] == "vanilla"), None)
     print()
     print(f"{'setting':10s} {'clean test acc':>15s} {'T=10 encoded':>13s} {'vs vanilla':>11s} {'minutes':>8s}")

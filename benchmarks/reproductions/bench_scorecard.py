@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 ALL = "identity,instahide,disguise,ats,shufflebits"
@@ -30,8 +30,10 @@ def table(card: dict) -> list[str]:
     levels = sorted({r["level"] for r in rows})
     settings: dict[str, dict] = {}
     for r in rows:
-        s = settings.setdefault(r["setting"], {"scheme": r["scheme"], "utility": r["utility"], "best": {},
-                                               "cells": {}, "train_s": r["train_s"]})
+        s = settings.setdefault(
+            r["setting"],
+            {"scheme": r["scheme"], "utility": r["utility"], "best": {}, "cells": {}, "train_s": r["train_s"]},
+        )
         s["cells"][r["cell"]] = r["cost_s"]
         b = s["best"].get(r["level"])
         if b is None or r["ssim"] > b["ssim"]:
@@ -43,8 +45,9 @@ def table(card: dict) -> list[str]:
         for lv in levels:
             r = s["best"].get(lv)
             mr = f", MR {100 * r['mr']:.0f} %" if r is not None and isinstance(r.get("mr"), (int, float)) else ""
-            cells.append("—" if r is None else f"{r['attack']}: SSIM {r['ssim']:.2f}, {100 * r['success']:.0f} % "
-                                               f"found{mr}")
+            cells.append(
+                "—" if r is None else f"{r['attack']}: SSIM {r['ssim']:.2f}, {100 * r['success']:.0f} % found{mr}"
+            )
         wall = s["train_s"] + sum(s["cells"].values())
         out.append(f"| {s['scheme']} | {name} | {s['utility']:.3f} | " + " | ".join(cells) + f" | {wall:.0f} s |")
     return out
@@ -78,8 +81,10 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     card = json.loads((out / "scorecard.json").read_text())
-    print(f"\n{'digits' if args.digits else 'CIFAR-10'} scorecard ({'full' if args.full else 'quick'} plan, seed "
-          f"{args.seed}, {args.workers} worker(s)): {wall / 60:.1f} min in all (a cold process)\n")
+    print(
+        f"\n{'digits' if args.digits else 'CIFAR-10'} scorecard ({'full' if args.full else 'quick'} plan, seed "
+        f"{args.seed}, {args.workers} worker(s)): {wall / 60:.1f} min in all (a cold process)\n"
+    )
     print("\n".join(table(card)))
     for f in card.get("findings", []):
         print(f"\nfinding: {f['setting']}: {f['text']}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 from _timing import median_time  # noqa: E402
 
@@ -33,7 +33,7 @@ def speed() -> None:
     import masquerade as mq
     from masquerade.shufflebits.scheme import shuffle_words_torch
 
-    x = np.random.default_rng(0).standard_normal((131072, 512), dtype=np.float32)   # 256 MiB
+    x = np.random.default_rng(0).standard_normal((131072, 512), dtype=np.float32)  # 256 MiB
     for _ in range(2):  # the first calls pay for page faults and the JIT, not for the cipher
         x.copy()
     t_copy, _ = median_time(lambda: x.copy())
@@ -48,8 +48,11 @@ def speed() -> None:
         t_c, _ = median_time(lambda data=data: data.copy())
         t_key, _ = median_time(lambda s=s, data=data: s.keygen(len(data), rng=None, shape=data.shape[1:]), 3)
         goal = f" (goal >= 1 GB/s: {'met' if data.nbytes / t >= 1e9 else 'NOT met'})" if scope == "vector" else ""
-        print(f"  {scope:8s} encrypt {data.nbytes / t / 1e9:6.2f} GB/s = {t / t_c:5.2f}x a copy{goal}; "
-              f"keygen (OS randomness) {t_key:.3f}s", flush=True)
+        print(
+            f"  {scope:8s} encrypt {data.nbytes / t / 1e9:6.2f} GB/s = {t / t_c:5.2f}x a copy{goal}; "
+            f"keygen (OS randomness) {t_key:.3f}s",
+            flush=True,
+        )
     small = torch.from_numpy(x[:8192].copy()).view(torch.int32)
     key = mq.create_scheme("shufflebits").keygen(len(small), rng=0)
     t, _ = median_time(lambda: shuffle_words_torch(small, key.perm, "vector"), 3)
@@ -75,33 +78,56 @@ def key_recovery(feats: np.ndarray) -> list[dict]:
             key = fixed.keygen(0, rng=100 + seed)
             r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=fixed.encode(feats[:n], key))
             dec = mq.create_scheme("shufflebits", scope="fixed").decode(
-                fixed.encode(feats, key), fixed.key_from_perm(r.recovered["perm"][0]))    # decrypt everything
+                fixed.encode(feats, key), fixed.key_from_perm(r.recovered["perm"][0])
+            )  # decrypt everything
             nz = feats != 0
             errs.append(float(np.median(np.abs(dec - feats)[nz] / np.abs(feats[nz]))))
             coss.append(float(cos_rows(dec, feats).mean()))
             exact.append(float((dec.view(np.uint32) == feats.view(np.uint32)).mean()))
             secs.append(r.seconds)
-        rows.append({"key": "fixed", "attacked": f"{n} vectors pooled", "cos(decrypted, true)": round(np.mean(coss), 5),
-                     "median rel. error": f"{np.mean(errs):.1e}", "numbers exact": round(np.mean(exact), 3),
-                     "seconds": round(float(np.mean(secs)), 2)})
+        rows.append(
+            {
+                "key": "fixed",
+                "attacked": f"{n} vectors pooled",
+                "cos(decrypted, true)": round(np.mean(coss), 5),
+                "median rel. error": f"{np.mean(errs):.1e}",
+                "numbers exact": round(np.mean(exact), 3),
+                "seconds": round(float(np.mean(secs)), 2),
+            }
+        )
     vec = mq.create_scheme("shufflebits", scope="vector")
     z = vec.encode(feats, vec.keygen(len(feats), rng=7))
     r = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z)
-    rows.append({"key": "one-time per vector", "attacked": f"{len(feats)} vectors pooled",
-                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats).mean()), 5)})
+    rows.append(
+        {
+            "key": "one-time per vector",
+            "attacked": f"{len(feats)} vectors pooled",
+            "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats).mean()), 5),
+        }
+    )
     m = min(200, len(feats))
     r = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:m])
     nz = feats[:m] != 0
     rel = np.abs(r.reconstructions - feats[:m])[nz] / np.abs(feats[:m][nz])
-    rows.append({"key": "one-time per vector", "attacked": f"each of {m} vectors alone",
-                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5),
-                 "median rel. error": f"{np.median(rel):.1e}",
-                 "seconds": round(r.seconds / m, 3)})
+    rows.append(
+        {
+            "key": "one-time per vector",
+            "attacked": f"each of {m} vectors alone",
+            "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5),
+            "median rel. error": f"{np.median(rel):.1e}",
+            "seconds": round(r.seconds / m, 3),
+        }
+    )
     el = mq.create_scheme("shufflebits", scope="element")
     ze = el.encode(feats[:m], el.keygen(m, rng=8, shape=feats.shape[1:]))
     r = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=ze)
-    rows.append({"key": "one-time per number", "attacked": f"each of {m} vectors alone",
-                 "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5)})
+    rows.append(
+        {
+            "key": "one-time per number",
+            "attacked": f"each of {m} vectors alone",
+            "cos(decrypted, true)": round(float(cos_rows(r.reconstructions, feats[:m]).mean()), 5),
+        }
+    )
     return rows
 
 
@@ -135,12 +161,20 @@ def main() -> None:
     victims_idx = np.random.default_rng(1).choice(len(test_set), args.victims, replace=False)
     victims = test_set.select(victims_idx)
     t = time.perf_counter()
-    r = train(service, test_set, settings=TrainSettings(model="fastresnet", epochs=args.extractor_epochs), seed=0,
-              progress=False)
+    r = train(
+        service,
+        test_set,
+        settings=TrainSettings(model="fastresnet", epochs=args.extractor_epochs),
+        seed=0,
+        progress=False,
+    )
     model, view = r["model_state"], _View(mq.create_scheme("identity"), service.to_tensor())
-    print(f"\nfeature extractor: fastresnet trained on 10,000 CIFAR-10 images for {args.extractor_epochs} epochs "
-          f"({(time.perf_counter() - t) / 60:.1f} min), test accuracy {r['test_acc']:.4f}; features: the 256 "
-          "pooled activations before the classifier", flush=True)
+    print(
+        f"\nfeature extractor: fastresnet trained on 10,000 CIFAR-10 images for {args.extractor_epochs} epochs "
+        f"({(time.perf_counter() - t) / 60:.1f} min), test accuracy {r['test_acc']:.4f}; features: the 256 "
+        "pooled activations before the classifier",
+        flush=True,
+    )
     api = FeatureAPI(lambda x: model.net(view.clean(x)))
     xv, yv = victims.to_tensor(), victims.labels_tensor()
     fv = api.predict(xv).numpy()
@@ -161,31 +195,41 @@ def main() -> None:
         z_el = el.encode(fv, el.keygen(len(fv), rng=23, shape=fv.shape[1:]))
         t = time.perf_counter()
         rec_fixed = run_attack(mq.create_attack("shufflebits-key-recovery"), encodings=z_fixed).reconstructions
-        rec_vec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"),
-                             encodings=z_vec).reconstructions
+        rec_vec = run_attack(
+            mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z_vec
+        ).reconstructions
         print(f"\nkey recovery for the inversion rows: {time.perf_counter() - t:.0f}s", flush=True)
-        float_rows = {"plaintext features": fv, "fixed key, ciphertext as is": z_fixed,
-                      "fixed key, after key recovery": rec_fixed, "one-time key, ciphertext as is": z_vec,
-                      "one-time key, after per-vector key recovery": rec_vec}
+        float_rows = {
+            "plaintext features": fv,
+            "fixed key, ciphertext as is": z_fixed,
+            "fixed key, after key recovery": rec_fixed,
+            "one-time key, ciphertext as is": z_vec,
+            "one-time key, after per-vector key recovery": rec_vec,
+        }
         stacked = np.concatenate(list(float_rows.values()))
         n = len(fv)
         aux_l = (aux.to_tensor(), aux.labels_tensor())
         timings = {}
         t = time.perf_counter()
         pred = run_attack(mq.create_attack("feature-attribute"), encodings=stacked, auxiliary=aux_l, api=api)
-        pred_pc = run_attack(mq.create_attack("feature-attribute", representation="popcount"), encodings=z_el,
-                             auxiliary=aux_l, api=api)
+        pred_pc = run_attack(
+            mq.create_attack("feature-attribute", representation="popcount"), encodings=z_el, auxiliary=aux_l, api=api
+        )
         timings["attribute classifiers"] = time.perf_counter() - t
         recs = {}
         for loss in ("pixel", "feature"):
             t = time.perf_counter()
             kw = dict(loss=loss, epochs=args.decoder_epochs, surrogate_epochs=args.surrogate_epochs)
-            recs[loss] = run_attack(mq.create_attack("feature-inversion", **kw), encodings=stacked,
-                                    auxiliary=aux_l, api=api).reconstructions
-            if loss == "pixel":   # the popcount row gets the pixel-loss decoder only (time)
-                recs[loss + " popcount"] = run_attack(mq.create_attack("feature-inversion",
-                                                                       representation="popcount", **kw),
-                                                      encodings=z_el, auxiliary=aux_l, api=api).reconstructions
+            recs[loss] = run_attack(
+                mq.create_attack("feature-inversion", **kw), encodings=stacked, auxiliary=aux_l, api=api
+            ).reconstructions
+            if loss == "pixel":  # the popcount row gets the pixel-loss decoder only (time)
+                recs[loss + " popcount"] = run_attack(
+                    mq.create_attack("feature-inversion", representation="popcount", **kw),
+                    encodings=z_el,
+                    auxiliary=aux_l,
+                    api=api,
+                ).reconstructions
             timings[f"{loss}-loss decoders"] = time.perf_counter() - t
             print(f"  {loss}-loss decoders trained in {timings[f'{loss}-loss decoders'] / 60:.1f} min", flush=True)
         fv_t = torch.from_numpy(fv)
@@ -209,9 +253,11 @@ def main() -> None:
                 if loss == "feature" or (popc and loss == "pixel"):
                     grid_rows.append(rec[:8])
             table.append(row)
-        print(f"\nmodel inversion on {n} CIFAR-10 test images (10,000 auxiliary images; chance: class accuracy 0.1, "
-              f"cos dist between unrelated images {chance:.4f}); budgets: "
-              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+        print(
+            f"\nmodel inversion on {n} CIFAR-10 test images (10,000 auxiliary images; chance: class accuracy 0.1, "
+            f"cos dist between unrelated images {chance:.4f}); budgets: "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+        )
         for row in table:
             print("  " + " | ".join(f"{k} {v}" for k, v in row.items()))
         out.update(inversion=table, chance_cos_dist=chance, timings=timings)

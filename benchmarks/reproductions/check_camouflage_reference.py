@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]                      # the repository: its tests hold the reference
+ROOT = Path(__file__).resolve().parents[2]  # the repository: its tests hold the reference
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import add_data_option, data_dir  # noqa: E402
 
 
@@ -37,16 +37,25 @@ def main() -> None:
     from masquerade.quality.models import BrisqueQuality
 
     photos, names = load_photos(data / "imagenet-sample", channels=3)
-    idx = np.random.default_rng(args.seed).permutation(len(photos))[:args.photos]
+    idx = np.random.default_rng(args.seed).permutation(len(photos))[: args.photos]
     with tempfile.TemporaryDirectory() as d:
-        rows, _ = camouflage_photos(BrisqueQuality(), [photos[i] for i in idx], [names[i] for i in idx], d,
-                                    CamouflageSettings(), rng=0, progress=False)
+        rows, _ = camouflage_photos(
+            BrisqueQuality(),
+            [photos[i] for i in idx],
+            [names[i] for i in idx],
+            d,
+            CamouflageSettings(),
+            rng=0,
+            progress=False,
+        )
         for r, i in zip(rows, idx):
             delivered = np.array(Image.open(r["file"]).convert("RGB"))
             ours = f"{r['score after JPEG']:6.2f} -> {r['camouflaged score after JPEG']:6.2f}"
-            print(f"{r['photo'][:28]:28s} ours: {ours} | brisque package: "
-                  f"{100 - _reference_score(_jpeg(photos[i], 90)):6.2f} -> "
-                  f"{100 - _reference_score(_jpeg(delivered, 90)):6.2f} | PSNR {r['PSNR']}")
+            print(
+                f"{r['photo'][:28]:28s} ours: {ours} | brisque package: "
+                f"{100 - _reference_score(_jpeg(photos[i], 90)):6.2f} -> "
+                f"{100 - _reference_score(_jpeg(delivered, 90)):6.2f} | PSNR {r['PSNR']}"
+            )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 from _data import DataDir, data_dir  # noqa: E402
 
-Prepared = tuple[Callable[[], Any], float]   # the timed call, and its units
+Prepared = tuple[Callable[[], Any], float]  # the timed call, and its units
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
+
 
 def cifar_pairs(n: int, data: DataDir) -> tuple[np.ndarray, np.ndarray]:
     """n pairs of 32×32×3 uint8 images: CIFAR-10 test images against others where the data folder has them,
@@ -58,14 +59,14 @@ def photos(n: int, size: int = 256) -> np.ndarray:
         h, w = im.shape[:2]
         s = int(min(h, w) * (0.6 + 0.4 * g.random()))
         y, x = int(g.integers(0, h - s + 1)), int(g.integers(0, w - s + 1))
-        crop = resize(im[y:y + s, x:x + s], (size, size), anti_aliasing=True, preserve_range=True)
+        crop = resize(im[y : y + s, x : x + s], (size, size), anti_aliasing=True, preserve_range=True)
         out.append(np.clip(np.rint(crop), 0, 255).astype(np.uint8))
     return np.stack(out)
 
 
 # ---- SSIM ------------------------------------------------------------------------------------------------------
 
-SSIM_CASES = {   # case: (dtype, scikit-image keywords)
+SSIM_CASES = {  # case: (dtype, scikit-image keywords)
     "ssim-u8": ("u8", {}),
     "ssim-f32": ("f32", {}),
     "ssim-f64": ("f64", {}),
@@ -90,15 +91,16 @@ def ssim_side(case: str, side: str, n: int, data: DataDir) -> Prepared:
     if side == "skimage":
         from skimage.metrics import structural_similarity
 
-        return (lambda: np.array([structural_similarity(x, y, channel_axis=-1, data_range=rng, **kw)
-                                  for x, y in zip(a, b)])), n
-    ta = torch.from_numpy(a).permute(0, 3, 1, 2)     # the NHWC -> NCHW view a caller makes; converting is timed
+        return (
+            lambda: np.array([structural_similarity(x, y, channel_axis=-1, data_range=rng, **kw) for x, y in zip(a, b)])
+        ), n
+    ta = torch.from_numpy(a).permute(0, 3, 1, 2)  # the NHWC -> NCHW view a caller makes; converting is timed
     tb = torch.from_numpy(b).permute(0, 3, 1, 2)
     if side == "ours":
         from masquerade.metrics import ssim
 
         return (lambda: ssim(ta, tb, data_range=rng, **kw).numpy()), n
-    ca, cb = ta.contiguous(), tb.contiguous()         # the library peers get contiguous NCHW float tensors
+    ca, cb = ta.contiguous(), tb.contiguous()  # the library peers get contiguous NCHW float tensors
     if side == "pytorch-msssim":
         from pytorch_msssim import ssim as pm_ssim
 
@@ -120,25 +122,31 @@ def ssim_exact(case: str, n: int, data: DataDir) -> np.ndarray:
 
     a, b, rng = ssim_inputs(case, n, data)
     kw = SSIM_CASES[case][1]
-    return np.array([structural_similarity(x.astype(np.float64), y.astype(np.float64), channel_axis=-1,
-                                           data_range=rng, **kw) for x, y in zip(a, b)])
+    return np.array(
+        [
+            structural_similarity(x.astype(np.float64), y.astype(np.float64), channel_axis=-1, data_range=rng, **kw)
+            for x, y in zip(a, b)
+        ]
+    )
 
 
 # ---- the schemes -----------------------------------------------------------------------------------------------
+
 
 def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, 32, 32), dtype=np.float32)
 
 
 def aes_side(side: str, n: int) -> Prepared:
-    if side == "raw-aes":   # one AES-128-ECB pass over the same number of bytes, straight through `cryptography`
+    if side == "raw-aes":  # one AES-128-ECB pass over the same number of bytes, straight through `cryptography`
         data = np.random.default_rng(0).integers(0, 256, n * 3 * 32 * 32, dtype=np.uint8).tobytes()
         key = bytes(range(16))
 
-        def raw() -> bytes:   # imports inside the call, as our encode does: both first calls pay for them
+        def raw() -> bytes:  # imports inside the call, as our encode does: both first calls pay for them
             from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
             return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(data)
+
         return raw, len(data)
     import torch
 
@@ -176,6 +184,7 @@ def instahide_side(n: int) -> Prepared:
     def call() -> Any:
         key = sch.keygen(n, rng=next(rngs), shape=(3, 32, 32), pool_size=n)
         return sch.encode(x, key, public=pub)
+
     return call, n
 
 
@@ -194,6 +203,7 @@ def instahide_decode_side(n: int, group: int = 0) -> Prepared:
 
 # ---- gradient inversion ----------------------------------------------------------------------------------------
 
+
 def ig_side(side: str, problems: int, iterations: int) -> Prepared:
     import torch
     import torch.nn.functional as F
@@ -211,13 +221,13 @@ def ig_side(side: str, problems: int, iterations: int) -> Prepared:
     model = Normalized(create_model("resnet20"), CIFAR10_MEAN, CIFAR10_STD).eval()
     x = torch.rand(problems, 3, 32, 32)
     y = torch.randint(0, 10, (problems,))
-    per = [client_gradient(model, x[i:i + 1], y[i:i + 1]) for i in range(problems)]
+    per = [client_gradient(model, x[i : i + 1], y[i : i + 1]) for i in range(problems)]
     units = problems * iterations
     if side == "ours":
         stacked = [torch.stack(t) for t in zip(*per)]
         atk = InvertingGradients(iterations=iterations, chunk=problems)
         return (lambda: atk.run_many(model=model, gradients=stacked, labels=y[:, None], rng=0, progress=False)), units
-    if side == "loop":      # the textbook loop: one image at a time, autograd.grad(create_graph=True)
+    if side == "loop":  # the textbook loop: one image at a time, autograd.grad(create_graph=True)
         mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
         params = list(model.parameters())
@@ -227,8 +237,9 @@ def ig_side(side: str, problems: int, iterations: int) -> Prepared:
                 z = torch.randn(1, 3, 32, 32, requires_grad=True)
                 opt = torch.optim.Adam([z], lr=0.1)
                 for _ in range(iterations):
-                    trial = torch.autograd.grad(F.cross_entropy(model(z * std + mean), y[i:i + 1]), params,
-                                                create_graph=True)
+                    trial = torch.autograd.grad(
+                        F.cross_entropy(model(z * std + mean), y[i : i + 1]), params, create_graph=True
+                    )
                     dot = sum((a * b).sum() for a, b in zip(trial, target))
                     na = sum(a.pow(2).sum() for a in trial)
                     nb = sum(b.pow(2).sum() for b in target)
@@ -236,11 +247,13 @@ def ig_side(side: str, problems: int, iterations: int) -> Prepared:
                     (g,) = torch.autograd.grad(loss, z)
                     z.grad = g.sign()
                     opt.step()
+
         return loop, units
     raise SystemExit(f"unknown side {side}")
 
 
 # ---- BRISQUE ---------------------------------------------------------------------------------------------------
+
 
 def brisque_side(side: str, n: int) -> Prepared:
     ims = photos(n)
@@ -260,6 +273,7 @@ def brisque_side(side: str, n: int) -> Prepared:
 
 
 # ---- driver ----------------------------------------------------------------------------------------------------
+
 
 def prepare(case: str, side: str, n: int, iterations: int, data: DataDir) -> Prepared:
     if case in SSIM_CASES:
@@ -317,7 +331,7 @@ def main() -> None:
             t = time.perf_counter()
             out = fn()
             ts.append(time.perf_counter() - t)
-        rec["warm_s"] = min(ts) if ts else rec["cold_s"]        # best of R, as timeit reports
+        rec["warm_s"] = min(ts) if ts else rec["cold_s"]  # best of R, as timeit reports
         rec["warm_median_s"] = statistics.median(ts) if ts else rec["cold_s"]
         rec["units"] = units
         if isinstance(out, np.ndarray) and out.ndim == 1 and a.case in SSIM_CASES | {"brisque": None}:

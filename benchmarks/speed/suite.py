@@ -41,8 +41,8 @@ import env as peer_env  # noqa: E402
 @dataclass
 class Peer:
     name: str
-    kind: str                 # "lib:<side>" (a worker side in our venv) or "peer:<peer>:<case>" (published code)
-    n: int | None = None      # the peer's own size where it differs (per-item comparison)
+    kind: str  # "lib:<side>" (a worker side in our venv) or "peer:<peer>:<case>" (published code)
+    n: int | None = None  # the peer's own size where it differs (per-item comparison)
     repeat: int | None = None
     note: str = ""
 
@@ -56,54 +56,139 @@ class Row:
     peers: list[Peer] = field(default_factory=list)
     iterations: int = 20
     repeat: int = 3
-    bar: str = ""             # the goal, in words; checked in ``verdict``
-    rounds: int = 1           # ours and every peer measured this many times, alternating; each side's best kept
+    bar: str = ""  # the goal, in words; checked in ``verdict``
+    rounds: int = 1  # ours and every peer measured this many times, alternating; each side's best kept
 
 
 def rows(quick: bool) -> list[Row]:
     n = 1000 if quick else 5000
-    slow = 1                  # repeats of references that take seconds per call
-    fast = 7                  # repeats of calls that take milliseconds (this machine's timings are noisy)
+    slow = 1  # repeats of references that take seconds per call
+    fast = 7  # repeats of calls that take milliseconds (this machine's timings are noisy)
     msssim_note = "its 11×11 Gaussian window vs our 7×7 uniform: same tensors, another window"
     return [
-        Row("SSIM uint8, 7×7 uniform", "ssim-u8", n, "pair", [Peer("scikit-image loop", "lib:skimage", repeat=slow)],
-            repeat=fast, rounds=3, bar=">= 30x scikit-image, |diff| <= 1e-6"),
-        Row("SSIM float32, 7×7 uniform", "ssim-f32", n, "pair",
-            [Peer("scikit-image loop", "lib:skimage", repeat=slow),
-             Peer("pytorch-msssim", "lib:pytorch-msssim", note=msssim_note)],
-            repeat=fast, rounds=3, bar=">= 30x scikit-image and >= 5x pytorch-msssim, |diff| <= 1e-6"),
-        Row("SSIM float64, 7×7 uniform", "ssim-f64", n, "pair", [Peer("scikit-image loop", "lib:skimage", repeat=slow)],
-            repeat=fast, rounds=3, bar=">= 30x scikit-image, |diff| <= 1e-6"),
-        Row("SSIM float32, Gaussian 11×11", "ssim-gauss-f32", n, "pair",
-            [Peer("scikit-image loop", "lib:skimage", repeat=slow), Peer("pytorch-msssim", "lib:pytorch-msssim"),
-             Peer("kornia", "lib:kornia", note="'same' padding: differs at the borders"),
-             Peer("torchmetrics", "lib:torchmetrics", note="reflect padding: differs at the borders")],
-            repeat=fast, rounds=3, bar=">= 1x pytorch-msssim"),
-        Row("DisguisedNets AES-ECB encode", "aes-disguise", n, "image",
-            [Peer("one raw AES pass", "lib:raw-aes", note="AES-128-ECB over the same bytes"),
-             Peer("DisguisedNets code (published)", "peer:disguisednets:aes", n=50 if quick else 200)],
-            repeat=fast, rounds=3, bar="cold <= 3x one raw AES pass (x >= 0.33)"),
-        Row("ShuffleBits encode (fixed key)", "shufflebits", n, "vector",
+        Row(
+            "SSIM uint8, 7×7 uniform",
+            "ssim-u8",
+            n,
+            "pair",
+            [Peer("scikit-image loop", "lib:skimage", repeat=slow)],
+            repeat=fast,
+            rounds=3,
+            bar=">= 30x scikit-image, |diff| <= 1e-6",
+        ),
+        Row(
+            "SSIM float32, 7×7 uniform",
+            "ssim-f32",
+            n,
+            "pair",
+            [
+                Peer("scikit-image loop", "lib:skimage", repeat=slow),
+                Peer("pytorch-msssim", "lib:pytorch-msssim", note=msssim_note),
+            ],
+            repeat=fast,
+            rounds=3,
+            bar=">= 30x scikit-image and >= 5x pytorch-msssim, |diff| <= 1e-6",
+        ),
+        Row(
+            "SSIM float64, 7×7 uniform",
+            "ssim-f64",
+            n,
+            "pair",
+            [Peer("scikit-image loop", "lib:skimage", repeat=slow)],
+            repeat=fast,
+            rounds=3,
+            bar=">= 30x scikit-image, |diff| <= 1e-6",
+        ),
+        Row(
+            "SSIM float32, Gaussian 11×11",
+            "ssim-gauss-f32",
+            n,
+            "pair",
+            [
+                Peer("scikit-image loop", "lib:skimage", repeat=slow),
+                Peer("pytorch-msssim", "lib:pytorch-msssim"),
+                Peer("kornia", "lib:kornia", note="'same' padding: differs at the borders"),
+                Peer("torchmetrics", "lib:torchmetrics", note="reflect padding: differs at the borders"),
+            ],
+            repeat=fast,
+            rounds=3,
+            bar=">= 1x pytorch-msssim",
+        ),
+        Row(
+            "DisguisedNets AES-ECB encode",
+            "aes-disguise",
+            n,
+            "image",
+            [
+                Peer("one raw AES pass", "lib:raw-aes", note="AES-128-ECB over the same bytes"),
+                Peer("DisguisedNets code (published)", "peer:disguisednets:aes", n=50 if quick else 200),
+            ],
+            repeat=fast,
+            rounds=3,
+            bar="cold <= 3x one raw AES pass (x >= 0.33)",
+        ),
+        Row(
+            "ShuffleBits encode (fixed key)",
+            "shufflebits",
+            n,
+            "vector",
             [Peer("ShuffleBits code (published)", "peer:shufflebits:encode", n=20 if quick else 100, repeat=slow)],
-            repeat=fast, rounds=3, bar="cold >= 1 GB/s"),
-        Row("InstaHide keygen + encode, k=6 cross", "instahide-encode", n, "image",
-            [Peer("InstaHide code (published)", "peer:instahide:encode")]),
-        Row("Inverting Gradients, 1 image", "inverting-gradients", 1, "image-iteration",
+            repeat=fast,
+            rounds=3,
+            bar="cold >= 1 GB/s",
+        ),
+        Row(
+            "InstaHide keygen + encode, k=6 cross",
+            "instahide-encode",
+            n,
+            "image",
+            [Peer("InstaHide code (published)", "peer:instahide:encode")],
+        ),
+        Row(
+            "Inverting Gradients, 1 image",
+            "inverting-gradients",
+            1,
+            "image-iteration",
             [Peer("textbook loop", "lib:loop"), Peer("inversefed (published)", "peer:invertinggradients:ig1")],
-            iterations=10 if quick else 20, rounds=3, bar=">= 1x inversefed"),
-        Row("Inverting Gradients, 8 images", "inverting-gradients", 8, "image-iteration",
-            [Peer("textbook loop, one image at a time", "lib:loop", repeat=slow),
-             Peer("inversefed, one image at a time", "peer:invertinggradients:ig1", n=1,
-                  note="8 independent attacks: its single-image rate"),
-             Peer("inversefed, one batch of 8", "peer:invertinggradients:ig8", repeat=slow,
-                  note="another problem: one gradient of a batch of 8 (shown, not the bar)")],
-            iterations=5 if quick else 20, rounds=2, bar=">= 2x inversefed one image at a time"),
-        Row("BRISQUE, 256×256 photos", "brisque", 8 if quick else 32, "photo",
-            [Peer("brisque package", "lib:brisque", repeat=slow)]),
+            iterations=10 if quick else 20,
+            rounds=3,
+            bar=">= 1x inversefed",
+        ),
+        Row(
+            "Inverting Gradients, 8 images",
+            "inverting-gradients",
+            8,
+            "image-iteration",
+            [
+                Peer("textbook loop, one image at a time", "lib:loop", repeat=slow),
+                Peer(
+                    "inversefed, one image at a time",
+                    "peer:invertinggradients:ig1",
+                    n=1,
+                    note="8 independent attacks: its single-image rate",
+                ),
+                Peer(
+                    "inversefed, one batch of 8",
+                    "peer:invertinggradients:ig8",
+                    repeat=slow,
+                    note="another problem: one gradient of a batch of 8 (shown, not the bar)",
+                ),
+            ],
+            iterations=5 if quick else 20,
+            rounds=2,
+            bar=">= 2x inversefed one image at a time",
+        ),
+        Row(
+            "BRISQUE, 256×256 photos",
+            "brisque",
+            8 if quick else 32,
+            "photo",
+            [Peer("brisque package", "lib:brisque", repeat=slow)],
+        ),
     ]
 
 
-CURVES = {   # case: (sizes full, sizes quick, item, iterations)
+CURVES = {  # case: (sizes full, sizes quick, item, iterations)
     "ssim-u8": ([1000, 5000, 20000, 50000], [1000, 4000, 10000], "pair", 0),
     "aes-disguise": ([1000, 5000, 20000, 50000], [1000, 4000, 10000], "image", 0),
     "shufflebits": ([1000, 5000, 20000, 50000], [1000, 4000, 10000], "vector", 0),
@@ -129,10 +214,22 @@ def run_json(cmd: list[str], timeout: float) -> dict:
         Path(out).unlink(missing_ok=True)
 
 
-def worker(case: str, side: str, n: int, repeat: int, iterations: int, data: str | None, *extra: str,
-           timeout: float = 1800) -> dict:
-    cmd = [sys.executable, str(HERE / "_workers.py"), case, side, "--n", str(n), "--repeat", str(repeat),
-           "--iterations", str(iterations), *extra]
+def worker(
+    case: str, side: str, n: int, repeat: int, iterations: int, data: str | None, *extra: str, timeout: float = 1800
+) -> dict:
+    cmd = [
+        sys.executable,
+        str(HERE / "_workers.py"),
+        case,
+        side,
+        "--n",
+        str(n),
+        "--repeat",
+        str(repeat),
+        "--iterations",
+        str(iterations),
+        *extra,
+    ]
     if data:
         cmd += ["--data", data]
     return run_json(cmd, timeout)
@@ -173,6 +270,7 @@ def fmt_s(v: float | None) -> str:
 
 def verdict(row: Row, ours: dict, peers: list[tuple[Peer, dict]]) -> str:
     """Check the row's bar against the measured figures; '' where no bar applies."""
+
     def ratio(name: str, key: str) -> float | None:
         for p, rec in peers:
             if p.name == name and "skip" not in rec and key in rec:
@@ -220,11 +318,16 @@ def main() -> int:
     a = ap.parse_args()
     t_start = time.perf_counter()
     report: dict[str, Any] = {"rows": [], "curves": []}
-    print(f"masquerade speed suite ({'quick' if a.quick else 'full'}): {os.cpu_count()} CPUs, fresh process per "
-          f"figure; cold = first call, warm = best of the calls after it; x = peer time per item / ours (above 1: "
-          f"we are faster)\n", flush=True)
-    head = f"{'case':38s} {'n':>6s} {'ours cold':>10s} {'ours warm':>10s}  {'peer':34s} {'peer cold':>10s} " \
-           f"{'peer warm':>10s} {'x cold':>7s} {'x warm':>7s}  note"
+    print(
+        f"masquerade speed suite ({'quick' if a.quick else 'full'}): {os.cpu_count()} CPUs, fresh process per "
+        f"figure; cold = first call, warm = best of the calls after it; x = peer time per item / ours (above 1: "
+        f"we are faster)\n",
+        flush=True,
+    )
+    head = (
+        f"{'case':38s} {'n':>6s} {'ours cold':>10s} {'ours warm':>10s}  {'peer':34s} {'peer cold':>10s} "
+        f"{'peer warm':>10s} {'x cold':>7s} {'x warm':>7s}  note"
+    )
     print(head)
     print("-" * len(head), flush=True)
     for row in rows(a.quick):
@@ -250,8 +353,10 @@ def main() -> int:
             ours["max_diff"] = float(np.max(np.abs(np.array(ours["values"]) - np.array(ours["exact"]))))
         extra_note = f"max |diff| {ours['max_diff']:.1e}" if "max_diff" in ours else ""
         if row.case in ("aes-disguise", "shufflebits"):
-            extra_note = f"{ours['units'] / ours['cold_s'] / 1e9:.2f} GB/s cold, " \
-                         f"{ours['units'] / ours['warm_s'] / 1e9:.2f} GB/s warm"
+            extra_note = (
+                f"{ours['units'] / ours['cold_s'] / 1e9:.2f} GB/s cold, "
+                f"{ours['units'] / ours['warm_s'] / 1e9:.2f} GB/s warm"
+            )
         if row.case == "inverting-gradients":
             extra_note = f"{items(row, ours, None) / ours['warm_s']:.1f} it/s warm ({row.iterations} iterations)"
         measured: list[tuple[Peer, dict]] = []
@@ -259,35 +364,62 @@ def main() -> int:
             rec = best_of(rounds_peers[i])
             measured.append((peer, rec))
             first = i == 0
-            left = f"{row.label:38s} {row.n:6d} {fmt_s(ours['cold_s']):>10s} {fmt_s(ours['warm_s']):>10s}" if first \
+            left = (
+                f"{row.label:38s} {row.n:6d} {fmt_s(ours['cold_s']):>10s} {fmt_s(ours['warm_s']):>10s}"
+                if first
                 else f"{'':38s} {'':6s} {'':10s} {'':10s}"
+            )
             if "skip" in rec:
-                print(f"{left}  {peer.name:34s} {'-':>10s} {'-':>10s} {'-':>7s} {'-':>7s}  not run: {rec['skip']}",
-                      flush=True)
+                print(
+                    f"{left}  {peer.name:34s} {'-':>10s} {'-':>10s} {'-':>7s} {'-':>7s}  not run: {rec['skip']}",
+                    flush=True,
+                )
                 continue
             pi = items(row, rec, peer)
             oi = items(row, ours, None)
             xc = (rec["cold_s"] / pi) / (ours["cold_s"] / oi)
             xw = (rec["warm_s"] / pi) / (ours["warm_s"] / oi)
-            notes = [s for s in (extra_note if first else "", peer.note,
-                                 f"peer at n={peer.n}" if peer.n and peer.n != row.n else "",
-                                 rec.get("note", "")[:90] if peer.kind.startswith("peer:") else "") if s]
+            notes = [
+                s
+                for s in (
+                    extra_note if first else "",
+                    peer.note,
+                    f"peer at n={peer.n}" if peer.n and peer.n != row.n else "",
+                    rec.get("note", "")[:90] if peer.kind.startswith("peer:") else "",
+                )
+                if s
+            ]
             if "values" in rec and "exact" in ours and len(rec["values"]) == len(ours["exact"]):
                 notes.append(f"peer |diff| {np.max(np.abs(np.array(rec['values']) - np.array(ours['exact']))):.1e}")
-            print(f"{left}  {peer.name:34s} {fmt_s(rec['cold_s']):>10s} {fmt_s(rec['warm_s']):>10s} {xc:7.2f} "
-                  f"{xw:7.2f}  {'; '.join(notes)}", flush=True)
+            print(
+                f"{left}  {peer.name:34s} {fmt_s(rec['cold_s']):>10s} {fmt_s(rec['warm_s']):>10s} {xc:7.2f} "
+                f"{xw:7.2f}  {'; '.join(notes)}",
+                flush=True,
+            )
         if not row.peers:
             print(f"{row.label:38s} {row.n:6d} {fmt_s(ours['cold_s']):>10s} {fmt_s(ours['warm_s']):>10s}  {extra_note}")
         v = verdict(row, ours, measured)
         if v:
             print(f"{'':38s} bar: {row.bar} -> {v}", flush=True)
-        report["rows"].append({"case": row.case, "label": row.label, "n": row.n, "bar": row.bar, "verdict": v,
-                               "ours": {k: ours[k] for k in ("cold_s", "warm_s", "units", "max_diff") if k in ours},
-                               "peers": [{"name": p.name, **{k: r[k] for k in ("cold_s", "warm_s", "skip", "note", "n")
-                                                             if k in r}} for p, r in measured]})
+        report["rows"].append(
+            {
+                "case": row.case,
+                "label": row.label,
+                "n": row.n,
+                "bar": row.bar,
+                "verdict": v,
+                "ours": {k: ours[k] for k in ("cold_s", "warm_s", "units", "max_diff") if k in ours},
+                "peers": [
+                    {"name": p.name, **{k: r[k] for k in ("cold_s", "warm_s", "skip", "note", "n") if k in r}}
+                    for p, r in measured
+                ],
+            }
+        )
     if not a.no_curves:
-        print("\ncost over input size (warm, ours): time per item at each size; slope of log time on log size "
-              "(1 = linear)")
+        print(
+            "\ncost over input size (warm, ours): time per item at each size; slope of log time on log size "
+            "(1 = linear)"
+        )
         for case, (full, quick, item, its) in CURVES.items():
             if a.only and a.only not in case:
                 continue

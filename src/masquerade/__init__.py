@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from masquerade._version import __version__
 
-if TYPE_CHECKING:     # what type checkers see; at run time each name loads on first use
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
     from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel
     from masquerade.data import ImageSet, extract_patches, fetch_dataset, load_images, load_photos
     from masquerade.errors import InputError, IntegrityError, MasqueradeError, NotInvertibleError
@@ -20,24 +20,58 @@ if TYPE_CHECKING:     # what type checkers see; at run time each name loads on f
     from masquerade.rng import secure_rng
 
 _HOME = {
-    "ImageSet": "masquerade.data", "load_images": "masquerade.data", "load_photos": "masquerade.data",
-    "fetch_dataset": "masquerade.data", "extract_patches": "masquerade.data",
-    "MasqueradeError": "masquerade.errors", "InputError": "masquerade.errors", "IntegrityError": "masquerade.errors",
+    "ImageSet": "masquerade.data",
+    "load_images": "masquerade.data",
+    "load_photos": "masquerade.data",
+    "fetch_dataset": "masquerade.data",
+    "extract_patches": "masquerade.data",
+    "MasqueradeError": "masquerade.errors",
+    "InputError": "masquerade.errors",
+    "IntegrityError": "masquerade.errors",
     "NotInvertibleError": "masquerade.errors",
-    "Key": "masquerade.keys", "save_key": "masquerade.keys", "load_key": "masquerade.keys",
-    "fingerprint": "masquerade.keys", "secure_rng": "masquerade.rng",
-    "Scheme": "masquerade.contracts", "Attack": "masquerade.contracts", "AttackResult": "masquerade.contracts",
-    "Knowledge": "masquerade.contracts", "ThreatModel": "masquerade.contracts",
-    "create_scheme": "masquerade.registry", "list_schemes": "masquerade.registry",
-    "create_attack": "masquerade.registry", "list_attacks": "masquerade.registry", "run_attack": "masquerade.registry",
+    "Key": "masquerade.keys",
+    "save_key": "masquerade.keys",
+    "load_key": "masquerade.keys",
+    "fingerprint": "masquerade.keys",
+    "secure_rng": "masquerade.rng",
+    "Scheme": "masquerade.contracts",
+    "Attack": "masquerade.contracts",
+    "AttackResult": "masquerade.contracts",
+    "Knowledge": "masquerade.contracts",
+    "ThreatModel": "masquerade.contracts",
+    "create_scheme": "masquerade.registry",
+    "list_schemes": "masquerade.registry",
+    "create_attack": "masquerade.registry",
+    "list_attacks": "masquerade.registry",
+    "run_attack": "masquerade.registry",
 }
 
 __all__ = [
-    "__version__", "ImageSet", "load_images", "load_photos", "fetch_dataset", "extract_patches",
-    "MasqueradeError", "InputError", "IntegrityError", "NotInvertibleError",
-    "Key", "save_key", "load_key", "fingerprint", "secure_rng",
-    "Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel",
-    "create_scheme", "list_schemes", "create_attack", "list_attacks", "run_attack",
+    "__version__",
+    "ImageSet",
+    "load_images",
+    "load_photos",
+    "fetch_dataset",
+    "extract_patches",
+    "MasqueradeError",
+    "InputError",
+    "IntegrityError",
+    "NotInvertibleError",
+    "Key",
+    "save_key",
+    "load_key",
+    "fingerprint",
+    "secure_rng",
+    "Scheme",
+    "Attack",
+    "AttackResult",
+    "Knowledge",
+    "ThreatModel",
+    "create_scheme",
+    "list_schemes",
+    "create_attack",
+    "list_attacks",
+    "run_attack",
 ]
 
 

@@ -55,8 +55,8 @@ def parallel(fn: Callable[..., Any], n: int, *args: Any, min_items: int = 1) -> 
     bounds = [n * i // t for i in range(t + 1)]
     futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, t)]
     try:
-        fn(*args, bounds[0], bounds[1])           # this thread takes the first range
+        fn(*args, bounds[0], bounds[1])  # this thread takes the first range
     finally:
-        wait(futures)                             # never return (or raise) while other ranges still write
+        wait(futures)  # never return (or raise) while other ranges still write
     for f in futures:
-        f.result()                                # the first error of another range, if any
+        f.result()  # the first error of another range, if any

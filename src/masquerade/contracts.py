@@ -52,9 +52,26 @@ if TYPE_CHECKING:
     from masquerade.keys import Key
     from masquerade.rng import RngLike
 
-__all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Configurable", "check_images",
-           "check_key", "refuse_pool", "refuse_base", "label_mixer", "clean_view_of", "one_time_keys", "public_slots",
-           "settings_against", "uses_device", "is_baseline", "device_arguments"]
+__all__ = [
+    "Scheme",
+    "Attack",
+    "AttackResult",
+    "Knowledge",
+    "ThreatModel",
+    "Configurable",
+    "check_images",
+    "check_key",
+    "refuse_pool",
+    "refuse_base",
+    "label_mixer",
+    "clean_view_of",
+    "one_time_keys",
+    "public_slots",
+    "settings_against",
+    "uses_device",
+    "is_baseline",
+    "device_arguments",
+]
 
 
 @runtime_checkable
@@ -67,8 +84,9 @@ class Scheme(Protocol):
     data_kind: ClassVar[str]
     settings: Any
 
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = ..., pool_size: int = 0,
-               base: Key | None = None) -> Key: ...
+    def keygen(
+        self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = ..., pool_size: int = 0, base: Key | None = None
+    ) -> Key: ...
 
     def encode(self, x: Any, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None) -> Any: ...
 
@@ -76,6 +94,7 @@ class Scheme(Protocol):
 
 
 # -- optional hooks (see the module docstring): the one place that looks for them ------------------------------------
+
 
 def label_mixer(scheme: Any) -> Callable[..., Any] | None:
     """The scheme's ``mix_labels`` (the labels its release carries), or None where it releases hard labels."""
@@ -131,14 +150,14 @@ def device_arguments(attack: Any, device: Any) -> dict[str, Any]:
 class Knowledge(str, enum.Enum):
     """What an adversary may be given."""
 
-    ENCODINGS = "encodings"          # the protected data (images or feature vectors)
-    LABELS = "labels"                # labels released with the protected data
-    PUBLIC_POOL = "public_pool"      # the public data a scheme mixes in
-    AUXILIARY = "auxiliary"          # clean data from the same distribution, disjoint from the private data
-    KNOWN_PAIRS = "known_pairs"      # (plaintext, ciphertext) pairs under the victim's key
-    MODEL = "model"                  # the model's architecture and weights
-    GRADIENTS = "gradients"          # a client's gradient update
-    API = "api"                      # a black-box inference API
+    ENCODINGS = "encodings"  # the protected data (images or feature vectors)
+    LABELS = "labels"  # labels released with the protected data
+    PUBLIC_POOL = "public_pool"  # the public data a scheme mixes in
+    AUXILIARY = "auxiliary"  # clean data from the same distribution, disjoint from the private data
+    KNOWN_PAIRS = "known_pairs"  # (plaintext, ciphertext) pairs under the victim's key
+    MODEL = "model"  # the model's architecture and weights
+    GRADIENTS = "gradients"  # a client's gradient update
+    API = "api"  # a black-box inference API
 
 
 @dataclass(frozen=True)
@@ -160,8 +179,7 @@ class ThreatModel:
         allowed = {k.value for k in self.requires | self.optional}
         extra = sorted(names - allowed)
         if extra:
-            raise InputError(f"{attack}: its threat model does not give it {extra}; it may use "
-                             f"{sorted(allowed)}")
+            raise InputError(f"{attack}: its threat model does not give it {extra}; it may use {sorted(allowed)}")
         missing = sorted(k.value for k in self.requires if k.value not in names or given[k.value] is None)
         if missing:
             raise InputError(f"{attack}: needs {missing} (its threat model requires them)")
@@ -198,7 +216,7 @@ class Attack(Protocol):
     name: ClassVar[str]
     Settings: ClassVar[type]
     threat_model: ClassVar[ThreatModel]
-    data_kind: ClassVar[str]         # what its encodings are: "images" or "features"
+    data_kind: ClassVar[str]  # what its encodings are: "images" or "features"
     settings: Any
 
     def run(self, *, rng: RngLike = None, progress: bool | None = None, **given: Any) -> AttackResult: ...
@@ -215,9 +233,9 @@ def build_settings(cls: type, where: str, /, **values: Any) -> Any:
         if kind == "tuple" and isinstance(value, (int, float, str, list)):
             value = values[name] = tuple(value) if isinstance(value, list) else (value,)
         if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = values[name] = str(value)      # --set policy=43 is a policy name, not a number
+            value = values[name] = str(value)  # --set policy=43 is a policy name, not a number
         if kind == "str" and isinstance(value, tuple) and all(isinstance(v, str | int | float) for v in value):
-            value = values[name] = ",".join(map(str, value))   # --set pixel_scale=[0,1]: a comma inside a name
+            value = values[name] = ",".join(map(str, value))  # --set pixel_scale=[0,1]: a comma inside a name
         want = _value_fits(str(fields[name].type), value)
         if want:
             raise InputError(f"{where}: setting {name} must be {want}, got {value!r}")
@@ -292,8 +310,10 @@ def check_images(x: object, *, where: str, range01: bool = True) -> torch.Tensor
     import torch
 
     if not isinstance(x, torch.Tensor):
-        raise InputError(f"{where}: expected a torch.Tensor of images (N×C×H×W float32 in [0, 1]), "
-                         f"got {type(x).__name__}; ImageSet.to_tensor() gives one")
+        raise InputError(
+            f"{where}: expected a torch.Tensor of images (N×C×H×W float32 in [0, 1]), "
+            f"got {type(x).__name__}; ImageSet.to_tensor() gives one"
+        )
     if x.ndim != 4:
         raise InputError(f"{where}: expected images as N×C×H×W, got a tensor of shape {tuple(x.shape)}")
     if x.dtype != torch.float32:

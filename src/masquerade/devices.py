@@ -19,8 +19,16 @@ from masquerade.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICE_NAMES", "DeviceLike", "check_device_name", "resolve_device", "device_label", "same_device",
-           "model_device", "require_float64"]
+__all__ = [
+    "DEVICE_NAMES",
+    "DeviceLike",
+    "check_device_name",
+    "resolve_device",
+    "device_label",
+    "same_device",
+    "model_device",
+    "require_float64",
+]
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 _NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
@@ -55,8 +63,9 @@ def resolve_device(device: DeviceLike = None) -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if not _mps_available():
-            raise InputError("device mps: this machine's torch has no usable MPS (Apple GPU) backend; "
-                             "use --device cpu or auto")
+            raise InputError(
+                "device mps: this machine's torch has no usable MPS (Apple GPU) backend; use --device cpu or auto"
+            )
         return torch.device("mps")
     if not torch.cuda.is_available():
         why = "was built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU"
@@ -64,8 +73,10 @@ def resolve_device(device: DeviceLike = None) -> torch.device:
     index = int(name.partition(":")[2] or torch.cuda.current_device())
     count = torch.cuda.device_count()
     if index >= count:
-        raise InputError(f"device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
-                         f"(cuda:0 to cuda:{count - 1})")
+        raise InputError(
+            f"device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
     return torch.device("cuda", index)
 
 

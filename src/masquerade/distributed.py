@@ -19,8 +19,18 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["world", "init_from_env", "shutdown", "CPUSyncBatchNorm", "convert_sync_batchnorm", "shard", "wrap",
-           "shared_secure_rng", "mean_over_world", "local_device"]
+__all__ = [
+    "world",
+    "init_from_env",
+    "shutdown",
+    "CPUSyncBatchNorm",
+    "convert_sync_batchnorm",
+    "shard",
+    "wrap",
+    "shared_secure_rng",
+    "mean_over_world",
+    "local_device",
+]
 
 
 def world() -> tuple[int, int]:
@@ -55,8 +65,10 @@ def local_device(device: torch.device) -> torch.device:
     if index >= torch.cuda.device_count():
         from masquerade.errors import InputError
 
-        raise InputError(f"process {world()[0]} (LOCAL_RANK {index}) has no GPU of its own: this machine has "
-                         f"{torch.cuda.device_count()}; start at most that many processes per node")
+        raise InputError(
+            f"process {world()[0]} (LOCAL_RANK {index}) has no GPU of its own: this machine has "
+            f"{torch.cuda.device_count()}; start at most that many processes per node"
+        )
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
@@ -119,8 +131,14 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         # two small differentiable all-reduces, summed in float64: the global mean first, then the squared
         # deviations from it (no E[x²] - E[x]² cancellation), as accurate as a single process's statistics
         c = x.shape[1]
-        first = all_reduce(torch.cat([x.sum((0, 2, 3), dtype=torch.float64),
-                                      torch.tensor([x.numel() / c], dtype=torch.float64, device=x.device)]))
+        first = all_reduce(
+            torch.cat(
+                [
+                    x.sum((0, 2, 3), dtype=torch.float64),
+                    torch.tensor([x.numel() / c], dtype=torch.float64, device=x.device),
+                ]
+            )
+        )
         n = first[-1]
         mean = (first[:c] / n).to(x.dtype)
         dev = x - mean[None, :, None, None]
@@ -141,8 +159,9 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every ``BatchNorm2d`` by a :class:`CPUSyncBatchNorm` with the same parameters and buffers."""
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CPUSyncBatchNorm):
-        new = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        new = CPUSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         new.load_state_dict(module.state_dict())
         return new
     for name, child in module.named_children():
@@ -172,4 +191,3 @@ def wrap(model: nn.Module) -> Any:
     dev = model_device(model)
     ids = [dev.index] if dev.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-

@@ -29,15 +29,19 @@ def plugin_entries(group: str, kind: str) -> dict[str, tuple[str, str]]:
     for dist in distributions():
         try:
             found = [ep for ep in dist.entry_points if ep.group == group]
-            who = (dist.metadata["Name"] or "a plugin") if found else ""   # METADATA is slow to parse
+            who = (dist.metadata["Name"] or "a plugin") if found else ""  # METADATA is slow to parse
         except Exception as exc:  # noqa: BLE001 - foreign metadata may fail in any way
-            _warn(f"skipped the {group} entry points of a distribution whose metadata cannot be read "
-                  f"({type(exc).__name__}: {exc})")
+            _warn(
+                f"skipped the {group} entry points of a distribution whose metadata cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            )
             continue
         for ep in found:
             if not _VALID_NAME.fullmatch(ep.name or "") or not _VALID_TARGET.fullmatch(ep.value or ""):
-                _warn(f"skipped {kind} entry point {ep.name!r} = {ep.value!r} from {who}: expected a "
-                      f"lower-case name = 'package.module:Class'")
+                _warn(
+                    f"skipped {kind} entry point {ep.name!r} = {ep.value!r} from {who}: expected a "
+                    f"lower-case name = 'package.module:Class'"
+                )
                 continue
             out.setdefault(ep.name, (ep.value, f"(from {who})"))
     return out

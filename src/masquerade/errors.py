@@ -36,5 +36,5 @@ def error_line(exc: BaseException, limit: int = 160) -> str:
     cut at ``limit`` characters (torch's messages run to paragraphs of advice), or its type where it says nothing."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[0] if lines else type(exc).__name__
-    text = text.split(". ")[0].rstrip(". ")          # the first sentence: what went wrong, not the advice after it
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    text = text.split(". ")[0].rstrip(". ")  # the first sentence: what went wrong, not the advice after it
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -16,8 +16,23 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_open", "atomic_dir", "replace_dir", "recover_dir", "exclusive_lock", "LockedError",
-           "write_json", "write_text", "save_npy", "save_npz", "save_png", "sha256_file", "parse_json", "read_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "atomic_dir",
+    "replace_dir",
+    "recover_dir",
+    "exclusive_lock",
+    "LockedError",
+    "write_json",
+    "write_text",
+    "save_npy",
+    "save_npz",
+    "save_png",
+    "sha256_file",
+    "parse_json",
+    "read_json",
+]
 
 MAX_JSON_BYTES = 64 << 20
 
@@ -42,8 +57,9 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8",
-                file_mode: int | None = None) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8", file_mode: int | None = None
+) -> Iterator[IO[Any]]:
     """``open()`` for writing, made atomic; ``mode`` is ``"w"`` or ``"wb"``."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', not {mode!r}")
@@ -94,7 +110,7 @@ def recover_dir(target: Path) -> bool:
             restored = True
         else:
             shutil.rmtree(aside, ignore_errors=True)
-    mine = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.part$")   # tempfile.mkdtemp's names only
+    mine = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.part$")  # tempfile.mkdtemp's names only
     for part in target.parent.iterdir() if target.parent.is_dir() else ():
         if mine.match(part.name) and part.is_dir():
             shutil.rmtree(part, ignore_errors=True)
@@ -122,10 +138,11 @@ def exclusive_lock(target: str | os.PathLike[str]) -> Iterator[None]:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise LockedError(f"{target}: another masquerade process (pid {holder}) is writing it; wait for it to "
-                              f"finish") from None
+            raise LockedError(
+                f"{target}: another masquerade process (pid {holder}) is writing it; wait for it to finish"
+            ) from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino   # not a lock file its holder just removed
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file its holder just removed
         except FileNotFoundError:
             same = False
         if same:
@@ -137,7 +154,7 @@ def exclusive_lock(target: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            lock.unlink()          # while still holding it: a waiter re-checks the inode and retries
+            lock.unlink()  # while still holding it: a waiter re-checks the inode and retries
         os.close(fd)
 
 
@@ -152,7 +169,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    summary = getattr(obj, "__json_summary__", None)   # keys: their fingerprint, never their material
+    summary = getattr(obj, "__json_summary__", None)  # keys: their fingerprint, never their material
     if callable(summary):
         return summary()
     if isinstance(obj, (np.integer,)):
@@ -175,8 +192,13 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
 
 
-def parse_json(data: str | bytes, *, where: str, expect: type | tuple[type, ...] | None = None,
-               error: type[Exception] | None = None) -> Any:
+def parse_json(
+    data: str | bytes,
+    *,
+    where: str,
+    expect: type | tuple[type, ...] | None = None,
+    error: type[Exception] | None = None,
+) -> Any:
     """JSON from text we did not write ourselves, with every way it can fail turned into one line naming ``where``:
     malformed text or bytes that are not UTF-8, nesting deep enough to exhaust the parser's recursion, integers past
     Python's 4,300-digit limit; ``expect`` checks the top level's type (``dict`` for an object). ``error`` is the
@@ -188,17 +210,24 @@ def parse_json(data: str | bytes, *, where: str, expect: type | tuple[type, ...]
         doc = json.loads(data)
     except RecursionError:
         raise err(f"{where}: JSON nested too deeply") from None
-    except ValueError as exc:        # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
         raise err(f"{where}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
     if expect is not None and not isinstance(doc, expect):
-        names = " or ".join({"dict": "an object", "list": "an array", "str": "a string"}.get(t.__name__, t.__name__)
-                            for t in (expect if isinstance(expect, tuple) else (expect,)))
+        names = " or ".join(
+            {"dict": "an object", "list": "an array", "str": "a string"}.get(t.__name__, t.__name__)
+            for t in (expect if isinstance(expect, tuple) else (expect,))
+        )
         raise err(f"{where}: expected {names} at the top level, got {type(doc).__name__}")
     return doc
 
 
-def read_json(path: str | os.PathLike[str], *, expect: type | tuple[type, ...] | None = None,
-              limit: int = MAX_JSON_BYTES, error: type[Exception] | None = None) -> Any:
+def read_json(
+    path: str | os.PathLike[str],
+    *,
+    expect: type | tuple[type, ...] | None = None,
+    limit: int = MAX_JSON_BYTES,
+    error: type[Exception] | None = None,
+) -> Any:
     """A JSON file read by :func:`parse_json`, refused above ``limit`` bytes (a FIFO or device is not read)."""
     from masquerade.errors import InputError
 

@@ -36,16 +36,24 @@ class Identity(Configurable):
     class Settings:
         pass
 
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
-               base: Key | None = None) -> IdentityKey:
+    def keygen(
+        self,
+        n: int,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> IdentityKey:
         if not isinstance(n, int) or n < 0:
             raise InputError(f"identity.keygen: n must be a non-negative int, got {n!r}")
         refuse_pool(self.name, pool_size)
         refuse_base(self.name, base)
         return IdentityKey(n=n)
 
-    def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
-               rng: RngLike = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None
+    ) -> torch.Tensor:
         x = check_images(x, where="identity.encode")
         check_key(key, IdentityKey, where="identity.encode", n=x.shape[0])
         return x.clone()

@@ -28,8 +28,20 @@ from masquerade.errors import InputError, IntegrityError
 from masquerade.fileio import atomic_path, parse_json
 from masquerade.rng import secure_bytes, secure_rng
 
-__all__ = ["Key", "save_key", "load_key", "fingerprint", "key_types", "secure_rng", "secure_bytes", "FORMAT_VERSION",
-           "check_key_array", "check_key_field", "is_count", "just_drawn"]
+__all__ = [
+    "Key",
+    "save_key",
+    "load_key",
+    "fingerprint",
+    "key_types",
+    "secure_rng",
+    "secure_bytes",
+    "FORMAT_VERSION",
+    "check_key_array",
+    "check_key_field",
+    "is_count",
+    "just_drawn",
+]
 
 FORMAT_VERSION = 1
 _META_FIELD = "masquerade"
@@ -58,8 +70,9 @@ class Key:
         super().__init_subclass__(**kwargs)
         name = cls.type_name()
         if name in _KEY_TYPES and _KEY_TYPES[name].__qualname__ != cls.__qualname__:
-            raise TypeError(f"key type {name!r} is registered twice ({_KEY_TYPES[name].__qualname__}, "
-                            f"{cls.__qualname__})")
+            raise TypeError(
+                f"key type {name!r} is registered twice ({_KEY_TYPES[name].__qualname__}, {cls.__qualname__})"
+            )
         _KEY_TYPES[name] = cls
 
     @classmethod
@@ -93,8 +106,13 @@ class Key:
                 meta[f.name] = _jsonable(dataclasses.asdict(value), f.name)
             else:
                 meta[f.name] = _jsonable(value, f.name)
-        doc = {"format_version": FORMAT_VERSION, "key_type": self.type_name(), "scheme": self.scheme,
-               "fields": meta, "bytes_fields": byte_fields}
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "key_type": self.type_name(),
+            "scheme": self.scheme,
+            "fields": meta,
+            "bytes_fields": byte_fields,
+        }
         return arrays, doc
 
     @classmethod
@@ -104,8 +122,11 @@ class Key:
         bytes_fields = set(doc.get("bytes_fields", []))
         fields = {f.name: f for f in dataclasses.fields(cls)}
         given = set(arrays) | set(doc["fields"])
-        missing = [n for n, f in fields.items() if n not in given and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            n
+            for n, f in fields.items()
+            if n not in given and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         unknown = sorted(given - set(fields))
         if missing or unknown:
             raise IntegrityError(f"key file does not match {cls.__name__}: missing {missing}, unexpected {unknown}")
@@ -139,8 +160,11 @@ class Key:
         parts = [f"fingerprint={self.fingerprint!r}"]
         for name in self.public_fields:
             parts.append(f"{name}={getattr(self, name)!r}")
-        shapes = {f.name: tuple(getattr(self, f.name).shape) for f in dataclasses.fields(self)
-                  if isinstance(getattr(self, f.name), np.ndarray)}
+        shapes = {
+            f.name: tuple(getattr(self, f.name).shape)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
         if shapes:
             parts.append(f"arrays={shapes}")
         return f"{type(self).__name__}({', '.join(parts)})"
@@ -199,8 +223,17 @@ def check_key_field(key: Key, name: str, ok: bool, want: str) -> None:
         raise InputError(f"{key.scheme} key: {name} must be {want}, got {_describe(getattr(key, name, None))}")
 
 
-def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None, ...], low: float | None = None,
-                    high: float | None = None, finite: bool = False, permutation_rows: bool = False) -> np.ndarray:
+def check_key_array(
+    key: Key,
+    name: str,
+    *,
+    dtype: Any,
+    shape: tuple[int | None, ...],
+    low: float | None = None,
+    high: float | None = None,
+    finite: bool = False,
+    permutation_rows: bool = False,
+) -> np.ndarray:
     """Refuse a key array of the wrong dtype or shape (``None`` in ``shape``: any size), with values outside
     ``[low, high)`` or non-finite, or (``permutation_rows``) whose rows are not permutations of 0..width-1."""
     a = getattr(key, name)
@@ -222,7 +255,7 @@ def check_key_array(key: Key, name: str, *, dtype: Any, shape: tuple[int | None,
             flat = a.reshape(-1, width)
             if flat.min() < 0 or flat.max() >= width:
                 ok = False
-            elif width <= 64:      # each row holds every value once: the OR of their bits is all ones
+            elif width <= 64:  # each row holds every value once: the OR of their bits is all ones
                 word = np.uint32 if width <= 32 else np.uint64
                 table = np.left_shift(np.ones(width, word), np.arange(width, dtype=word))
                 full = np.bitwise_or.reduce(table)
@@ -279,8 +312,11 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
         raise InputError(f"{path}: no such key file")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if path.suffix != ".safetensors" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") \
-            or head[:2] == b"PK":
+    if (
+        path.suffix != ".safetensors"
+        or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+        or head[:2] == b"PK"
+    ):
         raise InputError(f"{path}: not a masquerade key file (keys are .safetensors; pickles are never loaded)")
     try:
         from safetensors import safe_open
@@ -293,14 +329,20 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
     if _META_FIELD not in meta:
         raise InputError(f"{path}: a safetensors file, but not a masquerade key (no '{_META_FIELD}' metadata)")
     doc = parse_json(meta[_META_FIELD], where=f"{path}: key metadata", error=IntegrityError)
-    if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict) \
-            or not isinstance(doc.get("key_type"), str) or not isinstance(doc.get("scheme", ""), str) \
-            or not isinstance(doc.get("bytes_fields", []), list):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("fields"), dict)
+        or not isinstance(doc.get("key_type"), str)
+        or not isinstance(doc.get("scheme", ""), str)
+        or not isinstance(doc.get("bytes_fields", []), list)
+    ):
         raise InputError(f"{path}: a damaged or tampered key file (its metadata is not a key's)")
     version = doc.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise IntegrityError(f"{path}: key format version {version!r} is newer than this masquerade understands "
-                             f"({FORMAT_VERSION}); upgrade masquerade")
+        raise IntegrityError(
+            f"{path}: key format version {version!r} is newer than this masquerade understands "
+            f"({FORMAT_VERSION}); upgrade masquerade"
+        )
     scheme = doc.get("scheme", "")
     if expect is not None:
         want = expect if isinstance(expect, str) else expect.scheme
@@ -315,8 +357,10 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
     if cls is None:
         raise InputError(f"{path}: unknown key type {key_type!r} (scheme {scheme!r}){why}")
     if cls.scheme != scheme:
-        raise InputError(f"{path}: a damaged or tampered key file: its key type is for scheme {cls.scheme!r}, its "
-                         f"metadata says {scheme!r}")
+        raise InputError(
+            f"{path}: a damaged or tampered key file: its key type is for scheme {cls.scheme!r}, its "
+            f"metadata says {scheme!r}"
+        )
     try:
         key = cls.from_parts(arrays, doc)
     except InputError as exc:
@@ -325,8 +369,10 @@ def load_key(path: str | os.PathLike[str], *, expect: str | type[Key] | None = N
         raise InputError(f"{path}: a damaged or tampered key file ({type(exc).__name__}: {exc})") from None
     stored = doc.get("fingerprint")
     if stored is not None and stored != key.fingerprint:
-        raise InputError(f"{path}: the key material does not match the fingerprint recorded with it "
-                         f"({stored} vs {key.fingerprint}); the file was altered")
+        raise InputError(
+            f"{path}: the key material does not match the fingerprint recorded with it "
+            f"({stored} vs {key.fingerprint}); the file was altered"
+        )
     return key
 
 
@@ -347,6 +393,6 @@ def _import_scheme_module(scheme: str) -> str:
         return "; no installed package registers that scheme"
     try:
         importlib.import_module(entry[0].partition(":")[0])
-    except Exception as exc:    # another package's import failing is that package's error, reported in one line
+    except Exception as exc:  # another package's import failing is that package's error, reported in one line
         return f"; its plugin did not import ({type(exc).__name__}: {exc})"
     return ""

@@ -36,15 +36,25 @@ def _disabled(disable: bool | None) -> bool:
         return True
 
 
-def track(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
-          disable: bool | None = None) -> Iterator[T]:
+def track(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it", disable: bool | None = None
+) -> Iterator[T]:
     """Iterate with a progress bar (see module docstring for when it shows)."""
-    yield from tqdm(iterable, total=total, desc=desc, unit=unit, disable=_disabled(disable), leave=False,
-                    dynamic_ncols=True)
+    yield from tqdm(
+        iterable, total=total, desc=desc, unit=unit, disable=_disabled(disable), leave=False, dynamic_ncols=True
+    )
 
 
-def bar(*, total: int | None = None, desc: str = "", unit: str = "it", unit_scale: bool = False,
-        disable: bool | None = None) -> tqdm:
+def bar(
+    *, total: int | None = None, desc: str = "", unit: str = "it", unit_scale: bool = False, disable: bool | None = None
+) -> tqdm:
     """A manual progress bar (``with bar(total=n) as b: b.update(k)``)."""
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, disable=_disabled(disable), leave=False,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit_scale,
+        disable=_disabled(disable),
+        leave=False,
+        dynamic_ncols=True,
+    )

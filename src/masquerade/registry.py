@@ -18,14 +18,30 @@ from masquerade.catalogue import BUILTIN_ATTACKS, BUILTIN_SCHEMES
 from masquerade.contracts import Attack, AttackResult, Knowledge, Scheme, ThreatModel, device_arguments
 from masquerade.errors import InputError
 
-__all__ = ["Scheme", "Attack", "AttackResult", "Knowledge", "ThreatModel", "Registry", "SCHEMES", "ATTACKS",
-           "create_scheme", "list_schemes", "create_attack", "list_attacks", "run_attack", "BUILTIN_SCHEMES",
-           "BUILTIN_ATTACKS"]
+__all__ = [
+    "Scheme",
+    "Attack",
+    "AttackResult",
+    "Knowledge",
+    "ThreatModel",
+    "Registry",
+    "SCHEMES",
+    "ATTACKS",
+    "create_scheme",
+    "list_schemes",
+    "create_attack",
+    "list_attacks",
+    "run_attack",
+    "BUILTIN_SCHEMES",
+    "BUILTIN_ATTACKS",
+]
 
 T = TypeVar("T")
+
+
 @dataclass
 class _Entry:
-    target: str | Callable[..., Any]      # "module:Class", or the class itself
+    target: str | Callable[..., Any]  # "module:Class", or the class itself
     description: str
 
     def load(self, kind: str, name: str) -> Any:
@@ -35,8 +51,10 @@ class _Entry:
         try:
             obj = getattr(importlib.import_module(module), attr)
         except Exception as exc:  # noqa: BLE001 - a plugin's import may raise anything; name the plugin instead
-            raise InputError(f"{kind} {name!r} cannot be loaded from {self.target} "
-                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+            raise InputError(
+                f"{kind} {name!r} cannot be loaded from {self.target} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            ) from None
         self.target = obj
         return obj
 
@@ -58,7 +76,7 @@ class Registry(Generic[T]):
         from masquerade.entrypoints import plugin_entries
 
         for name, (target, who) in plugin_entries(self.group, self.kind).items():
-            if name not in self._entries:       # a built-in name is never shadowed
+            if name not in self._entries:  # a built-in name is never shadowed
                 self._entries[name] = _Entry(target, who)
 
     def register(self, name: str, *, description: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -134,8 +152,9 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-def run_attack(attack: Attack, *, rng: Any = None, progress: bool | None = None, device: Any = None,
-               **given: Any) -> AttackResult:
+def run_attack(
+    attack: Attack, *, rng: Any = None, progress: bool | None = None, device: Any = None, **given: Any
+) -> AttackResult:
     """Check ``given`` against the attack's threat model, then run it; ``device`` (``auto``, ``cpu``, ``cuda[:N]``,
     ``mps`` or a ``torch.device``) goes to attacks that run models (:func:`masquerade.contracts.uses_device`)."""
     attack.threat_model.check(given, attack=attack.name)

@@ -48,7 +48,7 @@ def as_generator(rng: RngLike = None) -> np.random.Generator:
         return secure_rng()
     if isinstance(rng, np.random.Generator):
         return rng
-    torch = sys.modules.get("torch")     # a torch Generator can only come from a program that imported torch
+    torch = sys.modules.get("torch")  # a torch Generator can only come from a program that imported torch
     if torch is not None and isinstance(rng, torch.Generator):
         seed = int(torch.randint(0, 2**62, (1,), generator=rng).item())
         return np.random.default_rng(seed)

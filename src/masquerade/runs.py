@@ -35,14 +35,20 @@ def versions() -> dict[str, str]:
     import scipy
     import skimage
 
-    return {"masquerade": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its lazy-loader stub omits it
-            "platform": platform.platform()}
+    return {
+        "masquerade": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its lazy-loader stub omits it
+        "platform": platform.platform(),
+    }
 
 
-def image_grid(images: np.ndarray | torch.Tensor, *, ncol: int | None = None, pad: int = 2,
-               scale: int = 1, background: int = 255) -> np.ndarray:
+def image_grid(
+    images: np.ndarray | torch.Tensor, *, ncol: int | None = None, pad: int = 2, scale: int = 1, background: int = 255
+) -> np.ndarray:
     """Tile images (uint8 N×H×W×C, or float N×C×H×W in [0, 1]) into one uint8 H×W×3 picture."""
     if isinstance(images, torch.Tensor):
         t = images.detach().cpu()
@@ -69,7 +75,7 @@ def image_grid(images: np.ndarray | torch.Tensor, *, ncol: int | None = None, pa
     grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), background, np.uint8)
     for i in range(n):
         r, c = divmod(i, ncol)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = arr[i]
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = arr[i]
     return grid
 
 
@@ -104,11 +110,18 @@ class Run:
     def log(self, message: str) -> None:
         self.logger.info(message)
 
-    def write_config(self, config: dict[str, Any], *, seed: int | None = None,
-                     keys: dict[str, Key] | None = None) -> None:
-        doc = {"command": self.command, "config": _scrub(config), "seed": seed,
-               "keys": {name: {"fingerprint": k.fingerprint, "scheme": k.scheme} for name, k in (keys or {}).items()},
-               "versions": versions(), "argv": sys.argv, "started": _dt.datetime.now().isoformat(timespec="seconds")}
+    def write_config(
+        self, config: dict[str, Any], *, seed: int | None = None, keys: dict[str, Key] | None = None
+    ) -> None:
+        doc = {
+            "command": self.command,
+            "config": _scrub(config),
+            "seed": seed,
+            "keys": {name: {"fingerprint": k.fingerprint, "scheme": k.scheme} for name, k in (keys or {}).items()},
+            "versions": versions(),
+            "argv": sys.argv,
+            "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
         write_json(self.path / "config.json", doc)
 
     def add_metrics(self, **metrics: Any) -> None:
@@ -116,8 +129,15 @@ class Run:
         self.metrics.update(_scrub(metrics))
         write_json(self.path / "metrics.json", self.metrics)
 
-    def save_grid(self, name: str, images: np.ndarray | torch.Tensor, *, ncol: int | None = None,
-                  scale: int = 1, caption: str = "") -> Path:
+    def save_grid(
+        self,
+        name: str,
+        images: np.ndarray | torch.Tensor,
+        *,
+        ncol: int | None = None,
+        scale: int = 1,
+        caption: str = "",
+    ) -> Path:
         if not name.replace("-", "").replace("_", "").isalnum():
             raise InputError(f"grid names are letters, digits, '-' and '_', not {name!r}")
         out = save_png(self.path / f"{name}.png", image_grid(images, ncol=ncol, scale=scale))
@@ -152,8 +172,9 @@ class Run:
 OUTPUT_MARK = ".masquerade-output"
 
 
-def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
-                   flag: str = "--out") -> None:
+def refuse_overlap(
+    out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None], flag: str = "--out"
+) -> None:
     """Refuse an output folder that is one of the ``inputs`` or holds one (``bundled:`` names and None are
     skipped): writing or replacing it would overwrite or delete what the command reads."""
     path = Path(out)
@@ -166,9 +187,13 @@ def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLi
             raise InputError(f"{path}: the output folder would hold an input ({given}); choose another {flag}")
 
 
-def claim_output_dir(out: str | os.PathLike[str], command: str, *,
-                     inputs: Iterable[str | os.PathLike[str] | None] = (),
-                     own: Callable[[Path], bool] | None = None) -> Path:
+def claim_output_dir(
+    out: str | os.PathLike[str],
+    command: str,
+    *,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    own: Callable[[Path], bool] | None = None,
+) -> Path:
     """Make ``out`` the output folder of a command that resumes into it (``challenge attack``), after checking that
     writing there loses nothing: ``out`` is not an input and holds none (``inputs``: paths the command reads;
     ``bundled:`` names are skipped), and it is empty, or marked as this command's by an earlier call (``own``
@@ -183,20 +208,23 @@ def claim_output_dir(out: str | os.PathLike[str], command: str, *,
         if any(path.iterdir()):
             try:
                 owner = read_json(mark, expect=dict).get("command")
-            except InputError:                # no mark, or not one we wrote: the folder is not ours
+            except InputError:  # no mark, or not one we wrote: the folder is not ours
                 owner = None
             if owner != command and not (owner is None and own is not None and own(path)):
                 was = f" ({owner}'s output)" if isinstance(owner, str) else ""
-                raise InputError(f"{path}: holds other files{was}; {command} writes into an empty folder or its "
-                                 f"own earlier output; choose another --out")
+                raise InputError(
+                    f"{path}: holds other files{was}; {command} writes into an empty folder or its "
+                    f"own earlier output; choose another --out"
+                )
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / OUTPUT_MARK, {"command": command})
     return path
 
 
 @contextlib.contextmanager
-def output_dir(out: str | os.PathLike[str], command: str, *,
-               inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
+def output_dir(
+    out: str | os.PathLike[str], command: str, *, inputs: Iterable[str | os.PathLike[str] | None] = ()
+) -> Iterator[Path]:
     """:func:`claim_output_dir` for the length of a ``with``: a folder it created is removed again when the body
     fails before writing anything into it, so a refused input leaves no empty output folder behind."""
     fresh = not Path(out).exists()
@@ -209,8 +237,13 @@ def output_dir(out: str | os.PathLike[str], command: str, *,
         raise
 
 
-def start_run(command: str, *, out: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] = "runs",
-              name: str | None = None) -> Run:
+def start_run(
+    command: str,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+) -> Run:
     """Create ``root/<name or command>/<timestamp>/`` (or ``out`` exactly) and return the open :class:`Run`."""
     if out is not None:
         path = Path(out)

@@ -47,11 +47,11 @@ class TrainSettings:
     lr: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"      # "onecycle": linear warm-up then linear decay; "step": /10 at 50 % and 75 %
+    schedule: str = "onecycle"  # "onecycle": linear warm-up then linear decay; "step": /10 at 50 % and 75 %
     warmup: float = 0.2
-    augment: bool = True            # random crop (4-pixel padding) and horizontal flip, before protection
-    precision: str = "auto"         # "bf16", "fp32", or "auto" (bf16 where the CPU has native bf16)
-    infer_encodings: int = 0        # the paper's inference mode: average over T encodings (0 = off)
+    augment: bool = True  # random crop (4-pixel padding) and horizontal flip, before protection
+    precision: str = "auto"  # "bf16", "fp32", or "auto" (bf16 where the CPU has native bf16)
+    infer_encodings: int = 0  # the paper's inference mode: average over T encodings (0 = off)
     eval_batch: int = 1000
 
     def __post_init__(self) -> None:
@@ -71,7 +71,7 @@ def bf16_supported(device: torch.device | None = None) -> bool:
     """True where ``device`` (default the CPU) computes bf16 natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU
     with bf16), so autocast pays off."""
     if device is not None and device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8      # native bf16 from Ampere on, not emulated
+        return torch.cuda.get_device_capability(device)[0] >= 8  # native bf16 from Ampere on, not emulated
     if device is not None and device.type != "cpu":
         return False
     try:
@@ -128,15 +128,16 @@ def _lr_at(step: int, total: int, s: TrainSettings) -> float:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 1000,
-             bf16: bool = False) -> tuple[float, torch.Tensor]:
+def accuracy(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 1000, bf16: bool = False
+) -> tuple[float, torch.Tensor]:
     """Top-1 accuracy and the softmax probabilities (on the CPU) of ``model`` on ready inputs ``x``; batches go to
     the model's device."""
     model.eval()
     dev = model_device(model)
     probs = []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch].to(dev).contiguous(memory_format=torch.channels_last)
+        xb = x[i : i + batch].to(dev).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             probs.append(model(xb).float().softmax(dim=1).cpu())
     p = torch.cat(probs) if probs else torch.zeros(0, 1)
@@ -152,12 +153,22 @@ def _epoch_rng(seed: int | None, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch]) if seed is not None else distributed.shared_secure_rng()
 
 
-def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "identity",
-          public: ImageSet | None = None, settings: TrainSettings | None = None, seed: int | None = None,
-          checkpoint: str | Path | None = None, resume: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool | None = None,
-          snapshots: Sequence[int] = (), snapshot_dir: str | Path | None = None,
-          device: DeviceLike = None) -> dict[str, Any]:
+def train(
+    train_set: ImageSet,
+    test_set: ImageSet,
+    *,
+    scheme: Scheme | str = "identity",
+    public: ImageSet | None = None,
+    settings: TrainSettings | None = None,
+    seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool | None = None,
+    snapshots: Sequence[int] = (),
+    snapshot_dir: str | Path | None = None,
+    device: DeviceLike = None,
+) -> dict[str, Any]:
     """Train ``settings.model`` on ``train_set`` protected by ``scheme``; returns history and final accuracies.
 
     ``snapshots``: epochs after which the model is written to ``snapshot_dir/model-epoch{E}.safetensors`` (a model
@@ -183,18 +194,20 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     pool = 0 if pub is None else len(pub)
     fixed_key, view, x_eval = _keys_and_views(sch, x_train, x_test, pub, seed=seed, resume=resume)
     if snapshots and view.own:
-        raise InputError(f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
-                         "images, so they are not available for it")
+        raise InputError(
+            f"train: {sch.name} feeds the model its own input scale; snapshots are models of [0, 1] "
+            "images, so they are not available for it"
+        )
     bf16 = s.precision == "bf16" or (s.precision == "auto" and bf16_supported(dev))
     # torch initialises weights from its global generator: seed it inside fork_rng so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed if seed is not None else int(distributed.shared_secure_rng().integers(0, 2**62)))
         model = create_model(s.model, num_classes=num_classes, in_channels=c)
-        if distributed.world()[1] > 1:   # under torchrun: batch statistics over every process's rows
+        if distributed.world()[1] > 1:  # under torchrun: batch statistics over every process's rows
             model = distributed.convert_sync_batchnorm(model)
         # Module.to accepts memory_format (as documented); torch's overload stubs leave it out
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model = model.to(dev)       # initialised on the CPU: the same weights on every device
+    model = model.to(dev)  # initialised on the CPU: the same weights on every device
     opt = _optimizer(model, s)
     steps_per_epoch = math.ceil(len(x_train) / s.batch_size)
     history: list[dict[str, Any]] = []
@@ -202,9 +215,9 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
     ckpt = Path(checkpoint) if checkpoint else None
     if resume:
         history, start_epoch = _resume(ckpt, model, opt, s, seed, sch)
-    net = distributed.wrap(model)           # DistributedDataParallel when there is a process group
+    net = distributed.wrap(model)  # DistributedDataParallel when there is a process group
     rank, world_size = distributed.world()
-    writer = rank == 0                      # only one process writes checkpoints and snapshots
+    writer = rank == 0  # only one process writes checkpoints and snapshots
     t_start = time.perf_counter() - sum(h_["seconds"] for h_ in history)
     for epoch in range(start_epoch, s.epochs):
         t0 = time.perf_counter()
@@ -217,40 +230,65 @@ def train(train_set: ImageSet, test_set: ImageSet, *, scheme: Scheme | str = "id
         del x
         order = torch.from_numpy(gen.permutation(len(inputs)))
         model.train()
-        total_loss = _epoch(net, opt, inputs, targets, order.to(dev), epoch, s, bf16=bf16, world_size=world_size,
-                            progress=progress)
+        total_loss = _epoch(
+            net, opt, inputs, targets, order.to(dev), epoch, s, bf16=bf16, world_size=world_size, progress=progress
+        )
         del inputs, targets
         acc, _ = accuracy(model, x_eval, y_test, batch=s.eval_batch, bf16=bf16)
-        record = {"epoch": epoch + 1, "train_loss": distributed.mean_over_world(total_loss / steps_per_epoch),
-                  "test_acc": acc,
-                  "seconds": time.perf_counter() - t0}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": distributed.mean_over_world(total_loss / steps_per_epoch),
+            "test_acc": acc,
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(record)
         if ckpt is not None and writer:
             _checkpoint(ckpt, model, opt, epoch, history, s, seed, sch)
         if epoch + 1 in snapshots and writer:
-            save_model(Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors", model, arch=s.model,  # type: ignore[arg-type]
-                       num_classes=num_classes, mean=view.mean, std=view.std, in_channels=c,
-                       info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc},
-                       image_size=x_train.shape[-2:])
+            save_model(
+                Path(snapshot_dir) / f"model-epoch{epoch + 1}.safetensors",  # type: ignore[arg-type]
+                model,
+                arch=s.model,
+                num_classes=num_classes,
+                mean=view.mean,
+                std=view.std,
+                in_channels=c,
+                info={"epoch": epoch + 1, "scheme": _scheme_id(sch), "test_acc": acc},
+                image_size=x_train.shape[-2:],
+            )
         if on_epoch is not None:
             on_epoch(record)
-    result: dict[str, Any] = {"history": history, "test_acc": history[-1]["test_acc"] if history else float("nan"),
-                              "seconds": time.perf_counter() - t_start, "bf16": bf16, "model": s.model,
-                              "train_images": len(x_train), "test_images": len(x_test)}
+    result: dict[str, Any] = {
+        "history": history,
+        "test_acc": history[-1]["test_acc"] if history else float("nan"),
+        "seconds": time.perf_counter() - t_start,
+        "bf16": bf16,
+        "model": s.model,
+        "train_images": len(x_train),
+        "test_images": len(x_test),
+    }
     result["tested_on"] = "clean images" if fixed_key is None else "images disguised with the dataset key"
     if s.infer_encodings and fixed_key is None:
         result["test_acc_encoded"] = _encoded_inference(model, sch, view, x_test, y_test, pub, s, seed, bf16)
-    model = model.to("cpu")     # results come back to the CPU
+    model = model.to("cpu")  # results come back to the CPU
     result["model_state"] = model
     result["device"] = str(dev)
     # the model as a function of [0, 1] images (schemes with their own input scale have no such form)
-    result["classifier"] = None if view.own else Normalized(model, view.mean, view.std,
-                                                            image_size=x_train.shape[-2:]).eval()
+    result["classifier"] = (
+        None if view.own else Normalized(model, view.mean, view.std, image_size=x_train.shape[-2:]).eval()
+    )
     return result
 
 
-def _keys_and_views(sch: Scheme, x_train: torch.Tensor, x_test: torch.Tensor, pub: torch.Tensor | None, *,
-                    seed: int | None, resume: bool) -> tuple[Any, TrainingView, torch.Tensor]:
+def _keys_and_views(
+    sch: Scheme,
+    x_train: torch.Tensor,
+    x_test: torch.Tensor,
+    pub: torch.Tensor | None,
+    *,
+    seed: int | None,
+    resume: bool,
+) -> tuple[Any, TrainingView, torch.Tensor]:
     """(the dataset key or None, the training view, the test inputs). Schemes with one-time keys get a fresh key
     every epoch and are tested on clean images (as InstaHide's code); dataset-key schemes (DisguisedNets) use one
     key for the training set, extended to the test set, and are tested on the disguised test images."""
@@ -258,8 +296,10 @@ def _keys_and_views(sch: Scheme, x_train: torch.Tensor, x_test: torch.Tensor, pu
         view = TrainingView(sch, x_train)
         return None, view, view.clean(x_test)
     if resume and seed is None:
-        raise InputError(f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
-                         f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)")
+        raise InputError(
+            f"train: {sch.name} trains on one dataset key, and this run drew it from OS randomness, "
+            f"which no checkpoint stores; it cannot be resumed (start runs with --seed to resume them)"
+        )
     shape = tuple(x_train.shape[1:])
     pool = 0 if pub is None else len(pub)
     g_key = np.random.default_rng([seed, 2**32]) if seed is not None else distributed.shared_secure_rng()
@@ -275,12 +315,22 @@ def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimize
     no_decay: list[torch.nn.Parameter] = []
     for prm in model.parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
-    return torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
-                            {"params": no_decay, "weight_decay": 0}], lr=s.lr, momentum=s.momentum, nesterov=True)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=s.lr,
+        momentum=s.momentum,
+        nesterov=True,
+    )
 
 
-def _resume(ckpt: Path | None, model: torch.nn.Module, opt: torch.optim.Optimizer, s: TrainSettings,
-            seed: int | None, sch: Scheme) -> tuple[list[dict[str, Any]], int]:
+def _resume(
+    ckpt: Path | None,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    s: TrainSettings,
+    seed: int | None,
+    sch: Scheme,
+) -> tuple[list[dict[str, Any]], int]:
     """Load a checkpoint made with the same settings, seed and scheme into ``model`` and ``opt``; returns the
     history so far and the epoch to continue from."""
     if ckpt is None or not ckpt.is_file():
@@ -293,30 +343,59 @@ def _resume(ckpt: Path | None, model: torch.nn.Module, opt: torch.optim.Optimize
     return list(state["history"]), int(state["epoch"]) + 1
 
 
-def _checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                history: list[dict[str, Any]], s: TrainSettings, seed: int | None, sch: Scheme) -> None:
+def _checkpoint(
+    ckpt: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, Any]],
+    s: TrainSettings,
+    seed: int | None,
+    sch: Scheme,
+) -> None:
     """Everything :func:`_resume` needs, written atomically (a kill leaves the previous checkpoint)."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
-             "settings": dataclasses.asdict(s), "seed": seed, "scheme": _scheme_id(sch)}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "settings": dataclasses.asdict(s),
+        "seed": seed,
+        "scheme": _scheme_id(sch),
+    }
     with atomic_path(ckpt) as tmp:
         torch.save(state, tmp)
 
 
-def _epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-           order: torch.Tensor, epoch: int, s: TrainSettings, *, bf16: bool, world_size: int,
-           progress: bool | None) -> float:
+def _epoch(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    order: torch.Tensor,
+    epoch: int,
+    s: TrainSettings,
+    *,
+    bf16: bool,
+    world_size: int,
+    progress: bool | None,
+) -> float:
     """One epoch of minibatch steps over ``inputs`` in ``order`` (soft-target cross-entropy, the learning rate of
     each step from the schedule); returns the summed loss."""
     steps_per_epoch = math.ceil(len(inputs) / s.batch_size)
     total_steps = steps_per_epoch * s.epochs
     total_loss = 0.0
-    with bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
-             disable=None if progress is None else not progress) as pb:
+    with bar(
+        total=steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{s.epochs}",
+        unit="batch",
+        disable=None if progress is None else not progress,
+    ) as pb:
         for b in range(steps_per_epoch):
-            idx = order[b * s.batch_size:(b + 1) * s.batch_size]
+            idx = order[b * s.batch_size : (b + 1) * s.batch_size]
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + b, total_steps, s)
-            mine, factor = distributed.shard(idx)   # all the batch, in one process
+            mine, factor = distributed.shard(idx)  # all the batch, in one process
             xb = inputs[mine].contiguous(memory_format=torch.channels_last)
             with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = net(xb)
@@ -331,8 +410,17 @@ def _epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tenso
     return total_loss
 
 
-def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: TrainingView, x: torch.Tensor, y: torch.Tensor,
-                       pub: torch.Tensor | None, s: TrainSettings, seed: int | None, bf16: bool) -> float:
+def _encoded_inference(
+    model: torch.nn.Module,
+    sch: Scheme,
+    view: TrainingView,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pub: torch.Tensor | None,
+    s: TrainSettings,
+    seed: int | None,
+    bf16: bool,
+) -> float:
     """The paper's inference mode: average the softmax over T fresh encodings of every test image."""
     c, h, w = x.shape[1:]
     total = torch.zeros(len(x), int(y.max()) + 1 if len(y) else 1)
@@ -340,7 +428,7 @@ def _encoded_inference(model: torch.nn.Module, sch: Scheme, view: TrainingView, 
         gen = _epoch_rng(None if seed is None else seed + 1_000_003, t)
         key = sch.keygen(len(x), rng=gen, shape=(c, h, w), pool_size=0 if pub is None else len(pub))
         _, p = accuracy(model, view.encoded(sch.encode(x, key, public=pub)), y, batch=s.eval_batch, bf16=bf16)
-        total[:, :p.shape[1]] += p
+        total[:, : p.shape[1]] += p
     return float((total.argmax(1) == y).float().mean())
 
 

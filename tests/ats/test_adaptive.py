@@ -55,7 +55,7 @@ def test_candidates_cover_every_draw_of_the_policy() -> None:
 
 def test_pulled_back_images_are_the_private_pixels_that_survive() -> None:
     x = _photos(4)
-    sch = ATSPolicy(policy="3-7", always=True)        # translations only: kept pixels come back exactly
+    sch = ATSPolicy(policy="3-7", always=True)  # translations only: kept pixels come back exactly
     key = sch.keygen(4, rng=1, shape=(3, 16, 16))
     z = sch.encode(x, key)
     back, known = invert(z, key.steps, key.sign)
@@ -92,13 +92,22 @@ def test_kept_scores_equal_psnr_and_ssim_when_everything_is_kept() -> None:
 
 
 def test_settings_against_and_bad_input() -> None:
-    assert ATSAdaptive.settings_against(create_scheme("ats", policy="3-1-7", always=True)) == \
-        {"policy": "3-1-7", "always": True}
+    assert ATSAdaptive.settings_against(create_scheme("ats", policy="3-1-7", always=True)) == {
+        "policy": "3-1-7",
+        "always": True,
+    }
     assert ATSAdaptive.settings_against(create_scheme("ats", policy="none")) is None
     assert ATSAdaptive.settings_against(create_scheme("disguise")) is None
     assert create_attack("ats-adaptive", policy=" 3-1 ").settings.policy == "3-1"
-    for bad in ({"policy": "3-99"}, {"policy": "x"}, {"keep": 0}, {"refine_iterations": -1}, {"always": "yes"},
-                {"refine_lr": 0.0}, {"screen_iterations": -1}):
+    for bad in (
+        {"policy": "3-99"},
+        {"policy": "x"},
+        {"keep": 0},
+        {"refine_iterations": -1},
+        {"always": "yes"},
+        {"refine_lr": 0.0},
+        {"screen_iterations": -1},
+    ):
         with pytest.raises(InputError):
             create_attack("ats-adaptive", **bad)
     torch.manual_seed(0)
@@ -108,26 +117,45 @@ def test_settings_against_and_bad_input() -> None:
     with pytest.raises(InputError, match="no policy"):
         run_attack(create_attack("ats-adaptive", iterations=2, **SMALL), model=model, gradients=g, labels=y[:1])
     with pytest.raises(InputError, match="batch 1"):
-        run_attack(create_attack("ats-adaptive", policy="3", iterations=2, **SMALL), model=model,
-                   gradients=client_gradient(model, x, y), labels=y)
+        run_attack(
+            create_attack("ats-adaptive", policy="3", iterations=2, **SMALL),
+            model=model,
+            gradients=client_gradient(model, x, y),
+            labels=y,
+        )
     with pytest.raises(InputError, match="cost"):
-        run_attack(create_attack("ats-adaptive", policy="3", iterations=2, cost="l2", **SMALL), model=model,
-                   gradients=g, labels=y[:1])
+        run_attack(
+            create_attack("ats-adaptive", policy="3", iterations=2, cost="l2", **SMALL),
+            model=model,
+            gradients=g,
+            labels=y[:1],
+        )
 
 
 def test_smoke_run_through_the_registry() -> None:
     torch.manual_seed(0)
     model = Small()
     x, y = _photos(1), torch.tensor([2])
-    res = run_attack(create_attack("ats-adaptive", policy="3-1-7", always=True, iterations=3, keep=3, **SMALL),
-                     model=model, gradients=client_gradient(model, x, y), labels=y, rng=0, progress=False)
+    res = run_attack(
+        create_attack("ats-adaptive", policy="3-1-7", always=True, iterations=3, keep=3, **SMALL),
+        model=model,
+        gradients=client_gradient(model, x, y),
+        labels=y,
+        rng=0,
+        progress=False,
+    )
     assert res.attack == "ats-adaptive" and res.reconstructions.shape == (1, 3, 16, 16)
     assert 0 <= float(res.reconstructions.min()) and float(res.reconstructions.max()) <= 1
     assert res.metrics["iterations"] == 6 and len(res.metrics["restart_losses"]) == 3
     # successive halving: every candidate screened for 2 of the 3 refinement steps, the best 2 to the end
-    res = run_attack(create_attack("ats-adaptive", policy="3-1-7", always=True, iterations=3, keep=2,
-                                   screen_iterations=2, **SMALL),
-                     model=model, gradients=client_gradient(model, x, y), labels=y, rng=0, progress=False)
+    res = run_attack(
+        create_attack("ats-adaptive", policy="3-1-7", always=True, iterations=3, keep=2, screen_iterations=2, **SMALL),
+        model=model,
+        gradients=client_gradient(model, x, y),
+        labels=y,
+        rng=0,
+        progress=False,
+    )
     assert res.metrics["iterations"] == 6 and len(res.metrics["restart_losses"]) == 2
     assert 0 <= float(res.reconstructions.min()) and float(res.reconstructions.max()) <= 1
 
@@ -140,8 +168,9 @@ def test_knowing_the_policy_beats_the_blind_attack_and_a_wrong_policy_does_not()
     st = {"iterations": 100, **SMALL}
     blind = attack_model(model, x, y, attack="inverting_gradients", attack_settings=st, **common)
     told = attack_model(model, x, y, attack="ats-adaptive", attack_settings=st, **common)  # the clients' policy
-    wrong = attack_model(model, x, y, attack="ats-adaptive", attack_settings={**st, "policy": "7-1", "always": True},
-                          **common)
+    wrong = attack_model(
+        model, x, y, attack="ats-adaptive", attack_settings={**st, "policy": "7-1", "always": True}, **common
+    )
     b, t, w = summary(blind), summary(told), summary(wrong)
     assert told["candidates"][0].startswith("3:translateX") and wrong["candidates"][0].startswith("7:translateY")
     assert t["psnr"] > b["psnr"] + 3 and t["psnr"] > w["psnr"] + 2, (b, t, w)

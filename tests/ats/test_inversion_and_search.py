@@ -71,13 +71,14 @@ def _model(arch: str, seed: int = 0) -> nn.Module:
 
 # -- the attack ---------------------------------------------------------------------------------------------------
 
+
 def test_vectorised_trial_gradients_equal_a_loop() -> None:
     torch.manual_seed(0)
     m = Toy().eval()
     x, y = torch.rand(5, 3, 16, 16), torch.randint(0, 3, (5,))
     g = per_sample_gradients(m, x, y)
     for i in range(5):
-        ref = torch.autograd.grad(F.cross_entropy(m(x[i:i + 1]), y[i:i + 1]), list(m.parameters()))
+        ref = torch.autograd.grad(F.cross_entropy(m(x[i : i + 1]), y[i : i + 1]), list(m.parameters()))
         for a, b in zip(g, ref):
             torch.testing.assert_close(a[i], b, rtol=1e-5, atol=1e-7)
     # the cost and its image gradient, batched vs one problem at a time
@@ -93,7 +94,7 @@ def test_vectorised_trial_gradients_equal_a_loop() -> None:
 def test_evaluation_view_has_the_models_derivatives_to_second_order() -> None:
     m = _model("resnet20", seed=1)
     m.train()
-    with torch.no_grad():   # running statistics far from (0, 1), so the view's affine map is not the identity
+    with torch.no_grad():  # running statistics far from (0, 1), so the view's affine map is not the identity
         for _ in range(3):
             m(torch.rand(16, 3, 32, 32) * 0.5 + 0.3)
     m.eval()
@@ -103,7 +104,7 @@ def test_evaluation_view_has_the_models_derivatives_to_second_order() -> None:
     assert all(a is b for a, b in zip(v.parameters(), m.parameters()))
     assert [n for n, _ in v.named_buffers()] == [n for n, _ in m.named_buffers()]
     assert not any(isinstance(mod, nn.BatchNorm2d) for mod in v.modules())
-    assert any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())   # the original is not changed
+    assert any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())  # the original is not changed
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(2, 3, 32, 32, generator=gen)
     y = torch.tensor([3, 7])
@@ -137,8 +138,9 @@ def test_inverting_gradients_recovers_an_image_from_an_untrained_model() -> None
     assert p > guess + 6, (p, guess)
     assert res.metrics["loss"] < 0.05 and res.reconstructions.shape == x.shape
     # a strong policy applied by the client: the reconstruction is far from the private image
-    strong = attack_model(m, x, y, policy="3-1-7", always=True, attack_settings={"iterations": 300}, rng=0,
-                          progress=False)
+    strong = attack_model(
+        m, x, y, policy="3-1-7", always=True, attack_settings={"iterations": 300}, rng=0, progress=False
+    )
     assert float(strong["psnr"].mean()) < p - 3, (float(strong["psnr"].mean()), p)
 
 
@@ -146,7 +148,7 @@ def test_labels_are_read_off_the_gradient() -> None:
     x, y = _cifar(6, seed=4)
     m = _model("resnet20")
     for i in range(6):
-        g = client_gradient(m, x[i:i + 1], y[i:i + 1])
+        g = client_gradient(m, x[i : i + 1], y[i : i + 1])
         assert int(infer_labels(m, g, 1)[0]) == int(y[i])
 
 
@@ -165,7 +167,8 @@ def test_restarts_run_together_and_the_best_wins() -> None:
     m = _model("convnet16")
     grads = per_sample_gradients(m, x, y)
     res = InvertingGradients(iterations=20, restarts=3).run_many(
-        model=m, gradients=grads, labels=y[:, None], rng=0, progress=False)
+        model=m, gradients=grads, labels=y[:, None], rng=0, progress=False
+    )
     assert len(res) == 2 and all(len(r.restart_losses) == 3 for r in res)
     assert all(r.loss == pytest.approx(min(r.restart_losses)) for r in res)
 
@@ -180,9 +183,9 @@ def test_attack_input_errors() -> None:
     with pytest.raises(InputError):
         atk.run(model=m, gradients=[t * float("nan") for t in g], labels=y)
     with pytest.raises(InputError):
-        run_attack(atk, model=m, gradients=g, encodings=x)       # not in its threat model
+        run_attack(atk, model=m, gradients=g, encodings=x)  # not in its threat model
     with pytest.raises(InputError):
-        run_attack(atk, gradients=g)                              # needs the model
+        run_attack(atk, gradients=g)  # needs the model
     with pytest.raises(InputError):
         InvertingGradients(cost="l1")
     with pytest.raises(InputError):
@@ -191,16 +194,17 @@ def test_attack_input_errors() -> None:
 
 # -- the search scores against slow references ---------------------------------------------------------------------
 
+
 def _slow_privacy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, bins: int) -> list[float]:
     out = []
     params = list(model.parameters())
     for i in range(len(x)):
-        true = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params)
+        true = torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
         curve = []
         for k in range(bins + 1):
             a = k / bins
-            xa = a * x[i:i + 1] + (1 - a) * noise[i:i + 1]
-            ga = torch.autograd.grad(F.cross_entropy(model(xa), y[i:i + 1]), params)
+            xa = a * x[i : i + 1] + (1 - a) * noise[i : i + 1]
+            ga = torch.autograd.grad(F.cross_entropy(model(xa), y[i : i + 1]), params)
             sims = [float(torch.dot(p.flatten(), q.flatten()) / (p.norm() * q.norm())) for p, q in zip(ga, true)]
             curve.append(sum(sims) / len(sims))
         out.append(sum((curve[k] + curve[k - 1]) / 2 * (1 / bins) for k in range(1, bins + 1)))
@@ -210,7 +214,7 @@ def _slow_privacy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: tor
 def _slow_accuracy(model: nn.Module, x: torch.Tensor, k: float = 1e-5) -> float:
     rows = []
     for i in range(len(x)):
-        xi = x[i:i + 1].clone().requires_grad_(True)
+        xi = x[i : i + 1].clone().requires_grad_(True)
         (j,) = torch.autograd.grad(model(xi).sum(), xi)
         rows.append(j.flatten().double().numpy())
     j = np.stack(rows)
@@ -237,8 +241,15 @@ def test_random_policies_and_ranking() -> None:
     pols = random_policies(30, 3, rng=0)
     assert len(set(pols)) == 30 and pols == random_policies(30, 3, rng=0)
     assert all(len(p.split("-")) <= 3 for p in pols if p != "none")
-    table, thr = rank([{"policy": "a", "s_pri": 0.5, "s_acc": -70}, {"policy": "b", "s_pri": 0.2, "s_acc": -90},
-                       {"policy": "c", "s_pri": 0.3, "s_acc": -80}], threshold=-85, keep=1)
+    table, thr = rank(
+        [
+            {"policy": "a", "s_pri": 0.5, "s_acc": -70},
+            {"policy": "b", "s_pri": 0.2, "s_acc": -90},
+            {"policy": "c", "s_pri": 0.3, "s_acc": -80},
+        ],
+        threshold=-85,
+        keep=1,
+    )
     assert [r["policy"] for r in table] == ["b", "c", "a"]
     assert [r["chosen"] for r in table] == [False, True, False] and thr == -85
 
@@ -249,28 +260,70 @@ def test_search_in_parallel_equals_serial() -> None:
     x, y = torch.rand(12, 3, 16, 16), torch.randint(0, 3, (12,))
     s = dict(privacy_images=4, acc_images=4, acc_runs=2, bins=4, acc_threshold=-1e9, keep=2)
     pols = ["none", "3-1-7", "43-18-18"]
-    serial = search(trained=trained, init=init, images=x, labels=y, candidates=pols, rng=0, progress=False,
-                    settings=SearchSettings(workers=1, **s))
-    par = search(trained=trained, init=init, images=x, labels=y, candidates=pols, rng=0, progress=False,
-                 settings=SearchSettings(workers=2, **s))
+    serial = search(
+        trained=trained,
+        init=init,
+        images=x,
+        labels=y,
+        candidates=pols,
+        rng=0,
+        progress=False,
+        settings=SearchSettings(workers=1, **s),
+    )
+    par = search(
+        trained=trained,
+        init=init,
+        images=x,
+        labels=y,
+        candidates=pols,
+        rng=0,
+        progress=False,
+        settings=SearchSettings(workers=2, **s),
+    )
     key = lambda t: {r["policy"]: (round(r["s_pri"], 10), round(r["s_acc"], 6)) for r in t["table"]}  # noqa: E731
     assert key(serial) == key(par) and len(serial["chosen"]) == 2
     # a resumed search recomputes nothing it was given
-    again = search(trained=trained, init=init, images=x, labels=y, candidates=pols, rng=0, progress=False,
-                   settings=SearchSettings(workers=1, **s), done=serial["table"][:2])
+    again = search(
+        trained=trained,
+        init=init,
+        images=x,
+        labels=y,
+        candidates=pols,
+        rng=0,
+        progress=False,
+        settings=SearchSettings(workers=1, **s),
+        done=serial["table"][:2],
+    )
     assert key(again) == key(serial)
     # a policy scores the same however the candidates came (random, given, or as an extra)
-    alone = search(trained=trained, init=init, images=x, labels=y, candidates=["43-18-18"], rng=0, progress=False,
-                   settings=SearchSettings(workers=1, **s), extra=["3-1-7"])
+    alone = search(
+        trained=trained,
+        init=init,
+        images=x,
+        labels=y,
+        candidates=["43-18-18"],
+        rng=0,
+        progress=False,
+        settings=SearchSettings(workers=1, **s),
+        extra=["3-1-7"],
+    )
     assert key(alone) == {p: v for p, v in key(serial).items() if p in ("43-18-18", "3-1-7")}
 
 
 # -- evaluation, model files, rating sets ---------------------------------------------------------------------------
 
+
 def test_model_files_round_trip(tmp_path: Path) -> None:
     m = _model("resnet20")
-    f = save_model(tmp_path / "m.safetensors", m, arch="resnet20", num_classes=10, mean=CIFAR10_MEAN,
-                   std=CIFAR10_STD, info={"epoch": 3})
+    f = save_model(
+        tmp_path / "m.safetensors",
+        m,
+        arch="resnet20",
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        info={"epoch": 3},
+    )
     back = load_model(f)
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(back(x), m(x))
@@ -281,7 +334,7 @@ def test_model_files_round_trip(tmp_path: Path) -> None:
 
 
 def test_recognition_and_rating_set(tmp_path: Path) -> None:
-    class Oracle(nn.Module):        # "recognises" an image by its mean brightness bucket
+    class Oracle(nn.Module):  # "recognises" an image by its mean brightness bucket
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.one_hot((x.mean((1, 2, 3)) * 2.999).long(), 3).float()
 
@@ -292,9 +345,10 @@ def test_recognition_and_rating_set(tmp_path: Path) -> None:
     ans = json.loads((folder / "answers.json").read_text())
     assert man["format"] == "masquerade-rating-set" and len(man["items"]) == 8
     assert all((folder / it["image"]).is_file() for it in man["items"])
-    assert "condition" not in json.dumps(man)               # raters never see the condition
-    rows = ["rater,id,choice"] + [f"p1,{i},{a['class'] if a['condition'] == 'original' else 'unrecognisable'}"
-                                  for i, a in ans.items()]
+    assert "condition" not in json.dumps(man)  # raters never see the condition
+    rows = ["rater,id,choice"] + [
+        f"p1,{i},{a['class'] if a['condition'] == 'original' else 'unrecognisable'}" for i, a in ans.items()
+    ]
     (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
     scores = score_ratings(folder)
     assert scores["original"]["recognised"] == 1.0 and scores["rec"]["recognised"] == 0.0

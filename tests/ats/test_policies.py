@@ -44,8 +44,12 @@ def _pil(op: str, img: Image.Image, m: float, s: int) -> Image.Image:
     if op == "rotate":
         rot = img.convert("RGBA").rotate(m)
         return Image.composite(rot, Image.new("RGBA", rot.size, (128,) * 4), rot).convert(img.mode)
-    enhance = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
-               "sharpness": ImageEnhance.Sharpness, "brightness": ImageEnhance.Brightness}
+    enhance = {
+        "color": ImageEnhance.Color,
+        "contrast": ImageEnhance.Contrast,
+        "sharpness": ImageEnhance.Sharpness,
+        "brightness": ImageEnhance.Brightness,
+    }
     if op in enhance:
         return enhance[op](img).enhance(1 + m * s)
     if op == "posterize":
@@ -58,7 +62,7 @@ def _pil(op: str, img: Image.Image, m: float, s: int) -> Image.Image:
 def test_library_matches_the_ats_code() -> None:
     assert len(OPERATIONS) == 16
     assert all(len(MAGNITUDES[op]) == 10 for op in OPERATIONS)
-    assert len(SUB_POLICIES) == 50          # the ATS policy.py list (batch_generate.py draws 0-50: off by one)
+    assert len(SUB_POLICIES) == 50  # the ATS policy.py list (batch_generate.py draws 0-50: off by one)
     assert SUB_POLICIES[3] == (0.3, "translateX", 9) and SUB_POLICIES[43] == (0.7, "translateY", 3)
     assert list(MAGNITUDES["posterize"]) == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
     assert MAGNITUDES["translateX"][-1] == pytest.approx(150 / 331)
@@ -103,7 +107,7 @@ def test_every_sub_policy_keeps_shape_range_and_is_deterministic() -> None:
     assert z1.shape == x.shape and z1.dtype == torch.float32
     assert float(z1.min()) >= 0 and float(z1.max()) <= 1
     assert torch.equal(z1, z2) and not torch.equal(z1, z3)
-    assert torch.equal(z1, torch.round(z1 * 255) / 255)    # on the 8-bit grid, as PIL images are
+    assert torch.equal(z1, torch.round(z1 * 255) / 255)  # on the 8-bit grid, as PIL images are
 
 
 @pytest.mark.parametrize("op", ["zoom", "warp"])
@@ -116,15 +120,14 @@ def test_zoom_and_warp(op: str) -> None:
     a = apply_operation(x, op, 0.0, extra=torch.from_numpy(extra), seeds=torch.from_numpy(seeds))
     b = apply_operation(x, op, 0.0, extra=torch.from_numpy(extra), seeds=torch.from_numpy(seeds))
     assert a.shape == x.shape and torch.equal(a, b) and 0 <= float(a.min()) and float(a.max()) <= 1
-    assert (a - x).abs().mean() > 0.02          # it does transform
-    if op == "warp":                            # identity corners give back the image (up to the 8-bit grid)
+    assert (a - x).abs().mean() > 0.02  # it does transform
+    if op == "warp":  # identity corners give back the image (up to the 8-bit grid)
         ident = torch.tensor([[0, 0, 31, 0, 31, 31, 0, 31]], dtype=torch.float64).repeat(4, 1)
         assert (apply_operation(x, op, 0.0, extra=ident) - x).abs().max() < 1e-5
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**31), policy=st.lists(st.integers(-1, 49), min_size=1, max_size=3),
-       always=st.booleans())
+@given(seed=st.integers(0, 2**31), policy=st.lists(st.integers(-1, 49), min_size=1, max_size=3), always=st.booleans())
 def test_random_policies_deterministic_and_in_range(seed: int, policy: list[int], always: bool) -> None:
     text = "-".join(str(p) for p in policy if p >= 0) or "none"
     sch = create_scheme("ats", policy=text, always=always)
@@ -157,14 +160,14 @@ def test_scheme_contract() -> None:
     with pytest.raises(NotInvertibleError):
         sch.decode(sch.encode(x, key), key)
     with pytest.raises(InputError):
-        sch.encode(_images(3), key)                       # key drawn for 2 images
+        sch.encode(_images(3), key)  # key drawn for 2 images
     with pytest.raises(InputError):
         sch.encode(x, create_scheme("identity").keygen(2))
     with pytest.raises(InputError):
         create_scheme("ats", policy="99")
-    assert torch.equal(create_scheme("ats", policy="none").encode(x, create_scheme("ats", policy="none")
-                                                                   .keygen(2, rng=0)), x)
-
+    assert torch.equal(
+        create_scheme("ats", policy="none").encode(x, create_scheme("ats", policy="none").keygen(2, rng=0)), x
+    )
 
 
 def test_key_files_round_trip(tmp_path) -> None:

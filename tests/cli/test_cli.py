@@ -71,8 +71,24 @@ def test_list_info_key_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_patches_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "pool.npz"
-    rc = main(["--quiet", "data", "patches", "--from", "bundled:photos", "--n", "12", "--out", str(out), "--seed",
-               "1", "--run-out", str(tmp_path / "run"), "--no-cache"])
+    rc = main(
+        [
+            "--quiet",
+            "data",
+            "patches",
+            "--from",
+            "bundled:photos",
+            "--n",
+            "12",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--run-out",
+            str(tmp_path / "run"),
+            "--no-cache",
+        ]
+    )
     assert rc == 0
     with np.load(out) as z:
         assert z["images"].shape == (12, 32, 32, 3)
@@ -82,10 +98,20 @@ def test_patches_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.slow
 def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     # proxies pointing at a closed loopback port: any attempt to download would fail the demo
-    env = {"MASQUERADE_QUIET": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    r = subprocess.run([sys.executable, "-m", "masquerade", "demo", "--out", str(tmp_path / "demo")],
-                       capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        "MASQUERADE_QUIET": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "masquerade", "demo", "--out", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     report = tmp_path / "demo" / "report.html"
     assert report.is_file() and str(report) in r.stdout
@@ -97,21 +123,42 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     challenge = [r for r in card["rows"] if r["attack"] == "instahide-challenge" and r["level"] == 1]
     assert challenge and challenge[0]["success"] > 0.5
     inside = [r for r in card["rows"] if r["setting"] == "inside k=4"]
-    assert inside and inside[0]["utility"] > 0.75        # far above chance (0.10), with the demo's lighter training
+    assert inside and inside[0]["utility"] > 0.75  # far above chance (0.10), with the demo's lighter training
     assert (tmp_path / "demo" / "evaluate" / "report.html").is_file()
 
 
-def test_protect_instahide_writes_encodings_and_a_separate_key(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_protect_instahide_writes_encodings_and_a_separate_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from masquerade.keys import load_key
 
     g = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", images=g.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8), labels=np.arange(30) % 3)
     np.savez(tmp_path / "pool.npz", images=g.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8))
     out, key = tmp_path / "enc", tmp_path / "keys" / "k.safetensors"
-    rc = main(["--quiet", "protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(out), "--key", str(key),
-               "--k", "4", "--mode", "cross", "--public", str(tmp_path / "pool.npz"), "--seed", "3",
-               "--run-out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "--quiet",
+            "protect",
+            "instahide",
+            "--in",
+            str(tmp_path / "d.npz"),
+            "--out",
+            str(out),
+            "--key",
+            str(key),
+            "--k",
+            "4",
+            "--mode",
+            "cross",
+            "--public",
+            str(tmp_path / "pool.npz"),
+            "--seed",
+            "3",
+            "--run-out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 0
     enc = np.load(out / "encodings.npy")
     soft = np.load(out / "labels.npy")
@@ -122,13 +169,45 @@ def test_protect_instahide_writes_encodings_and_a_separate_key(tmp_path: Path,
     cfg = (tmp_path / "run" / "config.json").read_text()
     assert k.fingerprint in cfg and k.mask.tobytes().hex()[:64] not in cfg
     # the key is never written next to the data, and never overwritten silently
-    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(out), "--key",
-                 str(out / "k.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "protect",
+                "instahide",
+                "--in",
+                str(tmp_path / "d.npz"),
+                "--out",
+                str(out),
+                "--key",
+                str(out / "k.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert "apart from the data" in capsys.readouterr().err
-    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e2"), "--key",
-                 str(key)]) == 2
-    assert main(["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e3"), "--key",
-                 str(tmp_path / "k3.safetensors"), "--mode", "cross"]) == 2
+    assert (
+        main(
+            ["protect", "instahide", "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "e2"), "--key", str(key)]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "protect",
+                "instahide",
+                "--in",
+                str(tmp_path / "d.npz"),
+                "--out",
+                str(tmp_path / "e3"),
+                "--key",
+                str(tmp_path / "k3.safetensors"),
+                "--mode",
+                "cross",
+            ]
+        )
+        == 2
+    )
     assert "needs --public" in capsys.readouterr().err
 
 
@@ -141,9 +220,28 @@ def test_train_command_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[
     imgs = g.integers(0, 256, (120, 16, 16, 3), dtype=np.uint8)
     np.savez(tmp_path / "tr.npz", images=imgs, labels=np.arange(120) % 4)
     np.savez(tmp_path / "te.npz", images=imgs[:40], labels=np.arange(40) % 4)
-    args = ["--quiet", "train", "--data", str(tmp_path / "tr.npz"), "--test", str(tmp_path / "te.npz"),
-            "--epochs", "2", "--batch-size", "64", "--precision", "fp32", "--seed", "0", "--scheme", "instahide",
-            "--k", "2", "--out", str(tmp_path / "run2")]
+    args = [
+        "--quiet",
+        "train",
+        "--data",
+        str(tmp_path / "tr.npz"),
+        "--test",
+        str(tmp_path / "te.npz"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--precision",
+        "fp32",
+        "--seed",
+        "0",
+        "--scheme",
+        "instahide",
+        "--k",
+        "2",
+        "--out",
+        str(tmp_path / "run2"),
+    ]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert len(metrics["accuracy_curve"]["y"]["test accuracy"]) == 2
@@ -157,12 +255,14 @@ def test_train_command_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(other) == 2 and "other training data" in capsys.readouterr().err
     reseeded = [a if a != "0" else "1" for a in resume]
     assert main(reseeded) == 2 and "seed" in capsys.readouterr().err
-    assert main(resume[:resume.index("--k")] + ["--k", "3"] + resume[resume.index("--k") + 2:]) == 2
+    assert main(resume[: resume.index("--k")] + ["--k", "3"] + resume[resume.index("--k") + 2 :]) == 2
     assert "scheme settings" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("scheme, extra", [("disguise", ["--set", "transform=aes"]), ("disguise", []),
-                                           ("instahide", ["--k", "4", "--mode", "cross"])])
+@pytest.mark.parametrize(
+    "scheme, extra",
+    [("disguise", ["--set", "transform=aes"]), ("disguise", []), ("instahide", ["--k", "4", "--mode", "cross"])],
+)
 def test_protect_then_reveal_round_trip(tmp_path: Path, scheme: str, extra: list[str]) -> None:
     g = np.random.default_rng(1)
     imgs = g.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
@@ -170,14 +270,60 @@ def test_protect_then_reveal_round_trip(tmp_path: Path, scheme: str, extra: list
     np.savez(tmp_path / "pool.npz", images=g.integers(0, 256, (120, 16, 16, 3), dtype=np.uint8))
     key = tmp_path / "k.safetensors"
     pub = ["--public", str(tmp_path / "pool.npz")] if scheme == "instahide" else []
-    assert main(["--quiet", "protect", scheme, "--in", str(tmp_path / "d.npz"), "--out", str(tmp_path / "enc"),
-                 "--key", str(key), "--seed", "0", "--run-out", str(tmp_path / "run"), *extra, *pub]) == 0
-    assert main(["reveal", scheme, "--in", str(tmp_path / "enc" / "encodings.npy"), "--key", str(key),
-                 "--out", str(tmp_path / "back.npz")]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "protect",
+                scheme,
+                "--in",
+                str(tmp_path / "d.npz"),
+                "--out",
+                str(tmp_path / "enc"),
+                "--key",
+                str(key),
+                "--seed",
+                "0",
+                "--run-out",
+                str(tmp_path / "run"),
+                *extra,
+                *pub,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "reveal",
+                scheme,
+                "--in",
+                str(tmp_path / "enc" / "encodings.npy"),
+                "--key",
+                str(key),
+                "--out",
+                str(tmp_path / "back.npz"),
+            ]
+        )
+        == 0
+    )
     back = np.load(tmp_path / "back.npz")["images"]
     if scheme == "instahide":  # float32 mixing, then a sparse solve: within a grey level or two
         assert np.abs(back.astype(int) - imgs).max() <= 2 or np.mean(back == imgs) > 0.95
     else:
         assert np.array_equal(back, imgs)
-    assert main(["reveal", "instahide" if scheme == "disguise" else "disguise", "--in",
-                 str(tmp_path / "enc" / "encodings.npy"), "--key", str(key), "--out", str(tmp_path / "x.npz")]) == 2
+    assert (
+        main(
+            [
+                "reveal",
+                "instahide" if scheme == "disguise" else "disguise",
+                "--in",
+                str(tmp_path / "enc" / "encodings.npy"),
+                "--key",
+                str(key),
+                "--out",
+                str(tmp_path / "x.npz"),
+            ]
+        )
+        == 2
+    )

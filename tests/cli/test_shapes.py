@@ -41,8 +41,9 @@ def test_damaged_size_metadata_is_refused(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     m = Normalized(create_model("resnet20", num_classes=10, in_channels=1), [0.5], [0.25], image_size=(28, 28))
-    path = save_model(tmp_path / "m.safetensors", m, arch="resnet20", num_classes=10, mean=[0.5], std=[0.25],
-                      in_channels=1)
+    path = save_model(
+        tmp_path / "m.safetensors", m, arch="resnet20", num_classes=10, mean=[0.5], std=[0.25], in_channels=1
+    )
     from masquerade.models.io import read_safetensors
 
     meta, _ = read_safetensors(path, "model")
@@ -54,24 +55,78 @@ def test_damaged_size_metadata_is_refused(tmp_path: Path) -> None:
 
 def test_attacks_refuse_models_and_data_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conv = Normalized(create_model("convnet16", num_classes=10, in_channels=1), [0.5], [0.25])
-    save_model(tmp_path / "conv.safetensors", conv, arch="convnet16", num_classes=10, mean=[0.5], std=[0.25],
-               in_channels=1)
+    save_model(
+        tmp_path / "conv.safetensors", conv, arch="convnet16", num_classes=10, mean=[0.5], std=[0.25], in_channels=1
+    )
     res = Normalized(create_model("resnet20", num_classes=10, in_channels=1), [0.5], [0.25], image_size=(28, 28))
-    save_model(tmp_path / "api.safetensors", res, arch="resnet20", num_classes=10, mean=[0.5], std=[0.25],
-               in_channels=1)
+    save_model(
+        tmp_path / "api.safetensors", res, arch="resnet20", num_classes=10, mean=[0.5], std=[0.25], in_channels=1
+    )
     g = np.random.default_rng(0)
     np.save(tmp_path / "f7.npy", g.random((20, 7)).astype(np.float32))
     np.save(tmp_path / "f64.npy", g.random((20, 64)).astype(np.float32))
     np.savez(tmp_path / "empty.npz", images=np.zeros((0, 28, 28, 1), np.uint8), labels=np.zeros(0, np.int64))
     cases = [
-        (["attack", "inverting_gradients", "--model-file", str(tmp_path / "conv.safetensors"), "--data",
-          "bundled:digits", "--images", "1", "--iterations", "2"], "does not take 1×8×8 images"),
-        (["attack", "feature-attribute", "--api-model", str(tmp_path / "api.safetensors"), "--aux", "bundled:mnist",
-          "--encodings", str(tmp_path / "f7.npy"), "--epochs", "1"], "7 numbers, the API's 64"),
-        (["attack", "feature-inversion", "--api-model", str(tmp_path / "api.safetensors"), "--aux",
-          str(tmp_path / "empty.npz"), "--encodings", str(tmp_path / "f64.npy"), "--epochs", "1"], "holds no images"),
-        (["attack", "feature-attribute", "--api-model", str(tmp_path / "api.safetensors"), "--aux", "bundled:digits",
-          "--encodings", str(tmp_path / "f64.npy"), "--epochs", "1"], "trained on 28×28 images, got 8×8"),
+        (
+            [
+                "attack",
+                "inverting_gradients",
+                "--model-file",
+                str(tmp_path / "conv.safetensors"),
+                "--data",
+                "bundled:digits",
+                "--images",
+                "1",
+                "--iterations",
+                "2",
+            ],
+            "does not take 1×8×8 images",
+        ),
+        (
+            [
+                "attack",
+                "feature-attribute",
+                "--api-model",
+                str(tmp_path / "api.safetensors"),
+                "--aux",
+                "bundled:mnist",
+                "--encodings",
+                str(tmp_path / "f7.npy"),
+                "--epochs",
+                "1",
+            ],
+            "7 numbers, the API's 64",
+        ),
+        (
+            [
+                "attack",
+                "feature-inversion",
+                "--api-model",
+                str(tmp_path / "api.safetensors"),
+                "--aux",
+                str(tmp_path / "empty.npz"),
+                "--encodings",
+                str(tmp_path / "f64.npy"),
+                "--epochs",
+                "1",
+            ],
+            "holds no images",
+        ),
+        (
+            [
+                "attack",
+                "feature-attribute",
+                "--api-model",
+                str(tmp_path / "api.safetensors"),
+                "--aux",
+                "bundled:digits",
+                "--encodings",
+                str(tmp_path / "f64.npy"),
+                "--epochs",
+                "1",
+            ],
+            "trained on 28×28 images, got 8×8",
+        ),
     ]
     for i, (args, msg) in enumerate(cases):
         capsys.readouterr()

@@ -18,8 +18,9 @@ from tests.conftest import shared
 
 def labelled(n: int = 40, classes: int = 4, seed: int = 0) -> ImageSet:
     g = np.random.default_rng(seed)
-    return ImageSet(g.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), np.arange(n) % classes,
-                    tuple(f"c{i}" for i in range(classes)))
+    return ImageSet(
+        g.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), np.arange(n) % classes, tuple(f"c{i}" for i in range(classes))
+    )
 
 
 # -- ImageSet -----------------------------------------------------------------------------------------------------
@@ -40,13 +41,16 @@ def test_imageset_basics() -> None:
     assert grey.image_shape == (4, 4, 1) and grey.to_rgb().image_shape == (4, 4, 3)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(images=np.zeros((2, 4, 4, 3), np.float32)), "uint8"),
-    (dict(images=np.zeros((2, 4, 4, 5), np.uint8)), "C in"),
-    (dict(images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.zeros(3, int)), "labels of shape"),
-    (dict(images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 5]), classes=("a", "b")), "classes"),
-    (dict(images=np.zeros((2, 4, 4, 3), np.uint8), names=("a",)), "names"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(images=np.zeros((2, 4, 4, 3), np.float32)), "uint8"),
+        (dict(images=np.zeros((2, 4, 4, 5), np.uint8)), "C in"),
+        (dict(images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.zeros(3, int)), "labels of shape"),
+        (dict(images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 5]), classes=("a", "b")), "classes"),
+        (dict(images=np.zeros((2, 4, 4, 3), np.uint8), names=("a",)), "names"),
+    ],
+)
 def test_imageset_validation(bad: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         ImageSet(**bad)
@@ -159,11 +163,20 @@ def _cifar_archive(tmp_path: Path, n_train: int = 4, n_test: int = 3, protocol: 
         data = g.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = g.integers(0, 10, n).tolist()
         truth[name] = (data, labels)
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
-    meta = {b"label_names": [c.encode() for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                  "horse", "ship", "truck"]], b"num_cases_per_batch": n_train}
+    meta = {
+        b"label_names": [
+            c.encode()
+            for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        ],
+        b"num_cases_per_batch": n_train,
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -95,8 +95,13 @@ def test_fetch_refuses_hostile_archive_members(tmp_path: Path, server: tuple[str
     with tarfile.open(archive) as src, tarfile.open(bad, "w:gz") as dst:
         for m in src.getmembers():
             dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-        info = tarfile.TarInfo({"symlink": "cifar-10-batches-py/link", "dotdot": "cifar-10-batches-py/../../escape",
-                                "absolute": "/tmp/masquerade-escape"}[evil])
+        info = tarfile.TarInfo(
+            {
+                "symlink": "cifar-10-batches-py/link",
+                "dotdot": "cifar-10-batches-py/../../escape",
+                "absolute": "/tmp/masquerade-escape",
+            }[evil]
+        )
         if evil == "symlink":
             info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
             dst.addfile(info)

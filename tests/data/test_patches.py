@@ -24,7 +24,7 @@ def test_patches_pass_the_sift_filter(photos) -> None:
         y, x = map(int, yx.split(","))
         s = int(side)
         assert 64 <= s <= 128
-        crops.append(imgs[names.index(src)][y:y + s, x:x + s])
+        crops.append(imgs[names.index(src)][y : y + s, x : x + s])
     assert (sift_keypoint_counts(crops, threads=1) > 40).all()
 
 
@@ -32,7 +32,7 @@ def test_patches_deterministic_and_cached(photos, tmp_path) -> None:
     a = extract_patches(photos, 20, rng=7, cache=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
     b = extract_patches(photos, 20, rng=7, cache=tmp_path)  # from the cache
-    c = extract_patches(photos, 20, rng=7, cache=False)      # recomputed
+    c = extract_patches(photos, 20, rng=7, cache=False)  # recomputed
     assert np.array_equal(a.images, b.images) and np.array_equal(a.images, c.images) and a.names == c.names
     d = extract_patches(photos, 20, rng=8, cache=False)
     assert not np.array_equal(a.images, d.images)

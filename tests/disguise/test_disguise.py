@@ -21,9 +21,17 @@ def images(n: int, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch
     return (torch.randint(0, 256, (n, c, h, w), generator=g) / 255.0).float()
 
 
-CONFIGS = [dict(), dict(permute=False), dict(transform="none"), dict(transform="aes"),
-           dict(transform="aes", aes_mode="ctr"), dict(key_scope="image"), dict(key_scope="image", transform="aes"),
-           dict(key_scope="image", transform="aes", aes_mode="ctr"), dict(block=8, transform="aes")]
+CONFIGS = [
+    dict(),
+    dict(permute=False),
+    dict(transform="none"),
+    dict(transform="aes"),
+    dict(transform="aes", aes_mode="ctr"),
+    dict(key_scope="image"),
+    dict(key_scope="image", transform="aes"),
+    dict(key_scope="image", transform="aes", aes_mode="ctr"),
+    dict(block=8, transform="aes"),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -46,8 +54,14 @@ def test_round_trip_and_key_reuse(cfg: dict, tmp_path) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(b=st.sampled_from([1, 2, 4, 8]), gh=st.integers(1, 4), gw=st.integers(1, 4), c=st.sampled_from([1, 3]),
-       seed=st.integers(0, 1000), aes=st.booleans())
+@given(
+    b=st.sampled_from([1, 2, 4, 8]),
+    gh=st.integers(1, 4),
+    gw=st.integers(1, 4),
+    c=st.sampled_from([1, 3]),
+    seed=st.integers(0, 1000),
+    aes=st.booleans(),
+)
 def test_round_trip_over_shapes(b: int, gh: int, gw: int, c: int, seed: int, aes: bool) -> None:
     if aes and b not in (4, 8):
         return
@@ -167,7 +181,7 @@ def _ecb_digits(n_aux: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]
     """60 digits under one AES-ECB key (the first 20 the known pairs), ``n_aux`` auxiliary digits, and what level 3
     gives the attack. Digits: their backgrounds repeat (the codebook decodes them), their strokes do not."""
     digits = mq.load_images("bundled:digits", size=16).to_rgb().to_tensor()
-    x, aux = digits[:60], digits[60:60 + n_aux]
+    x, aux = digits[:60], digits[60 : 60 + n_aux]
     ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
     z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(3, 16, 16)))
     return x, aux, {"encodings": z[20:], "known_pairs": (x[:20], z[:20])}
@@ -181,8 +195,10 @@ def test_ecb_codebook_fills_what_it_lacks_from_the_nearest_auxiliary_images() ->
     noise = run_attack(attack, auxiliary=torch.rand_like(aux), **given)
     from masquerade.metrics import ssim
 
-    s = {k: float(ssim(r.reconstructions, x[20:], data_range=1.0).mean())
-         for k, r in (("alone", alone), ("helped", helped), ("noise", noise))}
+    s = {
+        k: float(ssim(r.reconstructions, x[20:], data_range=1.0).mean())
+        for k, r in (("alone", alone), ("helped", helped), ("noise", noise))
+    }
     assert s["helped"] > s["alone"] + 0.05 and s["helped"] > s["noise"] + 0.05, s
     # the decoded units are kept as decoded: only the unknown ones change
     same = alone.reconstructions == helped.reconstructions
@@ -206,9 +222,9 @@ def test_ecb_codebook_network_fill_keeps_decoded_units_and_learns_what_the_auxil
     assert helped.metrics["filled_by"] == "network" and guess.metrics["filled_by"] == "guess"
     assert score(helped) > score(guess) + 0.05 and score(helped) > score(noise) + 0.05, (score(helped), score(guess))
     same = guess.reconstructions == helped.reconstructions
-    assert same.float().mean() >= helped.metrics["decoded_share"] - 1e-6     # decoded units pass through
+    assert same.float().mean() >= helped.metrics["decoded_share"] - 1e-6  # decoded units pass through
     again = run_attack(net, auxiliary=aux, rng=0, **given)
-    assert torch.equal(again.reconstructions, helped.reconstructions)           # seeded: the same bits
+    assert torch.equal(again.reconstructions, helped.reconstructions)  # seeded: the same bits
     with pytest.raises(InputError, match="decoder_steps"):
         mq.create_attack("aes-ecb-codebook", decoder_steps=-1)
 
@@ -223,13 +239,12 @@ def test_ecb_codebook_picks_auxiliary_images_whose_unknown_units_fall_where_the_
         x[:, :, :4, :4] = (0.6 + 0.4 * torch.rand(n, 1, 4, 4, generator=g)).expand(n, 3, 4, 4)
         return x
 
-    pairs = torch.zeros(6, 3, 16, 16)                 # blank pairs: the codebook knows the blank unit only
+    pairs = torch.zeros(6, 3, 16, 16)  # blank pairs: the codebook knows the blank unit only
     targets = marked(4)
     aux = torch.cat([torch.zeros(30, 3, 16, 16), marked(10)])
     ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True, permute=False)
     z = ecb.encode(torch.cat([pairs, targets]), ecb.keygen(0, rng=0, shape=(3, 16, 16)))
-    r = run_attack(mq.create_attack("aes-ecb-codebook"), encodings=z[6:], known_pairs=(pairs, z[:6]),
-                   auxiliary=aux)
+    r = run_attack(mq.create_attack("aes-ecb-codebook"), encodings=z[6:], known_pairs=(pairs, z[:6]), auxiliary=aux)
     corner = r.reconstructions[:, :, :4, :4]
     assert float(corner.min()) >= 0.6 and float(r.reconstructions[:, :, 4:, 4:].abs().max()) == 0
 
@@ -265,6 +280,7 @@ def test_fused_aes_path_equals_the_block_by_block_reference(mode: str, permute: 
 
 # -- level 2: the alignment attack --------------------------------------------------------------------------------
 
+
 def _digits(n: int) -> torch.Tensor:
     """``n`` of the digits our dependencies ship, all classes mixed (the set is sorted by class)."""
     from masquerade.data import load_images
@@ -290,8 +306,9 @@ def test_match_positions_finds_a_planted_permutation_and_is_a_swap_local_optimum
     found = match_positions(uz, noisy, unary, pair)
 
     def objective(q: np.ndarray) -> float:
-        return float(((uz - unary[q]) ** 2).sum() + sum(((a - b[np.ix_(q, q)]) ** 2).sum()
-                                                         for a, b in zip(noisy, pair)))
+        return float(
+            ((uz - unary[q]) ** 2).sum() + sum(((a - b[np.ix_(q, q)]) ** 2).sum() for a, b in zip(noisy, pair))
+        )
 
     best = objective(found)
     for i in range(m):
@@ -310,7 +327,7 @@ def test_alignment_recovers_permutation_and_matrices_from_the_distribution() -> 
     q = ssim(x[:1000], r.reconstructions, data_range=1.0)
     assert float(q.mean()) > 0.85
     # the positions that carry the digits come back where they were; near-blank ones are interchangeable
-    energy = (to_blocks(x[:1000].numpy(), 4) ** 2).sum((0, 1, 3))[key.perm]     # per disguised position
+    energy = (to_blocks(x[:1000].numpy(), 4) ** 2).sum((0, 1, 3))[key.perm]  # per disguised position
     wrong = r.recovered["perm"] != key.perm
     assert energy[wrong].sum() < 0.05 * energy.sum() and wrong.mean() < 0.3
     # the recovered key is what decodes: a random key's matrices and order decode to noise
@@ -336,8 +353,11 @@ def test_alignment_fails_against_the_wrong_distribution_and_refuses_bad_input() 
     with pytest.raises(InputError, match="finite"):
         run_attack(attack, encodings=z * float("nan"), auxiliary=x[700:])
     with pytest.raises(InputError, match="too large"):
-        run_attack(mq.create_attack("disguise-alignment", block=2), encodings=torch.zeros(2, 1, 192, 192),
-                   auxiliary=torch.zeros(2, 1, 192, 192))
+        run_attack(
+            mq.create_attack("disguise-alignment", block=2),
+            encodings=torch.zeros(2, 1, 192, 192),
+            auxiliary=torch.zeros(2, 1, 192, 192),
+        )
     with pytest.raises(InputError, match="transform"):
         mq.create_attack("disguise-alignment", transform="aes")
 
@@ -357,7 +377,7 @@ def _positional_palette(n: int, seed: int, palette_seed: int = 0) -> torch.Tenso
     draw fixed by ``palette_seed``): like natural data, where what repeats, and where, depends on the position."""
     pg = np.random.default_rng(palette_seed)
     palette = pg.integers(0, 256, (12, 3, 4, 4), dtype=np.uint8)
-    odds = pg.dirichlet(np.full(12, 0.4), size=16)                   # position -> palette odds
+    odds = pg.dirichlet(np.full(12, 0.4), size=16)  # position -> palette odds
     g = np.random.default_rng(seed)
     u = g.random((n, 16, 1))
     pick = (u > np.cumsum(odds, 1)[None]).sum(2).clip(0, 11).reshape(n, 4, 4)
@@ -367,15 +387,15 @@ def _positional_palette(n: int, seed: int, palette_seed: int = 0) -> torch.Tenso
 
 def test_ecb_frequency_reads_the_key_from_the_release_and_the_distribution_alone() -> None:
     x = _positional_palette(600, 1)
-    aux = _positional_palette(300, 2)                 # other images of the same distribution: no pairs
+    aux = _positional_palette(300, 2)  # other images of the same distribution: no pairs
     ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
     key = ecb.keygen(0, rng=3, shape=(3, 16, 16))
     z = ecb.encode(x, key)
     attack = mq.create_attack("aes-ecb-frequency")
     r = run_attack(attack, encodings=z, auxiliary=aux)
     assert np.array_equal(r.recovered["perm"], key.perm)
-    assert r.metrics["decoded_share"] > 0.99 and r.metrics["codebook_size"] == 36     # 12 tiles × 3 channels
-    assert float((r.reconstructions - x).abs().max()) < 1e-6                     # every unit decoded exactly
+    assert r.metrics["decoded_share"] > 0.99 and r.metrics["codebook_size"] == 36  # 12 tiles × 3 channels
+    assert float((r.reconstructions - x).abs().max()) < 1e-6  # every unit decoded exactly
     # CTR never repeats a keystream: nothing repeats, nothing is decoded
     ctr = mq.create_scheme("disguise", transform="aes", aes_mode="ctr")
     zc = ctr.encode(x, ctr.keygen(len(x), rng=3, shape=(3, 16, 16)))
@@ -387,7 +407,7 @@ def test_ecb_frequency_reads_the_key_from_the_release_and_the_distribution_alone
 
 def test_ecb_frequency_on_digits_decodes_the_background_and_fills_the_strokes_from_auxiliary_images() -> None:
     digits = mq.load_images("bundled:mnist").to_tensor()
-    pick = np.random.default_rng(0).permutation(len(digits))       # the bundled digits are sorted by class
+    pick = np.random.default_rng(0).permutation(len(digits))  # the bundled digits are sorted by class
     x, aux = digits[pick[:600]], digits[pick[600:900]]
     ecb = mq.create_scheme("disguise", transform="aes", seeded_aes_key=True)
     z = ecb.encode(x, ecb.keygen(0, rng=0, shape=(1, 28, 28)))
@@ -402,12 +422,22 @@ def test_ecb_frequency_on_digits_decodes_the_background_and_fills_the_strokes_fr
         return float(ssim(r.reconstructions[:40], x[:40], data_range=1.0).mean())
 
     assert score(filled) > score(alone) + 0.1 > score(blind) + 0.2, (score(filled), score(alone), score(blind))
-    same = alone.reconstructions == filled.reconstructions      # decoded units are kept; only the others change
+    same = alone.reconstructions == filled.reconstructions  # decoded units are kept; only the others change
     assert same.float().mean() >= filled.metrics["decoded_share"] - 1e-6
 
 
-@pytest.mark.parametrize("bad", [dict(alpha=0), dict(alpha=1.5), dict(min_count=0), dict(vocabulary=True),
-                                 dict(rounds=-1), dict(block=0), dict(unknown="mean")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(alpha=0),
+        dict(alpha=1.5),
+        dict(min_count=0),
+        dict(vocabulary=True),
+        dict(rounds=-1),
+        dict(block=0),
+        dict(unknown="mean"),
+    ],
+)
 def test_ecb_frequency_refuses_bad_settings(bad: dict) -> None:
     with pytest.raises(InputError, match="aes-ecb-frequency"):
         mq.create_attack("aes-ecb-frequency", **bad)

@@ -30,16 +30,25 @@ def make_choice_set(folder: Path, n: int = 4, *, seed: int = 0, size: int = 16) 
         for i in range(n):
             img = g.integers(0, 256, (size, size, 3), dtype=np.uint8)
             items.append((cond, img, {"label": i % 3, "class": CLASSES[i % 3], "source": i}))
-    return write_rating_set(folder, items, question="Which class does this image show?", choices=CLASSES,
-                            rng=np.random.default_rng(seed + 1))
+    return write_rating_set(
+        folder,
+        items,
+        question="Which class does this image show?",
+        choices=CLASSES,
+        rng=np.random.default_rng(seed + 1),
+    )
 
 
 def make_appeal_set(folder: Path, n: int = 3, *, seed: int = 5) -> Path:
     g = np.random.default_rng(seed)
-    items = [(cond, g.integers(0, 256, (24, 32, 3), dtype=np.uint8), {"source": f"photo{i}.jpg"})
-             for cond in ("original", "camouflaged") for i in range(n)]
-    return write_rating_set(folder, items, question_type="appeal", question="How appealing is this photo?",
-                            rng=np.random.default_rng(seed))
+    items = [
+        (cond, g.integers(0, 256, (24, 32, 3), dtype=np.uint8), {"source": f"photo{i}.jpg"})
+        for cond in ("original", "camouflaged")
+        for i in range(n)
+    ]
+    return write_rating_set(
+        folder, items, question_type="appeal", question="How appealing is this photo?", rng=np.random.default_rng(seed)
+    )
 
 
 @pytest.fixture
@@ -54,6 +63,7 @@ def appeal_set(tmp_path: Path) -> Path:
 
 # -- a real server (uvicorn on the loopback address, in a thread) and a small HTTP client --------------------------
 
+
 class Reply:
     def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.status, self.body, self.headers = status, body, headers
@@ -62,8 +72,15 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(base: str, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-            headers: dict[str, str] | None = None) -> Reply:
+def request(
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """One HTTP request with the standard library (``body`` sent as JSON, ``raw`` as is)."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -86,11 +103,10 @@ def running(study: Any) -> Iterator[str]:
 
     from masquerade.hitl.app import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)    # TCP_NODELAY: see app.serve
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: see app.serve
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning", access_log=False,
-                                           lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning", access_log=False, lifespan="off"))
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     th.start()
     t0 = time.monotonic()

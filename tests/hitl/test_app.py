@@ -33,16 +33,21 @@ def _rate_all(base: str, token: str, rater: str, pick: int = 0, images: dict | N
         seen.append(img.body)
         if images is not None:
             images[it["id"]] = img.body
-        r = request(base, "POST", f"/s/{token}/api/raters/{rater}/answers",
-                    {"item": it["id"], "choice": it["choices"][pick % len(it["choices"])]})
+        r = request(
+            base,
+            "POST",
+            f"/s/{token}/api/raters/{rater}/answers",
+            {"item": it["id"], "choice": it["choices"][pick % len(it["choices"])]},
+        )
         assert r.status == 200, r.body
         seen.append(r.body)
         state = r.json()
     return seen
 
 
-def test_two_raters_rate_and_nothing_received_names_a_condition(tmp_path: Path, choice_set: Path,
-                                                                appeal_set: Path) -> None:
+def test_two_raters_rate_and_nothing_received_names_a_condition(
+    tmp_path: Path, choice_set: Path, appeal_set: Path
+) -> None:
     study = open_study(tmp_path / "study.sqlite", [choice_set, appeal_set])
     token = study.token
     with running(study) as base:
@@ -58,12 +63,24 @@ def test_two_raters_rate_and_nothing_received_names_a_condition(tmp_path: Path, 
             orders.append([json.loads(b)["previous"]["id"] for b in got[2::2]])
             seen += got
     assert len(orders[0]) == 14 and sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
-    assert not set(orders[0]) & {f"r{i:04d}" for i in range(14)}          # opaque per-study ids, not the set's
-    blob = b"\n".join(b for b in seen if not b.startswith(b"\x89PNG"))     # the images are checked below
-    for secret in ["original", "blurred", "camouflaged", "condition", "answers.json", "set-a", "set-b", "r0000",
-                   "photo0", str(tmp_path), "images/r0", ".png"]:
+    assert not set(orders[0]) & {f"r{i:04d}" for i in range(14)}  # opaque per-study ids, not the set's
+    blob = b"\n".join(b for b in seen if not b.startswith(b"\x89PNG"))  # the images are checked below
+    for secret in [
+        "original",
+        "blurred",
+        "camouflaged",
+        "condition",
+        "answers.json",
+        "set-a",
+        "set-b",
+        "r0000",
+        "photo0",
+        str(tmp_path),
+        "images/r0",
+        ".png",
+    ]:
         assert secret.encode() not in blob, secret
-    for item, body in images.items():                       # the files' pixels, no text or time chunk
+    for item, body in images.items():  # the files' pixels, no text or time chunk
         assert body == strip_png(study.image_path(item).read_bytes())
         assert b"tEXt" not in body and b"tIME" not in body
     res = study_results(tmp_path / "study.sqlite")
@@ -72,7 +89,7 @@ def test_two_raters_rate_and_nothing_received_names_a_condition(tmp_path: Path, 
     assert rows[("set-a", "original")]["ratings"] == 8 and rows[("set-a", "original")]["raters"] == 2
     # rater 0 always picked "cat" (class of items 0 and 3 of 4), rater 1 always "dog" (item 1): 3 of 8
     assert rows[("set-a", "blurred")]["recognised"] == 3 and rows[("set-a", "blurred")]["rate"] == 0.375
-    assert rows[("set-b", "original")]["mean_appeal"] == 1.5                 # three 1s and three 2s
+    assert rows[("set-b", "original")]["mean_appeal"] == 1.5  # three 1s and three 2s
 
 
 def test_bad_requests_are_4xx_and_write_nothing(tmp_path: Path, choice_set: Path) -> None:
@@ -87,15 +104,15 @@ def test_bad_requests_are_4xx_and_write_nothing(tmp_path: Path, choice_set: Path
         nxt = ok.json()["current"]
         before = study.counts()
         bad = [
-            (403, "GET", f"/s/{'x' * 32}/api/raters/{rater}", None, {}),              # wrong token
+            (403, "GET", f"/s/{'x' * 32}/api/raters/{rater}", None, {}),  # wrong token
             (403, "POST", f"/s/{t[:-1]}/api/raters/{rater}/answers", {"item": nxt["id"], "choice": "dog"}, {}),
-            (404, "GET", f"/api/raters/{rater}", None, {}),                           # no token at all
-            (404, "GET", f"/s/{t}/api/raters/nobody", None, {}),                      # unknown rater
-            (404, "POST", f"{api}/answers", {"item": "AAAAAAAAAAAAAAAA", "choice": "dog"}, {}),   # unknown item
-            (409, "POST", f"{api}/answers", {"item": cur["id"], "choice": "dog"}, {}),            # replayed
-            (409, "POST", f"{api}/answers", {"item": cur["id"], "choice": "cat"}, {}),            # duplicate
+            (404, "GET", f"/api/raters/{rater}", None, {}),  # no token at all
+            (404, "GET", f"/s/{t}/api/raters/nobody", None, {}),  # unknown rater
+            (404, "POST", f"{api}/answers", {"item": "AAAAAAAAAAAAAAAA", "choice": "dog"}, {}),  # unknown item
+            (409, "POST", f"{api}/answers", {"item": cur["id"], "choice": "dog"}, {}),  # replayed
+            (409, "POST", f"{api}/answers", {"item": cur["id"], "choice": "cat"}, {}),  # duplicate
             (409, "POST", f"{api}/answers", {"item": nxt["id"], "choice": "cat", "change": True}, {}),
-            (400, "POST", f"{api}/answers", {"item": nxt["id"], "choice": "horse"}, {}),          # not offered
+            (400, "POST", f"{api}/answers", {"item": nxt["id"], "choice": "horse"}, {}),  # not offered
             (400, "POST", f"{api}/answers", {"item": nxt["id"], "choice": "cat", "x": 1}, {}),
             (400, "POST", f"{api}/answers", {"item": nxt["id"], "choice": 3}, {}),
             (400, "POST", f"{api}/answers", [nxt["id"], "cat"], {}),
@@ -108,12 +125,25 @@ def test_bad_requests_are_4xx_and_write_nothing(tmp_path: Path, choice_set: Path
             assert r.status == status, (path, body, r.status, r.body)
             assert len(r.body) < 200 and t.encode() not in r.body
         big = json.dumps({"item": nxt["id"], "choice": "cat", "pad": "x" * 5000}).encode()
-        assert request(base, "POST", f"{api}/answers", raw=big,
-                       headers={"Content-Type": "application/json"}).status == 413
-        assert request(base, "POST", f"{api}/answers", raw=b"{not json",
-                       headers={"Content-Type": "application/json"}).status == 400
-        assert request(base, "POST", f"{api}/answers", raw=json.dumps({"item": nxt["id"], "choice": "cat"}).encode(),
-                       headers={"Content-Type": "text/plain"}).status == 415
+        assert (
+            request(base, "POST", f"{api}/answers", raw=big, headers={"Content-Type": "application/json"}).status == 413
+        )
+        assert (
+            request(
+                base, "POST", f"{api}/answers", raw=b"{not json", headers={"Content-Type": "application/json"}
+            ).status
+            == 400
+        )
+        assert (
+            request(
+                base,
+                "POST",
+                f"{api}/answers",
+                raw=json.dumps({"item": nxt["id"], "choice": "cat"}).encode(),
+                headers={"Content-Type": "text/plain"},
+            ).status
+            == 415
+        )
         assert study.counts() == before
         # going back one changes the previous answer: an update, kept in the history
         back = request(base, "POST", f"{api}/answers", {"item": cur["id"], "choice": "ship", "change": True})
@@ -129,14 +159,14 @@ def test_a_study_resumes_and_refuses_other_sets(tmp_path: Path, choice_set: Path
     study.answer(rater, first, "cat")
     token, items = study.token, dict(study.items)
     study.close()
-    assert db.stat().st_mode & 0o077 == 0                                       # the owner's only
-    again = open_study(db, [choice_set])                                        # a restarted server
+    assert db.stat().st_mode & 0o077 == 0  # the owner's only
+    again = open_study(db, [choice_set])  # a restarted server
     assert again.token == token and again.items == items
     st = again.state(rater)
     assert st["position"] == 1 and st["previous"] == first and st["previous_choice"] == "cat"
-    other = open_study(tmp_path / "other.sqlite", [choice_set])                 # same set, another study
+    other = open_study(tmp_path / "other.sqlite", [choice_set])  # same set, another study
     r2 = other.new_rater()
-    with pytest.raises(Refused) as e:                                           # an item of another study
+    with pytest.raises(Refused) as e:  # an item of another study
         other.answer(r2, first, "cat")
     assert e.value.status == 404
     again.close()
@@ -167,7 +197,7 @@ def test_csv_export_is_what_score_ratings_reads(tmp_path: Path) -> None:
     res = {r["condition"]: r for r in study_results(tmp_path / "s.sqlite")["rows"]}
     for cond in ("original", "blurred"):
         assert scored[cond]["ratings"] == res[cond]["ratings"] == 6
-        assert res[cond]["recognised"] == 2                 # "cat" is the class of 1 of 3 images, "dog" of another
+        assert res[cond]["recognised"] == 2  # "cat" is the class of 1 of 3 images, "dog" of another
         assert scored[cond]["recognised"] == pytest.approx(2 / 6)
 
 
@@ -184,8 +214,10 @@ def test_score_ratings_reads_an_appeal_set(tmp_path: Path) -> None:
     write_csv(tmp_path / "s.sqlite")
     from masquerade.ats.privacy import score_ratings
 
-    assert score_ratings(folder) == {"camouflaged": {"appeal": 3.5, "ratings": 4.0},
-                                     "original": {"appeal": 3.5, "ratings": 4.0}}
+    assert score_ratings(folder) == {
+        "camouflaged": {"appeal": 3.5, "ratings": 4.0},
+        "original": {"appeal": 3.5, "ratings": 4.0},
+    }
     row = study_results(tmp_path / "s.sqlite")["rows"][0]
     # 2, 2, 5, 5: mean 3.5, sd sqrt(3), t(0.975, 3) = 3.182446 -> 3.5 -+ 2.7560, clipped to the 1-5 scale;
     # every item split 2 vs 5: P_i = 0, p = (.5, .5), P_e = .5 -> kappa = (0 - .5) / .5 = -1

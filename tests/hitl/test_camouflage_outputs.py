@@ -26,12 +26,34 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
     src.mkdir()
     for name, p in zip(["beach.png", "dog.jpg"], photos):
         Image.fromarray(p).save(src / name)
-    r = subprocess.run(CLI + ["--in", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--seed", "0",
-                              "--run-out", str(tmp_path / "run"), "--rating-set", str(tmp_path / "appeal"),
-                              "--run-code", "TEAM1"], capture_output=True, text=True)
+    r = subprocess.run(
+        CLI
+        + [
+            "--in",
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "2",
+            "--seed",
+            "0",
+            "--run-out",
+            str(tmp_path / "run"),
+            "--rating-set",
+            str(tmp_path / "appeal"),
+            "--run-code",
+            "TEAM1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".masquerade-output", "TEAM1.zip",
-                                                                  "TEAM1_beach.jpg", "TEAM1_dog.jpg"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        ".masquerade-output",
+        "TEAM1.zip",
+        "TEAM1_beach.jpg",
+        "TEAM1_dog.jpg",
+    ]
     with zipfile.ZipFile(tmp_path / "o" / "TEAM1.zip") as z:
         assert sorted(z.namelist()) == ["TEAM1_beach.jpg", "TEAM1_dog.jpg"]
         assert z.read("TEAM1_dog.jpg") == (tmp_path / "o" / "TEAM1_dog.jpg").read_bytes()
@@ -39,7 +61,7 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
     assert rs.question_type == "appeal" and rs.answers_allowed == ("1", "2", "3", "4", "5") and len(rs.items) == 4
     answers = json.loads((tmp_path / "appeal" / "answers.json").read_text())
     assert sorted(a["condition"] for a in answers.values()) == ["camouflaged", "camouflaged", "original", "original"]
-    for rid, a in answers.items():                      # originals as given, outputs as their JPEG files decode
+    for rid, a in answers.items():  # originals as given, outputs as their JPEG files decode
         shown = np.asarray(Image.open(rs.images[rid]))
         if a["condition"] == "original":
             want = np.asarray(Image.open(src / a["source"]).convert("RGB"))
@@ -51,11 +73,17 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
 
 def test_bad_run_code_and_used_rating_set_folder_are_one_line(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    r = subprocess.run(CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "--run-code" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "f").write_text("x")
-    r = subprocess.run(CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--rating-set",
-                              str(tmp_path / "used")], capture_output=True, text=True)
+    r = subprocess.run(
+        CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--rating-set", str(tmp_path / "used")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "not an empty folder" in r.stderr and not (tmp_path / "o").exists()

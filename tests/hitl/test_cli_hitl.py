@@ -45,15 +45,16 @@ def test_bad_sets_and_databases_are_one_line(tmp_path: Path, capsys: pytest.Capt
         assert what in _err(capsys, ["hitl", "serve", str(folder), *db]), what
     (good / "images" / "r0001.png").write_bytes(b"GIF89a" + b"\0" * 40)
     assert "not a PNG" in _err(capsys, ["hitl", "serve", str(good), *db])
-    assert not (tmp_path / "s.sqlite").exists()                     # nothing made for a set that was refused
+    assert not (tmp_path / "s.sqlite").exists()  # nothing made for a set that was refused
     assert "no such study" in _err(capsys, ["hitl", "results", "--db", str(tmp_path / "none.sqlite")])
     other = make_choice_set(tmp_path / "other", n=2, seed=3)
     from masquerade.hitl.store import open_study
 
     open_study(tmp_path / "o.sqlite", [other]).close()
     other2 = make_choice_set(tmp_path / "third", n=2, seed=9)
-    assert "made for other rating sets" in _err(capsys, ["hitl", "serve", str(other2), "--db",
-                                                         str(tmp_path / "o.sqlite"), "--port", "0"])
+    assert "made for other rating sets" in _err(
+        capsys, ["hitl", "serve", str(other2), "--db", str(tmp_path / "o.sqlite"), "--port", "0"]
+    )
 
 
 def test_results_table_and_json_of_an_empty_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,11 +71,15 @@ def test_results_table_and_json_of_an_empty_study(tmp_path: Path, capsys: pytest
 
 
 def test_a_missing_extra_names_hitl_and_help_needs_no_torch(tmp_path: Path) -> None:
-    code = ("import sys\nsys.modules['starlette'] = None\nfrom masquerade.cli import main\n"
-            f"sys.exit(main(['hitl', 'serve', {str(tmp_path)!r}, '--db', 'x.sqlite']))\n")
+    code = (
+        "import sys\nsys.modules['starlette'] = None\nfrom masquerade.cli import main\n"
+        f"sys.exit(main(['hitl', 'serve', {str(tmp_path)!r}, '--db', 'x.sqlite']))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2 and "pip install 'masquerade[hitl]'" in r.stderr
-    code = ("import sys\nfrom masquerade.cli import main\ntry:\n    main(['hitl', 'serve', '--help'])\n"
-            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules and 'starlette' not in sys.modules\n")
+    code = (
+        "import sys\nfrom masquerade.cli import main\ntry:\n    main(['hitl', 'serve', '--help'])\n"
+        "except SystemExit:\n    pass\nassert 'torch' not in sys.modules and 'starlette' not in sys.modules\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

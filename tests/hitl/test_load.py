@@ -29,8 +29,9 @@ RATERS = 50
 SECONDS = float(os.environ.get("MASQUERADE_LOAD_SECONDS", "15"))
 
 
-def _rater(host: str, port: int, prefix: str, stop: float, acked: list[int], times: list[float],
-           errors: list[str], seed: int) -> None:
+def _rater(
+    host: str, port: int, prefix: str, stop: float, acked: list[int], times: list[float], errors: list[str], seed: int
+) -> None:
     rnd = random.Random(seed)
     conn = http.client.HTTPConnection(host, port, timeout=10)
     n = 0
@@ -53,8 +54,9 @@ def _rater(host: str, port: int, prefix: str, stop: float, acked: list[int], tim
                 errors.append(f"image: {status}")
                 break
             t0 = time.perf_counter()
-            status, body = call("POST", f"/api/raters/{rater}/answers",
-                                {"item": it["id"], "choice": rnd.choice(it["choices"])})
+            status, body = call(
+                "POST", f"/api/raters/{rater}/answers", {"item": it["id"], "choice": rnd.choice(it["choices"])}
+            )
             times.append(time.perf_counter() - t0)
             if status != 200:
                 errors.append(f"answer: {status} {body[:80]!r}")
@@ -84,8 +86,12 @@ def test_fifty_raters_at_once_lose_nothing(tmp_path: Path) -> None:
         times: list[float] = []
         errors: list[str] = []
         stop = time.monotonic() + SECONDS
-        threads = [threading.Thread(target=_rater, args=(host, int(port), "/" + path.rstrip("/"), stop, acked, times,
-                                                         errors, k)) for k in range(RATERS)]
+        threads = [
+            threading.Thread(
+                target=_rater, args=(host, int(port), "/" + path.rstrip("/"), stop, acked, times, errors, k)
+            )
+            for k in range(RATERS)
+        ]
         t0 = time.monotonic()
         for th in threads:
             th.start()
@@ -96,9 +102,11 @@ def test_fifty_raters_at_once_lose_nothing(tmp_path: Path) -> None:
         stored = conn.execute("SELECT count(*) FROM answers").fetchone()[0]
         raters = conn.execute("SELECT count(*) FROM raters").fetchone()[0]
     median, p95 = statistics.median(times) * 1000, float(np.percentile(times, 95)) * 1000
-    print(f"\nload: {RATERS} raters, {wall:.1f} s, {sum(acked)} answers acknowledged, {stored} stored, "
-          f"{sum(acked) / wall:.0f} answers/s, median {median:.1f} ms, p95 {p95:.1f} ms")
+    print(
+        f"\nload: {RATERS} raters, {wall:.1f} s, {sum(acked)} answers acknowledged, {stored} stored, "
+        f"{sum(acked) / wall:.0f} answers/s, median {median:.1f} ms, p95 {p95:.1f} ms"
+    )
     assert errors == []
     assert raters == RATERS and len(acked) == RATERS
-    assert stored == sum(acked) > RATERS * SECONDS        # at least one answer per rater per second
+    assert stored == sum(acked) > RATERS * SECONDS  # at least one answer per rater per second
     assert median < 50

@@ -11,8 +11,9 @@ from masquerade.hitl.results import fleiss_kappa, mean_interval, wilson_interval
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in Medicine 17:857-872,
 # Table I, method 3 (Wilson score interval without continuity correction).
-@pytest.mark.parametrize("r,n,lo,hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
-                                       (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)])
+@pytest.mark.parametrize(
+    "r,n,lo,hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)]
+)
 def test_wilson_interval_matches_newcombe_1998(r: int, n: int, lo: float, hi: float) -> None:
     got = wilson_interval(r, n)
     assert got[0] == pytest.approx(lo, abs=6e-5) and got[1] == pytest.approx(hi, abs=6e-5)
@@ -28,8 +29,18 @@ def test_wilson_interval_edges() -> None:
 def test_fleiss_kappa_matches_the_textbook_example() -> None:
     # 10 subjects, 14 raters, 5 categories: the worked example of Fleiss' kappa (Wikipedia, after Fleiss 1971),
     # P-bar = 0.378, P_e = 0.213, kappa = 0.210.
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    table = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     assert fleiss_kappa(table) == pytest.approx(0.210, abs=5e-4)
 
 
@@ -41,8 +52,8 @@ def test_fleiss_kappa_by_hand() -> None:
     # unequal numbers of raters: an item's agreement uses its own n; items rated once are left out
     # P = (9 - 3)/6 = 1, (1 + 1 - 2)/2 = 0; p = (4/5, 1/5); P_e = 0.68 -> (0.5 - 0.68)/0.32
     assert fleiss_kappa([[3, 0], [1, 1], [0, 1]]) == pytest.approx((0.5 - 0.68) / 0.32)
-    assert math.isnan(fleiss_kappa([[1, 0], [0, 1]]))          # nobody to agree with
-    assert math.isnan(fleiss_kappa([[2, 0], [3, 0]]))          # one category only: chance agreement is 1
+    assert math.isnan(fleiss_kappa([[1, 0], [0, 1]]))  # nobody to agree with
+    assert math.isnan(fleiss_kappa([[2, 0], [3, 0]]))  # one category only: chance agreement is 1
 
 
 def test_mean_interval_by_hand() -> None:

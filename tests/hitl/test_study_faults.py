@@ -29,7 +29,7 @@ def _open_in_thread(db: Path, sets: list[Path]) -> BaseException | None:
         try:
             open_study(db, sets).close()
             out.append(None)
-        except BaseException as exc:   # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
             out.append(exc)
 
     th = threading.Thread(target=go, daemon=True)
@@ -74,8 +74,8 @@ def test_a_damaged_study_is_one_line(tmp_path: Path, choice_set: Path) -> None:
             study.new_rater()
     data = bytearray(db.read_bytes())
     assert len(data) > 3 * 4096
-    for page in range(1, len(data) // 4096):          # every b-tree page's header, past the file header's page
-        data[page * 4096: page * 4096 + 12] = b"\xa5" * 12
+    for page in range(1, len(data) // 4096):  # every b-tree page's header, past the file header's page
+        data[page * 4096 : page * 4096 + 12] = b"\xa5" * 12
     db.write_bytes(bytes(data))
     with pytest.raises(InputError) as e:
         open_study(db, [choice_set])
@@ -86,7 +86,7 @@ def test_writes_the_file_refuses_are_a_503_and_change_nothing(tmp_path: Path, ch
     study = open_study(tmp_path / "study.sqlite", [choice_set])
     rater = study.new_rater()
     before = study.state(rater)
-    study.conn.execute("PRAGMA query_only=ON")          # every write now fails inside SQLite, as on a full disk
+    study.conn.execute("PRAGMA query_only=ON")  # every write now fails inside SQLite, as on a full disk
     with pytest.raises(Refused) as e:
         study.answer(rater, before["current"], "cat")
     assert e.value.status == 503
@@ -99,7 +99,7 @@ def test_writes_the_file_refuses_are_a_503_and_change_nothing(tmp_path: Path, ch
         r = request(base, "POST", f"/s/{t}/api/raters/{rater}/answers", {"item": before["current"], "choice": "cat"})
         assert r.status == 503 and len(r.body) < 300
     study.conn.execute("PRAGMA query_only=OFF")
-    study.answer(rater, before["current"], "cat")     # the same answer goes in once the file takes writes again
+    study.answer(rater, before["current"], "cat")  # the same answer goes in once the file takes writes again
     assert study.state(rater)["position"] == 1
     study.close()
 
@@ -129,14 +129,28 @@ def test_rows_the_app_did_not_write_are_a_500_not_a_traceback(tmp_path: Path, ch
 def test_a_second_server_on_one_study_is_refused(tmp_path: Path, choice_set: Path) -> None:
     db = tmp_path / "study.sqlite"
     with serving([choice_set], db) as (url, proc):
-        second = subprocess.run([sys.executable, "-m", "masquerade", "hitl", "serve", str(choice_set), "--db",
-                                 str(tmp_path / "." / "study.sqlite"), "--port", "0"],
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "masquerade",
+                "hitl",
+                "serve",
+                str(choice_set),
+                "--db",
+                str(tmp_path / "." / "study.sqlite"),
+                "--port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2, second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "another masquerade server" in lines[0]
         assert second.stdout == ""
-        assert proc.poll() is None                      # the first one still serves
+        assert proc.poll() is None  # the first one still serves
     # once the first has stopped, its lock is gone: the study can be served again (taken here in this process)
     from masquerade.hitl.app import _serving
 
@@ -147,8 +161,10 @@ def test_a_second_server_on_one_study_is_refused(tmp_path: Path, choice_set: Pat
 def _chunked(base: str, path: str, chunks: list[bytes]) -> int:
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        ).encode()
         body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
         try:
             s.sendall(head + body)

@@ -23,7 +23,7 @@ from tests.conftest import shared
 def test_parse_slots_reads_classes_and_coefficients() -> None:
     lab = np.zeros((3, 10), np.float32)
     lab[0, [2, 7]] = [0.1, 0.3]
-    lab[1, 4] = 0.5            # both private images in class 4: the label shows the sum
+    lab[1, 4] = 0.5  # both private images in class 4: the label shows the sum
     lab[2, [0, 9]] = [0.2, 0.2]
     s = parse_slots(lab, 3)
     assert s.c.tolist() == [[7, 2], [4, 4], [0, 9]]
@@ -41,13 +41,13 @@ def test_parse_slots_reads_classes_and_coefficients() -> None:
 
 def test_sign_sync_undoes_random_pixel_signs() -> None:
     g = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.avg_pool2d(torch.randn(40, 3, 40, 40, generator=g), 9, 1)   # smooth fields
-    smooth = smooth + smooth.mean(1, keepdim=True)                                            # correlated colours
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(40, 3, 40, 40, generator=g), 9, 1)  # smooth fields
+    smooth = smooth + smooth.mean(1, keepdim=True)  # correlated colours
     x = smooth.permute(0, 2, 3, 1).reshape(40, -1)
     flips = torch.randint(0, 2, (x.shape[1],), generator=g).float() * 2 - 1
     s = sign_sync(x * flips, _grid_edges(32, 32, 3))
     agree = (s * flips > 0).float().mean().item()
-    assert max(agree, 1 - agree) > 0.995     # right up to one global sign
+    assert max(agree, 1 - agree) > 0.995  # right up to one global sign
 
 
 def test_grid_basis_diagonalises_the_pixel_graph_laplacian() -> None:
@@ -72,21 +72,24 @@ def test_whitening_from_few_encodings_keeps_the_inner_products() -> None:
     from masquerade.instahide.reconstruct import _whitening
 
     gen = torch.Generator().manual_seed(0)
-    few = torch.randn(12, 40, generator=gen, dtype=torch.float64) @ torch.randn(40, 60, generator=gen,
-                                                                                 dtype=torch.float64) * 0.1
-    f, _, t = _whitening(few, 1e-3)                       # E < D: from the E×E Gram
+    few = (
+        torch.randn(12, 40, generator=gen, dtype=torch.float64)
+        @ torch.randn(40, 60, generator=gen, dtype=torch.float64)
+        * 0.1
+    )
+    f, _, t = _whitening(few, 1e-3)  # E < D: from the E×E Gram
     many = torch.randn(70, 60, generator=gen, dtype=torch.float64)
-    vals, vecs = np.linalg.eigh((f.T @ f).numpy())        # the D×D route on the same centred squares
+    vals, vecs = np.linalg.eigh((f.T @ f).numpy())  # the D×D route on the same centred squares
     w = vecs / np.sqrt(np.maximum(vals, 0) + 1e-3 * vals.max())
     x = torch.randn(5, 60, generator=gen, dtype=torch.float64).numpy()
     assert np.allclose((x @ t.numpy()) @ (x @ t.numpy()).T, (x @ w) @ (x @ w).T, rtol=1e-6, atol=1e-9)
-    assert _whitening(many, 1e-3)[2].shape == (60, 60)   # E >= D: the D×D route
+    assert _whitening(many, 1e-3)[2].shape == (60, 60)  # E >= D: the D×D route
 
 
 def test_colour_map_fits_a_cubic() -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.rand(5000, 3, generator=g) * 2 - 1
-    coef = (torch.rand(20, 3, generator=g, dtype=torch.float64) * 2 - 1) * 0.05   # |y| <= 1: no clamping
+    coef = (torch.rand(20, 3, generator=g, dtype=torch.float64) * 2 - 1) * 0.05  # |y| <= 1: no clamping
     y = (_cubic(x.double()) @ coef).float()
     m = ColourMap.fit(x, y, ridge=1e-9)
     assert torch.allclose(m(x), y, atol=1e-4)
@@ -126,20 +129,33 @@ def test_reconstruction_true_pairing_succeeds_random_fails(cifar_and_patches) ->
     assert bad < 0.3 and nll < nll_w, (bad, nll, nll_w)
 
 
-def test_cli_attack_beats_baseline_without_the_truth(cifar_and_patches, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_attack_beats_baseline_without_the_truth(
+    cifar_and_patches, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     imgs, patches = cifar_and_patches
     test = load_images(shared("cifar10-test.npz"))
     make_challenge(test, ImageSet(patches), tmp_path / "ch", tmp_path / "truth", n_private=10, per_image=50, rng=5)
     hidden = tmp_path.parent / f"{tmp_path.name}-truth-away"
-    shutil.move(str(tmp_path / "truth"), hidden)       # the attack runs with the truth folder absent
+    shutil.move(str(tmp_path / "truth"), hidden)  # the attack runs with the truth folder absent
     try:
         np.savez(tmp_path / "pub.npz", images=patches)
         aux = tmp_path / "aux.npz"
         few = np.concatenate([np.flatnonzero(imgs.labels == c)[:200] for c in range(10)])
         np.savez(aux, images=imgs.images[few], labels=imgs.labels[few])
-        argv = ["--quiet", "challenge", "attack", str(tmp_path / "ch"), "--out", str(tmp_path / "att"),
-                "--public", str(tmp_path / "pub.npz"), "--aux", str(aux), "--n-private", "10"]
+        argv = [
+            "--quiet",
+            "challenge",
+            "attack",
+            str(tmp_path / "ch"),
+            "--out",
+            str(tmp_path / "att"),
+            "--public",
+            str(tmp_path / "pub.npz"),
+            "--aux",
+            str(aux),
+            "--n-private",
+            "10",
+        ]
         assert main(argv) == 0
         capsys.readouterr()
         state = json.loads((tmp_path / "att" / "attack.json").read_text())
@@ -159,7 +175,7 @@ def test_cli_attack_beats_baseline_without_the_truth(cifar_and_patches, tmp_path
     finally:
         shutil.move(str(hidden), tmp_path / "truth")
     assert score_challenge(tmp_path / "truth", tmp_path / "att-np")["mean_max_ssim"] > 0.7
-    s = score_challenge(tmp_path / "truth", tmp_path / "att")     # the attack's folder is read as its decryption.npy
+    s = score_challenge(tmp_path / "truth", tmp_path / "att")  # the attack's folder is read as its decryption.npy
     from_npy = score_challenge(tmp_path / "truth", tmp_path / "att" / "decryption.npy")
     assert s["mean_max_ssim"] == from_npy["mean_max_ssim"]
     base = score_challenge(tmp_path / "truth", baseline_recovery(np.load(tmp_path / "ch" / "encryption.npy")))
@@ -180,8 +196,12 @@ def test_attack_refuses_bad_input(tmp_path: Path) -> None:
     # label rows the recipe cannot have: renormalised to 1, more than 1 in all, one image above `upper`, too little
     lab = np.zeros((4, 10), np.float32)
     lab[:, 0], lab[:, 1] = 0.4, 0.2
-    for bad, needle in ((lab / lab.sum(1, keepdims=True), "renormalised"), (lab * 2, "row 0 holds 1.2"),
-                        (np.where(lab == 0.4, 0.7, lab), "at most 0.65"), (lab * 0.3, "row 0 holds 0.18")):
+    for bad, needle in (
+        (lab / lab.sum(1, keepdims=True), "renormalised"),
+        (lab * 2, "row 0 holds 1.2"),
+        (np.where(lab == 0.4, 0.7, lab), "at most 0.65"),
+        (lab * 0.3, "row 0 holds 0.18"),
+    ):
         np.save(tmp_path / "c" / "label.npy", bad.astype(np.float32))
         with pytest.raises(InputError, match=needle):
             attack_challenge(tmp_path / "c", tmp_path / "o")
@@ -204,6 +224,7 @@ def test_unlabelled_clustering_names_two_distinct_images(cifar_and_patches) -> N
 
 
 # -- grouping: counts, scores, balanced assignment, refinement ------------------------------------------------------
+
 
 def test_images_per_class_recovers_exact_counts_from_rough_guesses() -> None:
     from masquerade.instahide.grouping import images_per_class
@@ -236,14 +257,16 @@ def test_balanced_pairs_respects_capacities() -> None:
     score = (gen.random((8, 4)) * 0.2 + np.array([1.0, 0.6, 0.5, 0.4])).astype(np.float32)
     cand = Candidates(a, b, np.full(a.shape, -1), score)
     greedy, _, dev = balanced_pairs(cand, 4, steps=1)
-    assert (greedy[:, 0] == 0).all() and dev > 0               # no prices yet: everyone takes image 0
-    best_total = max(score[np.arange(8), list(ch)].sum() for ch in itertools.product(range(4), repeat=8)
-                     if np.bincount(np.concatenate([a[0, list(ch)], b[0, list(ch)]]), minlength=4).tolist()
-                     == [4, 4, 4, 4])
+    assert (greedy[:, 0] == 0).all() and dev > 0  # no prices yet: everyone takes image 0
+    best_total = max(
+        score[np.arange(8), list(ch)].sum()
+        for ch in itertools.product(range(4), repeat=8)
+        if np.bincount(np.concatenate([a[0, list(ch)], b[0, list(ch)]]), minlength=4).tolist() == [4, 4, 4, 4]
+    )
     pairs, k, imbalance = balanced_pairs(cand, 4, temperature=10.0, steps=300, rate=0.05)
     assert imbalance == 0 and np.bincount(pairs.ravel(), minlength=4).tolist() == [4, 4, 4, 4]
     assert score[np.arange(8), k].sum() >= best_total - 0.05
-    cand.score[2] = -np.inf                                   # an encoding without candidates is reported as such
+    cand.score[2] = -np.inf  # an encoding without candidates is reported as such
     pairs, k, _ = balanced_pairs(cand, 4)
     assert k[2] == -1 and (pairs[2] == -1).all() and (k[[0, 1, 3]] >= 0).all()
 
@@ -265,8 +288,18 @@ def small_challenge(cifar_and_patches):
     energy = _public_energy(1 - slots.lam.sum(1), 6, 0.65, 0.3)
     x = torch.from_numpy(imgs.images[pick].astype(np.float32) / 127.5 - 1).reshape(30, -1)
     enc = torch.from_numpy(sim["encryption"]).reshape(len(truth), -1)
-    return {"enc": enc, "slots": slots, "truth": truth, "x": x, "mean": mean, "var": var, "energy": energy,
-            "classes": imgs.labels[pick].astype(np.int64), "pick": pick, "imgs": imgs}
+    return {
+        "enc": enc,
+        "slots": slots,
+        "truth": truth,
+        "x": x,
+        "mean": mean,
+        "var": var,
+        "energy": energy,
+        "classes": imgs.labels[pick].astype(np.int64),
+        "pick": pick,
+        "imgs": imgs,
+    }
 
 
 def test_pair_scorer_finds_the_true_pair_with_true_images_not_with_wrong_ones(small_challenge) -> None:
@@ -280,7 +313,7 @@ def test_pair_scorer_finds_the_true_pair_with_true_images_not_with_wrong_ones(sm
     best = np.argmax(cand.score, 1)
     rows = np.arange(len(best))
     hit0 = (cand.a[rows, best] == c["truth"][:, 0])[distinct].mean()
-    assert hit0 > 0.95, hit0                               # the larger slot's image, among its class's 3
+    assert hit0 > 0.95, hit0  # the larger slot's image, among its class's 3
     # wrong images (each replaced by another image of its class): the scores no longer point at the truth
     perm = np.arange(30).reshape(10, 3)[:, [1, 2, 0]].ravel()
     wrong = scorer.score(c["x"][perm], c["classes"])
@@ -297,10 +330,10 @@ def test_refinement_repairs_a_corrupted_grouping(small_challenge) -> None:
     c = small_challenge
     gen = np.random.default_rng(3)
     start = c["truth"].copy()
-    bad = gen.random(start.shape) < 0.15                 # a share of the slots moved to another image of the class
+    bad = gen.random(start.shape) < 0.15  # a share of the slots moved to another image of the class
     shifted = (start // 3) * 3 + (start % 3 + gen.integers(1, 3, start.shape)) % 3
     start[bad] = shifted[bad]
-    start[c["slots"].same, 1] = start[c["slots"].same, 0]   # same-class second slots unknown, as clustering leaves them
+    start[c["slots"].same, 1] = start[c["slots"].same, 0]  # same-class second slots unknown, as clustering leaves them
     acc = lambda p: (p == c["truth"]).mean(0)  # noqa: E731
     before = acc(start)
     res = refine_pairs(c["enc"], c["slots"], start, 30, c["mean"], c["var"], c["energy"], rounds=2)
@@ -313,8 +346,9 @@ def test_stages_are_keyed_by_their_inputs_and_damage_is_recomputed(cifar_and_pat
     imgs, patches = cifar_and_patches
     test = load_images(shared("cifar10-test.npz"))
     for seed, name in ((1, "a"), (2, "b")):
-        make_challenge(test, ImageSet(patches), tmp_path / name, tmp_path / f"{name}-truth", n_private=10,
-                       per_image=8, rng=seed)
+        make_challenge(
+            test, ImageSet(patches), tmp_path / name, tmp_path / f"{name}-truth", n_private=10, per_image=8, rng=seed
+        )
     s = ChallengeAttackSettings(n_private=10, rounds=1, colour=False)
     out = tmp_path / "att"
     attack_challenge(tmp_path / "a", out, public=patches, settings=s, log=lambda m: None)
@@ -336,6 +370,7 @@ def test_stages_are_keyed_by_their_inputs_and_damage_is_recomputed(cifar_and_pat
 
 # -- the learned prior ------------------------------------------------------------------------------------------------
 
+
 def test_prepare_prior_trains_resumes_and_loads(cifar_and_patches, tmp_path: Path) -> None:
     from masquerade.instahide.prior import PriorSettings, evidence, load_prior, prepare_prior
 
@@ -354,12 +389,12 @@ def test_prepare_prior_trains_resumes_and_loads(cifar_and_patches, tmp_path: Pat
         if "training pairs" in msg:
             raise Stop
 
-    with pytest.raises(Stop):          # killed after the simulations: they are kept and reused
+    with pytest.raises(Stop):  # killed after the simulations: they are kept and reused
         prepare_prior(aux, out, public=tmp_path / "pub.npz", settings=s, log=stop_after_simulating)
     assert not out.exists() and len(list((tmp_path / "prior.safetensors.work").glob("sim-*.npz"))) == 2
     rng_state = torch.random.get_rng_state()
     rec = prepare_prior(aux, out, public=tmp_path / "pub.npz", settings=s, log=lambda m: None)
-    assert torch.equal(torch.random.get_rng_state(), rng_state)     # the global torch RNG is not used
+    assert torch.equal(torch.random.get_rng_state(), rng_state)  # the global torch RNG is not used
     assert rec["pairs"] == 40 and rec["simulation_seconds"] < 1.0 and len(rec["sha256"]) == 64
     assert not (tmp_path / "prior.safetensors.work").exists()
     prior = load_prior(out, sha256=rec["sha256"])

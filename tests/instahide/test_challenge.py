@@ -21,8 +21,9 @@ from masquerade.instahide.challenge import (
 
 def _sets(seed: int = 0) -> tuple[ImageSet, ImageSet]:
     g = np.random.default_rng(seed)
-    private = ImageSet(g.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10,
-                       tuple(f"c{i}" for i in range(10)))
+    private = ImageSet(
+        g.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10, tuple(f"c{i}" for i in range(10))
+    )
     public = ImageSet(g.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8))
     return private, public
 
@@ -75,10 +76,18 @@ def test_score_matches_skimage_on_every_pair(small) -> None:
     t = read_truth(truth)
     rec = baseline_recovery(np.load(ch / "encryption.npy"))
     scores = score_challenge(truth, rec)
-    ref_a = np.array([structural_similarity(r, t.private_images[a], channel_axis=-1, data_range=255)
-                      for r, a in zip(rec, t.pairs[:, 0])])
-    ref_b = np.array([structural_similarity(r, t.private_images[b], channel_axis=-1, data_range=255)
-                      for r, b in zip(rec, t.pairs[:, 1])])
+    ref_a = np.array(
+        [
+            structural_similarity(r, t.private_images[a], channel_axis=-1, data_range=255)
+            for r, a in zip(rec, t.pairs[:, 0])
+        ]
+    )
+    ref_b = np.array(
+        [
+            structural_similarity(r, t.private_images[b], channel_axis=-1, data_range=255)
+            for r, b in zip(rec, t.pairs[:, 1])
+        ]
+    )
     np.testing.assert_allclose(scores["per_encoding_max_ssim"], np.maximum(ref_a, ref_b), atol=1e-6)
     assert scores["mean_mean_ssim"] == pytest.approx(((ref_a + ref_b) / 2).mean(), abs=1e-6)
     assert scores["success_rate"] == pytest.approx(float((np.maximum(ref_a, ref_b) > 0.8).mean()))
@@ -132,15 +141,49 @@ def test_cli_make_and_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     private, public = _sets(1)
     np.savez(tmp_path / "priv.npz", images=private.images, labels=private.labels)
     np.savez(tmp_path / "pub.npz", images=public.images)
-    rc = main(["--quiet", "challenge", "make", "--private", str(tmp_path / "priv.npz"), "--public",
-               str(tmp_path / "pub.npz"), "--out", str(tmp_path / "ch"), "--truth", str(tmp_path / "tr"),
-               "--n-private", "10", "--per-image", "5", "--seed", "4", "--run-out", str(tmp_path / "run1")])
+    rc = main(
+        [
+            "--quiet",
+            "challenge",
+            "make",
+            "--private",
+            str(tmp_path / "priv.npz"),
+            "--public",
+            str(tmp_path / "pub.npz"),
+            "--out",
+            str(tmp_path / "ch"),
+            "--truth",
+            str(tmp_path / "tr"),
+            "--n-private",
+            "10",
+            "--per-image",
+            "5",
+            "--seed",
+            "4",
+            "--run-out",
+            str(tmp_path / "run1"),
+        ]
+    )
     assert rc == 0
     rec = baseline_recovery(np.load(tmp_path / "ch" / "encryption.npy"))
     np.save(tmp_path / "rec.npy", rec)
     capsys.readouterr()
-    assert main(["challenge", "score", "--truth", str(tmp_path / "tr"), "--recovered", str(tmp_path / "rec.npy"),
-                 "--json", "--out", str(tmp_path / "run2")]) == 0
+    assert (
+        main(
+            [
+                "challenge",
+                "score",
+                "--truth",
+                str(tmp_path / "tr"),
+                "--recovered",
+                str(tmp_path / "rec.npy"),
+                "--json",
+                "--out",
+                str(tmp_path / "run2"),
+            ]
+        )
+        == 0
+    )
     import json
 
     out = json.loads(capsys.readouterr().out)

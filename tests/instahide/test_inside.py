@@ -19,8 +19,8 @@ def _faces(n: int) -> torch.Tensor:
     """Photos our dependencies ship (scikit-image's face crops), colour made from three different ones."""
     from masquerade.data import load_images
 
-    x = load_images("bundled:faces").to_tensor()[:3 * n]
-    return torch.cat([x[:n], x[n:2 * n], x[2 * n:]], 1)[:, :, :24, :24].contiguous()
+    x = load_images("bundled:faces").to_tensor()[: 3 * n]
+    return torch.cat([x[:n], x[n : 2 * n], x[2 * n :]], 1)[:, :, :24, :24].contiguous()
 
 
 def _release(x: torch.Tensor, k: int, passes: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, Any]:
@@ -45,8 +45,7 @@ def test_the_true_grouping_gives_every_image_exactly(k: int) -> None:
     assert r.images.shape == x.shape and float(r.residual.max()) < 1e-5
     # up to one global sign, on the encodings' scale: back through the scheme's standardisation
     scale, shift = (torch.tensor(v)[None, :, None, None] for v in (s.settings.std, s.settings.mean))
-    best = max(float(ssim(x, (sign * r.images * scale + shift).clamp(0, 1), data_range=1.0).min())
-               for sign in (1, -1))
+    best = max(float(ssim(x, (sign * r.images * scale + shift).clamp(0, 1), data_range=1.0).min()) for sign in (1, -1))
     assert best > 0.999
 
 
@@ -86,8 +85,10 @@ def test_the_lifted_design_counts_each_pair_once_and_refuses_bad_input() -> None
 
 # -- the attack --------------------------------------------------------------------------------------------------
 
-def _digits_release(n: int = 40, k: int = 4, passes: int = 20) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
-                                                                           tuple[float, ...], tuple[float, ...]]:
+
+def _digits_release(
+    n: int = 40, k: int = 4, passes: int = 20
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, tuple[float, ...], tuple[float, ...]]:
     """An inside-dataset release of digits our dependencies ship: the encodings in a shuffled order (the attack
     must not read the passes from the order) with their mixed labels."""
     from masquerade.data import load_images
@@ -142,8 +143,7 @@ def test_the_attack_refuses_what_is_not_an_inside_release() -> None:
         atk.run(encodings=z, labels=lab, auxiliary=torch.rand(4, 3, 16, 16))
     with pytest.raises(InputError, match="passes"):
         mq.create_attack("instahide-inside", n_private=7).run(encodings=z, labels=lab)
-    for bad in ({"k": 0}, {"dominant": 1.5}, {"pixel_scale": "[0,2]"}, {"std": (0.0, 1.0, 1.0)},
-                {"mean": (0.5,)}):
+    for bad in ({"k": 0}, {"dominant": 1.5}, {"pixel_scale": "[0,2]"}, {"std": (0.0, 1.0, 1.0)}, {"mean": (0.5,)}):
         with pytest.raises(InputError):
             mq.create_attack("instahide-inside", **bad)
 

@@ -63,7 +63,7 @@ def test_grouped_partners_stay_in_secret_groups_and_decode_by_blocks(k: int, gro
     key = s.keygen(n, rng=3, shape=(3, 4, 4))
     p = key.partners
     assert np.array_equal(p[:, 0], np.arange(n))
-    for j in range(1, k):   # each slot is still a permutation of the private set...
+    for j in range(1, k):  # each slot is still a permutation of the private set...
         assert np.array_equal(np.sort(p[:, j]), np.arange(n))
     assert all(len(set(row)) == k for row in p.tolist())
     # ...but mixes only inside groups of group or group + 1 images, which are not the consecutive indices
@@ -73,18 +73,18 @@ def test_grouped_partners_stay_in_secret_groups_and_decode_by_blocks(k: int, gro
     graph = csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), p.ravel())), shape=(n, n))
     count, comp = connected_components(graph, directed=True, connection="weak")
     sizes = np.bincount(comp)
-    assert count >= n // group and sizes.max() <= group + 1     # k = 2: a group can split into cycles
+    assert count >= n // group and sizes.max() <= group + 1  # k = 2: a group can split into cycles
     if k >= 4:
         assert count == n // group and set(sizes) <= {group, group + 1}
-    assert not all(np.ptp(np.nonzero(comp == c)[0]) == sizes[c] - 1 for c in range(count))   # secret, not blocks
+    assert not all(np.ptp(np.nonzero(comp == c)[0]) == sizes[c] - 1 for c in range(count))  # secret, not blocks
     x = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     z = s.encode(x, key)
     back = s.decode(z, key)
     cond = np.linalg.cond(_mixing_matrix(key, k))
     assert torch.allclose(back, x, atol=1e-6 * cond + 1e-5)
-    assert (s.decode(z, s.keygen(n, rng=4, shape=(3, 4, 4))) - x).abs().mean() > 0.1   # another key: noise
+    assert (s.decode(z, s.keygen(n, rng=4, shape=(3, 4, 4))) - x).abs().mean() > 0.1  # another key: noise
     with pytest.raises(InputError, match="group"):
-        mq.create_scheme("instahide", k=4, group=7)      # below 2p: nearly a Latin square, refused
+        mq.create_scheme("instahide", k=4, group=7)  # below 2p: nearly a Latin square, refused
     with pytest.raises(InputError, match="group"):
         mq.create_scheme("instahide", k=2, group=1, distinct=False)
     with pytest.raises(InputError, match="group"):
@@ -140,15 +140,22 @@ def slow_encode(x: torch.Tensor, key: InstaHideKey, public: torch.Tensor | None,
         for j in range(key.lam.shape[1]):
             t = int(j >= p)
             src = (public if t else x)[key.partners[i, j]]
-            acc += float(key.lam[i, j]) * (src * torch.from_numpy(scale[t])[:, None, None]
-                                           + torch.from_numpy(shift[t])[:, None, None])
+            acc += float(key.lam[i, j]) * (
+                src * torch.from_numpy(scale[t])[:, None, None] + torch.from_numpy(shift[t])[:, None, None]
+            )
         out[i] = acc * signs[i]
     return out
 
 
-@pytest.mark.parametrize("settings", [dict(k=4), dict(k=6, mode="cross", private_per_mix=2),
-                                      dict(k=4, mode="cross", pixel_scale="normalize"),
-                                      dict(k=3, sign_flip=False, pixel_scale="[0,1]")])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(k=4),
+        dict(k=6, mode="cross", private_per_mix=2),
+        dict(k=4, mode="cross", pixel_scale="normalize"),
+        dict(k=3, sign_flip=False, pixel_scale="[0,1]"),
+    ],
+)
 def test_encode_equals_slow_reference_and_decodes(settings: dict) -> None:
     s = mq.create_scheme("instahide", **settings)
     g = torch.Generator().manual_seed(0)
@@ -200,8 +207,14 @@ def test_label_mixing() -> None:
 
 
 def test_bad_settings_and_inputs() -> None:
-    for bad in [dict(k=0), dict(mode="both"), dict(k=4, upper=0.2), dict(pixel_scale="[0,255]"),
-                dict(k=4, private_per_mix=2), dict(k=4, mode="cross", private_per_mix=5)]:
+    for bad in [
+        dict(k=0),
+        dict(mode="both"),
+        dict(k=4, upper=0.2),
+        dict(pixel_scale="[0,255]"),
+        dict(k=4, private_per_mix=2),
+        dict(k=4, mode="cross", private_per_mix=5),
+    ]:
         with pytest.raises(InputError):
             mq.create_scheme("instahide", **bad)
     s = mq.create_scheme("instahide", k=4, mode="cross", private_per_mix=2)
@@ -216,7 +229,8 @@ def test_bad_settings_and_inputs() -> None:
         s.encode(torch.rand(11, 3, 8, 8), key, public=torch.rand(20, 3, 8, 8))
     with pytest.raises(InputError, match="other settings"):
         mq.create_scheme("instahide", k=4, mode="cross", private_per_mix=2, upper=0.6).encode(
-            torch.rand(10, 3, 8, 8), key, public=torch.rand(20, 3, 8, 8))
+            torch.rand(10, 3, 8, 8), key, public=torch.rand(20, 3, 8, 8)
+        )
     with pytest.raises(InputError, match="'instahide' key"):
         s.encode(torch.rand(10, 3, 8, 8), mq.create_scheme("identity").keygen(10))
 

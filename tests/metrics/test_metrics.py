@@ -19,9 +19,17 @@ def sk_ssim(a: np.ndarray, b: np.ndarray, **kw: object) -> np.ndarray:
     return np.array([structural_similarity(x, y, channel_axis=-1, **kw) for x, y in zip(a, b)])
 
 
-@pytest.mark.parametrize("kw", [{}, {"gaussian_weights": True},
-                                {"gaussian_weights": True, "use_sample_covariance": False}, {"win_size": 3},
-                                {"win_size": 11}, {"K1": 0.02, "K2": 0.05}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"gaussian_weights": True},
+        {"gaussian_weights": True, "use_sample_covariance": False},
+        {"win_size": 3},
+        {"win_size": 11},
+        {"K1": 0.02, "K2": 0.05},
+    ],
+)
 def test_ssim_equals_skimage_uint8(rng: np.random.Generator, kw: dict) -> None:
     a = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-50, 50, a.shape), 0, 255).astype(np.uint8)
@@ -63,8 +71,13 @@ def test_ssim_grey_and_large_photo(rng: np.random.Generator) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 3), c=st.sampled_from([1, 3]), h=st.integers(7, 20), w=st.integers(7, 20),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 3),
+    c=st.sampled_from([1, 3]),
+    h=st.integers(7, 20),
+    w=st.integers(7, 20),
+    seed=st.integers(0, 2**16),
+)
 def test_ssim_hypothesis_shapes(n: int, c: int, h: int, w: int, seed: int) -> None:
     r = np.random.default_rng(seed)
     a = r.integers(0, 256, (n, h, w, c), dtype=np.uint8)
@@ -95,8 +108,9 @@ def test_psnr_rmse_match_references(rng: np.random.Generator) -> None:
     ref = np.array([peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b)])
     np.testing.assert_allclose(psnr(nchw(a), nchw(b), data_range=255).numpy(), ref, rtol=1e-10)
     diff = (a.astype(float) - b.astype(float)) / 255
-    np.testing.assert_allclose(rmse(nchw(a), nchw(b), data_range=255).numpy(),
-                               np.sqrt((diff**2).mean(axis=(1, 2, 3))), rtol=1e-12)
+    np.testing.assert_allclose(
+        rmse(nchw(a), nchw(b), data_range=255).numpy(), np.sqrt((diff**2).mean(axis=(1, 2, 3))), rtol=1e-12
+    )
     np.testing.assert_allclose(mse(nchw(a), nchw(b), data_range=255).numpy(), (diff**2).mean(axis=(1, 2, 3)))
     assert torch.isinf(psnr(nchw(a), nchw(a), data_range=255)).all()
     with pytest.raises(InputError):
@@ -110,15 +124,15 @@ def test_metrics_refuse_a_data_range_that_contradicts_the_pixels(rng: np.random.
     f = torch.from_numpy(rng.random((2, 3, 16, 16)).astype(np.float32))
     u = (f * 255).round().to(torch.uint8)
     with pytest.raises(InputError, match="data_range=1"):
-        ssim(f, f.flip(0), data_range=255)        # [0, 1] floats scored as 0..255: SSIM near 1 whatever they are
+        ssim(f, f.flip(0), data_range=255)  # [0, 1] floats scored as 0..255: SSIM near 1 whatever they are
     with pytest.raises(InputError, match="wider than data_range"):
-        psnr(u, u.flip(0), data_range=1.0)        # uint8 scored as [0, 1]: negative PSNR
+        psnr(u, u.flip(0), data_range=1.0)  # uint8 scored as [0, 1]: negative PSNR
     with pytest.raises(InputError, match="wider than data_range"):
         ssim(u, u.flip(0), data_range=1.0)
     with pytest.raises(InputError, match="NaN"):
         psnr(f * float("nan"), f, data_range=1.0)
     assert torch.isfinite(psnr(u, u.flip(0), data_range=255)).all()
-    assert float(ssim(f * 2 - 1, f.flip(0) * 2 - 1, data_range=2.0).min()) > -1     # [-1, 1] images: range 2
+    assert float(ssim(f * 2 - 1, f.flip(0) * 2 - 1, data_range=2.0).min()) > -1  # [-1, 1] images: range 2
 
 
 def test_ssim_loss_is_one_minus_the_scored_ssim_and_has_gradients() -> None:

@@ -35,8 +35,12 @@ def _reference_score(img: np.ndarray) -> float:
     ref: Any = _brisque_reference()
     g = skimage.color.rgb2gray(img)
     half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
-    feats = [float(np.ravel(f)[0]) for f in np.concatenate([ref.calculate_brisque_features(g, 7, 7 / 6),
-                                                             ref.calculate_brisque_features(half, 7, 7 / 6)])]
+    feats = [
+        float(np.ravel(f)[0])
+        for f in np.concatenate(
+            [ref.calculate_brisque_features(g, 7, 7 / 6), ref.calculate_brisque_features(half, 7, 7 / 6)]
+        )
+    ]
     scaled = ref.scale_features(np.array(feats, dtype=object))
     x, _ = svmutil.gen_svm_nodearray([float(v) for v in scaled], isKernel=False)
     return float(svmutil.libsvm.svm_predict_probability(ref.model, x, (svmutil.c_double * 1)()))
@@ -71,7 +75,7 @@ def test_alpha_solve_inverts_phi_and_gradients_are_sound() -> None:
     np.testing.assert_allclose(bq._solve_alpha(bq._phi(alpha)).numpy(), alpha.numpy(), rtol=1e-9)
     r = torch.tensor([0.3, 0.5, 0.7], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(bq._solve_alpha, (r,), eps=1e-7, atol=1e-6)
-    x = (torch.rand(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1)
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
     x.requires_grad_(True)
     # fast mode: the Jacobian against finite differences along random directions (a full check takes a minute)
     assert torch.autograd.gradcheck(bq.brisque_score, (x,), eps=1e-6, atol=1e-4, rtol=1e-3, fast_mode=True)
@@ -118,7 +122,7 @@ def test_quality_models_share_one_interface(tmp_path) -> None:
     ts = TorchScriptQuality(tmp_path / "m.pt", input_range=(-1, 1), output_range=(-1, 1), threshold=60)
     x = torch.full((2, 3, 16, 16), 0.75, requires_grad=True)
     out = ts(x)
-    torch.testing.assert_close(out, torch.full((2,), 75.0))       # 0.75 -> 0.5 in [-1, 1] -> 75 on 0-100
+    torch.testing.assert_close(out, torch.full((2,), 75.0))  # 0.75 -> 0.5 in [-1, 1] -> 75 on 0-100
     out.sum().backward()
     assert x.grad is not None and ts.is_good(x).all() and not ts.is_good(x * 0.5).any()
     (tmp_path / "bad.pt").write_bytes(b"not a model")
@@ -147,7 +151,7 @@ def test_differentiable_jpeg_tracks_the_real_codec() -> None:
     from masquerade.metrics import psnr
     from masquerade.quality.jpeg import jpeg_approx, jpeg_real, quant_tables
 
-    x = load_images("bundled:photos", size=(120, 170)).to_tensor()     # sides not multiples of 16 on purpose
+    x = load_images("bundled:photos", size=(120, 170)).to_tensor()  # sides not multiples of 16 on purpose
     x = (x * 255).round() / 255
     for q in (90, 50):
         real = jpeg_real(x, q)
@@ -189,18 +193,18 @@ def test_camouflage_pushes_a_toy_model_below_threshold_within_budget(method: str
     calls = []
     real = cam.jpeg_real
     monkeypatch.setattr(cam, "jpeg_real", lambda im, q: calls.append(q) or real(im, q))
-    s = cam.CamouflageSettings(method=method, psnr=30.0, steps=40, iterations=200, search_steps=4, initial_c=1.0,
-                               filter_steps=60)
+    s = cam.CamouflageSettings(
+        method=method, psnr=30.0, steps=40, iterations=200, search_steps=4, initial_c=1.0, filter_steps=60
+    )
     y = cam.camouflage(model, x, s, rng=0, progress=False)
     ev = cam.evaluate_camouflage(model, x, y, quality=90)
     assert ev["success"].all(), ev["camouflaged_score_jpeg"]
-    assert calls and all(q == 90 for q in calls)                 # success is judged by the real codec
-    np.testing.assert_allclose(ev["camouflaged_score_jpeg"],
-                               model.score(real(cam.deliver(y), 90)).numpy(), rtol=1e-6)
+    assert calls and all(q == 90 for q in calls)  # success is judged by the real codec
+    np.testing.assert_allclose(ev["camouflaged_score_jpeg"], model.score(real(cam.deliver(y), 90)).numpy(), rtol=1e-6)
     if method == "pgd":
-        assert (ev["psnr"] >= 30 - 0.2).all()                     # the L2 budget (8-bit rounding aside)
+        assert (ev["psnr"] >= 30 - 0.2).all()  # the L2 budget (8-bit rounding aside)
         assert (ev["psnr"] < 60).all()
-    if method == "filter":                                        # a monotone tone curve: pixel order is kept
+    if method == "filter":  # a monotone tone curve: pixel order is kept
         flat_x, flat_y = x[0, 0].flatten(), y[0, 0].flatten()
         order = flat_x.argsort()
         assert (flat_y[order].diff() >= -1e-6).all()
@@ -236,10 +240,25 @@ def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path) -> None:
     r = subprocess.run(cli + ["--in", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and "not an image" in r.stderr
     (tmp_path / "notes.txt").unlink()
-    r = subprocess.run(cli + ["--in", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "3", "--run-out",
-                              str(tmp_path / "run"), "--seed", "0"], capture_output=True, text=True)
+    r = subprocess.run(
+        cli
+        + [
+            "--in",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "3",
+            "--run-out",
+            str(tmp_path / "run"),
+            "--seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
-    outs = sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith("."))   # and its mark
+    outs = sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith("."))  # and its mark
     assert outs == ["colour.jpg", "grey.jpg"]
     assert Image.open(tmp_path / "o" / "grey.jpg").mode == "RGB"
     assert (tmp_path / "run" / "camouflage.png").is_file()
@@ -253,11 +272,20 @@ def test_koncept512_has_the_published_layout_and_loads_its_state_dict(tmp_path) 
     # pretrainedmodels' inceptionresnetv2 has 55,843,464 parameters with its 1536x1000 classifier
     assert sum(p.numel() for p in net.base.parameters()) == 55_843_464 - (1536 * 1000 + 1000)
     keys = set(net.state_dict())
-    for k in ("base.0.conv.weight", "base.7.branch3.1.bn.running_var", "base.8.9.branch2.2.conv.weight",
-              "base.10.19.branch1.2.conv.weight", "base.12.8.conv2d.bias", "base.13.conv2d.weight",
-              "base.14.bn.num_batches_tracked", "fc.0.weight", "fc.2.running_mean", "fc.12.bias"):
+    for k in (
+        "base.0.conv.weight",
+        "base.7.branch3.1.bn.running_var",
+        "base.8.9.branch2.2.conv.weight",
+        "base.10.19.branch1.2.conv.weight",
+        "base.12.8.conv2d.bias",
+        "base.13.conv2d.weight",
+        "base.14.bn.num_batches_tracked",
+        "fc.0.weight",
+        "fc.2.running_mean",
+        "fc.12.bias",
+    ):
         assert k in keys, k
-    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "w.pth")   # as DataParallel
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "w.pth")  # as DataParallel
     q2 = KonCept512Quality(tmp_path / "w.pth")
     x = torch.rand(1, 3, 299, 320)
     with torch.no_grad():

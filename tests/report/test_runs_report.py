@@ -20,8 +20,11 @@ def test_run_folder_layout_and_report(tmp_path: Path) -> None:
     key = make_key()
     with start_run("unit", root=tmp_path) as run:
         run.write_config({"k": 4, "key": key, "nested": {"a": [1, 2]}}, seed=11, keys={"train": key})
-        run.add_metrics(acc=0.5, table=[{"a": 1, "b": 2.5}, {"a": 2, "b": 3.5}],
-                        curve={"x": [1, 2, 3], "y": {"ssim": [0.1, 0.5, 0.9]}, "xlabel": "t"})
+        run.add_metrics(
+            acc=0.5,
+            table=[{"a": 1, "b": 2.5}, {"a": 2, "b": 3.5}],
+            curve={"x": [1, 2, 3], "y": {"ssim": [0.1, 0.5, 0.9]}, "xlabel": "t"},
+        )
         run.add_metrics(loss=1.25)
         run.save_grid("samples", torch.rand(6, 3, 8, 8), ncol=3, caption="random <b>pixels</b>")
         run.log("hello log")
@@ -76,10 +79,17 @@ def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
     assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2, 3]
 
 
-@given(st.one_of(st.binary(max_size=200), st.text(max_size=200),
-                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
-                              max_leaves=10).map(json.dumps)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+            max_leaves=10,
+        ).map(json.dumps),
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_parse_json_returns_json_or_one_input_error(data: str | bytes) -> None:
     """Whatever the bytes, the reader gives the parsed value or an InputError naming the source, nothing else."""
@@ -97,12 +107,16 @@ def test_hostile_json_in_run_folders_keys_and_models_is_one_line(tmp_path: Path)
 
     from masquerade.keys import load_key
     from masquerade.models.io import load_model
+
     deep, huge = "[" * 50_000 + "]" * 50_000, '{"a": ' + "9" * 5000 + "}"
     run = tmp_path / "run"
     run.mkdir()
-    for name, text, needle in (("metrics.json", deep, "nested too deeply"), ("metrics.json", huge, "not valid JSON"),
-                               ("metrics.json", "[1, 2]", "expected an object"),
-                               ("captions.json", '"a caption"', "expected an object")):
+    for name, text, needle in (
+        ("metrics.json", deep, "nested too deeply"),
+        ("metrics.json", huge, "not valid JSON"),
+        ("metrics.json", "[1, 2]", "expected an object"),
+        ("captions.json", '"a caption"', "expected an object"),
+    ):
         for f in run.iterdir():
             f.unlink()
         (run / "config.json").write_text("{}")
@@ -150,13 +164,24 @@ def test_a_report_never_embeds_a_file_from_outside_its_run_folder(tmp_path: Path
         build_report([run], tmp_path / "r.html")
 
 
-_NUM = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True), st.none(),
-                 st.text(max_size=3), st.booleans())
+_NUM = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.text(max_size=3),
+    st.booleans(),
+)
 _SERIES = st.fixed_dictionaries(
-    {"x": st.one_of(st.lists(_NUM, max_size=6), _NUM, st.dictionaries(st.text(max_size=2), _NUM, max_size=2)),
-     "y": st.one_of(st.dictionaries(st.text(max_size=3), st.one_of(st.lists(_NUM, max_size=6), _NUM), max_size=3),
-                    st.lists(_NUM, max_size=3), _NUM)},
-    optional={"logx": st.one_of(st.booleans(), _NUM), "xlabel": st.one_of(_NUM, st.lists(_NUM, max_size=3))})
+    {
+        "x": st.one_of(st.lists(_NUM, max_size=6), _NUM, st.dictionaries(st.text(max_size=2), _NUM, max_size=2)),
+        "y": st.one_of(
+            st.dictionaries(st.text(max_size=3), st.one_of(st.lists(_NUM, max_size=6), _NUM), max_size=3),
+            st.lists(_NUM, max_size=3),
+            _NUM,
+        ),
+    },
+    optional={"logx": st.one_of(st.booleans(), _NUM), "xlabel": st.one_of(_NUM, st.lists(_NUM, max_size=3))},
+)
 
 
 @settings(max_examples=60, deadline=None)

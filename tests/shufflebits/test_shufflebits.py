@@ -19,8 +19,23 @@ from masquerade.shufflebits.scheme import ShuffleBitsLayer, shuffle_words_torch
 SCOPES = ("fixed", "vector", "element")
 
 # float32 classes: ±0, smallest/largest subnormal, 1.0, max finite, ±inf, quiet NaN with payload, signalling NaNs
-SPECIAL = np.array([0x00000000, 0x80000000, 0x00000001, 0x007FFFFF, 0x3F800000, 0x7F7FFFFF, 0x7F800000,
-                    0xFF800000, 0x7FC12345, 0x7F800001, 0xFFBFFFFF, 0xFFFFFFFF], dtype=np.uint32)
+SPECIAL = np.array(
+    [
+        0x00000000,
+        0x80000000,
+        0x00000001,
+        0x007FFFFF,
+        0x3F800000,
+        0x7F7FFFFF,
+        0x7F800000,
+        0xFF800000,
+        0x7FC12345,
+        0x7F800001,
+        0xFFBFFFFF,
+        0xFFFFFFFF,
+    ],
+    dtype=np.uint32,
+)
 
 
 def slow_shuffle(words: np.ndarray, perm: np.ndarray) -> np.ndarray:
@@ -66,14 +81,17 @@ def test_matches_the_slow_reference_and_round_trips_bit_for_bit(scope: str) -> N
 
 
 @settings(max_examples=60, deadline=None)
-@given(words=st.lists(st.integers(0, 2**32 - 1) | st.sampled_from(SPECIAL.tolist()), min_size=1, max_size=40),
-       scope=st.sampled_from(SCOPES), seed=st.integers(0, 2**32 - 1))
+@given(
+    words=st.lists(st.integers(0, 2**32 - 1) | st.sampled_from(SPECIAL.tolist()), min_size=1, max_size=40),
+    scope=st.sampled_from(SCOPES),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_round_trip_any_bit_pattern(words: list[int], scope: str, seed: int) -> None:
     w = np.array(words, dtype=np.uint32)[None]
     s = mq.create_scheme("shufflebits", scope=scope)
     key = s.keygen(1, rng=seed, shape=(w.shape[1],))
     z = s.encode(w.view(np.float32), key)
-    np.testing.assert_array_equal(popcount(z), popcount(w))          # a bit permutation keeps the set bits
+    np.testing.assert_array_equal(popcount(z), popcount(w))  # a bit permutation keeps the set bits
     np.testing.assert_array_equal(s.decode(z, key).view(np.uint32), w)
 
 
@@ -90,10 +108,10 @@ def test_published_index_array_reproduces() -> None:
 def test_keys_fresh_per_vector_from_os_randomness_and_files(tmp_path) -> None:
     s = mq.create_scheme("shufflebits")
     k1, k2 = s.keygen(50), s.keygen(50)
-    assert not np.array_equal(k1.perm, k2.perm)                        # OS randomness: never the same twice
-    assert len({bytes(r) for r in k1.perm}) > 45                       # a fresh permutation per vector
+    assert not np.array_equal(k1.perm, k2.perm)  # OS randomness: never the same twice
+    assert len({bytes(r) for r in k1.perm}) > 45  # a fresh permutation per vector
     assert all(sorted(r.tolist()) == list(range(32)) for r in k1.perm)
-    np.testing.assert_array_equal(s.keygen(50, rng=7).perm, s.keygen(50, rng=7).perm)   # seeds reproduce
+    np.testing.assert_array_equal(s.keygen(50, rng=7).perm, s.keygen(50, rng=7).perm)  # seeds reproduce
     save_key(tmp_path / "k.safetensors", k1)
     k3 = load_key(tmp_path / "k.safetensors", expect="shufflebits")
     np.testing.assert_array_equal(k3.perm, k1.perm)
@@ -136,7 +154,7 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
     assert not enc.ciphertext.requires_grad
     plain = backbone(x).detach()
     assert torch.equal(layer.decrypt(enc).view(torch.int32), plain.view(torch.int32))
-    assert not np.array_equal(model(x).key.perm, enc.key.perm)          # one-time keys: fresh every call
+    assert not np.array_equal(model(x).key.perm, enc.key.perm)  # one-time keys: fresh every call
     fixed = ShuffleBitsLayer("fixed", rng=0)
     assert np.array_equal(fixed(plain).key.perm, fixed(plain).key.perm)
 
@@ -144,7 +162,7 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
     s = mq.create_scheme("shufflebits", scope="fixed")
     key = s.keygen(0, rng=5)
     w = _words(4, 12, 9)
-    z = s.decode(w.view(np.float32), key)   # plaintext whose ciphertext is exactly w (sNaNs included)
+    z = s.decode(w.view(np.float32), key)  # plaintext whose ciphertext is exactly w (sNaNs included)
     c = s.encode(torch.from_numpy(z), key)
     assert np.array_equal(c.numpy().view(np.uint32), w)
     c2 = torch.cat([c[:2], c[2:]]).clone()
@@ -156,28 +174,82 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
 
 def test_cli_protect_reveal_features(tmp_path) -> None:
     x = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
-    x.view(np.uint32)[0, :len(SPECIAL)] = SPECIAL[:10]
+    x.view(np.uint32)[0, : len(SPECIAL)] = SPECIAL[:10]
     np.savez(tmp_path / "f.npz", features=x, labels=np.arange(6))
     cli = [sys.executable, "-m", "masquerade"]
-    r = subprocess.run(cli + ["protect", "shufflebits", "--in", str(tmp_path / "f.npz"), "--out",
-                              str(tmp_path / "refused"), "--key", str(tmp_path / "refused.safetensors")],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--allow-nonfinite" in r.stderr        # special values only when asked for
+    r = subprocess.run(
+        cli
+        + [
+            "protect",
+            "shufflebits",
+            "--in",
+            str(tmp_path / "f.npz"),
+            "--out",
+            str(tmp_path / "refused"),
+            "--key",
+            str(tmp_path / "refused.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "--allow-nonfinite" in r.stderr  # special values only when asked for
     for scope in SCOPES:
         out, key = tmp_path / f"enc-{scope}", tmp_path / f"{scope}.safetensors"
-        r = subprocess.run(cli + ["protect", "shufflebits", "--scope", scope, "--in", str(tmp_path / "f.npz"),
-                                  "--out", str(out), "--key", str(key), "--run-out", str(tmp_path / f"run-{scope}"),
-                                  "--allow-nonfinite"], capture_output=True, text=True)
+        r = subprocess.run(
+            cli
+            + [
+                "protect",
+                "shufflebits",
+                "--scope",
+                scope,
+                "--in",
+                str(tmp_path / "f.npz"),
+                "--out",
+                str(out),
+                "--key",
+                str(key),
+                "--run-out",
+                str(tmp_path / f"run-{scope}"),
+                "--allow-nonfinite",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
-        r = subprocess.run(cli + ["reveal", "shufflebits", "--in", str(out / "features.npy"), "--key", str(key),
-                                  "--out", str(tmp_path / f"dec-{scope}.npy")], capture_output=True, text=True)
+        r = subprocess.run(
+            cli
+            + [
+                "reveal",
+                "shufflebits",
+                "--in",
+                str(out / "features.npy"),
+                "--key",
+                str(key),
+                "--out",
+                str(tmp_path / f"dec-{scope}.npy"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         np.testing.assert_array_equal(np.load(tmp_path / f"dec-{scope}.npy").view(np.uint32), x.view(np.uint32))
         assert np.array_equal(np.load(out / "extra.npz")["labels"], np.arange(6))
     np.save(tmp_path / "f64.npy", np.ones((6, 10)))
-    r = subprocess.run(cli + ["protect", "shufflebits", "--in", str(tmp_path / "f64.npy"), "--out",
-                              str(tmp_path / "e"), "--key", str(tmp_path / "k.safetensors")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        cli
+        + [
+            "protect",
+            "shufflebits",
+            "--in",
+            str(tmp_path / "f64.npy"),
+            "--out",
+            str(tmp_path / "e"),
+            "--key",
+            str(tmp_path / "k.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "float32" in r.stderr
 
 
@@ -188,7 +260,7 @@ def _relu_features(n: int, d: int, seed: int) -> np.ndarray:
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    with np.errstate(all="ignore"):                            # decrypted garbage holds signalling NaNs
+    with np.errstate(all="ignore"):  # decrypted garbage holds signalling NaNs
         a, b = a.astype(np.float64), b.astype(np.float64)
         c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(np.nan_to_num(c, nan=0.0).mean())
@@ -254,16 +326,18 @@ def test_attribute_attack_plaintext_vs_one_time_ciphertexts(digits_api) -> None:
     vec = mq.create_scheme("shufflebits")
     z = vec.encode(fv, vec.keygen(len(fv), rng=3))
     both = np.concatenate([fv, z])
-    pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=both, auxiliary=aux,
-                      api=api).recovered["attributes"]
+    pred = run_attack(
+        mq.create_attack("feature-attribute", epochs=30), encodings=both, auxiliary=aux, api=api
+    ).recovered["attributes"]
     acc_plain = float((pred[:300] == yv).float().mean())
     acc_cipher = float((pred[300:] == yv).float().mean())
-    assert acc_plain > 0.8                     # far above chance (0.1) on plaintext features
-    assert acc_cipher < 0.2                    # at chance on one-time ciphertexts taken as they are
+    assert acc_plain > 0.8  # far above chance (0.1) on plaintext features
+    assert acc_cipher < 0.2  # at chance on one-time ciphertexts taken as they are
     # ... unless the adversary first recovers each vector's key from the ciphertext alone
     rec = run_attack(mq.create_attack("shufflebits-key-recovery", group="vector"), encodings=z[:100]).reconstructions
-    pred = run_attack(mq.create_attack("feature-attribute", epochs=30), encodings=rec, auxiliary=aux,
-                      api=api).recovered["attributes"]
+    pred = run_attack(
+        mq.create_attack("feature-attribute", epochs=30), encodings=rec, auxiliary=aux, api=api
+    ).recovered["attributes"]
     assert float((pred == yv[:100]).float().mean()) > 0.5
     with pytest.raises(InputError, match="threat model"):
         run_attack(mq.create_attack("feature-attribute"), encodings=fv, auxiliary=aux, api=api, truth=xv)
@@ -277,8 +351,12 @@ def test_decoder_reconstructs_from_plaintext_not_from_ciphertexts(digits_api) ->
     fv = api.predict(xv[:100]).numpy()
     vec = mq.create_scheme("shufflebits")
     z = vec.encode(fv, vec.keygen(100, rng=4))
-    r = run_attack(mq.create_attack("feature-inversion", epochs=15, batch=64), encodings=np.concatenate([fv, z]),
-                   auxiliary=aux[0], api=api).reconstructions
+    r = run_attack(
+        mq.create_attack("feature-inversion", epochs=15, batch=64),
+        encodings=np.concatenate([fv, z]),
+        auxiliary=aux[0],
+        api=api,
+    ).reconstructions
     s_plain = float(ssim(r[:100], xv[:100], data_range=1.0).mean())
     s_cipher = float(ssim(r[100:], xv[:100], data_range=1.0).mean())
     assert s_plain > s_cipher + 0.2
@@ -296,13 +374,13 @@ def test_kernels_refuse_a_key_of_the_wrong_size() -> None:
             shuffle_words(w, perm, scope)
     with pytest.raises(InputError, match="scope"):
         shuffle_words(w, perm[:1], "row")
-    np.testing.assert_array_equal(shuffle_words(w, perm[:1], "fixed"), w)     # the identity permutation
+    np.testing.assert_array_equal(shuffle_words(w, perm[:1], "fixed"), w)  # the identity permutation
 
 
 def test_key_permutations_are_uniform() -> None:
     perm = mq.create_scheme("shufflebits").keygen(64000, rng=5).perm
     assert (np.sort(perm, axis=1) == np.arange(32)).all()
-    counts = np.stack([np.bincount(perm[:, j], minlength=32) for j in range(32)])   # value v at position j
+    counts = np.stack([np.bincount(perm[:, j], minlength=32) for j in range(32)])  # value v at position j
     expected = 64000 / 32
     chi2 = ((counts - expected) ** 2 / expected).sum()
-    assert chi2 < 31 * 31 + 6 * np.sqrt(2 * 31 * 31)          # 961 degrees of freedom, six sigma
+    assert chi2 < 31 * 31 + 6 * np.sqrt(2 * 31 * 31)  # 961 degrees of freedom, six sigma

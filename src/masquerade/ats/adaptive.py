@@ -57,8 +57,16 @@ from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["AdaptiveSettings", "ATSAdaptive", "AdaptiveResult", "candidates", "describe_candidate", "invert",
-           "soft_transform", "source_index"]
+__all__ = [
+    "AdaptiveSettings",
+    "ATSAdaptive",
+    "AdaptiveResult",
+    "candidates",
+    "describe_candidate",
+    "invert",
+    "soft_transform",
+    "source_index",
+]
 
 _GEOMETRIC = {"translateX", "translateY", "shearX", "shearY", "rotate"}
 _LUMA = (0.299, 0.587, 0.114)
@@ -72,12 +80,12 @@ class AdaptiveSettings(InversionSettings):
 
     iterations: int = 300
     policy: str | None = None
-    always: bool = False              # the clients apply every sub-policy (the published code)
-    keep: int = 2                     # candidates refined through the policy
-    refine_iterations: int = 0        # 0: as many as ``iterations``
-    refine_lr: float = 0.03           # signed Adam's step in the refinement (it starts close)
-    screen_iterations: int = 0        # successive halving: every candidate refined this long, then the best
-                                      # ``keep`` to the end (0: ``keep`` chosen by the pull-back's match alone)
+    always: bool = False  # the clients apply every sub-policy (the published code)
+    keep: int = 2  # candidates refined through the policy
+    refine_iterations: int = 0  # 0: as many as ``iterations``
+    refine_lr: float = 0.03  # signed Adam's step in the refinement (it starts close)
+    screen_iterations: int = 0  # successive halving: every candidate refined this long, then the best
+    # ``keep`` to the end (0: ``keep`` chosen by the pull-back's match alone)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,12 +103,13 @@ class AdaptiveSettings(InversionSettings):
 
 @dataclass
 class AdaptiveResult(InversionResult):
-    candidate: str = ""               # the chosen draw, e.g. "3:translateX-,1:contrast+,7:translateY+"
-    transformed: torch.Tensor | None = None     # the blind stage's estimate of the transformed image
-    known: torch.Tensor | None = None           # 1×1×H×W: pixels the chosen draw keeps (1) or destroys (0)
+    candidate: str = ""  # the chosen draw, e.g. "3:translateX-,1:contrast+,7:translateY+"
+    transformed: torch.Tensor | None = None  # the blind stage's estimate of the transformed image
+    known: torch.Tensor | None = None  # 1×1×H×W: pixels the chosen draw keeps (1) or destroys (0)
 
 
 # -- the discrete choices --------------------------------------------------------------------------------------
+
 
 def candidates(policy: str, *, always: bool) -> tuple[np.ndarray, np.ndarray]:
     """Every draw of the policy's discrete choices that gives a different transformation: ``steps`` (C×L, -1 for a
@@ -136,13 +145,18 @@ def describe_candidate(steps: np.ndarray, sign: np.ndarray) -> str:
 
 # -- the operations, differentiable and inverted ----------------------------------------------------------------
 
-def _source(op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, w: int
-            ) -> tuple[torch.Tensor, torch.Tensor, str, float]:
+
+def _source(
+    op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor, str, float]:
     """Where each output pixel of a geometric operation reads its input (pixel-centre coordinates, N×H×W), the
     resampling mode and the fill, as :mod:`masquerade.ats.policies` defines them."""
     dev = sign.device
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=dev) + 0.5,
-                            torch.arange(w, dtype=torch.float64, device=dev) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64, device=dev) + 0.5,
+        torch.arange(w, dtype=torch.float64, device=dev) + 0.5,
+        indexing="ij",
+    )
     xs, ys = xs.expand(n, h, w), ys.expand(n, h, w)
     ms = (float(magnitude) * sign.to(torch.float64)).view(-1, 1, 1)
     if op == "translateX":
@@ -153,10 +167,14 @@ def _source(op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, w: in
         return xs + ms * ys, ys, "bicubic", 0.0
     if op == "shearY":
         return xs, ms * xs + ys, "bicubic", 0.0
-    t = math.radians(float(magnitude))       # rotate: no sign, grey fill
+    t = math.radians(float(magnitude))  # rotate: no sign, grey fill
     dx, dy = xs - w / 2, ys - h / 2
-    return (math.cos(t) * dx - math.sin(t) * dy + w / 2, math.sin(t) * dx + math.cos(t) * dy + h / 2, "nearest",
-            128 / 255)
+    return (
+        math.cos(t) * dx - math.sin(t) * dy + w / 2,
+        math.sin(t) * dx + math.cos(t) * dy + h / 2,
+        "nearest",
+        128 / 255,
+    )
 
 
 def _resample(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, mode: str, fill: float) -> torch.Tensor:
@@ -183,7 +201,7 @@ def source_index(op: str, magnitude: float, sign: torch.Tensor, n: int, h: int, 
 def _luma(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x.mean(1, keepdim=True)
-    return sum(c * x[:, i:i + 1] for i, c in enumerate(_LUMA))  # type: ignore[return-value]
+    return sum(c * x[:, i : i + 1] for i, c in enumerate(_LUMA))  # type: ignore[return-value]
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
@@ -219,25 +237,27 @@ def _soft_op(x: torch.Tensor, op: str, magnitude: float, sign: torch.Tensor) -> 
         return (d + f * (x - d)).clamp(0, 1)
     if op == "invert":
         return 1 - x
-    if op in ("zoom", "warp"):       # their draws are continuous and not searched (no published sub-policy has them)
+    if op in ("zoom", "warp"):  # their draws are continuous and not searched (no published sub-policy has them)
         return x
     # the policies' exact 8-bit operations run on the CPU (as the scheme does)
     exact = apply_operation(x.detach().clamp(0, 1).cpu(), op, float(magnitude), sign=sign.cpu()).to(x.device)
     return x + (exact - x.detach())
 
 
-def _inverse_op(y: torch.Tensor, known: torch.Tensor, op: str, magnitude: float, sign: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _inverse_op(
+    y: torch.Tensor, known: torch.Tensor, op: str, magnitude: float, sign: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The input of one operation from its output, where the operation keeps it; ``known`` (N×1×H×W) marks the
     pixels of ``y`` known so far."""
     n, c, h, w = y.shape
     if op in ("translateX", "translateY", "rotate"):
         idx = source_index(op, magnitude, sign, n, h, w)
-        slot = torch.where(idx < 0, h * w, idx)                    # the fill's reads go to a spare slot
+        slot = torch.where(idx < 0, h * w, idx)  # the fill's reads go to a spare slot
         # an input pixel read by several outputs (nearest sampling may repeat one) takes their known values' mean
         kn = known.reshape(n, 1, h * w)
         x = torch.zeros(n, c, h * w + 1, dtype=y.dtype, device=y.device).scatter_add(
-            2, slot[:, None].expand(n, c, h * w), y.reshape(n, c, h * w) * kn)
+            2, slot[:, None].expand(n, c, h * w), y.reshape(n, c, h * w) * kn
+        )
         k = torch.zeros(n, 1, h * w + 1, dtype=y.dtype, device=y.device).scatter_add(2, slot[:, None], kn)
         x = x / k.clamp_min(1)
         return x[..., :-1].reshape(n, c, h, w), (k[..., :-1] > 0).to(y.dtype).reshape(n, 1, h, w)
@@ -246,7 +266,7 @@ def _inverse_op(y: torch.Tensor, known: torch.Tensor, op: str, magnitude: float,
         return _soft_op(y, op, magnitude, back), (_soft_op(known, op, magnitude, back) > 0.999).to(y.dtype)
     if op in ("color", "contrast", "sharpness", "brightness"):
         f = (1 + float(magnitude) * sign.to(y.dtype)).view(-1, 1, 1, 1)
-        d = _degenerate(y, op)     # blends keep the luma, the mean and (roughly) the smooth image
+        d = _degenerate(y, op)  # blends keep the luma, the mean and (roughly) the smooth image
         return (d + (y - d) / f).clamp(0, 1), known
     if op == "invert":
         return 1 - y, known
@@ -294,6 +314,7 @@ def _fill_unknown(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 # -- the attack ------------------------------------------------------------------------------------------------
 
+
 class ATSAdaptive(GradientInversion):
     """Gradient inversion through the clients' (public) ATS policy: blind inversion, a search over the policy's
     discrete random choices, and refinement of the private image through the transformation."""
@@ -319,34 +340,59 @@ class ATSAdaptive(GradientInversion):
         base = {f.name: getattr(self.settings, f.name) for f in fields(InversionSettings)}
         return InvertingGradients(**base)
 
-    def run_many(self, *, model: nn.Module, gradients: Sequence[torch.Tensor], labels: torch.Tensor | None = None,
-                 shape: tuple[int, ...] = (3, 32, 32), batch: int = 1, rng: RngLike = None,
-                 progress: bool | None = None) -> list[InversionResult]:
+    def run_many(
+        self,
+        *,
+        model: nn.Module,
+        gradients: Sequence[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        batch: int = 1,
+        rng: RngLike = None,
+        progress: bool | None = None,
+    ) -> list[InversionResult]:
         s = self.settings
         if s.policy is None:
-            raise InputError("ats-adaptive: no policy; give the clients' policy (policy='3-1-7'), or run it through "
-                             "ats.privacy.attack_model, which passes it")
+            raise InputError(
+                "ats-adaptive: no policy; give the clients' policy (policy='3-1-7'), or run it through "
+                "ats.privacy.attack_model, which passes it"
+            )
         if batch != 1:
-            raise InputError(f"ats-adaptive: one image per client update (batch 1), got batch {batch}: every image "
-                             "draws its own transformation")
+            raise InputError(
+                f"ats-adaptive: one image per client update (batch 1), got batch {batch}: every image "
+                "draws its own transformation"
+            )
         if s.cost != "sim" or s.optimizer != "adam":
-            raise InputError("ats-adaptive: refines with Inverting Gradients' objective (cost 'sim', optimizer "
-                             "'adam')")
-        require_float64(model_device(model), "ats-adaptive")     # the policy's geometry is float64
+            raise InputError("ats-adaptive: refines with Inverting Gradients' objective (cost 'sim', optimizer 'adam')")
+        require_float64(model_device(model), "ats-adaptive")  # the policy's geometry is float64
         t0 = time.perf_counter()
         gen = as_generator(rng)
-        blind = self._blind().run_many(model=model, gradients=gradients, labels=labels, shape=shape, batch=1,
-                                       rng=int(gen.integers(0, 2**62)), progress=progress)
+        blind = self._blind().run_many(
+            model=model,
+            gradients=gradients,
+            labels=labels,
+            shape=shape,
+            batch=1,
+            rng=int(gen.integers(0, 2**62)),
+            progress=progress,
+        )
         return self._search(model=model, gradients=gradients, blind=blind, t0=t0, progress=progress)
 
-    def _search(self, *, model: nn.Module, gradients: Sequence[torch.Tensor], blind: Sequence[InversionResult],
-                t0: float, progress: bool | None) -> list[InversionResult]:
+    def _search(
+        self,
+        *,
+        model: nn.Module,
+        gradients: Sequence[torch.Tensor],
+        blind: Sequence[InversionResult],
+        t0: float,
+        progress: bool | None,
+    ) -> list[InversionResult]:
         """Stages 2 and 3 from the blind stage's results."""
         s = self.settings
-        assert s.policy is not None      # run_many checked it
-        dev = model_device(model)                 # the blind stage returns its results on the CPU
-        x_t = torch.cat([r.images for r in blind]).to(dev)              # P×C×H×W
-        lab = torch.stack([r.labels for r in blind]).to(dev)              # P×1
+        assert s.policy is not None  # run_many checked it
+        dev = model_device(model)  # the blind stage returns its results on the CPU
+        x_t = torch.cat([r.images for r in blind]).to(dev)  # P×C×H×W
+        lab = torch.stack([r.labels for r in blind]).to(dev)  # P×1
         cand_steps, cand_sign = candidates(s.policy, always=s.always)
         p_count, c_count = len(x_t), len(cand_steps)
         # every problem × every candidate, pulled back and scored by its forward gradient match
@@ -358,8 +404,9 @@ class ATSAdaptive(GradientInversion):
         view = evaluation_view(model)
         params, grad_fn = problem_gradients(view)
         keys = list(params)
-        target = torch.cat([torch.as_tensor(g).detach().to(x_t.device, torch.float32).reshape(p_count, -1)
-                            for g in gradients], 1)
+        target = torch.cat(
+            [torch.as_tensor(g).detach().to(x_t.device, torch.float32).reshape(p_count, -1) for g in gradients], 1
+        )
         target_norm = gradient_norm([target])
 
         def match(x: torch.Tensor, rows: np.ndarray, probs: np.ndarray) -> torch.Tensor:
@@ -368,8 +415,12 @@ class ATSAdaptive(GradientInversion):
             return gradient_cost([flat], [target[probs]], "sim", target_norm=target_norm[probs])
 
         with torch.no_grad():
-            first = torch.cat([match(x_c[i:i + s.chunk], ci[i:i + s.chunk], pi[i:i + s.chunk])
-                               for i in range(0, len(pi), s.chunk)]).view(p_count, c_count)
+            first = torch.cat(
+                [
+                    match(x_c[i : i + s.chunk], ci[i : i + s.chunk], pi[i : i + s.chunk])
+                    for i in range(0, len(pi), s.chunk)
+                ]
+            ).view(p_count, c_count)
         keep = min(s.keep, c_count)
         total = self._refine_steps()
         screen = min(s.screen_iterations, total) if keep < c_count else 0
@@ -379,7 +430,7 @@ class ATSAdaptive(GradientInversion):
             score, start_all = m_s.view(p_count, c_count), x_s
         else:
             score, start_all = first, x_c
-        order = torch.argsort(torch.nan_to_num(score, nan=math.inf), dim=1)[:, :keep]       # P×keep
+        order = torch.argsort(torch.nan_to_num(score, nan=math.inf), dim=1)[:, :keep]  # P×keep
         rp = np.repeat(np.arange(p_count), keep)
         rc = order.reshape(-1).cpu().numpy()
         start = start_all.view(p_count, c_count, *x_c.shape[1:])[rp, rc]
@@ -392,19 +443,36 @@ class ATSAdaptive(GradientInversion):
         for p in range(p_count):
             j = int(best[p])
             c = int(order[p, j])
-            out.append(AdaptiveResult(
-                images=refined[p * keep + j][None].cpu(), labels=lab[p].cpu(), loss=float(final[p, j]),
-                restart_losses=[float(v) for v in final[p]], iterations=s.iterations + total,
-                seconds=seconds / p_count, history=blind[p].history,
-                candidate=describe_candidate(cand_steps[c], cand_sign[c]), transformed=x_t[p:p + 1].cpu(),
-                known=kept[p, c][None].cpu()))
+            out.append(
+                AdaptiveResult(
+                    images=refined[p * keep + j][None].cpu(),
+                    labels=lab[p].cpu(),
+                    loss=float(final[p, j]),
+                    restart_losses=[float(v) for v in final[p]],
+                    iterations=s.iterations + total,
+                    seconds=seconds / p_count,
+                    history=blind[p].history,
+                    candidate=describe_candidate(cand_steps[c], cand_sign[c]),
+                    transformed=x_t[p : p + 1].cpu(),
+                    known=kept[p, c][None].cpu(),
+                )
+            )
         return out
 
     def _refine_steps(self) -> int:
         return self.settings.refine_iterations or self.settings.iterations
 
-    def _refine(self, start: torch.Tensor, rp: np.ndarray, rc: np.ndarray, match: Any, progress: bool | None,
-                begin: int, end: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(
+        self,
+        start: torch.Tensor,
+        rp: np.ndarray,
+        rc: np.ndarray,
+        match: Any,
+        progress: bool | None,
+        begin: int,
+        end: int,
+        steps: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed Adam on the private images (normalised space, boxed), the gradient matched through each
         candidate's transformation, total variation on the private image; returns the images and final matches."""
         s = self.settings
@@ -419,8 +487,12 @@ class ATSAdaptive(GradientInversion):
             m = match(z * std + mean, rc[rows], rp[rows])
             return m + s.tv * total_variation(z[:, None]), m
 
-        with bar(total=len(chunks) * (end - begin), desc=self.name, unit="it",
-                 disable=None if progress is None else not progress) as pb:
+        with bar(
+            total=len(chunks) * (end - begin),
+            desc=self.name,
+            unit="it",
+            disable=None if progress is None else not progress,
+        ) as pb:
             for rows in chunks:
                 z = ((start[rows] - mean) / std).clone().requires_grad_(True)
                 # Inverting Gradients' own signed Adam, at the refinement's step, over part of its schedule

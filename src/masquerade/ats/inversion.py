@@ -19,8 +19,22 @@ from masquerade.attacks.gradient_inversion import (
     total_variation,
 )
 
-_GradientInversion = GradientInversion   # the name before it was public (one release)
+_GradientInversion = GradientInversion  # the name before it was public (one release)
 
-__all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
-           "client_gradient", "infer_labels", "per_sample_gradients", "evaluation_view", "total_variation",
-           "gradient_cost", "gradient_norm", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = [
+    "GradientInversion",
+    "InversionSettings",
+    "DLGSettings",
+    "InvertingGradients",
+    "DLG",
+    "InversionResult",
+    "client_gradient",
+    "infer_labels",
+    "per_sample_gradients",
+    "evaluation_view",
+    "total_variation",
+    "gradient_cost",
+    "gradient_norm",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+]

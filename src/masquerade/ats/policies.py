@@ -38,8 +38,18 @@ from masquerade.errors import InputError, NotInvertibleError
 from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["OPERATIONS", "MAGNITUDES", "SUB_POLICIES", "parse_policy", "format_policy", "apply_operation",
-           "ATSPolicy", "ATSKey", "ATSSettings", "transform"]
+__all__ = [
+    "OPERATIONS",
+    "MAGNITUDES",
+    "SUB_POLICIES",
+    "parse_policy",
+    "format_policy",
+    "apply_operation",
+    "ATSPolicy",
+    "ATSKey",
+    "ATSSettings",
+    "transform",
+]
 
 # operation -> its 10 magnitude levels (level 0 is the mildest), as in the ATS code
 MAGNITUDES: dict[str, np.ndarray] = {
@@ -65,17 +75,56 @@ _SIGNED = {"shearX", "shearY", "translateX", "translateY", "color", "contrast", 
 
 # The 51 sub-policies of the ATS code (its policy.py), in its order: (probability, operation, magnitude level).
 SUB_POLICIES: tuple[tuple[float, str, int], ...] = (
-    (0.1, "invert", 7), (0.2, "contrast", 6), (0.7, "rotate", 2), (0.3, "translateX", 9), (0.8, "sharpness", 1),
-    (0.9, "sharpness", 3), (0.5, "shearY", 2), (0.7, "translateY", 2), (0.5, "autocontrast", 5),
-    (0.9, "equalize", 2), (0.2, "shearY", 5), (0.3, "posterize", 5), (0.4, "color", 3), (0.6, "brightness", 5),
-    (0.3, "sharpness", 9), (0.7, "brightness", 9), (0.6, "equalize", 5), (0.5, "equalize", 1), (0.6, "contrast", 7),
-    (0.6, "sharpness", 5), (0.7, "color", 5), (0.5, "translateX", 5), (0.3, "equalize", 7),
-    (0.4, "autocontrast", 8), (0.4, "translateY", 3), (0.2, "sharpness", 6), (0.9, "brightness", 6),
-    (0.2, "color", 8), (0.5, "solarize", 0), (0.0, "invert", 0), (0.2, "equalize", 0), (0.6, "autocontrast", 0),
-    (0.2, "equalize", 8), (0.6, "equalize", 4), (0.9, "color", 5), (0.6, "equalize", 5), (0.8, "autocontrast", 4),
-    (0.2, "solarize", 4), (0.1, "brightness", 3), (0.7, "color", 0), (0.4, "solarize", 1), (0.9, "autocontrast", 0),
-    (0.9, "translateY", 3), (0.7, "translateY", 3), (0.9, "autocontrast", 1), (0.8, "solarize", 1),
-    (0.8, "equalize", 5), (0.1, "invert", 0), (0.7, "translateY", 3), (0.9, "autocontrast", 1),
+    (0.1, "invert", 7),
+    (0.2, "contrast", 6),
+    (0.7, "rotate", 2),
+    (0.3, "translateX", 9),
+    (0.8, "sharpness", 1),
+    (0.9, "sharpness", 3),
+    (0.5, "shearY", 2),
+    (0.7, "translateY", 2),
+    (0.5, "autocontrast", 5),
+    (0.9, "equalize", 2),
+    (0.2, "shearY", 5),
+    (0.3, "posterize", 5),
+    (0.4, "color", 3),
+    (0.6, "brightness", 5),
+    (0.3, "sharpness", 9),
+    (0.7, "brightness", 9),
+    (0.6, "equalize", 5),
+    (0.5, "equalize", 1),
+    (0.6, "contrast", 7),
+    (0.6, "sharpness", 5),
+    (0.7, "color", 5),
+    (0.5, "translateX", 5),
+    (0.3, "equalize", 7),
+    (0.4, "autocontrast", 8),
+    (0.4, "translateY", 3),
+    (0.2, "sharpness", 6),
+    (0.9, "brightness", 6),
+    (0.2, "color", 8),
+    (0.5, "solarize", 0),
+    (0.0, "invert", 0),
+    (0.2, "equalize", 0),
+    (0.6, "autocontrast", 0),
+    (0.2, "equalize", 8),
+    (0.6, "equalize", 4),
+    (0.9, "color", 5),
+    (0.6, "equalize", 5),
+    (0.8, "autocontrast", 4),
+    (0.2, "solarize", 4),
+    (0.1, "brightness", 3),
+    (0.7, "color", 0),
+    (0.4, "solarize", 1),
+    (0.9, "autocontrast", 0),
+    (0.9, "translateY", 3),
+    (0.7, "translateY", 3),
+    (0.9, "autocontrast", 1),
+    (0.8, "solarize", 1),
+    (0.8, "equalize", 5),
+    (0.1, "invert", 0),
+    (0.7, "translateY", 3),
+    (0.9, "autocontrast", 1),
 )
 _OP_OF = np.array([op for _, op, _ in SUB_POLICIES] + [""])  # index -1 (no step) -> ""
 
@@ -90,8 +139,10 @@ def parse_policy(text: str) -> tuple[tuple[int, ...], ...]:
     if t in ("", "none"):
         return ()
     if not _POLICY_RE.match(t):
-        raise InputError(f"policy {text!r}: write sub-policy numbers joined by '-', lists joined by '+' "
-                         f"(for example '3-1-7' or '3-1-7+43-18-18')")
+        raise InputError(
+            f"policy {text!r}: write sub-policy numbers joined by '-', lists joined by '+' "
+            f"(for example '3-1-7' or '3-1-7+43-18-18')"
+        )
     lists = tuple(tuple(int(i) for i in part.split("-")) for part in t.split("+"))
     bad = sorted({i for lst in lists for i in lst if i >= len(SUB_POLICIES)})
     if bad:
@@ -105,6 +156,7 @@ def format_policy(lists: tuple[tuple[int, ...], ...]) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # the operations, batched: x is N×C×H×W in [0, 1]; per-image parameters are tensors of length N
+
 
 def _q(x: torch.Tensor) -> torch.Tensor:
     """Round to the 8-bit grid, as PIL's uint8 images are."""
@@ -173,13 +225,23 @@ def _bicubic_pil(x: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor, fill
 
 
 def _centres(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij"
+    )
     return xs.expand(n, h, w), ys.expand(n, h, w)
 
 
-def _affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, e: torch.Tensor,
-            f: torch.Tensor, mode: str, fill: float = 0.0) -> torch.Tensor:
+def _affine(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    d: torch.Tensor,
+    e: torch.Tensor,
+    f: torch.Tensor,
+    mode: str,
+    fill: float = 0.0,
+) -> torch.Tensor:
     """PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))``: output (x, y) takes input (ax + by + c, dx + ey + f)."""
     n, _, h, w = x.shape
     xs, ys = _centres(n, h, w)
@@ -248,7 +310,7 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     last = torch.where(nonzero, torch.arange(256), torch.full_like(hist, -1)).amax(1)
     last_count = hist.gather(1, last.clamp_min(0)[:, None])[:, 0]
     step = (h * w - last_count) // 255
-    before = torch.cumsum(hist, 1) - hist                      # pixels strictly below each level
+    before = torch.cumsum(hist, 1) - hist  # pixels strictly below each level
     lut = (step[:, None] // 2 + before) // step.clamp_min(1)[:, None]
     lut = lut.clamp(max=255)
     out = torch.where((step > 0)[:, None], lut.gather(1, v), v)
@@ -260,7 +322,7 @@ def _zoom(x: torch.Tensor, params: torch.Tensor, seeds: torch.Tensor) -> torch.T
     become uniform noise. ``params`` is N×3 (p, crop y, crop x)."""
     n, c, h, w = x.shape
     out = torch.empty_like(x)
-    for p in torch.unique(params[:, 0]).tolist():   # a handful of pad sizes, each a batched crop + resize
+    for p in torch.unique(params[:, 0]).tolist():  # a handful of pad sizes, each a batched crop + resize
         sel = torch.nonzero(params[:, 0] == p)[:, 0]
         pad = F.pad(x[sel], (p, p, p, p))
         oy, ox = params[sel, 1], params[sel, 2]
@@ -293,8 +355,7 @@ def _warp(x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
     b = torch.stack([start[:, k // 2 % 4, k % 2] for k in range(8)], 1)
     coef = torch.linalg.solve(a, b)
     # the corner points are pixel indices: map output indices to input indices, then to centre coordinates
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     cf = [coef[:, i].view(-1, 1, 1) for i in range(8)]
     den = cf[6] * xs + cf[7] * ys + 1
     src_x = (cf[0] * xs + cf[1] * ys + cf[2]) / den
@@ -302,8 +363,15 @@ def _warp(x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
     return _sample(x, src_x + 0.5, src_y + 0.5, "bilinear", 0.0)
 
 
-def apply_operation(x: torch.Tensor, op: str, magnitude: float, *, sign: torch.Tensor | None = None,
-                    extra: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> torch.Tensor:
+def apply_operation(
+    x: torch.Tensor,
+    op: str,
+    magnitude: float,
+    *,
+    sign: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    seeds: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Apply one operation at ``magnitude`` to a batch. ``sign`` (±1 per image) for the signed operations,
     ``extra`` the per-image draws of ``zoom`` (N×3 ints) and ``warp`` (N×8 corner points), ``seeds`` the noise seeds
     of ``zoom``."""
@@ -351,14 +419,15 @@ def apply_operation(x: torch.Tensor, op: str, magnitude: float, *, sign: torch.T
 
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ATSSettings:
-    policy: str = "3-1-7+43-18-18"   # a hybrid of two policies ATS reports for ResNet-20 on CIFAR-100
-    always: bool = False              # True: ignore the sub-policies' probabilities, as the published code does
+    policy: str = "3-1-7+43-18-18"  # a hybrid of two policies ATS reports for ResNet-20 on CIFAR-100
+    always: bool = False  # True: ignore the sub-policies' probabilities, as the published code does
 
     def __post_init__(self) -> None:
         if isinstance(self.policy, (int, np.integer)) and not isinstance(self.policy, bool):
-            object.__setattr__(self, "policy", str(int(self.policy)))   # "--set policy=3" reads as a number
+            object.__setattr__(self, "policy", str(int(self.policy)))  # "--set policy=3" reads as a number
         lists = parse_policy(self.policy)
         object.__setattr__(self, "policy", format_policy(lists))
         if not isinstance(self.always, (bool, np.bool_)):
@@ -374,16 +443,20 @@ class ATSKey(Key):
     settings: ATSSettings
     n: int
     shape: list[int]
-    steps: np.ndarray     # n×L sub-policy index applied at each step, -1 for none
-    sign: np.ndarray      # n×L ±1
-    extra: np.ndarray     # n×L×8 float64: zoom (pad, y, x) or warp corner points
-    seeds: np.ndarray     # n×L int64 noise seeds (zoom)
+    steps: np.ndarray  # n×L sub-policy index applied at each step, -1 for none
+    sign: np.ndarray  # n×L ±1
+    extra: np.ndarray  # n×L×8 float64: zoom (pad, y, x) or warp corner points
+    seeds: np.ndarray  # n×L int64 noise seeds (zoom)
 
     def validate(self) -> None:
         check_key_field(self, "settings", isinstance(self.settings, ATSSettings), "ATS settings")
         check_key_field(self, "n", is_count(self.n, 0), "a count")
-        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
-                        and all(is_count(v, 1) for v in self.shape), "[C, H, W] of positive sizes")
+        check_key_field(
+            self,
+            "shape",
+            isinstance(self.shape, list) and len(self.shape) == 3 and all(is_count(v, 1) for v in self.shape),
+            "[C, H, W] of positive sizes",
+        )
         n = int(self.n)
         steps = check_key_array(self, "steps", dtype=np.int64, shape=(n, None), low=-1, high=len(SUB_POLICIES))
         length = steps.shape[1]
@@ -427,8 +500,15 @@ class ATSPolicy(Configurable):
         super().__init__(**settings)
         self.lists = parse_policy(self.settings.policy)
 
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
-               base: Key | None = None) -> ATSKey:
+    def keygen(
+        self,
+        n: int,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> ATSKey:
         refuse_pool(self.name, pool_size)
         refuse_base(self.name, base)
         if not isinstance(n, (int, np.integer)) or n < 0:
@@ -456,25 +536,27 @@ class ATSPolicy(Configurable):
             if not self.settings.always:
                 prob = np.array([p for p, _, _ in SUB_POLICIES] + [0.0])
                 steps = np.where(fire < prob[steps], steps, -1)
-        return ATSKey(settings=self.settings, n=int(n), shape=[c, h, w], steps=steps, sign=sign, extra=extra,
-                      seeds=seeds)
+        return ATSKey(
+            settings=self.settings, n=int(n), shape=[c, h, w], steps=steps, sign=sign, extra=extra, seeds=seeds
+        )
 
-    def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
-               rng: RngLike = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None
+    ) -> torch.Tensor:
         x = check_images(x, where="ats.encode")
         check_key(key, ATSKey, where="ats.encode", n=x.shape[0])
         assert isinstance(key, ATSKey)
         if list(x.shape[1:]) != list(key.shape):
-            raise InputError(f"ats.encode: the key was drawn for images of shape {key.shape}, got "
-                             f"{list(x.shape[1:])}")
+            raise InputError(f"ats.encode: the key was drawn for images of shape {key.shape}, got {list(x.shape[1:])}")
         return transform(x, key.steps, key.sign, key.extra, key.seeds)
 
     def decode(self, z: torch.Tensor, key: Key, *, public: torch.Tensor | None = None) -> torch.Tensor:
         raise NotInvertibleError("ats: transformation policies are not invertible")
 
 
-def transform(x: torch.Tensor, steps: np.ndarray, sign: np.ndarray, extra: np.ndarray,
-              seeds: np.ndarray) -> torch.Tensor:
+def transform(
+    x: torch.Tensor, steps: np.ndarray, sign: np.ndarray, extra: np.ndarray, seeds: np.ndarray
+) -> torch.Tensor:
     """Apply drawn sub-policies: at each step, every operation once on the images that take it."""
     out = x.clone()
     for step in range(steps.shape[1]):
@@ -482,8 +564,12 @@ def transform(x: torch.Tensor, steps: np.ndarray, sign: np.ndarray, extra: np.nd
         for sp in np.unique(col[col >= 0]).tolist():
             rows = torch.from_numpy(np.nonzero(col == sp)[0])
             _, op, level = SUB_POLICIES[sp]
-            out[rows] = apply_operation(out[rows], op, float(MAGNITUDES[op][level]),
-                                        sign=torch.from_numpy(sign[rows.numpy(), step]),
-                                        extra=torch.from_numpy(extra[rows.numpy(), step]),
-                                        seeds=torch.from_numpy(seeds[rows.numpy(), step]))
+            out[rows] = apply_operation(
+                out[rows],
+                op,
+                float(MAGNITUDES[op][level]),
+                sign=torch.from_numpy(sign[rows.numpy(), step]),
+                extra=torch.from_numpy(extra[rows.numpy(), step]),
+                seeds=torch.from_numpy(seeds[rows.numpy(), step]),
+            )
     return out

@@ -49,7 +49,7 @@ def kept_pixels(key: ATSKey) -> torch.Tensor:
     steps = np.where(np.isin(_OP_OF[key.steps], _MOVES), key.steps, -1)
     kept = torch.zeros(n, h * w)
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    base = 250      # coordinates as base-250 digits, one 8-bit level apart at most 250 of them
+    base = 250  # coordinates as base-250 digits, one 8-bit level apart at most 250 of them
     hi_r, lo_r, hi_c, lo_c = rows // base, rows % base, cols // base, cols % base
     digits = [(lo_r, lo_c)] if max(h, w) <= base else [(lo_r, lo_c), (hi_r, hi_c)]
     found = []
@@ -57,7 +57,7 @@ def kept_pixels(key: ATSKey) -> torch.Tensor:
         step = max(1, 254 // (int(max(r.max(), c.max())) + 1))
         code = torch.stack([(c + 1) * step, (r + 1) * step, torch.full_like(r, 255)]).float() / 255
         out = transform(code[None].expand(n, 3, h, w).contiguous(), steps, key.sign, key.extra, key.seeds)
-        inside = out[:, 2] == 1                                     # the fills are black, grey or noise < 255
+        inside = out[:, 2] == 1  # the fills are black, grey or noise < 255
         dec_c = torch.round(out[:, 0] * 255 / step).long() - 1
         dec_r = torch.round(out[:, 1] * 255 / step).long() - 1
         found.append((inside, dec_r, dec_c))
@@ -67,37 +67,55 @@ def kept_pixels(key: ATSKey) -> torch.Tensor:
         r_all, c_all = r_all + base * found[1][1], c_all + base * found[1][2]
     ok = inside & (r_all >= 0) & (r_all < h) & (c_all >= 0) & (c_all < w)
     flat = torch.where(ok, r_all * w + c_all, torch.zeros_like(r_all)).view(n, -1)
-    kept.scatter_reduce_(1, flat, ok.view(n, -1).float(), reduce="amax")   # a miss never hides a hit
+    kept.scatter_reduce_(1, flat, ok.view(n, -1).float(), reduce="amax")  # a miss never hides a hit
     return kept.view(n, 1, h, w)
 
 
-def kept_scores(reconstructions: torch.Tensor, images: torch.Tensor, kept: torch.Tensor, *,
-                data_range: float = 1.0, win_size: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+def kept_scores(
+    reconstructions: torch.Tensor,
+    images: torch.Tensor,
+    kept: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    win_size: int = 7,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PSNR and SSIM of each reconstruction on the pixels ``kept`` (N×1×H×W, from :func:`kept_pixels`): PSNR of
     the kept pixels; SSIM averaged over the windows (``win_size``², uniform, as :func:`masquerade.metrics.ssim`)
     that lie wholly on kept pixels (NaN where no window does). With every pixel kept they are PSNR and SSIM."""
     if reconstructions.shape != images.shape or kept.shape != (images.shape[0], 1, *images.shape[2:]):
-        raise InputError(f"kept_scores: reconstructions {tuple(reconstructions.shape)}, images "
-                         f"{tuple(images.shape)} and kept {tuple(kept.shape)} do not fit")
+        raise InputError(
+            f"kept_scores: reconstructions {tuple(reconstructions.shape)}, images "
+            f"{tuple(images.shape)} and kept {tuple(kept.shape)} do not fit"
+        )
     x, y = reconstructions.to(torch.float64), images.to(torch.float64)
     m = (kept > 0.5).to(torch.float64)
     count = m.sum((1, 2, 3)) * x.shape[1]
     err = ((x - y).pow(2) * m).sum((1, 2, 3)) / count.clamp_min(1)
-    p = torch.where(count > 0, 10 * torch.log10(data_range ** 2 / err.clamp_min(1e-30)),
-                    torch.full_like(err, float("nan")))
+    p = torch.where(
+        count > 0, 10 * torch.log10(data_range**2 / err.clamp_min(1e-30)), torch.full_like(err, float("nan"))
+    )
     smap = ssim_map(x, y, data_range=data_range, win_size=win_size)
-    whole = (F.avg_pool2d(m, win_size, stride=1) > 1 - 1e-9).to(torch.float64)   # windows wholly on kept pixels
+    whole = (F.avg_pool2d(m, win_size, stride=1) > 1 - 1e-9).to(torch.float64)  # windows wholly on kept pixels
     windows = whole.sum((1, 2, 3))
     s = (smap * whole).sum((1, 2, 3)) / (windows * x.shape[1]).clamp_min(1)
     return p, torch.where(windows > 0, s, torch.full_like(s, float("nan")))
 
 
-
-def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, policy: str = "none",
-                 always: bool = False, attack: str | GradientInversion = "inverting_gradients",
-                 attack_settings: dict[str, Any] | None = None, known_labels: bool = True,
-                 classifier: torch.nn.Module | None = None, rng: RngLike = None,
-                 progress: bool | None = None, device: DeviceLike = None) -> dict[str, Any]:
+def attack_model(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    policy: str = "none",
+    always: bool = False,
+    attack: str | GradientInversion = "inverting_gradients",
+    attack_settings: dict[str, Any] | None = None,
+    known_labels: bool = True,
+    classifier: torch.nn.Module | None = None,
+    rng: RngLike = None,
+    progress: bool | None = None,
+    device: DeviceLike = None,
+) -> dict[str, Any]:
     """Each image is one client update (batch 1): transform by ``policy``, share the gradient, reconstruct.
 
     ``model`` takes [0, 1] images. Returns the reconstructions, the transformed images, per-image PSNR/SSIM against
@@ -129,22 +147,39 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     if not isinstance(atk, GradientInversion):
         raise InputError(f"attack_model: {atk.name} is not a gradient inversion attack")
     if isinstance(atk, ATSAdaptive) and atk.settings.policy is None:
-        atk = atk.with_policy(sch.settings.policy, bool(always))     # Kerckhoffs: the policy is public
+        atk = atk.with_policy(sch.settings.policy, bool(always))  # Kerckhoffs: the policy is public
     t0 = time.perf_counter()
-    results = atk.run_many(model=model, gradients=grads, labels=labels[:, None] if known_labels else None,
-                           shape=tuple(images.shape[1:]), batch=1, rng=seed, progress=progress)
+    results = atk.run_many(
+        model=model,
+        gradients=grads,
+        labels=labels[:, None] if known_labels else None,
+        shape=tuple(images.shape[1:]),
+        batch=1,
+        rng=seed,
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
     rec = torch.cat([r.images for r in results])
     kept = kept_pixels(key)
     p_kept, s_kept = kept_scores(rec, images, kept)
     out: dict[str, Any] = {
-        "reconstructions": rec, "transformed": transformed, "policy": sch.settings.policy, "always": always,
-        "psnr": psnr(rec, images, data_range=1.0), "ssim": ssim(rec, images, data_range=1.0),
+        "reconstructions": rec,
+        "transformed": transformed,
+        "policy": sch.settings.policy,
+        "always": always,
+        "psnr": psnr(rec, images, data_range=1.0),
+        "ssim": ssim(rec, images, data_range=1.0),
         "psnr_transformed": psnr(rec, transformed, data_range=1.0),
-        "kept": kept, "psnr_kept": p_kept, "ssim_kept": s_kept,
+        "kept": kept,
+        "psnr_kept": p_kept,
+        "ssim_kept": s_kept,
         "candidates": [r.candidate if isinstance(r, AdaptiveResult) else "" for r in results],
-        "loss": [r.loss for r in results], "labels_used": torch.stack([r.labels[0] for r in results]),
-        "seconds": seconds, "iterations": atk.settings.iterations, "attack": atk.name}
+        "loss": [r.loss for r in results],
+        "labels_used": torch.stack([r.labels[0] for r in results]),
+        "seconds": seconds,
+        "iterations": atk.settings.iterations,
+        "attack": atk.name,
+    }
     if classifier is not None:
         out["mr"] = recognition_accuracy(classifier, rec, labels)
         out["mr_originals"] = recognition_accuracy(classifier, images, labels)
@@ -153,8 +188,11 @@ def attack_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
 
 def summary(result: dict[str, Any]) -> dict[str, float]:
     """Mean PSNR/SSIM (and MR) of an :func:`attack_model` result, as plain numbers."""
-    s = {"psnr": float(result["psnr"].mean()), "ssim": float(result["ssim"].mean()),
-         "psnr_vs_transformed": float(result["psnr_transformed"].mean())}
+    s = {
+        "psnr": float(result["psnr"].mean()),
+        "ssim": float(result["ssim"].mean()),
+        "psnr_vs_transformed": float(result["psnr_transformed"].mean()),
+    }
     if "psnr_kept" in result:
         s["psnr_kept"] = float(np.nanmean(result["psnr_kept"].numpy()))
         s["ssim_kept"] = float(np.nanmean(result["ssim_kept"].numpy()))
@@ -164,10 +202,15 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     return s
 
 
-def export_rating_set(folder: str | Path, groups: dict[str, torch.Tensor], labels: Sequence[int],
-                      class_names: Sequence[str], *, rng: RngLike = None,
-                      question: str = "Which class does this image show? Answer 'unrecognisable' if you "
-                                      "cannot tell.") -> Path:
+def export_rating_set(
+    folder: str | Path,
+    groups: dict[str, torch.Tensor],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    *,
+    rng: RngLike = None,
+    question: str = "Which class does this image show? Answer 'unrecognisable' if you cannot tell.",
+) -> Path:
     """Write a rating set (:mod:`masquerade.hitl.ratingset`'s format, by its one writer): ``groups`` maps a
     condition name (e.g. ``"original"``, ``"none@epoch1"``) to N×C×H×W images in [0, 1], all of the same N private
     images; each item's answer keeps its ``label``, ``class`` and ``source`` (the private image's index)."""
@@ -179,10 +222,18 @@ def export_rating_set(folder: str | Path, groups: dict[str, torch.Tensor], label
         if len(imgs) != len(labels):
             raise InputError(f"rating set: condition {cond!r} has {len(imgs)} images for {len(labels)} labels")
         arrays = (imgs.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        items += [(cond, arrays[i], {"label": labels[i], "class": str(class_names[labels[i]]), "source": i})
-                  for i in range(len(imgs))]
-    return write_rating_set(folder, items, question_type="choice", question=question,
-                            choices=[str(c) for c in class_names], rng=as_generator(rng))
+        items += [
+            (cond, arrays[i], {"label": labels[i], "class": str(class_names[labels[i]]), "source": i})
+            for i in range(len(imgs))
+        ]
+    return write_rating_set(
+        folder,
+        items,
+        question_type="choice",
+        question=question,
+        choices=[str(c) for c in class_names],
+        rng=as_generator(rng),
+    )
 
 
 def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
@@ -191,7 +242,7 @@ def score_ratings(folder: str | Path) -> dict[str, dict[str, float]]:
     from masquerade.hitl.ratingset import load_rating_set, read_answers
 
     rs = load_rating_set(folder)
-    answers = read_answers(rs)          # every item's condition (and true class), checked
+    answers = read_answers(rs)  # every item's condition (and true class), checked
     appeal = rs.question_type == "appeal"
     folder = rs.folder
     path = folder / "ratings.csv"

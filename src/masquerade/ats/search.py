@@ -44,33 +44,36 @@ from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator, spawn
 
-__all__ = ["SearchSettings", "privacy_score", "accuracy_score", "random_policies",
-           "score_policy", "search", "rank"]
+__all__ = ["SearchSettings", "privacy_score", "accuracy_score", "random_policies", "score_policy", "search", "rank"]
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    candidates: int = 100           # random policies scored (the ATS scripts: 1,600 on 8 GPUs)
-    slots: int = 3                  # sub-policies per candidate (each slot may stay empty)
-    privacy_images: int = 50        # images S_pri is averaged over (ATS: 5 per class)
-    bins: int = 20                  # S_pri's path has bins + 1 points
-    acc_images: int = 64            # images per S_acc batch
-    acc_runs: int = 10              # S_acc batches averaged
+    candidates: int = 100  # random policies scored (the ATS scripts: 1,600 on 8 GPUs)
+    slots: int = 3  # sub-policies per candidate (each slot may stay empty)
+    privacy_images: int = 50  # images S_pri is averaged over (ATS: 5 per class)
+    bins: int = 20  # S_pri's path has bins + 1 points
+    acc_images: int = 64  # images per S_acc batch
+    acc_runs: int = 10  # S_acc batches averaged
     acc_threshold: float | None = -85.0  # keep S_acc >= this (ATS: -85, for ~64-image batches); None: the median
-    keep: int = 5                   # policies reported as chosen
-    always: bool = True             # score policies as the published code applies them (every sub-policy fires)
-    workers: int = 0                # processes; 0 = one per core
+    keep: int = 5  # policies reported as chosen
+    always: bool = True  # score policies as the published code applies them (every sub-policy fires)
+    workers: int = 0  # processes; 0 = one per core
 
     def __post_init__(self) -> None:
-        if min(self.candidates, self.slots, self.privacy_images, self.bins, self.acc_images, self.acc_runs,
-               self.keep) < 1 or self.workers < 0:
+        if (
+            min(self.candidates, self.slots, self.privacy_images, self.bins, self.acc_images, self.acc_runs, self.keep)
+            < 1
+            or self.workers < 0
+        ):
             raise InputError("search: counts must be positive (workers >= 0)")
         if self.acc_images < 2:
             raise InputError("search: acc_images must be at least 2 (a correlation needs two Jacobians)")
 
 
-def privacy_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, *,
-                  bins: int = 20) -> torch.Tensor:
+def privacy_score(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, *, bins: int = 20
+) -> torch.Tensor:
     """S_pri of each (already transformed) image: the area under the layer-averaged gradient cosine similarity on
     the path from ``noise`` to the image. Returns N values."""
     model.eval()
@@ -80,7 +83,7 @@ def privacy_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: tor
     with torch.no_grad():
         g_true = per_sample_gradients(model, x, y)
         sims = torch.zeros(bins + 1, n, dtype=torch.float64, device=x.device)
-        for a in range(bins + 1):    # 21 batched passes, each over all images
+        for a in range(bins + 1):  # 21 batched passes, each over all images
             g = per_sample_gradients(model, path[a], y)
             for gt, ga in zip(g_true, g):
                 sims[a] += F.cosine_similarity(ga.flatten(1), gt.flatten(1), dim=1, eps=1e-30).double()
@@ -122,19 +125,35 @@ def _transformed(policy: str, x: torch.Tensor, always: bool, seed: int) -> torch
     return sch.encode(x, sch.keygen(len(x), rng=seed, shape=tuple(x.shape[1:])))
 
 
-def score_policy(policy: str, *, trained: nn.Module, init: nn.Module, privacy_x: torch.Tensor,
-                 privacy_y: torch.Tensor, noise: torch.Tensor, acc_batches: Sequence[torch.Tensor], bins: int = 20,
-                 always: bool = True, seed: int = 0) -> dict[str, Any]:
+def score_policy(
+    policy: str,
+    *,
+    trained: nn.Module,
+    init: nn.Module,
+    privacy_x: torch.Tensor,
+    privacy_y: torch.Tensor,
+    noise: torch.Tensor,
+    acc_batches: Sequence[torch.Tensor],
+    bins: int = 20,
+    always: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Both scores of one policy; the transformation draws are fixed by ``seed`` (the same for every policy). The
     policy transforms images on the CPU; the scores run on the models' device."""
     t0 = time.perf_counter()
     dev = model_device(trained)
     xt = _transformed(policy, privacy_x, always, seed).to(dev)
     s_pri = privacy_score(trained, xt, privacy_y.to(dev), noise.to(dev), bins=bins)
-    s_acc = [accuracy_score(init, _transformed(policy, b, always, seed + 1 + i).to(dev))
-             for i, b in enumerate(acc_batches)]
-    return {"policy": policy, "s_pri": float(s_pri.mean()), "s_pri_std": float(s_pri.std()),
-            "s_acc": float(np.mean(s_acc)), "seconds": time.perf_counter() - t0}
+    s_acc = [
+        accuracy_score(init, _transformed(policy, b, always, seed + 1 + i).to(dev)) for i, b in enumerate(acc_batches)
+    ]
+    return {
+        "policy": policy,
+        "s_pri": float(s_pri.mean()),
+        "s_pri_std": float(s_pri.std()),
+        "s_acc": float(np.mean(s_acc)),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 _WORKER: dict[str, Any] = {}
@@ -147,13 +166,23 @@ def _worker_init(state: dict[str, Any]) -> None:
 
 def _worker_score(policy: str) -> dict[str, Any]:
     w = _WORKER
-    return score_policy(policy, trained=w["trained"], init=w["init"], privacy_x=w["privacy_x"],
-                        privacy_y=w["privacy_y"], noise=w["noise"], acc_batches=w["acc_batches"], bins=w["bins"],
-                        always=w["always"], seed=w["seed"])
+    return score_policy(
+        policy,
+        trained=w["trained"],
+        init=w["init"],
+        privacy_x=w["privacy_x"],
+        privacy_y=w["privacy_y"],
+        noise=w["noise"],
+        acc_batches=w["acc_batches"],
+        bins=w["bins"],
+        always=w["always"],
+        seed=w["seed"],
+    )
 
 
-def rank(results: Sequence[dict[str, Any]], *, threshold: float | None = None, keep: int = 5
-         ) -> tuple[list[dict[str, Any]], float]:
+def rank(
+    results: Sequence[dict[str, Any]], *, threshold: float | None = None, keep: int = 5
+) -> tuple[list[dict[str, Any]], float]:
     """Sort by S_pri (ascending); mark candidates with S_acc >= threshold (default: the median) as admissible and
     the first ``keep`` admissible ones as chosen."""
     if not results:
@@ -168,10 +197,21 @@ def rank(results: Sequence[dict[str, Any]], *, threshold: float | None = None, k
     return table, thr
 
 
-def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-           settings: SearchSettings | None = None, candidates: Sequence[str] | None = None, rng: RngLike = None,
-           progress: bool | None = None, done: Sequence[dict[str, Any]] = (),
-           on_result: Any = None, extra: Sequence[str] = (), device: DeviceLike = None) -> dict[str, Any]:
+def search(
+    *,
+    trained: nn.Module,
+    init: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: SearchSettings | None = None,
+    candidates: Sequence[str] | None = None,
+    rng: RngLike = None,
+    progress: bool | None = None,
+    done: Sequence[dict[str, Any]] = (),
+    on_result: Any = None,
+    extra: Sequence[str] = (),
+    device: DeviceLike = None,
+) -> dict[str, Any]:
     """Score ``candidates`` (default: ``settings.candidates`` random ones) and ``extra`` policies (for reference,
     e.g. the paper's), and rank them all.
 
@@ -182,7 +222,7 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
     """
     s = settings or SearchSettings()
     dev = resolve_device(device)
-    require_float64(dev, "search")              # S_pri sums cosine similarities in float64
+    require_float64(dev, "search")  # S_pri sums cosine similarities in float64
     # copies on the device where the models are elsewhere: the caller's models stay where they are
     trained, init = (m if same_device(model_device(m), dev) else copy.deepcopy(m).to(dev) for m in (trained, init))
     # two streams: the scoring material (images, noise, draws) does not depend on how the candidates came, so a
@@ -196,29 +236,40 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
     for p in pol:
         parse_policy(p)
     pick = g.permutation(len(images))
-    px, py = images[pick[:s.privacy_images]], torch.as_tensor(labels)[pick[:s.privacy_images]].long()
+    px, py = images[pick[: s.privacy_images]], torch.as_tensor(labels)[pick[: s.privacy_images]].long()
     noise = torch.from_numpy(g.random(tuple(px.shape))).float()
     acc_batches = [images[g.choice(len(images), s.acc_images, replace=False)] for _ in range(s.acc_runs)]
     seed = int(g.integers(0, 2**31))
-    state = {"trained": trained, "init": init, "privacy_x": px, "privacy_y": py, "noise": noise,
-             "acc_batches": acc_batches, "bins": s.bins, "always": s.always, "seed": seed}
+    state = {
+        "trained": trained,
+        "init": init,
+        "privacy_x": px,
+        "privacy_y": py,
+        "noise": noise,
+        "acc_batches": acc_batches,
+        "bins": s.bins,
+        "always": s.always,
+        "seed": seed,
+    }
     finished = {r["policy"]: r for r in done}
     todo = [p for p in pol if p not in finished]
     results = [finished[p] for p in pol if p in finished]
     workers = (s.workers or (os.cpu_count() or 1)) if dev.type == "cpu" else 1
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        pb = stack.enter_context(bar(total=len(todo), desc="search", unit="policy",
-                                     disable=None if progress is None else not progress))
+        pb = stack.enter_context(
+            bar(total=len(todo), desc="search", unit="policy", disable=None if progress is None else not progress)
+        )
         if workers <= 1 or len(todo) <= 1:
-            _WORKER.update(state)        # in this process: keep its thread settings
+            _WORKER.update(state)  # in this process: keep its thread settings
             stack.callback(_WORKER.clear)
             scored: Iterable[dict[str, Any]] = map(_worker_score, todo)
         else:
             import multiprocessing as mp
 
-            pool = stack.enter_context(mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_worker_init,
-                                                                   initargs=(state,)))
+            pool = stack.enter_context(
+                mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_worker_init, initargs=(state,))
+            )
             scored = pool.imap_unordered(_worker_score, todo)
         for r in scored:
             results.append(r)
@@ -226,5 +277,11 @@ def search(*, trained: nn.Module, init: nn.Module, images: torch.Tensor, labels:
                 on_result(r)
             pb.update(1)
     table, thr = rank(results, threshold=s.acc_threshold, keep=s.keep)
-    return {"table": table, "threshold": thr, "chosen": [r["policy"] for r in table if r["chosen"]],
-            "settings": asdict(s), "seconds": time.perf_counter() - t0, "workers": workers}
+    return {
+        "table": table,
+        "threshold": thr,
+        "chosen": [r["policy"] for r in table if r["chosen"]],
+        "settings": asdict(s),
+        "seconds": time.perf_counter() - t0,
+        "workers": workers,
+    }

@@ -30,7 +30,7 @@ class AsIs(Configurable):
     name = "as-is"
     data_kind = "images"
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
-    baseline = True             # it uses only the encodings, which every attack on a release holds: level 1's floor
+    baseline = True  # it uses only the encodings, which every attack on a release holds: level 1's floor
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -48,5 +48,6 @@ class AsIs(Configurable):
             mag = z.abs()
             peak = mag.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
             images = mag / peak
-        return AttackResult(self.name, images.float(), metrics={"rescaled": not inside},
-                            seconds=time.perf_counter() - t, aligned=False)
+        return AttackResult(
+            self.name, images.float(), metrics={"rescaled": not inside}, seconds=time.perf_counter() - t, aligned=False
+        )

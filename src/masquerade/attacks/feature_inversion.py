@@ -82,8 +82,10 @@ class FeatureAPI:
             raise InputError("FeatureAPI.predict: expected images as a float32 N×C×H×W tensor")
         if isinstance(self._extractor, nn.Module):
             self._extractor.eval()
-        out = [self._extractor(images[i:i + self.batch]).float().reshape(len(images[i:i + self.batch]), -1)
-               for i in range(0, len(images), self.batch)]
+        out = [
+            self._extractor(images[i : i + self.batch]).float().reshape(len(images[i : i + self.batch]), -1)
+            for i in range(0, len(images), self.batch)
+        ]
         self.queries += len(images)
         return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -106,7 +108,7 @@ def represent(features: Any, how: str, *, reference: torch.Tensor | None = None)
     a = a.reshape(len(a), -1)
     if how == "popcount":
         return torch.from_numpy(popcount(a).astype(np.float32))
-    with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns warn when widened
         out = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: the input is untouched
     if reference is not None and len(reference):
         ref = reference.detach().double().numpy()
@@ -138,13 +140,18 @@ class Decoder(nn.Module):
         self.start = -(-size // 8)
         self.size = size
         self.width = width
-        self.fc = nn.Sequential(nn.Linear(dim, width * self.start ** 2), nn.BatchNorm1d(width * self.start ** 2),
-                                nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Linear(dim, width * self.start**2), nn.BatchNorm1d(width * self.start**2), nn.ReLU(inplace=True)
+        )
         layers: list[nn.Module] = []
         c = width
         for _ in range(3):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c // 2, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c, c // 2, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(inplace=True),
+            ]
             c //= 2
         layers += [nn.Conv2d(c, out_channels, 3, padding=1)]
         self.body = nn.Sequential(*layers)
@@ -153,7 +160,7 @@ class Decoder(nn.Module):
         x = self.fc(f).reshape(len(f), self.width, self.start, self.start)
         out = self.body(x)
         lo = (out.shape[-1] - self.size) // 2
-        return torch.sigmoid(out[..., lo:lo + self.size, lo:lo + self.size])
+        return torch.sigmoid(out[..., lo : lo + self.size, lo : lo + self.size])
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -177,9 +184,9 @@ def _aux(auxiliary: Any, where: str, labels: bool) -> tuple[torch.Tensor, torch.
     return x, y
 
 
-def _adversary_inputs(name: str, encodings: Any, auxiliary: Any, api: FeatureAPI, representation: str,
-                      labels: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
-                                             torch.Tensor]:
+def _adversary_inputs(
+    name: str, encodings: Any, auxiliary: Any, api: FeatureAPI, representation: str, labels: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the adversary trains and attacks with: its auxiliary images (and labels), their API features, and both
     those and the victims' features in the chosen representation."""
     x_aux, y_aux = _aux(auxiliary, name, labels=labels)
@@ -187,8 +194,10 @@ def _adversary_inputs(name: str, encodings: Any, auxiliary: Any, api: FeatureAPI
     width = tuple(getattr(encodings, "shape", ()))[1:]
     if width != tuple(f_aux.shape[1:]):
         got = "×".join(map(str, width)) or "no"
-        raise InputError(f"{name}: the victims' feature vectors have {got} numbers, the API's {f_aux.shape[1]}: "
-                         "they are not this API's features")
+        raise InputError(
+            f"{name}: the victims' feature vectors have {got} numbers, the API's {f_aux.shape[1]}: "
+            "they are not this API's features"
+        )
     a = represent(f_aux, representation, reference=f_aux)
     v = represent(encodings, representation, reference=f_aux)
     return x_aux, y_aux, f_aux, a, v
@@ -223,12 +232,20 @@ class FeatureAttribute(Configurable):
             _positive("feature-attribute", hidden=self.hidden, epochs=self.epochs, lr=self.lr, batch=self.batch)
 
     name = "feature-attribute"
-    data_kind = "features"      # its encodings are feature vectors
+    data_kind = "features"  # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY, Knowledge.API}))
     uses_device = True
 
-    def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI, rng: RngLike = None,
-            progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        encodings: Any,
+        auxiliary: Any,
+        api: FeatureAPI,
+        rng: RngLike = None,
+        progress: bool | None = None,
+        device: DeviceLike = None,
+    ) -> AttackResult:
         t = time.perf_counter()
         s = self.settings
         dev = resolve_device(device)
@@ -238,18 +255,37 @@ class FeatureAttribute(Configurable):
         classes = int(y_aux.max()) + 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_torch_seed(gen))
-            model = nn.Sequential(_Standardise(a), nn.Linear(a.shape[1], s.hidden), nn.ReLU(),
-                                  nn.Dropout(0.2), nn.Linear(s.hidden, classes))
+            model = nn.Sequential(
+                _Standardise(a),
+                nn.Linear(a.shape[1], s.hidden),
+                nn.ReLU(),
+                nn.Dropout(0.2),
+                nn.Linear(s.hidden, classes),
+            )
         # initialised on the CPU (the same weights on every device), then trained on the device
         model, a, v, y_aux = model.to(dev), a.to(dev), v.to(dev), y_aux.to(dev)
-        _fit(model, len(a), lambda idx: F.cross_entropy(model(a[idx]), y_aux[idx].long()), epochs=s.epochs,
-             batch=s.batch, lr=s.lr, gen=gen, desc=self.name, progress=progress, weight_decay=1e-4, one_cycle=False)
+        _fit(
+            model,
+            len(a),
+            lambda idx: F.cross_entropy(model(a[idx]), y_aux[idx].long()),
+            epochs=s.epochs,
+            batch=s.batch,
+            lr=s.lr,
+            gen=gen,
+            desc=self.name,
+            progress=progress,
+            weight_decay=1e-4,
+            one_cycle=False,
+        )
         model.eval()
         with torch.no_grad():
             pred = model(v).argmax(1).cpu()
-        return AttackResult(self.name, recovered={"attributes": pred, "classifier": model.cpu()},
-                            metrics={"auxiliary_images": len(a), "api_queries": api.queries},
-                            seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            recovered={"attributes": pred, "classifier": model.cpu()},
+            metrics={"auxiliary_images": len(a), "api_queries": api.queries},
+            seconds=time.perf_counter() - t,
+        )
 
 
 class FeatureInversion(Configurable):
@@ -268,19 +304,24 @@ class FeatureInversion(Configurable):
         batch: int = 128
         feature_weight: float = 0.1
         surrogate_epochs: int = 8
-        surrogate: Callable[[], nn.Module] | None = None   # builds the surrogate network (default: fastresnet trunk)
-        recover_key: bool = False   # ciphertexts under one fixed ShuffleBits key: recover the bit order first
+        surrogate: Callable[[], nn.Module] | None = None  # builds the surrogate network (default: fastresnet trunk)
+        recover_key: bool = False  # ciphertexts under one fixed ShuffleBits key: recover the bit order first
 
         def __post_init__(self) -> None:
             if self.loss not in ("pixel", "feature"):
                 raise InputError(f"feature-inversion: loss must be 'pixel' or 'feature', got {self.loss!r}")
             if self.representation not in REPRESENTATIONS:
                 raise InputError(f"feature-inversion: representation must be one of {REPRESENTATIONS}")
-            _positive("feature-inversion", epochs=self.epochs, lr=self.lr, batch=self.batch,
-                      surrogate_epochs=self.surrogate_epochs)
+            _positive(
+                "feature-inversion",
+                epochs=self.epochs,
+                lr=self.lr,
+                batch=self.batch,
+                surrogate_epochs=self.surrogate_epochs,
+            )
 
     name = "feature-inversion"
-    data_kind = "features"      # its encodings are feature vectors
+    data_kind = "features"  # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.AUXILIARY, Knowledge.API}))
     uses_device = True
 
@@ -297,8 +338,9 @@ class FeatureInversion(Configurable):
             return {"representation": "float", "recover_key": True}
         return {"representation": "popcount"}
 
-    def _distill(self, api: FeatureAPI, x_aux: torch.Tensor, f_aux: torch.Tensor,
-                 gen: np.random.Generator, progress: bool | None) -> nn.Module:
+    def _distill(
+        self, api: FeatureAPI, x_aux: torch.Tensor, f_aux: torch.Tensor, gen: np.random.Generator, progress: bool | None
+    ) -> nn.Module:
         """A copy of the black-box API from its answers: regress the API features of the auxiliary images (and of
         their mirror images, queried too)."""
         from masquerade.models import create_model
@@ -311,7 +353,7 @@ class FeatureInversion(Configurable):
                 trunk = create_model("fastresnet", num_classes=1, in_channels=x_aux.shape[1]).net
                 assert isinstance(trunk, nn.Module)
                 with torch.no_grad():
-                    width = trunk.eval()(x_aux[:2].cpu()).shape[1]     # the trunk is still on the CPU
+                    width = trunk.eval()(x_aux[:2].cpu()).shape[1]  # the trunk is still on the CPU
                 net = nn.Sequential(trunk, nn.Linear(width, f_aux.shape[1]))
         dev = f_aux.device
         net = net.to(dev)
@@ -319,22 +361,39 @@ class FeatureInversion(Configurable):
         scale = f_aux.std().clamp_min(1e-6)
 
         def loss_of(idx: torch.Tensor) -> torch.Tensor:
-            flip = torch.from_numpy(gen.random(len(idx)) < 0.5).to(dev)     # mirror images, queried too
+            flip = torch.from_numpy(gen.random(len(idx)) < 0.5).to(dev)  # mirror images, queried too
             xb = torch.where(flip[:, None, None, None], x_aux[idx].flip(3), x_aux[idx])
             target = torch.where(flip[:, None], f_flip[idx], f_aux[idx])
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
                 out = net(xb)
             return F.mse_loss(out.float() / scale, target / scale)
 
-        _fit(net, len(x_aux), loss_of, epochs=self.settings.surrogate_epochs, batch=self.settings.batch, lr=2e-3,
-             gen=gen, desc="surrogate", progress=progress)
+        _fit(
+            net,
+            len(x_aux),
+            loss_of,
+            epochs=self.settings.surrogate_epochs,
+            batch=self.settings.batch,
+            lr=2e-3,
+            gen=gen,
+            desc="surrogate",
+            progress=progress,
+        )
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
         return net
 
-    def run(self, *, encodings: Any, auxiliary: Any, api: FeatureAPI, rng: RngLike = None,
-            progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        encodings: Any,
+        auxiliary: Any,
+        api: FeatureAPI,
+        rng: RngLike = None,
+        progress: bool | None = None,
+        device: DeviceLike = None,
+    ) -> AttackResult:
         t = time.perf_counter()
         dev = resolve_device(device)
         gen = as_generator(0 if rng is None else rng)
@@ -343,11 +402,13 @@ class FeatureInversion(Configurable):
             # the ciphertexts' bit order first, by the registered key-recovery attack (a plugin like any other)
             from masquerade.registry import ATTACKS
 
-            got = ATTACKS.create("shufflebits-key-recovery", group="all").run(encodings=torch.as_tensor(encodings),
-                                                                              rng=gen)
+            got = ATTACKS.create("shufflebits-key-recovery", group="all").run(
+                encodings=torch.as_tensor(encodings), rng=gen
+            )
             encodings, recovered["perm"] = got.reconstructions, got.recovered["perm"]
-        x_aux, _, f_aux, a, v = _adversary_inputs(self.name, encodings, auxiliary, api,
-                                                  self.settings.representation, False)
+        x_aux, _, f_aux, a, v = _adversary_inputs(
+            self.name, encodings, auxiliary, api, self.settings.representation, False
+        )
         # the API has answered: the adversary's own training runs on the device
         x_aux, f_aux, a, v = x_aux.to(dev), f_aux.to(dev), a.to(dev), v.to(dev)
         timings: dict[str, float] = {}
@@ -366,41 +427,69 @@ class FeatureInversion(Configurable):
         def loss_of(idx: torch.Tensor) -> torch.Tensor:
             rec = decoder(a[idx])
             loss = F.mse_loss(rec, x_aux[idx])
-            if surrogate is not None:        # the feature-reconstruction term, through the adversary's copy of the API
+            if surrogate is not None:  # the feature-reconstruction term, through the adversary's copy of the API
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
                     fr = surrogate(rec)
                 loss = loss + self.settings.feature_weight * F.mse_loss(fr.float() / f_scale, f_aux[idx] / f_scale)
             return loss
 
         t0 = time.perf_counter()
-        _fit(decoder, len(a), loss_of, epochs=self.settings.epochs, batch=self.settings.batch, lr=self.settings.lr,
-             gen=gen, desc=f"decoder ({self.settings.loss} loss)", progress=progress)
+        _fit(
+            decoder,
+            len(a),
+            loss_of,
+            epochs=self.settings.epochs,
+            batch=self.settings.batch,
+            lr=self.settings.lr,
+            gen=gen,
+            desc=f"decoder ({self.settings.loss} loss)",
+            progress=progress,
+        )
         timings["decoder_seconds"] = time.perf_counter() - t0
         decoder.eval()
         with torch.no_grad():
-            rec = torch.cat([decoder(v[i:i + 500]).cpu() for i in range(0, len(v), 500)]) if len(v) else \
-                torch.zeros(0, c, h, h)
-        return AttackResult(self.name, rec, recovered={"decoder": decoder.cpu(), **recovered},
-                            metrics={"auxiliary_images": len(a), "api_queries": api.queries, **timings},
-                            seconds=time.perf_counter() - t)
+            rec = (
+                torch.cat([decoder(v[i : i + 500]).cpu() for i in range(0, len(v), 500)])
+                if len(v)
+                else torch.zeros(0, c, h, h)
+            )
+        return AttackResult(
+            self.name,
+            rec,
+            recovered={"decoder": decoder.cpu(), **recovered},
+            metrics={"auxiliary_images": len(a), "api_queries": api.queries, **timings},
+            seconds=time.perf_counter() - t,
+        )
 
 
-def _fit(net: nn.Module, n: int, loss_of: Callable[[torch.Tensor], torch.Tensor], *, epochs: int, batch: int,
-         lr: float, gen: np.random.Generator, desc: str, progress: bool | None, weight_decay: float = 0.0,
-         one_cycle: bool = True) -> None:
+def _fit(
+    net: nn.Module,
+    n: int,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    gen: np.random.Generator,
+    desc: str,
+    progress: bool | None,
+    weight_decay: float = 0.0,
+    one_cycle: bool = True,
+) -> None:
     """Adam over ``epochs`` shuffled passes of ``n`` rows in minibatches: ``loss_of(rows)`` is each step's loss (the
     rows a CPU index tensor); the learning rate follows a one-cycle schedule peaking at ``lr`` unless told not to.
     Every trainer of this module (classifier, surrogate, decoder) runs through it."""
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps = -(-n // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps)) \
-        if one_cycle else None
+    sched = (
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps)) if one_cycle else None
+    )
     with bar(total=epochs * steps, desc=desc, unit="step", disable=progress is False or None) as pb:
         for _ in range(epochs):
             net.train()
             order = torch.from_numpy(gen.permutation(n))
             for i in range(steps):
-                loss = loss_of(order[i * batch:(i + 1) * batch])
+                loss = loss_of(order[i * batch : (i + 1) * batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

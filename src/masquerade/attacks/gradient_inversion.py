@@ -47,10 +47,24 @@ from masquerade.errors import InputError
 from masquerade.progress import bar
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["GradientInversion", "InversionSettings", "DLGSettings", "InvertingGradients", "DLG", "InversionResult",
-           "client_gradient", "infer_labels", "per_sample_gradients", "problem_gradients",
-           "evaluation_view", "total_variation", "gradient_cost", "gradient_norm", "CIFAR10_MEAN",
-           "CIFAR10_STD"]
+__all__ = [
+    "GradientInversion",
+    "InversionSettings",
+    "DLGSettings",
+    "InvertingGradients",
+    "DLG",
+    "InversionResult",
+    "client_gradient",
+    "infer_labels",
+    "per_sample_gradients",
+    "problem_gradients",
+    "evaluation_view",
+    "total_variation",
+    "gradient_cost",
+    "gradient_norm",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+]
 
 CIFAR10_MEAN = (0.4914672374725342, 0.4822617471218109, 0.4467701315879822)
 CIFAR10_STD = (0.24703224003314972, 0.24348513782024384, 0.26158785820007324)
@@ -58,21 +72,21 @@ CIFAR10_STD = (0.24703224003314972, 0.24348513782024384, 0.26158785820007324)
 
 @dataclass(frozen=True)
 class InversionSettings:
-    iterations: int = 4800          # ATS's configuration (Geiping et al. use 24,000 for trained ResNets)
+    iterations: int = 4800  # ATS's configuration (Geiping et al. use 24,000 for trained ResNets)
     lr: float = 0.1
-    tv: float = 1e-4                # total-variation weight
+    tv: float = 1e-4  # total-variation weight
     restarts: int = 1
-    cost: str = "sim"               # "sim": 1 - cosine similarity of all gradients; "l2": squared distance
-    optimizer: str = "adam"         # "adam" or "lbfgs"
-    signed: bool = True             # signed gradients (sign of the image gradient before the Adam step)
-    boxed: bool = True              # clamp the trial image to the valid pixel range after every step
-    lr_decay: bool = True           # lr / 10 at 3/8, 5/8, 7/8 of the iterations
-    init: str = "randn"             # "randn", "rand" or "zeros", in normalised space
+    cost: str = "sim"  # "sim": 1 - cosine similarity of all gradients; "l2": squared distance
+    optimizer: str = "adam"  # "adam" or "lbfgs"
+    signed: bool = True  # signed gradients (sign of the image gradient before the Adam step)
+    boxed: bool = True  # clamp the trial image to the valid pixel range after every step
+    lr_decay: bool = True  # lr / 10 at 3/8, 5/8, 7/8 of the iterations
+    init: str = "randn"  # "randn", "rand" or "zeros", in normalised space
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
-    chunk: int = 16                 # problems optimised together (memory/speed trade-off)
-    image_shape: tuple[int, ...] = (3, 32, 32)   # C, H, W of the client's images (the model's input)
-    batch: int = 0                  # images behind one update (0: as many as the labels, else 1)
+    chunk: int = 16  # problems optimised together (memory/speed trade-off)
+    image_shape: tuple[int, ...] = (3, 32, 32)  # C, H, W of the client's images (the model's input)
+    batch: int = 0  # images behind one update (0: as many as the labels, else 1)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.restarts < 1 or self.chunk < 1:
@@ -96,9 +110,9 @@ class InversionSettings:
 
 @dataclass
 class InversionResult:
-    images: torch.Tensor            # B×C×H×W in [0, 1], the best restart
-    labels: torch.Tensor            # the labels used (given or inferred)
-    loss: float                     # the best restart's final gradient-matching loss
+    images: torch.Tensor  # B×C×H×W in [0, 1], the best restart
+    labels: torch.Tensor  # the labels used (given or inferred)
+    loss: float  # the best restart's final gradient-matching loss
     restart_losses: list[float]
     iterations: int
     seconds: float
@@ -145,8 +159,12 @@ def evaluation_view(model: nn.Module) -> nn.Module:
     map it computes (:class:`_EvalBatchNorm`). Parameters and buffers are the original tensors under the original
     names, in the original order; the original model is not changed. Outputs and all derivatives equal the model's
     (to float rounding)."""
-    if isinstance(model, nn.modules.batchnorm._BatchNorm) and not model.training \
-            and model.running_mean is not None and model.running_var is not None:
+    if (
+        isinstance(model, nn.modules.batchnorm._BatchNorm)
+        and not model.training
+        and model.running_mean is not None
+        and model.running_var is not None
+    ):
         return _EvalBatchNorm(model)
     view = copy.copy(model)
     view._parameters = dict(model._parameters)
@@ -201,8 +219,9 @@ def gradient_norm(target: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(b.pow(2).flatten(1).sum(1) for b in target).sqrt()  # type: ignore[union-attr]
 
 
-def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor], cost: str, *,
-                  target_norm: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_cost(
+    trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor], cost: str, *, target_norm: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-problem gradient distance; tensors carry a leading problem dimension. ``target_norm`` (from
     :func:`gradient_norm`) saves recomputing the fixed target's norm at every iteration."""
     if cost == "l2":
@@ -216,10 +235,11 @@ def gradient_cost(trial: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
 class GradientInversion:
     name = "gradient-inversion"
     data_kind = "images"
-    threat_model = ThreatModel(requires=frozenset({Knowledge.MODEL, Knowledge.GRADIENTS}),
-                               optional=frozenset({Knowledge.LABELS}))
+    threat_model = ThreatModel(
+        requires=frozenset({Knowledge.MODEL, Knowledge.GRADIENTS}), optional=frozenset({Knowledge.LABELS})
+    )
     Settings: type[InversionSettings] = InversionSettings
-    uses_device = True          # runs where the model is; ``run(device=...)`` puts a copy of it there
+    uses_device = True  # runs where the model is; ``run(device=...)`` puts a copy of it there
 
     def __init__(self, **settings: Any) -> None:
         self.settings = build_settings(self.Settings, self.name, **settings)
@@ -228,8 +248,16 @@ class GradientInversion:
         return f"{type(self).__name__}({self.settings})"
 
     # -- the public entry: one client update ---------------------------------------------------------------------
-    def run(self, *, model: nn.Module, gradients: Sequence[torch.Tensor], labels: torch.Tensor | None = None,
-            rng: RngLike = None, progress: bool | None = None, device: DeviceLike = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        model: nn.Module,
+        gradients: Sequence[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        rng: RngLike = None,
+        progress: bool | None = None,
+        device: DeviceLike = None,
+    ) -> AttackResult:
         """Reconstruct the batch behind ``gradients`` (a list with one tensor per trainable parameter), where
         ``model`` is, or on ``device`` (a copy of the model goes there)."""
         s = self.settings
@@ -238,39 +266,61 @@ class GradientInversion:
         n = s.batch or (len(torch.as_tensor(labels).reshape(-1)) if labels is not None else 1)
         grads = [torch.as_tensor(g)[None] for g in gradients]
         lab = None if labels is None else torch.as_tensor(labels).reshape(1, -1)
-        r = self.run_many(model=model, gradients=grads, labels=lab, shape=s.image_shape, batch=n, rng=rng,
-                          progress=progress)[0]
-        return AttackResult(self.name, r.images, recovered={"labels": r.labels},
-                            metrics={"loss": r.loss, "restart_losses": r.restart_losses, "iterations": r.iterations,
-                                     "history": r.history}, seconds=r.seconds)
+        r = self.run_many(
+            model=model, gradients=grads, labels=lab, shape=s.image_shape, batch=n, rng=rng, progress=progress
+        )[0]
+        return AttackResult(
+            self.name,
+            r.images,
+            recovered={"labels": r.labels},
+            metrics={
+                "loss": r.loss,
+                "restart_losses": r.restart_losses,
+                "iterations": r.iterations,
+                "history": r.history,
+            },
+            seconds=r.seconds,
+        )
 
     # -- several independent client updates at once ---------------------------------------------------------------
-    def run_many(self, *, model: nn.Module, gradients: Sequence[torch.Tensor], labels: torch.Tensor | None = None,
-                 shape: tuple[int, ...] = (3, 32, 32), batch: int = 1, rng: RngLike = None,
-                 progress: bool | None = None) -> list[InversionResult]:
+    def run_many(
+        self,
+        *,
+        model: nn.Module,
+        gradients: Sequence[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        batch: int = 1,
+        rng: RngLike = None,
+        progress: bool | None = None,
+    ) -> list[InversionResult]:
         """``gradients``: one tensor per parameter with a leading dimension P (P independent updates, each of
         ``batch`` images); ``labels``: P×batch or None. Returns one result per update."""
         s = self.settings
         params: dict[str, torch.Tensor] = {k: v for k, v in model.named_parameters() if v.requires_grad}
         if len(gradients) != len(params):
-            raise InputError(f"{self.name}: got {len(gradients)} gradient tensors, the model has {len(params)} "
-                             f"trainable parameters")
+            raise InputError(
+                f"{self.name}: got {len(gradients)} gradient tensors, the model has {len(params)} trainable parameters"
+            )
         p_count = int(gradients[0].shape[0])
         for g, (k, v) in zip(gradients, params.items()):
             if tuple(g.shape[1:]) != tuple(v.shape) or g.shape[0] != p_count:
-                raise InputError(f"{self.name}: gradient of {k} has shape {tuple(g.shape)}, expected "
-                                 f"({p_count}, {', '.join(map(str, v.shape))})")
+                raise InputError(
+                    f"{self.name}: gradient of {k} has shape {tuple(g.shape)}, expected "
+                    f"({p_count}, {', '.join(map(str, v.shape))})"
+                )
             if not torch.isfinite(g).all():
                 raise InputError(f"{self.name}: the gradient of {k} contains NaN or infinite values")
         c = shape[0]
         if len(s.mean) != c:
             raise InputError(f"{self.name}: mean/std have {len(s.mean)} channels, the images {c}")
         model.eval()
-        dev = model_device(model)           # everything runs where the model is; results come back to the CPU
+        dev = model_device(model)  # everything runs where the model is; results come back to the CPU
         target = [g.detach().to(dev, torch.float32) for g in gradients]
         if labels is None:
-            labels = torch.stack([infer_labels(model, [g[i].to(dev) for g in gradients], batch)
-                                  for i in range(p_count)])
+            labels = torch.stack(
+                [infer_labels(model, [g[i].to(dev) for g in gradients], batch) for i in range(p_count)]
+            )
         model = evaluation_view(model)
         params, grad_fn = problem_gradients(model)
         labels_t: torch.Tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(p_count, batch).to(dev)
@@ -280,11 +330,11 @@ class GradientInversion:
         std = torch.tensor(s.std, device=dev).view(1, 1, c, 1, 1)
         z0 = self._starts((len(idx), batch, *shape), as_generator(rng)).to(dev)
         keys = list(params)
-        weights = [p for p in model.parameters() if p.requires_grad]   # the order of ``params``
+        weights = [p for p in model.parameters() if p.requires_grad]  # the order of ``params``
 
         def trial_gradients(x: torch.Tensor, rows: np.ndarray) -> list[torch.Tensor]:
-            if len(rows) == 1:   # one problem: plain double backpropagation, without vmap's per-call overhead
-                with torch.enable_grad():   # as torch.func.grad does, also when scoring under no_grad
+            if len(rows) == 1:  # one problem: plain double backpropagation, without vmap's per-call overhead
+                with torch.enable_grad():  # as torch.func.grad does, also when scoring under no_grad
                     loss = F.cross_entropy(model(x[0]), labels_t[rows[0]])
                     grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
                 # a parameter the loss does not use (an auxiliary head) has a zero gradient, as torch.func.grad gives
@@ -318,8 +368,12 @@ class GradientInversion:
         chunks = [np.arange(i, min(i + s.chunk, len(idx))) for i in range(0, len(idx), s.chunk)]
         if s.optimizer == "lbfgs":
             chunks = [np.array([i]) for i in range(len(idx))]
-        with bar(total=len(chunks) * s.iterations, desc=self.name, unit="it",
-                 disable=None if progress is None else not progress) as pb:
+        with bar(
+            total=len(chunks) * s.iterations,
+            desc=self.name,
+            unit="it",
+            disable=None if progress is None else not progress,
+        ) as pb:
             for rows_p in chunks:
                 rows = idx[rows_p]
                 z = z0[rows_p].clone().requires_grad_(True)
@@ -339,9 +393,17 @@ class GradientInversion:
             mine = np.nonzero(idx == i)[0]
             losses = final[mine]
             best = mine[int(torch.nan_to_num(losses, nan=math.inf).argmin())]
-            results.append(InversionResult(images=images[best], labels=labels_t[i], loss=float(final[best]),
-                                           restart_losses=[float(v) for v in losses], iterations=s.iterations,
-                                           seconds=seconds / p_count, history=history))
+            results.append(
+                InversionResult(
+                    images=images[best],
+                    labels=labels_t[i],
+                    loss=float(final[best]),
+                    restart_losses=[float(v) for v in losses],
+                    iterations=s.iterations,
+                    seconds=seconds / p_count,
+                    history=history,
+                )
+            )
         return results
 
     def _starts(self, shape: tuple[int, ...], gen: np.random.Generator) -> torch.Tensor:
@@ -360,9 +422,21 @@ class GradientInversion:
     def _bounds(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (0 - mean) / std, (1 - mean) / std
 
-    def _adam(self, z: torch.Tensor, rows: np.ndarray, objective: Any, mean: torch.Tensor, std: torch.Tensor,
-              pb: Any, history: list[float], *, lr: float | None = None, span: int | None = None, begin: int = 0,
-              end: int | None = None) -> None:
+    def _adam(
+        self,
+        z: torch.Tensor,
+        rows: np.ndarray,
+        objective: Any,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        pb: Any,
+        history: list[float],
+        *,
+        lr: float | None = None,
+        span: int | None = None,
+        begin: int = 0,
+        end: int | None = None,
+    ) -> None:
         """Signed Adam on ``z`` (in place). ``lr`` and ``span`` (the iterations the step decay is laid over) default
         to the settings' lr and iterations; ``begin``/``end`` run part of that schedule (a refinement resumed in
         stages)."""
@@ -387,8 +461,16 @@ class GradientInversion:
                 history.append(float(loss.detach().mean()))
             pb.update(1)
 
-    def _lbfgs(self, z: torch.Tensor, rows: np.ndarray, objective: Any, mean: torch.Tensor, std: torch.Tensor,
-               pb: Any, history: list[float]) -> None:
+    def _lbfgs(
+        self,
+        z: torch.Tensor,
+        rows: np.ndarray,
+        objective: Any,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        pb: Any,
+        history: list[float],
+    ) -> None:
         s = self.settings
         # DLG: torch's L-BFGS defaults (up to 20 evaluations per step, history 100), lr 1, no line search
         opt = torch.optim.LBFGS([z], lr=s.lr, max_iter=20, history_size=100, line_search_fn=None)

@@ -38,8 +38,8 @@ GROUPS = (tour, listing, data, metrics, keys, protect, camouflage, train, attack
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="masquerade",
-        description="Protect images and features, attack the protections, score privacy and utility.")
+        prog="masquerade", description="Protect images and features, attack the protections, score privacy and utility."
+    )
     parser.add_argument("--version", action="version", version=f"masquerade {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"masquerade: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:   # a path that cannot be used: a file where a folder must be, no permission, a full disk
+    except OSError as exc:  # a path that cannot be used: a file where a folder must be, no permission, a full disk
         if args.debug:
             raise
         where = exc.filename if exc.filename is not None else "a file"
@@ -80,14 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "Symlink loop" in str(exc):
             print(f"masquerade: error: {exc}; a path that loops cannot be written", file=sys.stderr)
             return 2
-        print(f"masquerade: internal error: RuntimeError: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"masquerade: internal error: RuntimeError: {exc} (rerun with --debug for the traceback)", file=sys.stderr
+        )
         return 1
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clean message
         if args.debug:
             raise
-        print(f"masquerade: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"masquerade: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

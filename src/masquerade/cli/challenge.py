@@ -14,8 +14,18 @@ __all__ = ["register"]
 def cmd_make(args: argparse.Namespace) -> int:
     from masquerade.workflows.challenge import make
 
-    s = make(args.private, args.public, out=args.out, truth=args.truth, split=args.split, n_private=args.n_private,
-             per_image=args.per_image, k=args.k, seed=args.seed, run_out=args.run_out)
+    s = make(
+        args.private,
+        args.public,
+        out=args.out,
+        truth=args.truth,
+        split=args.split,
+        n_private=args.n_private,
+        per_image=args.per_image,
+        k=args.k,
+        seed=args.seed,
+        run_out=args.run_out,
+    )
     print(f"challenge: {s['encodings']} encodings in {args.out} (encryption.npy, label.npy); truth in {args.truth}")
     return 0
 
@@ -24,13 +34,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from masquerade.instahide.attack import ChallengeAttackSettings
     from masquerade.workflows.challenge import attack
 
-    settings = ChallengeAttackSettings(n_private=args.n_private, use_labels=not args.no_labels,
-                                       colour=not args.no_colour, seed=args.seed, rounds=args.rounds,
-                                       prior=args.prior)
+    settings = ChallengeAttackSettings(
+        n_private=args.n_private,
+        use_labels=not args.no_labels,
+        colour=not args.no_colour,
+        seed=args.seed,
+        rounds=args.rounds,
+        prior=args.prior,
+    )
     res = attack(args.dir, args.out, settings=settings, public=args.public, aux=args.aux, device=args.device)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in res["seconds"].items())
-    print(f"challenge attack: {res['encodings']} recoveries in {res['decryption']}; "
-          f"{res.get('images_found', '?')} private images in {args.out}/private_images.png; {times}")
+    print(
+        f"challenge attack: {res['encodings']} recoveries in {res['decryption']}; "
+        f"{res.get('images_found', '?')} private images in {args.out}/private_images.png; {times}"
+    )
     return 0
 
 
@@ -44,9 +61,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise InputError(f"--passes: {exc} (a comma-separated list of T, e.g. 10,20,50)") from None
     settings = PriorSettings(passes=passes, challenges=args.challenges, steps=args.steps, seed=args.seed)
     rec = prepare(args.aux, args.out, public=args.public, settings=settings, log=print, device=args.device)
-    print(f"challenge prior: {args.out} (sha256 {rec['sha256'][:16]}…; {rec['pairs']} training pairs, "
-          f"{rec['simulation_seconds'] / 60:.0f} min simulating, {rec['training_seconds'] / 60:.0f} min training); "
-          f"record in {rec['record']}")
+    print(
+        f"challenge prior: {args.out} (sha256 {rec['sha256'][:16]}…; {rec['pairs']} training pairs, "
+        f"{rec['simulation_seconds'] / 60:.0f} min simulating, {rec['training_seconds'] / 60:.0f} min training); "
+        f"record in {rec['record']}"
+    )
     return 0
 
 
@@ -80,30 +99,51 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=seed, help="seed (reproducible); default: OS randomness")
     p.add_argument("--run-out", help="run folder")
     p.set_defaults(func=cmd_make)
-    p = csub.add_parser("attack", help="recover the private images from a challenge's encodings alone "
-                                       "(resumable; `masquerade attack instahide-challenge` runs it on arrays)")
+    p = csub.add_parser(
+        "attack",
+        help="recover the private images from a challenge's encodings alone "
+        "(resumable; `masquerade attack instahide-challenge` runs it on arrays)",
+    )
     p.add_argument("dir", help="challenge folder (encryption.npy, label.npy); the truth folder is never read")
     p.add_argument("--out", required=True, help="attack folder: decryption.npy, private_images.*, stages/ (resumes)")
-    p.add_argument("--public", help="public photos (folder) or patch .npz for the public pixel statistics "
-                                    "(default: bundled:photos)")
-    p.add_argument("--aux", help="labelled images disjoint from the private ones (.npz) to learn the colour "
-                                 "correction on a simulated challenge")
-    p.add_argument("--n-private", type=positive_int, help="number of private images if known (default: estimated "
-                                                          "per class from the spectrum)")
+    p.add_argument(
+        "--public",
+        help="public photos (folder) or patch .npz for the public pixel statistics (default: bundled:photos)",
+    )
+    p.add_argument(
+        "--aux",
+        help="labelled images disjoint from the private ones (.npz) to learn the colour "
+        "correction on a simulated challenge",
+    )
+    p.add_argument(
+        "--n-private",
+        type=positive_int,
+        help="number of private images if known (default: estimated per class from the spectrum)",
+    )
     p.add_argument("--no-labels", action="store_true", help="ignore label.npy (coefficients and classes unknown)")
     p.add_argument("--no-colour", action="store_true", help="skip the learned colour correction")
     p.add_argument("--seed", type=seed, default=0, help="the attacker's own seed (clustering, simulation)")
-    p.add_argument("--rounds", type=nonnegative_int, default=8,
-                   help="reconstruct + reassign rounds after the clustering (default 8; 0 = clustering only)")
-    p.add_argument("--prior", default="default",
-                   help="learned image prior: a .safetensors from `challenge prepare`, 'none', or 'default' (the "
-                        "weights shipped with the package)")
+    p.add_argument(
+        "--rounds",
+        type=nonnegative_int,
+        default=8,
+        help="reconstruct + reassign rounds after the clustering (default 8; 0 = clustering only)",
+    )
+    p.add_argument(
+        "--prior",
+        default="default",
+        help="learned image prior: a .safetensors from `challenge prepare`, 'none', or 'default' (the "
+        "weights shipped with the package)",
+    )
     add_device_option(p, "learned prior")
     p.set_defaults(func=cmd_attack)
-    p = csub.add_parser("prepare", help="train the attack's image prior on challenges simulated from your own "
-                                        "labelled images (offline, once)")
-    p.add_argument("--aux", required=True, help="labelled images disjoint from any private set (e.g. CIFAR-10 "
-                                                "training images)")
+    p = csub.add_parser(
+        "prepare",
+        help="train the attack's image prior on challenges simulated from your own labelled images (offline, once)",
+    )
+    p.add_argument(
+        "--aux", required=True, help="labelled images disjoint from any private set (e.g. CIFAR-10 training images)"
+    )
     p.add_argument("--public", help="photos to cut public patches from (default: bundled:photos)")
     p.add_argument("--out", required=True, help="the prior's .safetensors (a .json record is written beside it)")
     p.add_argument("--passes", default="10,20,50", help="T of the simulated challenges (default 10,20,50)")
@@ -114,8 +154,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_prepare)
     p = csub.add_parser("score", help="score recoveries against the truth")
     p.add_argument("--truth", required=True)
-    p.add_argument("--recovered", required=True, help="an attack's output folder (its decryption.npy), a folder of "
-                                                      "i_recover.png, or an .npy E×H×W×C")
+    p.add_argument(
+        "--recovered",
+        required=True,
+        help="an attack's output folder (its decryption.npy), a folder of i_recover.png, or an .npy E×H×W×C",
+    )
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--out", help="run folder")
     p.set_defaults(func=cmd_score)

@@ -12,16 +12,28 @@ from typing import Any, Callable, Sequence
 
 from masquerade.errors import InputError
 
-__all__ = ["Parser", "int_at_least", "positive_int", "nonnegative_int", "seed", "finite_float", "parse_sets",
-           "parse_value", "add_settings_options", "settings_from_args", "missing_action", "add_device_option",
-           "command_group"]
+__all__ = [
+    "Parser",
+    "int_at_least",
+    "positive_int",
+    "nonnegative_int",
+    "seed",
+    "finite_float",
+    "parse_sets",
+    "parse_value",
+    "add_settings_options",
+    "settings_from_args",
+    "missing_action",
+    "add_device_option",
+    "command_group",
+]
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors, like every other error of the command line: what is wrong, and where
     to read more (``PROG --help``), exit code 2. Subcommand parsers inherit the class."""
 
-    def error(self, message: str) -> Any:   # argparse declares NoReturn; it exits
+    def error(self, message: str) -> Any:  # argparse declares NoReturn; it exits
         message = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -111,6 +123,7 @@ def _optional(cast: Callable[[str], Any]) -> Callable[[str], Any]:
             return cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
     return parse
 
 
@@ -127,19 +140,30 @@ def add_settings_options(p: argparse.ArgumentParser, settings_cls: type, *, skip
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         if kind[0] == "bool":
-            group.add_argument(flag, dest=f"setting_{f.name}", action=argparse.BooleanOptionalAction,
-                               default=None, help=f"(default {default})")
+            group.add_argument(
+                flag,
+                dest=f"setting_{f.name}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default {default})",
+            )
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            group.add_argument(flag, dest=f"setting_{f.name}", type=kind[1], default=None,
-                               metavar=f.name.upper(), help=f"(default {shown})")
+            group.add_argument(
+                flag,
+                dest=f"setting_{f.name}",
+                type=kind[1],
+                default=None,
+                metavar=f.name.upper(),
+                help=f"(default {shown})",
+            )
         added.append(f.name)
     return added
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, object]:
     """The settings a user gave: explicit options, then ``--set`` pairs."""
-    out = {k[len("setting_"):]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
+    out = {k[len("setting_") :]: v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
     out.update(parse_sets(getattr(args, "set", None)))
     return out
 
@@ -156,8 +180,13 @@ def _device_name(text: str) -> str:
 def add_device_option(p: argparse.ArgumentParser, what: str = "models and optimisation") -> None:
     """``--device auto|cpu|cuda[:N]|mps`` (checked by name here; whether this machine has it, when the command
     starts)."""
-    p.add_argument("--device", type=_device_name, default="cpu", metavar="DEVICE",
-                   help=f"where the {what} run: auto (a GPU when torch sees one), cpu (default), cuda, cuda:N or mps")
+    p.add_argument(
+        "--device",
+        type=_device_name,
+        default="cpu",
+        metavar="DEVICE",
+        help=f"where the {what} run: auto (a GPU when torch sees one), cpu (default), cuda, cuda:N or mps",
+    )
 
 
 def command_group(sub: Any, name: str, help: str) -> Any:

@@ -23,6 +23,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print("per class: " + ", ".join(f"{n}={c}" for n, c in zip(names, counts)))
     return 0
 
+
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from masquerade.data import fetch_dataset
 
@@ -30,11 +31,21 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     print(f"{args.name} is ready in {folder}")
     return 0
 
+
 def cmd_data_patches(args: argparse.Namespace) -> int:
     from masquerade.workflows.data import patches
 
-    r = patches(args.photos, args.out, n=args.n, size=(args.size_min, args.size_max), out_size=args.out_size,
-                min_keypoints=args.min_keypoints, seed=args.seed, cache=not args.no_cache, run_out=args.run_out)
+    r = patches(
+        args.photos,
+        args.out,
+        n=args.n,
+        size=(args.size_min, args.size_max),
+        out_size=args.out_size,
+        min_keypoints=args.min_keypoints,
+        seed=args.seed,
+        cache=not args.no_cache,
+        run_out=args.run_out,
+    )
     print(f"wrote {r['patches']} patches to {r['out']} (run folder {r['run']})")
     return 0
 

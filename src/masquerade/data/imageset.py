@@ -92,8 +92,9 @@ class ImageSet:
         return f"ImageSet({len(self)} images {h}×{w}×{c}{lab}{src})"
 
     # -- indexing ----------------------------------------------------------------------------------------------------
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray
-                    ) -> "ImageSet | tuple[np.ndarray, int | None]":
+    def __getitem__(
+        self, index: int | slice | Sequence[int] | np.ndarray
+    ) -> "ImageSet | tuple[np.ndarray, int | None]":
         if isinstance(index, (int, np.integer)):
             i = int(index)
             label = None if self.labels is None else int(self.labels[i])
@@ -116,8 +117,9 @@ class ImageSet:
             if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
                 raise InputError(f"ImageSet: index out of range for {len(self)} images")
         names = np.asarray(self.names, dtype=object)[idx] if len(self) else ()
-        return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], self.classes,
-                        tuple(names), self.source)
+        return ImageSet(
+            self.images[idx], None if self.labels is None else self.labels[idx], self.classes, tuple(names), self.source
+        )
 
     # -- conversions -----------------------------------------------------------------------------------------------
     def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
@@ -135,8 +137,15 @@ class ImageSet:
         return torch.from_numpy(self.labels).to(device)
 
     @classmethod
-    def from_tensor(cls, x: torch.Tensor, labels: np.ndarray | torch.Tensor | None = None, *,
-                    classes: Sequence[str] = (), names: Sequence[str] = (), source: str = "") -> "ImageSet":
+    def from_tensor(
+        cls,
+        x: torch.Tensor,
+        labels: np.ndarray | torch.Tensor | None = None,
+        *,
+        classes: Sequence[str] = (),
+        names: Sequence[str] = (),
+        source: str = "",
+    ) -> "ImageSet":
         """Quantise a float N×C×H×W batch in [0, 1] back to uint8 (round to nearest)."""
         import torch
 
@@ -168,8 +177,13 @@ class ImageSet:
             raise InputError("ImageSet.concat: some sets have labels and some do not")
         labels = np.concatenate([s.labels for s in sets]) if sets[0].labels is not None else None
         names = tuple(n for s in sets for n in s.names)
-        return ImageSet(np.concatenate([s.images for s in sets]), labels, sets[0].classes, names,
-                        "+".join(sorted({s.source for s in sets if s.source})))
+        return ImageSet(
+            np.concatenate([s.images for s in sets]),
+            labels,
+            sets[0].classes,
+            names,
+            "+".join(sorted({s.source for s in sets if s.source})),
+        )
 
     # -- sampling ----------------------------------------------------------------------------------------------------
     def subset(self, *, n: int | None = None, per_class: int | None = None, rng: RngLike = None) -> "ImageSet":
@@ -196,8 +210,9 @@ class ImageSet:
             chosen.append(gen.choice(members, size=per_class, replace=False))
         return self.select(np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64))
 
-    def split(self, parts: float | Sequence[float] | Sequence[int], *, rng: RngLike = None,
-              stratify: bool = True) -> tuple["ImageSet", ...]:
+    def split(
+        self, parts: float | Sequence[float] | Sequence[int], *, rng: RngLike = None, stratify: bool = True
+    ) -> tuple["ImageSet", ...]:
         """Split into disjoint random parts.
 
         ``parts`` is a fraction (``0.8`` -> 80 % / 20 %), a list of fractions summing to at most 1 (the rest, if any,
@@ -239,7 +254,7 @@ class ImageSet:
             order = np.argsort(key, kind="stable")
         else:
             order = gen.permutation(n)
-        out = [order[bounds[j]:bounds[j + 1]] for j in range(len(bounds) - 1)]
+        out = [order[bounds[j] : bounds[j + 1]] for j in range(len(bounds) - 1)]
         return tuple(self.select(np.sort(o)) for o in out)
 
 
@@ -254,7 +269,7 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     scale = max(th / h, tw / w)
     ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img[top:top + ch, left:left + cw]
+    crop = img[top : top + ch, left : left + cw]
     im = Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop)
     out = np.asarray(im.resize((tw, th), Image.Resampling.LANCZOS))
     return out[..., None] if out.ndim == 2 else out
@@ -271,9 +286,11 @@ def stack_images(images: list[np.ndarray], names: list[str], size: tuple[int, in
     if len(shapes) > 1:
         first = images[0].shape
         odd = next(i for i, im in enumerate(images) if im.shape != first)
-        raise InputError(f"{where}: images have different sizes ({names[0]} is {first[1]}×{first[0]}, "
-                         f"{names[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size= to resize "
-                         f"them, or use load_photos() to keep each at its own size")
+        raise InputError(
+            f"{where}: images have different sizes ({names[0]} is {first[1]}×{first[0]}, "
+            f"{names[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size= to resize "
+            f"them, or use load_photos() to keep each at its own size"
+        )
     return np.stack(images)
 
 

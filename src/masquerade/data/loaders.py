@@ -42,8 +42,11 @@ class PixelBudget:
     def take(self, pixels: int, name: str) -> None:
         self.left -= int(pixels)
         if self.left < 0:
-            raise InputError(f"{self.where}: more than {self.limit:,} pixels in all (reached at {name}); load fewer "
-                             f"or smaller images, or raise $MASQUERADE_MAX_TOTAL_PIXELS")
+            raise InputError(
+                f"{self.where}: more than {self.limit:,} pixels in all (reached at {name}); load fewer "
+                f"or smaller images, or raise $MASQUERADE_MAX_TOTAL_PIXELS"
+            )
+
 
 Size = int | tuple[int, int] | None
 
@@ -58,8 +61,9 @@ def _norm_size(size: Size) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: int | None = None,
-                 budget: PixelBudget | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes | str | os.PathLike[str], *, name: str, channels: int | None = None, budget: PixelBudget | None = None
+) -> np.ndarray:
     """Decode one image file to uint8 H×W×C (C = 3 for colour, 1 for grey unless ``channels`` says otherwise)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -76,7 +80,7 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
             if want not in (1, 3):
                 raise InputError(f"channels must be 1 or 3, got {channels}")
             if im.mode in _WIDE_MODES:
-                plane = _wide_to_uint8(np.asarray(im), im.mode, name)   # PIL's convert would clip to white
+                plane = _wide_to_uint8(np.asarray(im), im.mode, name)  # PIL's convert would clip to white
                 arr = plane[..., None] if want == 1 else np.repeat(plane[..., None], 3, axis=2)
             elif want == 1:
                 arr = np.asarray(im.convert("L"))[..., None]
@@ -91,7 +95,7 @@ def decode_image(data: bytes | str | os.PathLike[str], *, name: str, channels: i
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")    # grey planes of more than 8 bits
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # grey planes of more than 8 bits
 
 
 def _wide_to_uint8(a: np.ndarray, mode: str, name: str) -> np.ndarray:
@@ -131,20 +135,28 @@ def load_photos(path: str | os.PathLike[str], *, channels: int | None = 3) -> tu
         return [decode_image(p, name=str(p), channels=channels)], [p.name]
     if not p.is_dir():
         raise InputError(f"{p}: no such file or folder")
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower() not in _IGNORED
-                   and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    files = sorted(
+        f
+        for f in p.rglob("*")
+        if f.is_file()
+        and f.name.lower() not in _IGNORED
+        and not any(part.startswith(".") for part in f.relative_to(p).parts)
+    )
     bad = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
     if bad:
         raise InputError(f"{bad[0]}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
     if not files:
         raise InputError(f"{p}: no images found")
     budget = PixelBudget(str(p))
-    return ([decode_image(f, name=str(f), channels=channels, budget=budget) for f in files],
-            [str(f.relative_to(p)) for f in files])
+    return (
+        [decode_image(f, name=str(f), channels=channels, budget=budget) for f in files],
+        [str(f.relative_to(p)) for f in files],
+    )
 
 
-def load_images(path: str | os.PathLike[str], *, size: Size = None, split: str = "train",
-                channels: int | None = None) -> ImageSet:
+def load_images(
+    path: str | os.PathLike[str], *, size: Size = None, split: str = "train", channels: int | None = None
+) -> ImageSet:
     """Load an :class:`ImageSet` from any supported source.
 
     - ``"bundled:NAME"``: data shipped inside our dependencies (see :func:`masquerade.data.list_bundled`);
@@ -203,11 +215,19 @@ def _force_channels(ds: ImageSet, channels: int | None) -> ImageSet:
 def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
     subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if subdirs:
-        loose = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                 and f.name.lower() not in _IGNORED and f.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [
+            f
+            for f in p.iterdir()
+            if f.is_file()
+            and not f.name.startswith(".")
+            and f.name.lower() not in _IGNORED
+            and f.suffix.lower() in IMAGE_SUFFIXES
+        ]
         if loose:
-            raise InputError(f"{p}: mixes class sub-folders with loose images (e.g. {loose[0].name}); "
-                             "put every image in a class folder, or use a flat folder")
+            raise InputError(
+                f"{p}: mixes class sub-folders with loose images (e.g. {loose[0].name}); "
+                "put every image in a class folder, or use a flat folder"
+            )
         images, names, labels = [], [], []
         budget = PixelBudget(str(p))
         for label, d in enumerate(subdirs):
@@ -227,10 +247,11 @@ def _load_folder(p: Path, size: tuple[int, int] | None, channels: int | None) ->
 def load_npy(p: Path) -> np.ndarray:
     """A plain numeric .npy (never pickled objects), its declared size checked before anything is allocated."""
     try:
-        head = np.load(p, mmap_mode="r", allow_pickle=False)     # the header and the file's size, no allocation
+        head = np.load(p, mmap_mode="r", allow_pickle=False)  # the header and the file's size, no allocation
         if head.size > max_total_pixels() * 4:
-            raise InputError(f"{p}: declares {head.size:,} values, more than this command loads "
-                             f"($MASQUERADE_MAX_TOTAL_PIXELS)")
+            raise InputError(
+                f"{p}: declares {head.size:,} values, more than this command loads ($MASQUERADE_MAX_TOTAL_PIXELS)"
+            )
         del head
         return np.load(p, allow_pickle=False)
     except InputError:
@@ -256,8 +277,9 @@ def _load_npz(p: Path) -> ImageSet:
     return _as_imageset(images, labels, classes, names, str(p), str(p))
 
 
-def _as_imageset(images: np.ndarray, labels: Any, classes: Sequence[str], names: Sequence[str], source: str,
-                 where: str) -> ImageSet:
+def _as_imageset(
+    images: np.ndarray, labels: Any, classes: Sequence[str], names: Sequence[str], source: str, where: str
+) -> ImageSet:
     if images.dtype != np.uint8:
         raise InputError(f"{where}: images must be uint8 (N×H×W×C), got {images.dtype}")
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
@@ -275,8 +297,11 @@ class _DataOnlyUnpickler(pickle.Unpickler):
     """Builds dicts, lists, strings, bytes and numpy arrays; refuses every other global (so never runs code)."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -312,10 +337,20 @@ class _CifarFiles(TypedDict):
 
 
 _CIFAR_FILES: dict[str, _CifarFiles] = {
-    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
-                "labels": "labels", "names": "label_names"},
-    "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels",
-                 "names": "fine_label_names"},
+    "cifar10": {
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": "batches.meta",
+        "labels": "labels",
+        "names": "label_names",
+    },
+    "cifar100": {
+        "train": ["train"],
+        "test": ["test"],
+        "meta": "meta",
+        "labels": "fine_labels",
+        "names": "fine_label_names",
+    },
 }
 
 
@@ -387,4 +422,3 @@ def _load_cifar_tar(p: Path, split: str) -> ImageSet:
             return fh.read()
 
         return _cifar_build(kind, split, read, str(p))
-

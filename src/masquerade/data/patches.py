@@ -41,16 +41,22 @@ def _as_photos(photos: PhotoSource) -> tuple[list[np.ndarray], list[str]]:
         return load_photos(photos)
     if isinstance(photos, ImageSet):
         return list(photos.images), list(photos.names)
-    if isinstance(photos, tuple) and len(photos) == 2 and isinstance(photos[1], (list, tuple)) \
-            and all(isinstance(s, str) for s in photos[1]):
+    if (
+        isinstance(photos, tuple)
+        and len(photos) == 2
+        and isinstance(photos[1], (list, tuple))
+        and all(isinstance(s, str) for s in photos[1])
+    ):
         imgs, names = list(photos[0]), list(photos[1])
     else:
         imgs = list(photos)  # type: ignore[arg-type]
         names = [f"photo-{i}" for i in range(len(imgs))]
     for i, im in enumerate(imgs):
         if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] not in (1, 3):
-            raise InputError(f"extract_patches: photo {names[i]} must be uint8 H×W×C, got "
-                             f"{getattr(im, 'dtype', type(im).__name__)} {getattr(im, 'shape', '')}")
+            raise InputError(
+                f"extract_patches: photo {names[i]} must be uint8 H×W×C, got "
+                f"{getattr(im, 'dtype', type(im).__name__)} {getattr(im, 'shape', '')}"
+            )
     if len({im.shape[2] for im in imgs}) > 1:  # grey photos among colour ones: make every patch colour
         imgs = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in imgs]
     return imgs, names
@@ -82,9 +88,19 @@ def _digest(imgs: list[np.ndarray], params: dict[str, object]) -> str:
     return h.hexdigest()
 
 
-def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (64, 160), *, out_size: int = 32,
-                    min_keypoints: int = 40, rng: RngLike = None, cache: bool | str | os.PathLike[str] = True,
-                    batch: int = 256, max_candidates: int | None = None, progress: bool | None = None) -> ImageSet:
+def extract_patches(
+    photos: PhotoSource,
+    n: int,
+    size_range: tuple[int, int] = (64, 160),
+    *,
+    out_size: int = 32,
+    min_keypoints: int = 40,
+    rng: RngLike = None,
+    cache: bool | str | os.PathLike[str] = True,
+    batch: int = 256,
+    max_candidates: int | None = None,
+    progress: bool | None = None,
+) -> ImageSet:
     """Cut ``n`` SIFT-filtered square patches from ``photos`` and resize them to ``out_size``.
 
     ``photos``: a folder or ``bundled:photos``, an ImageSet, a list of uint8 H×W×C arrays, or ``(arrays, names)``.
@@ -103,8 +119,14 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
     usable = np.flatnonzero(short >= lo)
     if usable.size == 0:
         raise InputError(f"extract_patches: every photo is smaller than the smallest crop ({lo} px)")
-    params = {"n": int(n), "size_range": [lo, hi], "out_size": out_size, "min_keypoints": min_keypoints,
-              "batch": batch, "version": 1}
+    params = {
+        "n": int(n),
+        "size_range": [lo, hi],
+        "out_size": out_size,
+        "min_keypoints": min_keypoints,
+        "batch": batch,
+        "version": 1,
+    }
     cache_file = None
     seeded = isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
     if cache and seeded:
@@ -125,8 +147,10 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
     with bar(total=n, desc="SIFT patches", unit="patch", disable=None if progress is None else not progress) as pb:
         while len(out_imgs) < n:
             if tried >= limit:
-                raise MasqueradeError(f"extract_patches: only {len(out_imgs)} of {n} patches passed the SIFT filter "
-                                      f"after {tried} candidates; lower min_keypoints or enlarge size_range")
+                raise MasqueradeError(
+                    f"extract_patches: only {len(out_imgs)} of {n} patches passed the SIFT filter "
+                    f"after {tried} candidates; lower min_keypoints or enlarge size_range"
+                )
             which = usable[gen.integers(0, usable.size, size=batch)]
             top = np.minimum(hi, short[which])
             side = lo + np.floor(gen.random(batch) * (top - lo + 1)).astype(np.int64)
@@ -135,7 +159,7 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
             widths = np.array([imgs[i].shape[1] for i in which])
             ys = np.floor(u_y * (heights - side + 1)).astype(np.int64)
             xs = np.floor(u_x * (widths - side + 1)).astype(np.int64)
-            crops = [imgs[i][y:y + s, x:x + s] for i, y, x, s in zip(which, ys, xs, side)]
+            crops = [imgs[i][y : y + s, x : x + s] for i, y, x, s in zip(which, ys, xs, side)]
             counts = sift_keypoint_counts(crops)
             tried += batch
             for j in np.flatnonzero(counts > min_keypoints):
@@ -154,8 +178,9 @@ def extract_patches(photos: PhotoSource, n: int, size_range: tuple[int, int] = (
     return result
 
 
-def public_pool(source: str | os.PathLike[str] | ImageSet, n: int, *, size: int, rng: RngLike = None,
-                min_keypoints: int = 40) -> ImageSet:
+def public_pool(
+    source: str | os.PathLike[str] | ImageSet, n: int, *, size: int, rng: RngLike = None, min_keypoints: int = 40
+) -> ImageSet:
     """A public patch pool: a ready patch set (``.npz``/ImageSet, used as is) or ``n`` SIFT-filtered patches cut
     from a folder of photos (or ``bundled:photos``)."""
     if isinstance(source, ImageSet):
@@ -166,9 +191,16 @@ def public_pool(source: str | os.PathLike[str] | ImageSet, n: int, *, size: int,
         pool = load_images(source)
     else:
         seed = rng if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else None
-        return extract_patches(source, n, out_size=size, min_keypoints=min_keypoints,
-                               rng=seed if seed is not None else as_generator(rng), cache=seed is not None)
+        return extract_patches(
+            source,
+            n,
+            out_size=size,
+            min_keypoints=min_keypoints,
+            rng=seed if seed is not None else as_generator(rng),
+            cache=seed is not None,
+        )
     if pool.image_shape[:2] != (size, size):
-        raise InputError(f"public patches are {pool.image_shape[0]}×{pool.image_shape[1]}, the private images "
-                         f"{size}×{size}")
+        raise InputError(
+            f"public patches are {pool.image_shape[0]}×{pool.image_shape[1]}, the private images {size}×{size}"
+        )
     return pool.to_rgb()

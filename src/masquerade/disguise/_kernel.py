@@ -15,14 +15,14 @@ import numpy as np
 from masquerade import _native
 from masquerade._threads import parallel
 
-MIN_PLANES = 512   # planes per thread: below this, one thread
+MIN_PLANES = 512  # planes per thread: below this, one thread
 
 
 def plane_offsets(h: int, w: int, b: int, src: np.ndarray) -> np.ndarray:
     """For every pixel of a plane (row-major), its byte offset in the block buffer whose block j holds block src[j]."""
     gw = w // b
     where = np.empty(len(src), np.int64)
-    where[src] = np.arange(len(src))                # plane block -> buffer slot
+    where[src] = np.arange(len(src))  # plane block -> buffer slot
     y, x = np.divmod(np.arange(h * w), w)
     block = (y // b) * gw + x // b
     return (where[block] * b * b + (y % b) * b + x % b).astype(np.int64)
@@ -39,8 +39,9 @@ def _runs(offsets: np.ndarray, where: str) -> tuple[np.ndarray, int]:
     raise ValueError(f"{where}: bad offset table")  # pragma: no cover - r = 1 always matches
 
 
-def _check(offsets: np.ndarray, a: np.ndarray, b: np.ndarray, a_dtype: type, b_dtype: type,
-           where: str) -> tuple[int, int]:
+def _check(
+    offsets: np.ndarray, a: np.ndarray, b: np.ndarray, a_dtype: type, b_dtype: type, where: str
+) -> tuple[int, int]:
     """The compiled code checks buffer sizes and that every run lies inside the plane; shapes and dtypes are
     checked here."""
     if a.shape != b.shape or a.ndim != 3 or offsets.shape != (a.shape[2],):

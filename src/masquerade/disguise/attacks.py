@@ -34,9 +34,9 @@ def recover_permutation_by_norms(plain_blocks: np.ndarray, cipher_blocks: np.nda
     An orthogonal map keeps each block's norm, so the norm profile of a plain position over all pairs and channels
     equals that of its cipher position; the squared differences are assigned optimally (Hungarian algorithm).
     """
-    pn = np.linalg.norm(plain_blocks, axis=3).transpose(2, 0, 1).reshape(plain_blocks.shape[2], -1)   # M × (N·C)
+    pn = np.linalg.norm(plain_blocks, axis=3).transpose(2, 0, 1).reshape(plain_blocks.shape[2], -1)  # M × (N·C)
     cn = np.linalg.norm(cipher_blocks, axis=3).transpose(2, 0, 1).reshape(cipher_blocks.shape[2], -1)
-    cost = (cn ** 2).sum(1)[:, None] + (pn ** 2).sum(1)[None, :] - 2 * cn @ pn.T  # cost[j, i]
+    cost = (cn**2).sum(1)[:, None] + (pn**2).sum(1)[None, :] - 2 * cn @ pn.T  # cost[j, i]
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(len(rows), np.int64)
     perm[rows] = cols
@@ -55,8 +55,9 @@ class KnownPlaintextRMT(Configurable):
         def __post_init__(self) -> None:
             check_block(self.block, "disguise-known-plaintext")
             if self.method not in ("auto", "lstsq", "procrustes"):
-                raise InputError(f"disguise-known-plaintext: method must be 'auto', 'lstsq' or 'procrustes', "
-                                 f"got {self.method!r}")
+                raise InputError(
+                    f"disguise-known-plaintext: method must be 'auto', 'lstsq' or 'procrustes', got {self.method!r}"
+                )
 
     name = "disguise-known-plaintext"
     data_kind = "images"
@@ -66,8 +67,7 @@ class KnownPlaintextRMT(Configurable):
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
         """DisguisedNets with RMT (or permutation alone) under one dataset key."""
         s = dataset_disguise(scheme)
-        return None if s is None or s.transform not in ("rmt", "none") else {"block": s.block,
-                                                                              "permuted": s.permute}
+        return None if s is None or s.transform not in ("rmt", "none") else {"block": s.block, "permuted": s.permute}
 
     def fit(self, plain: np.ndarray, cipher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
@@ -84,15 +84,14 @@ class KnownPlaintextRMT(Configurable):
             p = pb[:, :, pos].reshape(-1, d)
             q = cb[:, :, pos].reshape(-1, d)
             if method == "lstsq":
-                rt, *_ = np.linalg.lstsq(p, q, rcond=None)       # q ≈ p Rᵀ
+                rt, *_ = np.linalg.lstsq(p, q, rcond=None)  # q ≈ p Rᵀ
             else:
                 u, _, vt = np.linalg.svd(p.T @ q)
                 rt = u @ vt
             mats[pos] = rt.T
         return perm, mats
 
-    def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, known_pairs: Any, rng: Any = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         plain, cipher = known_pairs_arrays(known_pairs, self.name)
         z = images_array(encodings, self.name)
@@ -105,9 +104,13 @@ class KnownPlaintextRMT(Configurable):
         solved = np.linalg.pinv(mats)  # the least-squares map need not be orthogonal when pairs are few
         rec = np.einsum("mij,ncmj->ncmi", solved, blocks)
         images = from_blocks(rec, h, w, b)
-        return AttackResult(self.name, torch.from_numpy(np.clip(images, 0, 1).astype(np.float32)),
-                            recovered={"perm": perm, "matrices": mats},
-                            metrics={"known_pairs": len(plain)}, seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(np.clip(images, 0, 1).astype(np.float32)),
+            recovered={"perm": perm, "matrices": mats},
+            metrics={"known_pairs": len(plain)},
+            seconds=time.perf_counter() - t,
+        )
 
 
 def __getattr__(name: str) -> Any:

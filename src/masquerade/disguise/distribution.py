@@ -47,8 +47,7 @@ class MomentMatching(Configurable):
         s = dataset_disguise(scheme)
         return None if s is None or s.transform != "rmt" else {"block": s.block}
 
-    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         z = images_array(encodings, self.name)
         aux = images_array(auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else auxiliary, self.name)
@@ -71,14 +70,18 @@ class MomentMatching(Configurable):
             mats[pos] = (uq * s) @ ua.T
         rec = np.einsum("mji,ncmj->ncmi", mats, zb)
         h, w = z.shape[2:]
-        return AttackResult(self.name, torch.from_numpy(np.clip(from_blocks(rec, h, w, b), 0, 1).astype(np.float32)),
-                            recovered={"matrices": mats}, metrics={"auxiliary_images": len(aux)},
-                            seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(np.clip(from_blocks(rec, h, w, b), 0, 1).astype(np.float32)),
+            recovered={"matrices": mats},
+            metrics={"auxiliary_images": len(aux)},
+            seconds=time.perf_counter() - t,
+        )
 
 
 # -- level 2: align the whole second-order structure -------------------------------------------------------------
 
-_ALIGN_MAX_DIM = 8192     # (blocks × block pixels) of one image: the cross-moment matrix is this squared, in float64
+_ALIGN_MAX_DIM = 8192  # (blocks × block pixels) of one image: the cross-moment matrix is this squared, in float64
 
 
 def _position_samples(x: np.ndarray, b: int) -> np.ndarray:
@@ -109,12 +112,18 @@ def _invariants(s: np.ndarray, moments: np.ndarray) -> tuple[np.ndarray, list[np
     mean = s.mean(0)
     cov = moments - np.einsum("ja,kb->jkab", mean, mean)
     centred = norms - norms.mean(0)
-    pairwise = [centred.T @ centred / max(len(norms), 1), np.sqrt((cov ** 2).sum((2, 3)))]
+    pairwise = [centred.T @ centred / max(len(norms), 1), np.sqrt((cov**2).sum((2, 3)))]
     return unary, pairwise
 
 
-def match_positions(unary_z: np.ndarray, pairwise_z: list[np.ndarray], unary_a: np.ndarray,
-                    pairwise_a: list[np.ndarray], *, max_swaps: int | None = None) -> np.ndarray:
+def match_positions(
+    unary_z: np.ndarray,
+    pairwise_z: list[np.ndarray],
+    unary_a: np.ndarray,
+    pairwise_a: list[np.ndarray],
+    *,
+    max_swaps: int | None = None,
+) -> np.ndarray:
     """perm with disguised position j holding plain position perm[j], from position statistics that the block
     transforms leave unchanged: a linear assignment on the unary statistics, then a quadratic assignment by
     best-improvement swaps of two positions.
@@ -122,7 +131,7 @@ def match_positions(unary_z: np.ndarray, pairwise_z: list[np.ndarray], unary_a: 
     It minimises Σ_j ‖u_j − u'_perm[j]‖² + Σ_pairwise Σ_jk (A_jk − B_perm[j]perm[k])². Up to constants the pairwise
     part is −2 tr(A P B Pᵀ), so the gain of every swap comes from one M×M product per step."""
     m = len(unary_z)
-    unary = ((unary_z[:, None] - unary_a[None]) ** 2).sum(2)       # unary[j, i]: cost of j holding plain i
+    unary = ((unary_z[:, None] - unary_a[None]) ** 2).sum(2)  # unary[j, i]: cost of j holding plain i
     rows, cols = linear_sum_assignment(unary)
     perm = np.empty(m, np.int64)
     perm[rows] = cols
@@ -133,15 +142,16 @@ def match_positions(unary_z: np.ndarray, pairwise_z: list[np.ndarray], unary_a: 
     for _ in range(limit):
         # gain (decrease of the objective) of swapping positions a and b, for every pair at once
         u_now = unary[np.arange(m), perm]
-        gain = (u_now[a_idx] + u_now[b_idx] - unary[a_idx, perm[b_idx]] - unary[b_idx, perm[a_idx]])
+        gain = u_now[a_idx] + u_now[b_idx] - unary[a_idx, perm[b_idx]] - unary[b_idx, perm[a_idx]]
         for az, ba in zip(pairwise_z, pairwise_a):
             bp = ba[np.ix_(perm, perm)]
             prod = az @ bp
             dg = np.diagonal(prod)
             # Σ_k (A_ak − A_bk)(Bp_bk − Bp_ak) over all k, less its k = a and k = b terms, and the diagonal pair
             cross = prod[a_idx, b_idx] + prod[b_idx, a_idx] - dg[a_idx] - dg[b_idx]
-            ends = (az[a_idx, a_idx] - az[b_idx, a_idx]) * (bp[b_idx, a_idx] - bp[a_idx, a_idx]) + \
-                (az[a_idx, b_idx] - az[b_idx, b_idx]) * (bp[b_idx, b_idx] - bp[a_idx, b_idx])
+            ends = (az[a_idx, a_idx] - az[b_idx, a_idx]) * (bp[b_idx, a_idx] - bp[a_idx, a_idx]) + (
+                az[a_idx, b_idx] - az[b_idx, b_idx]
+            ) * (bp[b_idx, b_idx] - bp[a_idx, b_idx])
             diag = (az[a_idx, a_idx] - az[b_idx, b_idx]) * (bp[b_idx, b_idx] - bp[a_idx, a_idx])
             gain += 2 * (2 * (cross - ends) + diag)
         best = int(np.argmax(gain))
@@ -174,7 +184,7 @@ class DistributionAlignment(Configurable):
         block: int = 4
         permuted: bool = True
         transform: str = "rmt"
-        sweeps: int = 50          # block-coordinate sweeps over all positions (step 3)
+        sweeps: int = 50  # block-coordinate sweeps over all positions (step 3)
 
         def __post_init__(self) -> None:
             check_block(self.block, "disguise-alignment")
@@ -202,13 +212,15 @@ class DistributionAlignment(Configurable):
         zs, xs = _position_samples(encodings, b), _position_samples(auxiliary, b)
         m, d = zs.shape[1:]
         if m * d > _ALIGN_MAX_DIM:
-            raise InputError(f"{self.name}: {m} blocks of {d} pixels is too large an image for the cross-moment "
-                             f"matrix (at most {_ALIGN_MAX_DIM} pixels per channel); use smaller images")
+            raise InputError(
+                f"{self.name}: {m} blocks of {d} pixels is too large an image for the cross-moment "
+                f"matrix (at most {_ALIGN_MAX_DIM} pixels per channel); use smaller images"
+            )
         mz, mx = _second_moments(zs), _second_moments(xs)
         if s.permuted:
             uz, pz = _invariants(zs, mz)
             ux, px = _invariants(xs, mx)
-            if s.transform == "none":   # no block transform: the mean blocks themselves identify positions
+            if s.transform == "none":  # no block transform: the mean blocks themselves identify positions
                 uz = np.concatenate([uz, zs.mean(0)], 1)
                 ux = np.concatenate([ux, xs.mean(0)], 1)
             perm = match_positions(uz, pz, ux, px)
@@ -217,7 +229,7 @@ class DistributionAlignment(Configurable):
         if s.transform == "none":
             return perm, np.broadcast_to(np.eye(d), (m, d, d)).copy()
         mu_z, mu_x = zs.mean(0), xs.mean(0)[perm]
-        mp = mx[np.ix_(perm, perm)]                 # plain moments in disguised order
+        mp = mx[np.ix_(perm, perm)]  # plain moments in disguised order
         diag = np.arange(m)
         _, uz_ = np.linalg.eigh(mz[diag, diag])
         _, ux_ = np.linalg.eigh(mp[diag, diag])
@@ -226,16 +238,15 @@ class DistributionAlignment(Configurable):
         mats = np.einsum("mai,mi,mbi->mab", uz_, sign, ux_)
         for _ in range(s.sweeps):
             before = mats.copy()
-            for j in range(m):      # Gauss-Seidel: each position sees its neighbours' newest matrices
+            for j in range(m):  # Gauss-Seidel: each position sees its neighbours' newest matrices
                 g = ((mz[j] @ mats) @ mp[j].transpose(0, 2, 1)).sum(0) + np.outer(mu_z[j], mu_x[j])
                 u, _, vt = np.linalg.svd(g)
                 mats[j] = u @ vt
-            if np.abs(mats - before).max() < 1e-7:      # a fixed point: further sweeps change nothing
+            if np.abs(mats - before).max() < 1e-7:  # a fixed point: further sweeps change nothing
                 break
         return perm, mats
 
-    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         z = images_array(encodings, self.name)
         aux = auxiliary_array(auxiliary, z, self.name)
@@ -244,8 +255,7 @@ class DistributionAlignment(Configurable):
         if h % b or w % b:
             raise InputError(f"{self.name}: block size {b} must divide the image size {h}×{w}")
         if len(aux) < 2 or n < 2:
-            raise InputError(f"{self.name}: needs at least 2 encodings and 2 auxiliary images, got {n} and "
-                             f"{len(aux)}")
+            raise InputError(f"{self.name}: needs at least 2 encodings and 2 auxiliary images, got {n} and {len(aux)}")
         if not (np.isfinite(z).all() and np.isfinite(aux).all()):
             raise InputError(f"{self.name}: encodings and auxiliary images must be finite")
         perm, mats = self.fit(z, aux)
@@ -253,6 +263,10 @@ class DistributionAlignment(Configurable):
         out = np.empty_like(blocks)
         out[:, :, perm] = blocks
         images = np.clip(from_blocks(out, h, w, b), 0, 1).astype(np.float32)
-        return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm, "matrices": mats},
-                            metrics={"auxiliary_images": len(aux), "encodings_used": n},
-                            seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(images),
+            recovered={"perm": perm, "matrices": mats},
+            metrics={"auxiliary_images": len(aux), "encodings_used": n},
+            seconds=time.perf_counter() - t,
+        )

@@ -40,7 +40,7 @@ from masquerade.rng import as_generator
 
 __all__ = ["ECBCodebook", "ECBFrequency", "byte_units"]
 
-_UNIT = 16      # AES's block: ECB maps each 16-byte unit on its own
+_UNIT = 16  # AES's block: ECB maps each 16-byte unit on its own
 
 
 def _void(a: np.ndarray) -> np.ndarray:
@@ -51,7 +51,7 @@ def _void(a: np.ndarray) -> np.ndarray:
 def byte_units(x: np.ndarray, b: int, where: str) -> np.ndarray:
     """N×C×H×W images in [0, 1] -> N×C×M×U array of the 16-byte units ECB encrypts (M block positions, U units a
     block)."""
-    blocks = to_blocks(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8), b)   # N×C×M×b²
+    blocks = to_blocks(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8), b)  # N×C×M×b²
     n, c, m, d = blocks.shape
     if d % _UNIT:
         raise InputError(f"{where}: AES blocks are 16 bytes; block {b} gives {d}")
@@ -90,9 +90,18 @@ class _ECBDecoder(Configurable):
         s = dataset_disguise(scheme)
         return None if s is None or s.transform != "aes" or s.aes_mode != "ecb" else {"block": s.block}
 
-    def _decode(self, z: np.ndarray, perm: np.ndarray, keys: np.ndarray, vals: np.ndarray, guess: np.ndarray | None,
-                aux: np.ndarray | None, rng: Any, progress: bool | None, device: Any = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(
+        self,
+        z: np.ndarray,
+        perm: np.ndarray,
+        keys: np.ndarray,
+        vals: np.ndarray,
+        guess: np.ndarray | None,
+        aux: np.ndarray | None,
+        rng: Any,
+        progress: bool | None,
+        device: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(images, hit): z's units put back in place (cipher position j holds plain position perm[j]), each one
         the dictionary holds (``keys`` -> ``vals``, 16-byte values) decoded, the rest ``guess`` (a 16-byte unit;
         None: the grey ``fill``) or filled from ``aux``. ``hit`` says, per unit, whether it was decoded."""
@@ -114,20 +123,32 @@ class _ECBDecoder(Configurable):
             known = from_blocks(np.repeat(hit.reshape(n, c, m, units), _UNIT, axis=3), h, w, b).astype(bool)
             plain_book = np.unique(vals)
             if self.settings.decoder_steps:
-                images = self._fill_by_network(images, known, aux, plain_book, as_generator(0 if rng is None else rng),
-                                               progress, resolve_device(device))
+                images = self._fill_by_network(
+                    images,
+                    known,
+                    aux,
+                    plain_book,
+                    as_generator(0 if rng is None else rng),
+                    progress,
+                    resolve_device(device),
+                )
             else:
                 images = self._fill_from(images, known, aux, plain_book)
         return images, hit
 
     def _metrics(self, hit: np.ndarray, book_size: int, aux: np.ndarray | None) -> dict[str, Any]:
-        return {"decoded_share": float(hit.mean()) if len(hit) else 0.0, "codebook_size": book_size,
-                "filled_from_auxiliary": aux is not None,
-                "filled_by": "network" if aux is not None and self.settings.decoder_steps
-                else "neighbours" if aux is not None else "guess"}
+        return {
+            "decoded_share": float(hit.mean()) if len(hit) else 0.0,
+            "codebook_size": book_size,
+            "filled_from_auxiliary": aux is not None,
+            "filled_by": "network"
+            if aux is not None and self.settings.decoder_steps
+            else "neighbours"
+            if aux is not None
+            else "guess",
+        }
 
-    def _fill_from(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray, plain_book: np.ndarray
-                   ) -> np.ndarray:
+    def _fill_from(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray, plain_book: np.ndarray) -> np.ndarray:
         """Each image's unknown pixels from the mean of the auxiliary images nearest to it in view.
 
         An auxiliary image's view is what the dictionary would decode of it (its units whose plaintext the
@@ -162,8 +183,16 @@ class _ECBDecoder(Configurable):
         hit = (plain_book[pos] == v if len(plain_book) else np.zeros(len(v), bool)).reshape(n, c, m, units)
         return from_blocks(np.repeat(hit, _UNIT, axis=3), images.shape[2], images.shape[3], b).astype(bool)
 
-    def _fill_by_network(self, images: np.ndarray, known: np.ndarray, aux: np.ndarray, plain_book: np.ndarray,
-                         gen: np.random.Generator, progress: bool | None, device: torch.device) -> np.ndarray:
+    def _fill_by_network(
+        self,
+        images: np.ndarray,
+        known: np.ndarray,
+        aux: np.ndarray,
+        plain_book: np.ndarray,
+        gen: np.random.Generator,
+        progress: bool | None,
+        device: torch.device,
+    ) -> np.ndarray:
         """Train :class:`_Inpainter` to complete auxiliary images from their views through the dictionary (each
         image under eight random cyclic shifts of up to three pixels, each shift applied to its images at once),
         then complete the targets; the network trains on ``device``."""
@@ -181,7 +210,7 @@ class _ECBDecoder(Configurable):
         for dy, dx in np.unique(shifts, axis=0):
             rows = np.nonzero((shifts == (dy, dx)).all(1))[0]
             pool[rows] = torch.roll(x[src[rows]], (int(dy), int(dx)), (2, 3))
-        pool = torch.round(pool * 255) / 255          # the bytes the owner encrypts
+        pool = torch.round(pool * 255) / 255  # the bytes the owner encrypts
         km = torch.from_numpy(self._known_through(pool.numpy(), plain_book)).float()
         views, pool = torch.cat([pool * km, km], 1).to(device), pool.to(device)
         with torch.random.fork_rng(devices=[]):
@@ -192,16 +221,21 @@ class _ECBDecoder(Configurable):
         # a linear warm-up, then cosine decay: without it Adam's first full-size steps at times push every unit of
         # the small net into ReLU's dead zone and it never learns (seen on MNIST: SSIM 0.24, below no fill at all)
         warm = max(1, s.decoder_steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, max(0, i + 1 - warm) / max(1, s.decoder_steps - warm)))))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda i: (
+                min(1.0, (i + 1) / warm)
+                * 0.5
+                * (1 + math.cos(math.pi * min(1.0, max(0, i + 1 - warm) / max(1, s.decoder_steps - warm))))
+            ),
+        )
         batch = min(64, len(pool))
-        with bar(total=s.decoder_steps, desc="codebook decoder", unit="step", disable=progress is False or None) \
-                as pb:
+        with bar(total=s.decoder_steps, desc="codebook decoder", unit="step", disable=progress is False or None) as pb:
             for _ in range(s.decoder_steps):
                 idx = torch.from_numpy(gen.integers(0, len(pool), batch))
                 pred = net(views[idx])
                 loss = 0.5 * F.mse_loss(pred, pool[idx])
-                if min(pred.shape[-2:]) >= 7:          # SSIM's 7×7 window fits
+                if min(pred.shape[-2:]) >= 7:  # SSIM's 7×7 window fits
                     loss = loss + ssim_loss(pred, pool[idx], data_range=1.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -211,7 +245,7 @@ class _ECBDecoder(Configurable):
         kt = torch.from_numpy(known).float()
         target_views = torch.cat([torch.from_numpy(images) * kt, kt], 1)
         with torch.no_grad():
-            out = torch.cat([net(target_views[i:i + 256].to(device)).cpu() for i in range(0, len(target_views), 256)])
+            out = torch.cat([net(target_views[i : i + 256].to(device)).cpu() for i in range(0, len(target_views), 256)])
         return out.numpy().astype(np.float32)
 
 
@@ -228,9 +262,9 @@ class ECBCodebook(_ECBDecoder):
     @dataclass(frozen=True)
     class Settings:
         block: int = 4
-        unknown: str = "rare"   # units the codebook lacks: "rare" (the mean rare unit of the pairs) or "grey"
-        fill: float = 0.5       # grey level of unknown units ("grey"; "rare" when the pairs have no rare unit)
-        neighbours: int = 3     # auxiliary images averaged to fill the unknown units (0: auxiliary images unused)
+        unknown: str = "rare"  # units the codebook lacks: "rare" (the mean rare unit of the pairs) or "grey"
+        fill: float = 0.5  # grey level of unknown units ("grey"; "rare" when the pairs have no rare unit)
+        neighbours: int = 3  # auxiliary images averaged to fill the unknown units (0: auxiliary images unused)
         decoder_steps: int = 0  # > 0: fill them with a network trained for this many steps on the auxiliary images
         decoder_width: int = 32
 
@@ -239,17 +273,27 @@ class ECBCodebook(_ECBDecoder):
 
     name = "aes-ecb-codebook"
     data_kind = "images"
-    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}),
-                               optional=frozenset({Knowledge.AUXILIARY}))
+    threat_model = ThreatModel(
+        requires=frozenset({Knowledge.ENCODINGS, Knowledge.KNOWN_PAIRS}), optional=frozenset({Knowledge.AUXILIARY})
+    )
 
-    def run(self, *, encodings: Any, known_pairs: Any, auxiliary: Any = None, rng: Any = None,
-            progress: bool | None = None, device: Any = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        encodings: Any,
+        known_pairs: Any,
+        auxiliary: Any = None,
+        rng: Any = None,
+        progress: bool | None = None,
+        device: Any = None,
+    ) -> AttackResult:
         t = time.perf_counter()
         plain, cipher = known_pairs_arrays(known_pairs, self.name)
         z = images_array(encodings, self.name)
         s = self.settings
-        aux = _auxiliary(auxiliary, z, self.name) if auxiliary is not None and (s.neighbours or s.decoder_steps) \
-            else None
+        aux = (
+            _auxiliary(auxiliary, z, self.name) if auxiliary is not None and (s.neighbours or s.decoder_steps) else None
+        )
         p_units, c_units = byte_units(plain, s.block, self.name), byte_units(cipher, s.block, self.name)
         perm = self._recover_perm(p_units, c_units)
         keys = c_units[:, :, np.argsort(perm)].reshape(-1)
@@ -262,8 +306,13 @@ class ECBCodebook(_ECBDecoder):
             # for it is the average of the units that occur once in the pairs
             guess = np.round(vals[first[rare]].view(np.uint8).reshape(-1, _UNIT).mean(0)).astype(np.uint8)
         images, hit = self._decode(z, perm, book, vals[first], guess, aux, rng, progress, device)
-        return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm},
-                            metrics=self._metrics(hit, len(book), aux), seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(images),
+            recovered={"perm": perm},
+            metrics=self._metrics(hit, len(book), aux),
+            seconds=time.perf_counter() - t,
+        )
 
     @staticmethod
     def _recover_perm(p_units: np.ndarray, c_units: np.ndarray) -> np.ndarray:
@@ -282,7 +331,7 @@ class ECBCodebook(_ECBDecoder):
             return counts[ids].transpose(2, 0, 1, 3).reshape(m, -1).astype(np.float64)
 
         sp, sc = signature(p_ids), signature(c_ids)
-        cost = (sc ** 2).sum(1)[:, None] + (sp ** 2).sum(1)[None, :] - 2 * sc @ sp.T
+        cost = (sc**2).sum(1)[:, None] + (sp**2).sum(1)[None, :] - 2 * sc @ sp.T
         rows, cols = linear_sum_assignment(cost)
         perm = np.empty(m, np.int64)
         perm[rows] = cols
@@ -314,11 +363,11 @@ class ECBFrequency(_ECBDecoder):
     @dataclass(frozen=True)
     class Settings:
         block: int = 4
-        min_count: int = 3        # a value must occur in this many images, of the release and of the auxiliary
-        vocabulary: int = 1024    # at most this many of the most frequent values on each side
-        rounds: int = 3           # permutation / value refinements
-        alpha: float = 1e-3       # a match stands when its profiles differ by no more than chance at this level
-        unknown: str = "rare"     # units left unknown: "rare" (the auxiliary images' mean undecoded unit) or "grey"
+        min_count: int = 3  # a value must occur in this many images, of the release and of the auxiliary
+        vocabulary: int = 1024  # at most this many of the most frequent values on each side
+        rounds: int = 3  # permutation / value refinements
+        alpha: float = 1e-3  # a match stands when its profiles differ by no more than chance at this level
+        unknown: str = "rare"  # units left unknown: "rare" (the auxiliary images' mean undecoded unit) or "grey"
         fill: float = 0.5
         neighbours: int = 3
         decoder_steps: int = 0
@@ -345,13 +394,13 @@ class ECBFrequency(_ECBDecoder):
         na = len(au)
         zc, zp, zf = _candidates(zu, s.min_count, s.vocabulary)
         ac, ap, af = _candidates(au, s.min_count, s.vocabulary)
-        if not len(zc) or not len(ac):      # nothing repeats (CTR, or images without flat regions): no leak to read
+        if not len(zc) or not len(ac):  # nothing repeats (CTR, or images without flat regions): no leak to read
             return np.arange(m), zc[:0], ac[:0]
         # candidate share per image and position (and its centred co-variation between positions)
-        share_z, share_a = zf.mean((1, 3)), af.mean((1, 3))                # N×M, A×M
+        share_z, share_a = zf.mean((1, 3)), af.mean((1, 3))  # N×M, A×M
         pair_z = _centred_cov(share_z)
         pair_a = _centred_cov(share_a)
-        base_z = zf.mean(0).transpose(1, 0, 2).reshape(m, -1)               # M×(C·U)
+        base_z = zf.mean(0).transpose(1, 0, 2).reshape(m, -1)  # M×(C·U)
         base_a = af.mean(0).transpose(1, 0, 2).reshape(m, -1)
 
         def positions(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -375,8 +424,9 @@ class ECBFrequency(_ECBDecoder):
         keys, vals = zc[rows[sure]], ac[cols[sure]]
         return perm, keys, vals
 
-    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None,
-            device: Any = None) -> AttackResult:
+    def run(
+        self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None, device: Any = None
+    ) -> AttackResult:
         t = time.perf_counter()
         z = images_array(encodings, self.name)
         aux = _auxiliary(auxiliary, z, self.name)
@@ -387,17 +437,22 @@ class ECBFrequency(_ECBDecoder):
         plain_book = np.unique(vals)
         flat = au.reshape(-1)
         lacks = ~np.isin(flat, plain_book) if len(plain_book) else np.ones(len(flat), bool)
-        guess = np.round(flat[lacks].view(np.uint8).reshape(-1, _UNIT).mean(0)).astype(np.uint8) \
-            if lacks.any() else None
+        guess = (
+            np.round(flat[lacks].view(np.uint8).reshape(-1, _UNIT).mean(0)).astype(np.uint8) if lacks.any() else None
+        )
         fill = aux if (s.neighbours or s.decoder_steps) else None
         images, hit = self._decode(z, perm, keys, vals, guess, fill, rng, progress, device)
         metrics = {**self._metrics(hit, len(keys), fill), "auxiliary_images": len(aux), "encodings_used": len(z)}
-        return AttackResult(self.name, torch.from_numpy(images), recovered={"perm": perm}, metrics=metrics,
-                            seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(images),
+            recovered={"perm": perm},
+            metrics=metrics,
+            seconds=time.perf_counter() - t,
+        )
 
 
-def _candidates(units: np.ndarray, min_count: int, vocabulary: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(units: np.ndarray, min_count: int, vocabulary: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, profiles, is_candidate) of N×C×M×U units: the values occurring in at least ``min_count`` images, at
     most ``vocabulary`` of the most frequent; each value's occurrences per image at every (channel, position, unit)
     (V×C×M×U); and which units hold a candidate (N×C×M×U, float)."""
@@ -424,8 +479,9 @@ def _centred_cov(share: np.ndarray) -> np.ndarray:
     return c.T @ c / max(len(share), 1)
 
 
-def _match_values(pz: np.ndarray, n: int, pa: np.ndarray, na: int, alpha: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _match_values(
+    pz: np.ndarray, n: int, pa: np.ndarray, na: int, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Release candidates matched to auxiliary ones by their per-image rates at every slot (V×S each, from n and
     na images): (rows, cols, sure). A pair is acceptable when the chi-square distance of the two samples' counts is
     within chance (tail probability above alpha); the tentative matches are an assignment among acceptable pairs;
@@ -442,10 +498,10 @@ def _match_values(pz: np.ndarray, n: int, pa: np.ndarray, na: int, alpha: float
     step = max(1, (1 << 22) // max(pa.size, 1))
     y = pa * na
     for i in range(0, len(pz), step):
-        a = pz[i:i + step, None]
+        a = pz[i : i + step, None]
         both = a * n + y[None]
-        stat[i:i + step] = np.where(both > 0, (a - pa[None]) ** 2 * (n * na) / np.maximum(both, 1e-12), 0).sum(2)
-        dof[i:i + step] = np.maximum((both > 0).sum(2), 1)
+        stat[i : i + step] = np.where(both > 0, (a - pa[None]) ** 2 * (n * na) / np.maximum(both, 1e-12), 0).sum(2)
+        dof[i : i + step] = np.maximum((both > 0).sum(2), 1)
     ok = chi2.sf(stat, dof) > alpha
     cost = np.where(ok, stat / dof, np.inf)
     vz, va = cost.shape

@@ -55,9 +55,11 @@ class DisguiseSettings:
         if self.aes_mode not in ("ecb", "ctr"):
             raise InputError(f"disguise: aes_mode must be 'ecb' or 'ctr', got {self.aes_mode!r}")
         if self.transform == "aes" and (self.block * self.block) % 16:
-            raise InputError(f"disguise: AES encrypts 16-byte blocks; a {self.block}×{self.block} block holds "
-                             f"{self.block ** 2} bytes per channel. Use a block size whose square is a multiple of 16 "
-                             "(4, 8, 12, ...); we refuse rather than pad or duplicate pixels")
+            raise InputError(
+                f"disguise: AES encrypts 16-byte blocks; a {self.block}×{self.block} block holds "
+                f"{self.block**2} bytes per channel. Use a block size whose square is a multiple of 16 "
+                "(4, 8, 12, ...); we refuse rather than pad or duplicate pixels"
+            )
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -68,39 +70,60 @@ class DisguiseKey(Key):
     public_fields: ClassVar[tuple[str, ...]] = ("n", "shape", "settings")
     settings: DisguiseSettings
     shape: list[int]
-    n: int = 0                      # images the per-image parts were drawn for (0: none needed, any batch size)
-    perm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))          # (M,) dataset scope
+    n: int = 0  # images the per-image parts were drawn for (0: none needed, any batch size)
+    perm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,) dataset scope
     rmt: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float64))  # (M, b², b²) dataset scope
-    aes_key: bytes = b""            # 16 bytes (dataset scope) or 16·n (image scope)
+    aes_key: bytes = b""  # 16 bytes (dataset scope) or 16·n (image scope)
     image_seeds: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))  # image scope
-    nonces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))           # CTR, one per image
+    nonces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # CTR, one per image
 
     def validate(self) -> None:
         s = self.settings
         check_key_field(self, "settings", isinstance(s, DisguiseSettings), "DisguisedNets settings")
         b = s.block
-        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
-                        and all(is_count(v, 1) for v in self.shape) and self.shape[1] % b == 0
-                        and self.shape[2] % b == 0 and self.shape[0] * self.shape[1] * self.shape[2] <= 2**31,
-                        f"[C, H, W] with H and W divisible by the block size {b}")
+        check_key_field(
+            self,
+            "shape",
+            isinstance(self.shape, list)
+            and len(self.shape) == 3
+            and all(is_count(v, 1) for v in self.shape)
+            and self.shape[1] % b == 0
+            and self.shape[2] % b == 0
+            and self.shape[0] * self.shape[1] * self.shape[2] <= 2**31,
+            f"[C, H, W] with H and W divisible by the block size {b}",
+        )
         m = (self.shape[1] // b) * (self.shape[2] // b)
         dataset = s.key_scope == "dataset"
         per_image = s.key_scope == "image" or (s.transform == "aes" and s.aes_mode == "ctr")
-        check_key_field(self, "n", is_count(self.n, 0) and (per_image or self.n == 0),
-                        "the number of images (0 unless the key has per-image parts)")
+        check_key_field(
+            self,
+            "n",
+            is_count(self.n, 0) and (per_image or self.n == 0),
+            "the number of images (0 unless the key has per-image parts)",
+        )
         n = int(self.n)
-        check_key_array(self, "perm", dtype=np.int64, shape=(m if s.permute and dataset else 0,),
-                        permutation_rows=s.permute and dataset)
-        rmt = check_key_array(self, "rmt", dtype=np.float64, finite=True,
-                              shape=(m, b * b, b * b) if s.transform == "rmt" and dataset else (0, 0, 0))
+        check_key_array(
+            self,
+            "perm",
+            dtype=np.int64,
+            shape=(m if s.permute and dataset else 0,),
+            permutation_rows=s.permute and dataset,
+        )
+        rmt = check_key_array(
+            self,
+            "rmt",
+            dtype=np.float64,
+            finite=True,
+            shape=(m, b * b, b * b) if s.transform == "rmt" and dataset else (0, 0, 0),
+        )
         if rmt.size and np.abs(rmt @ rmt.transpose(0, 2, 1) - np.eye(b * b)).max() > 1e-6:
             raise InputError("disguise key: every RMT matrix must be orthogonal")
         want = 16 if s.transform == "aes" and dataset else 16 * n if s.transform == "aes" else 0
-        check_key_field(self, "aes_key", isinstance(self.aes_key, bytes) and len(self.aes_key) == want,
-                        f"{want} bytes")
+        check_key_field(self, "aes_key", isinstance(self.aes_key, bytes) and len(self.aes_key) == want, f"{want} bytes")
         check_key_array(self, "image_seeds", dtype=np.uint64, shape=(n if not dataset else 0, 2))
-        check_key_array(self, "nonces", dtype=np.uint64,
-                        shape=(n if s.transform == "aes" and s.aes_mode == "ctr" else 0,))
+        check_key_array(
+            self, "nonces", dtype=np.uint64, shape=(n if s.transform == "aes" and s.aes_mode == "ctr" else 0,)
+        )
 
 
 def haar_orthogonal(count: int, dim: int, gen: np.random.Generator) -> np.ndarray:
@@ -132,8 +155,11 @@ def _aes(key: bytes, data: np.ndarray | bytes, decrypt: bool = False, *, out: np
     """
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    src = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
-        np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    src = (
+        np.frombuffer(data, np.uint8)
+        if isinstance(data, (bytes, bytearray, memoryview))
+        else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    )
     if out is None:
         out = np.empty(src.size + 16, np.uint8)
     if out.ndim != 1 or out.dtype != np.uint8 or out.size < src.size + 15:
@@ -151,8 +177,9 @@ def _ctr_keystream(key: bytes, nonces: np.ndarray, blocks_per_image: int | np.nd
     ``blocks_per_image`` is a count (indices 0..count-1) or the array of block indices, in the order wanted.
     """
     n = len(nonces)
-    index = np.arange(blocks_per_image) if isinstance(blocks_per_image, (int, np.integer)) else \
-        np.asarray(blocks_per_image)
+    index = (
+        np.arange(blocks_per_image) if isinstance(blocks_per_image, (int, np.integer)) else np.asarray(blocks_per_image)
+    )
     counters = np.empty((n, len(index), 2), dtype=">u8")
     counters[:, :, 0] = nonces[:, None]
     counters[:, :, 1] = index.astype(np.uint64)[None, :]
@@ -169,8 +196,15 @@ class Disguise(Configurable):
     Settings = DisguiseSettings
 
     # -- keys ----------------------------------------------------------------------------------------------------
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
-               base: Key | None = None) -> DisguiseKey:
+    def keygen(
+        self,
+        n: int,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> DisguiseKey:
         """A key for ``n`` images of ``shape``; with ``base``, its dataset secrets and fresh per-image parts."""
         s = self.settings
         refuse_pool(self.name, pool_size)
@@ -189,23 +223,34 @@ class Disguise(Configurable):
                 raise InputError("disguise.keygen: the base key has other settings or image shape")
             perm, rmt, aes_key = base.perm, base.rmt, base.aes_key
         else:
-            perm = gen.permutation(m).astype(np.int64) if s.permute and s.key_scope == "dataset" \
-                else np.zeros(0, np.int64)
-            rmt = haar_orthogonal(m, b * b, gen) if s.transform == "rmt" and s.key_scope == "dataset" \
+            perm = (
+                gen.permutation(m).astype(np.int64) if s.permute and s.key_scope == "dataset" else np.zeros(0, np.int64)
+            )
+            rmt = (
+                haar_orthogonal(m, b * b, gen)
+                if s.transform == "rmt" and s.key_scope == "dataset"
                 else np.zeros((0, 0, 0), np.float64)
+            )
             aes_key = b""
             if s.transform == "aes" and s.key_scope == "dataset":
                 aes_key = self._aes_key_material(16, gen)
         per_image = s.key_scope == "image" or (s.transform == "aes" and s.aes_mode == "ctr")
         count = int(n) if per_image else 0
-        seeds = gen.integers(0, 2**63, size=(count, 2), dtype=np.uint64) if s.key_scope == "image" \
+        seeds = (
+            gen.integers(0, 2**63, size=(count, 2), dtype=np.uint64)
+            if s.key_scope == "image"
             else np.zeros((0, 2), np.uint64)
+        )
         if s.transform == "aes" and s.key_scope == "image":
             aes_key = self._aes_key_material(16 * count, gen)
-        nonces = gen.integers(0, 2**63, size=count, dtype=np.uint64) if s.transform == "aes" and \
-            s.aes_mode == "ctr" else np.zeros(0, np.uint64)
-        return DisguiseKey(settings=s, shape=[c, h, w], n=count, perm=perm, rmt=rmt, aes_key=aes_key,
-                           image_seeds=seeds, nonces=nonces)
+        nonces = (
+            gen.integers(0, 2**63, size=count, dtype=np.uint64)
+            if s.transform == "aes" and s.aes_mode == "ctr"
+            else np.zeros(0, np.uint64)
+        )
+        return DisguiseKey(
+            settings=s, shape=[c, h, w], n=count, perm=perm, rmt=rmt, aes_key=aes_key, image_seeds=seeds, nonces=nonces
+        )
 
     def _aes_key_material(self, nbytes: int, gen: np.random.Generator) -> bytes:
         if self.settings.seeded_aes_key:
@@ -236,8 +281,10 @@ class Disguise(Configurable):
         if tuple(x.shape[1:]) != (c, h, w):
             raise InputError(f"{where}: the key is for {c}×{h}×{w} images, got {tuple(x.shape[1:])}")
         if key.n and x.shape[0] != key.n:
-            raise InputError(f"{where}: the key was drawn for {key.n} images, the batch has {x.shape[0]}; "
-                             "draw one for this batch with keygen(n, rng=rng, base=key)")
+            raise InputError(
+                f"{where}: the key was drawn for {key.n} images, the batch has {x.shape[0]}; "
+                "draw one for this batch with keygen(n, rng=rng, base=key)"
+            )
         return key
 
     def _aes_apply(self, blocks_u8: np.ndarray, key: DisguiseKey, decrypt: bool) -> np.ndarray:
@@ -246,14 +293,17 @@ class Disguise(Configurable):
         flat = np.ascontiguousarray(blocks_u8).reshape(n, -1)
         if s.aes_mode == "ctr":
             if s.key_scope == "image":
-                stream = np.concatenate([_ctr_keystream(key.aes_key[16 * i:16 * i + 16], key.nonces[i:i + 1],
-                                                        flat.shape[1] // 16) for i in range(n)])
+                stream = np.concatenate(
+                    [
+                        _ctr_keystream(key.aes_key[16 * i : 16 * i + 16], key.nonces[i : i + 1], flat.shape[1] // 16)
+                        for i in range(n)
+                    ]
+                )
             else:
                 stream = _ctr_keystream(key.aes_key, key.nonces, flat.shape[1] // 16)
             return (flat ^ stream).reshape(blocks_u8.shape)
         if s.key_scope == "image":
-            out = np.stack([_aes(key.aes_key[16 * i:16 * i + 16], flat[i], decrypt) for i in range(n)]) \
-                if n else flat
+            out = np.stack([_aes(key.aes_key[16 * i : 16 * i + 16], flat[i], decrypt) for i in range(n)]) if n else flat
         else:
             out = _aes(key.aes_key, flat, decrypt).reshape(flat.shape)
         return out.reshape(blocks_u8.shape)
@@ -270,10 +320,10 @@ class Disguise(Configurable):
         b = s.block
         m = (h // b) * (w // b)
         src = k.perm if s.permute else np.arange(m, dtype=np.int64)
-        plain = plane_offsets(h, w, b, np.arange(m))   # the plane's own block order
-        moved = plane_offsets(h, w, b, src)             # buffer block j holds plane block src[j]
+        plain = plane_offsets(h, w, b, np.arange(m))  # the plane's own block order
+        moved = plane_offsets(h, w, b, src)  # buffer block j holds plane block src[j]
         flat_in = np.ascontiguousarray(arr, dtype=np.float32).reshape(n, c, h * w)
-        storage = np.empty(n * c * h * w + 16, np.uint8)   # 16 spare bytes: AES writes in place through update_into
+        storage = np.empty(n * c * h * w + 16, np.uint8)  # 16 spare bytes: AES writes in place through update_into
         buf = storage[:-16].reshape(n, c, h * w)
         gather_u8(flat_in, plain if decrypt else moved, buf)
         if s.aes_mode == "ecb":
@@ -288,8 +338,9 @@ class Disguise(Configurable):
         return out.reshape(n, c, h, w)
 
     # -- encode / decode --------------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
-               rng: RngLike = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None
+    ) -> torch.Tensor:
         """Disguise images (float32 N×C×H×W in [0, 1]); ``rng`` draws the RMT noise when ``noise > 0``."""
         x = check_images(x, where="disguise.encode")
         k = self._check(x, key, "disguise.encode")
@@ -346,6 +397,6 @@ class Disguise(Configurable):
         if s.transform == "aes":
             blocks = self._aes_apply(np.ascontiguousarray(blocks), k, decrypt=True)
             return torch.from_numpy(from_blocks(blocks, h, w, s.block).astype(np.float32) / 255.0)
-        return torch.from_numpy(np.ascontiguousarray(from_blocks(np.ascontiguousarray(blocks), h, w, s.block),
-                                                     dtype=np.float32))
-
+        return torch.from_numpy(
+            np.ascontiguousarray(from_blocks(np.ascontiguousarray(blocks), h, w, s.block), dtype=np.float32)
+        )

@@ -41,8 +41,12 @@ from masquerade.hitl.store import Refused, Study, open_study
 __all__ = ["create_app", "serve", "MAX_BODY", "rater_url"]
 
 MAX_BODY = 4096
-_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'"}
+_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
+}
 _NO_STORE = {**_HEADERS, "Cache-Control": "no-store"}
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -79,8 +83,7 @@ async def _body(request: Request) -> dict[str, Any]:
         chunks.append(chunk)
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise Refused(415, "send JSON (Content-Type: application/json)")
-    return parse_json(b"".join(chunks), where="the body", expect=dict, error=_BadBody)   # deep, huge ints: 400
-
+    return parse_json(b"".join(chunks), where="the body", expect=dict, error=_BadBody)  # deep, huge ints: 400
 
 
 def create_app(study: Study) -> Starlette:
@@ -89,16 +92,25 @@ def create_app(study: Study) -> Starlette:
 
     def item_json(item: str) -> dict[str, Any]:
         s = study.set_of(item)
-        return {"id": item, "question": s.question, "type": s.question_type, "choices": list(s.choices),
-                "unrecognisable": s.question_type == "choice"}
+        return {
+            "id": item,
+            "question": s.question,
+            "type": s.question_type,
+            "choices": list(s.choices),
+            "unrecognisable": s.question_type == "choice",
+        }
 
     def state_json(rater: str) -> dict[str, Any]:
         st = study.state(rater)
         prev = None
         if st["previous"] is not None:
             prev = {**item_json(st["previous"]), "answer": st["previous_choice"]}
-        return {"position": st["position"], "total": st["total"],
-                "current": item_json(st["current"]) if st["current"] is not None else None, "previous": prev}
+        return {
+            "position": st["position"],
+            "total": st["total"],
+            "current": item_json(st["current"]) if st["current"] is not None else None,
+            "previous": prev,
+        }
 
     Handler = Callable[[Request], Awaitable[Response]]
 
@@ -113,6 +125,7 @@ def create_app(study: Study) -> Starlette:
                 return await fn(request)
             except Refused as exc:
                 return _error(exc.status, exc.message)
+
         return run
 
     async def index(request: Request) -> Response:
@@ -120,7 +133,7 @@ def create_app(study: Study) -> Starlette:
 
     async def new_rater(request: Request) -> Response:
         if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
-            await _body(request)                # no body is needed; one that is sent is checked like any other
+            await _body(request)  # no body is needed; one that is sent is checked like any other
         return JSONResponse({"rater": study.new_rater()}, status_code=201, headers=_NO_STORE)
 
     async def state(request: Request) -> Response:
@@ -134,7 +147,7 @@ def create_app(study: Study) -> Starlette:
             raise Refused(400, "unexpected fields; send item, choice and change")
         if not isinstance(item, str) or not isinstance(choice, str) or not isinstance(change, bool):
             raise Refused(400, "item and choice must be texts, change true or false")
-        study.state(rater)                      # an unknown rater is a 404 before anything else
+        study.state(rater)  # an unknown rater is a 404 before anything else
         study.answer(rater, item, choice, change=change)
         return JSONResponse(state_json(rater), headers=_NO_STORE)
 
@@ -143,12 +156,16 @@ def create_app(study: Study) -> Starlette:
         study.state(rater)
         if not study.may_see(rater, item):
             raise Refused(404, "unknown item")
-        return Response(_png(study.image_path(item)), media_type="image/png",
-                        headers={**_HEADERS, "Cache-Control": "private, max-age=86400"})
+        return Response(
+            _png(study.image_path(item)),
+            media_type="image/png",
+            headers={**_HEADERS, "Cache-Control": "private, max-age=86400"},
+        )
 
     def static(body: bytes, media: str) -> Handler:
         async def send(request: Request) -> Response:
             return Response(body, media_type=media, headers={**_HEADERS, "Cache-Control": "no-cache"})
+
         return send
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -168,7 +185,7 @@ def create_app(study: Study) -> Starlette:
 
 def _display_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
-        try:                                    # the address other machines reach: no packet is sent
+        try:  # the address other machines reach: no packet is sent
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.connect(("10.255.255.255", 1))
                 host = s.getsockname()[0]
@@ -181,8 +198,14 @@ def rater_url(host: str, port: int, token: str) -> str:
     return f"http://{_display_host(host)}:{port}/s/{token}/"
 
 
-def serve(sets: Sequence[str | Path], *, db: str | Path, host: str = "127.0.0.1", port: int = 8765,
-          out: Callable[[str], None] | None = None) -> dict[str, int]:
+def serve(
+    sets: Sequence[str | Path],
+    *,
+    db: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    out: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Serve ``sets`` to raters until interrupted; the first line given to ``out`` is the raters' URL (token
     included). ``port`` 0 takes a free one. Returns the study's counts when the server stops."""
     from masquerade.extras import require
@@ -201,14 +224,16 @@ def _serving(db: Path) -> Iterator[None]:
         with exclusive_lock(db):
             yield
     except LockedError:
-        raise InputError(f"{db}: another masquerade server is serving this study; stop it first, or use another "
-                         "--db") from None
+        raise InputError(
+            f"{db}: another masquerade server is serving this study; stop it first, or use another --db"
+        ) from None
     except PermissionError as exc:
         raise InputError(f"{db}: cannot lock the study's folder ({exc.strerror or exc})") from None
 
 
-def _serve(sets: Sequence[str | Path], db: str | Path, host: str, port: int, uvicorn: Any,
-           say: Callable[[str], None]) -> dict[str, int]:
+def _serve(
+    sets: Sequence[str | Path], db: str | Path, host: str, port: int, uvicorn: Any, say: Callable[[str], None]
+) -> dict[str, int]:
     study = open_study(db, sets)
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -227,11 +252,12 @@ def _serve(sets: Sequence[str | Path], db: str | Path, host: str, port: int, uvi
         say(f"serving {n} items from {len(study.sets)} rating set(s); answers go to {study.path}; Ctrl-C stops")
         if host not in ("127.0.0.1", "::1", "localhost"):
             say("anyone on the network with this URL can rate: share it only with your raters")
-        config = uvicorn.Config(create_app(study), log_level="warning", access_log=False, lifespan="off",
-                                server_header=False)
+        config = uvicorn.Config(
+            create_app(study), log_level="warning", access_log=False, lifespan="off", server_header=False
+        )
         try:
             uvicorn.Server(config).run(sockets=[sock])
-        except KeyboardInterrupt:               # uvicorn stops gracefully on Ctrl-C, then passes it on: done
+        except KeyboardInterrupt:  # uvicorn stops gracefully on Ctrl-C, then passes it on: done
             pass
         return study.counts()
     finally:

@@ -31,15 +31,24 @@ import numpy as np
 from masquerade.errors import InputError
 from masquerade.fileio import parse_json, read_json
 
-__all__ = ["FORMAT", "VERSION", "UNRECOGNISABLE", "APPEAL_CHOICES", "RatingSet", "load_rating_set", "read_answers",
-           "write_rating_set", "strip_png"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "UNRECOGNISABLE",
+    "APPEAL_CHOICES",
+    "RatingSet",
+    "load_rating_set",
+    "read_answers",
+    "write_rating_set",
+    "strip_png",
+]
 
 FORMAT = "masquerade-rating-set"
 VERSION = 1
 UNRECOGNISABLE = "unrecognisable"
 APPEAL_CHOICES = ("1", "2", "3", "4", "5")
 QUESTION_TYPES = ("choice", "appeal")
-MAX_IMAGE_BYTES = 32 << 20          # a PNG larger than this is not a rating item
+MAX_IMAGE_BYTES = 32 << 20  # a PNG larger than this is not a rating item
 MAX_PIXELS = 4096 * 4096
 MAX_MANIFEST_BYTES = 64 << 20
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -98,8 +107,11 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
     if not isinstance(question, str) or not question.strip() or len(question) > 1000:
         raise InputError(f"{path}: question must be a non-empty text of at most 1000 characters")
     choices = man.get("choices", list(APPEAL_CHOICES) if qtype == "appeal" else None)
-    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c.strip() and len(c) <= 100
-                                                               for c in choices):
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, str) and c.strip() and len(c) <= 100 for c in choices)
+    ):
         raise InputError(f"{path}: choices must be a non-empty list of short texts")
     if len(set(choices)) != len(choices):
         raise InputError(f"{path}: choices are not unique")
@@ -111,7 +123,7 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: items must be a non-empty list")
     root = folder.resolve()
-    digest = hashlib.sha256(raw)            # the manifest and every image: a set is its pictures, not only names
+    digest = hashlib.sha256(raw)  # the manifest and every image: a set is its pictures, not only names
     ids: list[str] = []
     images: dict[str, Path] = {}
     for k, it in enumerate(items):
@@ -136,8 +148,15 @@ def load_rating_set(folder: str | os.PathLike[str]) -> RatingSet:
         ids.append(rid)
         images[rid] = img
         digest.update(hashlib.sha256(img.read_bytes()).digest())
-    return RatingSet(folder=folder, digest=digest.hexdigest(), question_type=qtype,
-                     question=question.strip(), choices=tuple(choices), items=tuple(ids), images=images)
+    return RatingSet(
+        folder=folder,
+        digest=digest.hexdigest(),
+        question_type=qtype,
+        question=question.strip(),
+        choices=tuple(choices),
+        items=tuple(ids),
+        images=images,
+    )
 
 
 def read_answers(rs: RatingSet) -> dict[str, dict[str, Any]]:
@@ -155,9 +174,15 @@ def read_answers(rs: RatingSet) -> dict[str, dict[str, Any]]:
     return answers
 
 
-def write_rating_set(folder: str | os.PathLike[str], items: Sequence[tuple[str, np.ndarray, dict[str, Any]]], *,
-                     question_type: str = "choice", question: str, choices: Sequence[str] | None = None,
-                     rng: np.random.Generator | None = None) -> Path:
+def write_rating_set(
+    folder: str | os.PathLike[str],
+    items: Sequence[tuple[str, np.ndarray, dict[str, Any]]],
+    *,
+    question_type: str = "choice",
+    question: str,
+    choices: Sequence[str] | None = None,
+    rng: np.random.Generator | None = None,
+) -> Path:
     """Write a rating set (format above) from ``(condition, uint8 H×W×C image, answer fields)`` items: shuffled
     (OS randomness unless ``rng`` is given), opaque ids, PNG files, manifest and answers written atomically."""
     from PIL import Image
@@ -171,8 +196,9 @@ def write_rating_set(folder: str | os.PathLike[str], items: Sequence[tuple[str, 
         raise InputError(f"{folder}: already holds a rating set")
     if not items:
         raise InputError("rating set: no items")
-    order = (rng.permutation(len(items)) if rng is not None
-             else secrets.SystemRandom().sample(range(len(items)), len(items)))
+    order = (
+        rng.permutation(len(items)) if rng is not None else secrets.SystemRandom().sample(range(len(items)), len(items))
+    )
     (folder / "images").mkdir(parents=True, exist_ok=True)
     manifest, answers = [], {}
     for pos, j in enumerate(order):
@@ -185,12 +211,15 @@ def write_rating_set(folder: str | os.PathLike[str], items: Sequence[tuple[str, 
             Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(fh, "PNG")
         manifest.append({"id": rid, "image": f"images/{rid}.png"})
         answers[rid] = {"condition": cond, **fields}
-    head: dict[str, Any] = {"format": FORMAT, "version": VERSION, "question_type": question_type,
-                            "question": question,
-                            "choices": list(APPEAL_CHOICES) if question_type == "appeal" else
-                            [str(c) for c in choices or ()]}
+    head: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "question_type": question_type,
+        "question": question,
+        "choices": list(APPEAL_CHOICES) if question_type == "appeal" else [str(c) for c in choices or ()],
+    }
     write_text(folder / "answers.json", json.dumps(answers, indent=1) + "\n")
-    write_text(folder / "manifest.json", json.dumps({**head, "items": manifest}, indent=1) + "\n")   # last
+    write_text(folder / "manifest.json", json.dumps({**head, "items": manifest}, indent=1) + "\n")  # last
     return folder
 
 
@@ -205,8 +234,8 @@ def strip_png(data: bytes) -> bytes:
     out = [data[:8]]
     pos = 8
     while pos + 12 <= len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
         end = pos + 12 + n
         if end > len(data):
             raise InputError("truncated PNG file")

@@ -88,23 +88,37 @@ def study_results(db: str | os.PathLike[str]) -> dict[str, Any]:
             for _, rid, choice in got:
                 by_item[rid][choice] += 1
             kappa = fleiss_kappa([[c[x] for x in cats] for c in by_item.values()])
-            row: dict[str, Any] = {"set": rs.folder.name, "condition": cond, "type": rs.question_type,
-                                   "items": sum(1 for a in answers.values() if a.get("condition") == cond),
-                                   "raters": len({r for r, _, _ in got}), "ratings": len(got),
-                                   "fleiss_kappa": None if math.isnan(kappa) else round(kappa, 4)}
+            row: dict[str, Any] = {
+                "set": rs.folder.name,
+                "condition": cond,
+                "type": rs.question_type,
+                "items": sum(1 for a in answers.values() if a.get("condition") == cond),
+                "raters": len({r for r, _, _ in got}),
+                "ratings": len(got),
+                "fleiss_kappa": None if math.isnan(kappa) else round(kappa, 4),
+            }
             if rs.question_type == "choice":
                 hits = sum(choice == answers[rid]["class"] for _, rid, choice in got)
                 lo, hi = wilson_interval(hits, len(got))
-                row.update(recognised=hits, rate=round(hits / len(got), 4) if got else None,
-                           ci95=[round(lo, 4), round(hi, 4)] if got else None,
-                           unrecognisable=sum(choice == "unrecognisable" for _, _, choice in got))
+                row.update(
+                    recognised=hits,
+                    rate=round(hits / len(got), 4) if got else None,
+                    ci95=[round(lo, 4), round(hi, 4)] if got else None,
+                    unrecognisable=sum(choice == "unrecognisable" for _, _, choice in got),
+                )
             else:
                 m, lo, hi = mean_interval([float(choice) for _, _, choice in got])
-                row.update(mean_appeal=None if math.isnan(m) else round(m, 3),   # the interval, kept on the scale
-                           ci95=None if math.isnan(lo) else [round(max(lo, 1.0), 3), round(min(hi, 5.0), 3)])
+                row.update(
+                    mean_appeal=None if math.isnan(m) else round(m, 3),  # the interval, kept on the scale
+                    ci95=None if math.isnan(lo) else [round(max(lo, 1.0), 3), round(min(hi, 5.0), 3)],
+                )
             rows.append(row)
-    return {"rows": rows, "raters": counts["raters"], "ratings": counts["answers"],
-            "submissions": counts["submissions"]}
+    return {
+        "rows": rows,
+        "raters": counts["raters"],
+        "ratings": counts["answers"],
+        "submissions": counts["submissions"],
+    }
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -124,13 +138,11 @@ def format_table(res: dict[str, Any]) -> str:
         else:
             result = "-" if r["mean_appeal"] is None else f"appeal {r['mean_appeal']:.2f} / 5"
         kappa = "-" if r["fleiss_kappa"] is None else f"{r['fleiss_kappa']:.3f}"
-        lines.append([r["set"], r["condition"], r["type"], result, _ci(r), str(r["raters"]), str(r["ratings"]),
-                      kappa])
+        lines.append([r["set"], r["condition"], r["type"], result, _ci(r), str(r["raters"]), str(r["ratings"]), kappa])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    out.append(f"{res['raters']} raters, {res['ratings']} ratings ({res['submissions']} submissions, "
-               "changes included)")
+    out.append(f"{res['raters']} raters, {res['ratings']} ratings ({res['submissions']} submissions, changes included)")
     return "\n".join(out)
 
 

@@ -66,7 +66,7 @@ class _Corrupt(Refused):
 @dataclass
 class _Rater:
     order: list[str]
-    answers: dict[str, str] = field(default_factory=dict)   # item -> latest choice; always order[:len(answers)]
+    answers: dict[str, str] = field(default_factory=dict)  # item -> latest choice; always order[:len(answers)]
 
 
 def _digest(token: str) -> bytes:
@@ -88,7 +88,8 @@ class Study:
             raise InputError(f"{path}: the study database has no valid token")
         self._token = token
         self.items: dict[str, tuple[int, str]] = {
-            item: (idx, rid) for item, idx, rid in conn.execute("SELECT item, set_idx, rid FROM items")}
+            item: (idx, rid) for item, idx, rid in conn.execute("SELECT item, set_idx, rid FROM items")
+        }
         self._raters: dict[str, _Rater] = {}
         self._n_raters = conn.execute("SELECT count(*) FROM raters").fetchone()[0]
 
@@ -136,9 +137,13 @@ class Study:
         with self._lock:
             r = self._rater(rater)
             p = len(r.answers)
-            return {"position": p, "total": len(r.order), "current": r.order[p] if p < len(r.order) else None,
-                    "previous": r.order[p - 1] if p else None,
-                    "previous_choice": r.answers[r.order[p - 1]] if p else None}
+            return {
+                "position": p,
+                "total": len(r.order),
+                "current": r.order[p] if p < len(r.order) else None,
+                "previous": r.order[p - 1] if p else None,
+                "previous_choice": r.answers[r.order[p - 1]] if p else None,
+            }
 
     def may_see(self, rater: str, item: str) -> bool:
         with self._lock:
@@ -171,10 +176,14 @@ class Study:
                 if p == 0 or item != r.order[p - 1]:
                     raise Refused(409, "only the previous item can be changed")
                 with self._writing():
-                    self.conn.execute("UPDATE answers SET choice = ?, changed = ? WHERE rater = ? AND item = ?",
-                                      (choice, now, rater, item))
-                    self.conn.execute("INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 1)",
-                                      (rater, item, choice, now))
+                    self.conn.execute(
+                        "UPDATE answers SET choice = ?, changed = ? WHERE rater = ? AND item = ?",
+                        (choice, now, rater, item),
+                    )
+                    self.conn.execute(
+                        "INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 1)",
+                        (rater, item, choice, now),
+                    )
             else:
                 if item in r.answers:
                     raise Refused(409, "already answered (go back to change it)")
@@ -182,8 +191,10 @@ class Study:
                     raise Refused(409, "not the current item")
                 with self._writing():
                     self.conn.execute("INSERT INTO answers VALUES (?, ?, ?, ?, NULL)", (rater, item, choice, now))
-                    self.conn.execute("INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 0)",
-                                      (rater, item, choice, now))
+                    self.conn.execute(
+                        "INSERT INTO history (rater, item, choice, at, change) VALUES (?, ?, ?, ?, 0)",
+                        (rater, item, choice, now),
+                    )
             r.answers[item] = choice
 
     @contextlib.contextmanager
@@ -194,22 +205,27 @@ class Study:
             with self.conn:
                 yield
         except sqlite3.Error as exc:
-            raise Refused(503, f"the study file could not be written ({' '.join(str(exc).split())[:120]}); "
-                               "try again") from None
+            raise Refused(
+                503, f"the study file could not be written ({' '.join(str(exc).split())[:120]}); try again"
+            ) from None
 
     def latest_answers(self) -> list[tuple[str, int, str, str]]:
         """``(rater, set index, set item id, choice)`` for every rater × item, the latest answer."""
         with self._lock:
-            rows = self.conn.execute("SELECT a.rater, i.set_idx, i.rid, a.choice FROM answers a "
-                                     "JOIN items i ON i.item = a.item ORDER BY a.rater, a.answered").fetchall()
+            rows = self.conn.execute(
+                "SELECT a.rater, i.set_idx, i.rid, a.choice FROM answers a "
+                "JOIN items i ON i.item = a.item ORDER BY a.rater, a.answered"
+            ).fetchall()
         return [(str(a), int(b), str(c), str(d)) for a, b, c, d in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             one = self.conn.execute
-            return {"raters": one("SELECT count(*) FROM raters").fetchone()[0],
-                    "answers": one("SELECT count(*) FROM answers").fetchone()[0],
-                    "submissions": one("SELECT count(*) FROM history").fetchone()[0]}
+            return {
+                "raters": one("SELECT count(*) FROM raters").fetchone()[0],
+                "answers": one("SELECT count(*) FROM answers").fetchone()[0],
+                "submissions": one("SELECT count(*) FROM history").fetchone()[0],
+            }
 
     def close(self) -> None:
         self.conn.close()
@@ -262,7 +278,7 @@ def open_study(db: str | os.PathLike[str], sets: Sequence[str | os.PathLike[str]
     if not exists:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)   # owner only: it holds the token and the answers
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)  # owner only: it holds the token and the answers
             os.close(fd)
         except OSError as exc:
             raise InputError(f"{path}: cannot create the study database ({exc.strerror or exc})") from None
@@ -285,13 +301,20 @@ def open_study(db: str | os.PathLike[str], sets: Sequence[str | os.PathLike[str]
 def _create(conn: sqlite3.Connection, sets: list[RatingSet]) -> None:
     conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
     with conn:
-        conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                         [("format", STUDY_FORMAT), ("schema", str(SCHEMA_VERSION)), ("created", str(time.time())),
-                          ("token", secrets.token_urlsafe(24))])
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("format", STUDY_FORMAT),
+                ("schema", str(SCHEMA_VERSION)),
+                ("created", str(time.time())),
+                ("token", secrets.token_urlsafe(24)),
+            ],
+        )
         for idx, s in enumerate(sets):
             conn.execute("INSERT INTO sets VALUES (?, ?, ?)", (idx, s.digest, str(s.folder.resolve())))
-            conn.executemany("INSERT INTO items VALUES (?, ?, ?)",
-                             [(secrets.token_urlsafe(12), idx, rid) for rid in s.items])
+            conn.executemany(
+                "INSERT INTO items VALUES (?, ?, ?)", [(secrets.token_urlsafe(12), idx, rid) for rid in s.items]
+            )
 
 
 def _check(conn: sqlite3.Connection, path: Path, given: list[RatingSet]) -> list[RatingSet]:
@@ -311,8 +334,10 @@ def _check(conn: sqlite3.Connection, path: Path, given: list[RatingSet]) -> list
         return [_reload(path, digest, folder) for _, digest, folder in stored]
     by_digest = {s.digest: s for s in given}
     if set(by_digest) != {d for _, d, _ in stored}:
-        raise InputError(f"{path}: this study was made for other rating sets "
-                         f"({', '.join(Path(p).name for _, _, p in stored)}); give those, or use a new --db")
+        raise InputError(
+            f"{path}: this study was made for other rating sets "
+            f"({', '.join(Path(p).name for _, _, p in stored)}); give those, or use a new --db"
+        )
     out = []
     with conn:
         for idx, digest, _ in stored:

@@ -15,17 +15,30 @@ from masquerade import _native
 from masquerade._threads import parallel
 
 
-def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_public: np.ndarray,
-               lam: np.ndarray, scale: np.ndarray, shift: np.ndarray, mask: np.ndarray, flip: bool,
-               out: np.ndarray) -> None:
+def mix_encode(
+    priv: np.ndarray,
+    pub: np.ndarray,
+    partners: np.ndarray,
+    slot_public: np.ndarray,
+    lam: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    mask: np.ndarray,
+    flip: bool,
+    out: np.ndarray,
+) -> None:
     """Shapes and dtypes are checked here; the compiled code checks buffer sizes and every partner index (a bad
     index would read outside the arrays)."""
     n, n_ch, n_px = out.shape
     k = partners.shape[1] if partners.ndim == 2 else -1
     if partners.shape != (n, k) or lam.shape != (n, k) or slot_public.shape != (k,):
         raise ValueError("mix_encode: partners, lam and slot_public disagree with the output's shape")
-    if priv.shape[1:] != (n_ch, n_px) or pub.shape[1:] != (n_ch, n_px) or scale.shape != (2, n_ch) \
-            or shift.shape != (2, n_ch):
+    if (
+        priv.shape[1:] != (n_ch, n_px)
+        or pub.shape[1:] != (n_ch, n_px)
+        or scale.shape != (2, n_ch)
+        or shift.shape != (2, n_ch)
+    ):
         raise ValueError("mix_encode: images or the pixel affine maps disagree with the output's shape")
     if flip and (mask.ndim != 2 or mask.shape[0] != n or mask.shape[1] * 8 < n_ch * n_px):
         raise ValueError("mix_encode: the sign mask is too small for the images")
@@ -35,5 +48,25 @@ def mix_encode(priv: np.ndarray, pub: np.ndarray, partners: np.ndarray, slot_pub
     idx = np.ascontiguousarray(partners, dtype=np.int64)
     slots = np.ascontiguousarray(slot_public, dtype=np.uint8)
     bits = np.ascontiguousarray(mask, dtype=np.uint8)
-    parallel(_native.mix_encode, n, f32[0], f32[1], idx, slots, f32[2], f32[3], f32[4], bits, bool(flip), out,
-             len(priv), len(pub), n, k, n_ch, n_px, bits.shape[1] if bits.ndim == 2 else 0, min_items=256)
+    parallel(
+        _native.mix_encode,
+        n,
+        f32[0],
+        f32[1],
+        idx,
+        slots,
+        f32[2],
+        f32[3],
+        f32[4],
+        bits,
+        bool(flip),
+        out,
+        len(priv),
+        len(pub),
+        n,
+        k,
+        n_ch,
+        n_px,
+        bits.shape[1] if bits.ndim == 2 else 0,
+        min_items=256,
+    )

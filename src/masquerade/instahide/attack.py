@@ -66,39 +66,48 @@ __all__ = ["ChallengeAttackSettings", "ChallengeAttack", "ColourMap", "attack_ch
 
 @dataclass(frozen=True)
 class ChallengeAttackSettings:
-    n_private: int | None = None      # None: estimate the number of private images per class (eigengap)
-    use_labels: bool = True           # False: ignore label.npy (coefficients and classes unknown)
-    beta: float = 0.3                 # smoothness prior between neighbouring pixels (and colour channels)
-    whiten_eps: float = 1e-3          # clustering's whitening of the squared encodings: s / sqrt(s^2 + eps s_0^2)
-    rounds: int = 8                   # reconstruct + balanced reassignment rounds after the clustering (0: none)
-    score_eps: float = 1e-4           # the reassignment scores' whitening (deeper than the clustering's)
-    temperature: float = 20.0         # scores (cosines) times this before prices are subtracted
-    price_steps: int = 60             # Lagrangian price updates per assignment
+    n_private: int | None = None  # None: estimate the number of private images per class (eigengap)
+    use_labels: bool = True  # False: ignore label.npy (coefficients and classes unknown)
+    beta: float = 0.3  # smoothness prior between neighbouring pixels (and colour channels)
+    whiten_eps: float = 1e-3  # clustering's whitening of the squared encodings: s / sqrt(s^2 + eps s_0^2)
+    rounds: int = 8  # reconstruct + balanced reassignment rounds after the clustering (0: none)
+    score_eps: float = 1e-4  # the reassignment scores' whitening (deeper than the clustering's)
+    temperature: float = 20.0  # scores (cosines) times this before prices are subtracted
+    price_steps: int = 60  # Lagrangian price updates per assignment
     price_rate: float = 0.02
     splits: tuple[float, ...] = SPLITS  # tried shares of the larger image in a same-class encoding
-    tol: float = 0.002                # stop refining when fewer than this share of slots move
-    resync: int = 1                   # sign re-synchronisations on the refined images (then EM again)
-    anneal: tuple[float, ...] = (4.0, 2.0, 1.5, 1.0, 1.0)   # EM noise-variance multipliers, one per round
-    em_steps: int = 8                 # EM steps per round
-    public_patches: int = 2000        # patches cut from the public photos for their pixel statistics
-    k: int = 6                        # the challenge's recipe (for the public coefficients' energy)
+    tol: float = 0.002  # stop refining when fewer than this share of slots move
+    resync: int = 1  # sign re-synchronisations on the refined images (then EM again)
+    anneal: tuple[float, ...] = (4.0, 2.0, 1.5, 1.0, 1.0)  # EM noise-variance multipliers, one per round
+    em_steps: int = 8  # EM steps per round
+    public_patches: int = 2000  # patches cut from the public photos for their pixel statistics
+    k: int = 6  # the challenge's recipe (for the public coefficients' energy)
     upper: float = 0.65
     dom: float = 0.3
-    colour: bool = True               # learn a colour correction on a simulated challenge (needs auxiliary images)
+    colour: bool = True  # learn a colour correction on a simulated challenge (needs auxiliary images)
     colour_images: int = 100
     colour_per_image: int = 20
-    seed: int = 0                     # the attacker's own randomness (clustering, simulation)
-    prior: str = "default"            # learned image prior: "default" (shipped), "none", or a prepared .safetensors
+    seed: int = 0  # the attacker's own randomness (clustering, simulation)
+    prior: str = "default"  # learned image prior: "default" (shipped), "none", or a prepared .safetensors
 
     def __post_init__(self) -> None:
         if self.n_private is not None and self.n_private < 1:
             raise InputError(f"challenge attack: n_private must be positive, got {self.n_private}")
         if self.beta < 0 or self.whiten_eps <= 0 or self.em_steps < 1 or not self.anneal:
             raise InputError("challenge attack: beta >= 0, whiten_eps > 0, em_steps >= 1 and a non-empty anneal")
-        if self.rounds < 0 or self.score_eps <= 0 or self.temperature <= 0 or self.price_steps < 1 \
-                or self.price_rate < 0 or self.resync < 0 or not 0 <= self.tol < 1:
-            raise InputError("challenge attack: rounds >= 0, score_eps > 0, temperature > 0, price_steps >= 1, "
-                             "price_rate >= 0, resync >= 0 and 0 <= tol < 1")
+        if (
+            self.rounds < 0
+            or self.score_eps <= 0
+            or self.temperature <= 0
+            or self.price_steps < 1
+            or self.price_rate < 0
+            or self.resync < 0
+            or not 0 <= self.tol < 1
+        ):
+            raise InputError(
+                "challenge attack: rounds >= 0, score_eps > 0, temperature > 0, price_steps >= 1, "
+                "price_rate >= 0, resync >= 0 and 0 <= tol < 1"
+            )
         if not self.splits or not all(0.5 <= v < 1 for v in self.splits):
             raise InputError("challenge attack: splits are shares of the larger image, in [0.5, 1)")
 
@@ -107,12 +116,17 @@ def _to_uint8(x: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).reshape(-1, *shape).numpy()
 
 
-def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                     public: str | os.PathLike[str] | np.ndarray | None = None,
-                     aux: str | os.PathLike[str] | None = None,
-                     settings: ChallengeAttackSettings | None = None,
-                     prior: Any = None,
-                     log: Callable[[str], None] = print, device: Any = None) -> dict[str, Any]:
+def attack_challenge(
+    challenge: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    public: str | os.PathLike[str] | np.ndarray | None = None,
+    aux: str | os.PathLike[str] | None = None,
+    settings: ChallengeAttackSettings | None = None,
+    prior: Any = None,
+    log: Callable[[str], None] = print,
+    device: Any = None,
+) -> dict[str, Any]:
     """Run the attack on ``challenge/encryption.npy`` (+ ``label.npy``); write ``decryption.npy`` (uint8 E×H×W×C,
     one recovery per encoding), ``private_images.npy``, ``attack.json`` (settings, stage times) to ``out``.
 
@@ -133,14 +147,15 @@ def attack_challenge(challenge: str | os.PathLike[str], out: str | os.PathLike[s
     from masquerade.data.loaders import load_npy
 
     enc = load_npy(enc_path)
-    _check_encodings(enc, str(enc_path))       # before the labels: the encodings' errors come first
+    _check_encodings(enc, str(enc_path))  # before the labels: the encodings' errors come first
     labels = None
     if s.use_labels:
         if not (cdir / "label.npy").is_file():
             raise InputError(f"{cdir}: no label.npy; run with use_labels=False (--no-labels) to attack without")
         labels = load_npy(cdir / "label.npy")
-    return break_challenge(enc, labels, out, public=public, aux=aux, settings=s, prior=prior, log=log,
-                           where=str(enc_path), device=device)
+    return break_challenge(
+        enc, labels, out, public=public, aux=aux, settings=s, prior=prior, log=log, where=str(enc_path), device=device
+    )
 
 
 def _check_encodings(enc: np.ndarray, where: str) -> None:
@@ -150,13 +165,19 @@ def _check_encodings(enc: np.ndarray, where: str) -> None:
         raise InputError(f"{where}: the challenge mixes colour images (C = 3), got C = {enc.shape[3]}")
 
 
-def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.PathLike[str], *,
-                    public: str | os.PathLike[str] | np.ndarray | None = None,
-                    aux: str | os.PathLike[str] | None = None,
-                    settings: ChallengeAttackSettings | None = None,
-                    prior: Any = None,
-                    log: Callable[[str], None] = print, where: str = "instahide-challenge",
-                    device: Any = None) -> dict[str, Any]:
+def break_challenge(
+    enc: np.ndarray,
+    labels: np.ndarray | None,
+    out: str | os.PathLike[str],
+    *,
+    public: str | os.PathLike[str] | np.ndarray | None = None,
+    aux: str | os.PathLike[str] | None = None,
+    settings: ChallengeAttackSettings | None = None,
+    prior: Any = None,
+    log: Callable[[str], None] = print,
+    where: str = "instahide-challenge",
+    device: Any = None,
+) -> dict[str, Any]:
     """The attack on arrays: ``enc`` float E×H×W×C (the challenge's layout), ``labels`` E×classes or None; stages,
     ``decryption.npy`` and ``private_images.npy`` go to ``out`` (see :func:`attack_challenge`). ``where`` names the
     encodings in error messages. ``device``: where the learned prior runs (the other stages are NumPy, on the
@@ -173,25 +194,44 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     learned = resolve_prior(s.prior if prior is None else prior, shape, log)
     if learned is not None and device is not None:
         learned = learned.to(resolve_device(device))
-    st = _Stages(out, _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None),
-                 log)
-    st.state.update({"settings": _settings_doc(s), "encodings": n_enc, "shape": list(shape),
-                     "prior": None if learned is None else {"source": learned.source,
-                                                            "sha256": learned.meta["sha256"]}})
+    st = _Stages(
+        out, _run_key(enc, labels, s, public, aux, learned.meta["sha256"] if learned is not None else None), log
+    )
+    st.state.update(
+        {
+            "settings": _settings_doc(s),
+            "encodings": n_enc,
+            "shape": list(shape),
+            "prior": None if learned is None else {"source": learned.source, "sha256": learned.meta["sha256"]},
+        }
+    )
     enc_t = torch.from_numpy(np.ascontiguousarray(enc, dtype=np.float32)).reshape(n_enc, -1)
 
     mean, var = _public_stage(st, public, s, shape)
     energy = _public_energy(1 - slots.lam.sum(1), s.k, s.upper, s.dom)
     pairs, conf, n_images = _cluster_stage(st, enc_t, slots, s)
-    recon: dict[str, Any] = {"beta": s.beta, "anneal": s.anneal, "em_steps": s.em_steps, "shape": shape,
-                             "resync": s.resync}
+    recon: dict[str, Any] = {
+        "beta": s.beta,
+        "anneal": s.anneal,
+        "em_steps": s.em_steps,
+        "shape": shape,
+        "resync": s.resync,
+    }
     lam = slots.lam
     weights = (pairs[:, 0] != pairs[:, 1]).astype(np.float32)
     refined = s.rounds > 0 and slots.labelled
     if refined:
-        pairs, lam, weights = _refine_stage(st, enc_t, slots, pairs, n_images, (mean, var, energy), recon, s,
-                                            None if learned is None else
-                                            (lambda xx, pp, ll, ww: learned(xx, pp, ll, ww, shape)))
+        pairs, lam, weights = _refine_stage(
+            st,
+            enc_t,
+            slots,
+            pairs,
+            n_images,
+            (mean, var, energy),
+            recon,
+            s,
+            None if learned is None else (lambda xx, pp, ll, ww: learned(xx, pp, ll, ww, shape)),
+        )
     got = st.load("reconstruct")
     if got is not None:
         x = torch.from_numpy(got["x"])
@@ -205,7 +245,7 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
 
     t0 = time.perf_counter()
     private = _to_uint8(x_out, shape)
-    if refined:   # slot 0 holds the larger coefficient (a same-class encoding's split puts the larger share first)
+    if refined:  # slot 0 holds the larger coefficient (a same-class encoding's split puts the larger share first)
         pick = pairs[:, 0]
     else:
         pick = np.where(conf[:, 0] >= conf[:, 1], pairs[:, 0], pairs[:, 1])
@@ -214,8 +254,12 @@ def break_challenge(enc: np.ndarray, labels: np.ndarray | None, out: str | os.Pa
     st.done("output", t0)
     st.state["seconds_total"] = round(sum(st.times.values()), 2)
     write_json(st.state_path, st.state)
-    return {**st.state, "decryption": str(out / "decryption.npy"), "private_images": private,
-            "recoveries": private[pick]}
+    return {
+        **st.state,
+        "decryption": str(out / "decryption.npy"),
+        "private_images": private,
+        "recoveries": private[pick],
+    }
 
 
 class _Stages:
@@ -233,10 +277,10 @@ class _Stages:
         if self.state_path.is_file():
             try:
                 state = read_json(self.state_path, expect=dict)
-            except InputError:      # damaged: the stages' own keys decide what is reused
+            except InputError:  # damaged: the stages' own keys decide what is reused
                 state = {}
             if state.get("key") != run_key or not isinstance(state.get("seconds", {}), dict):
-                state = {}          # another challenge, other settings or other sources: start afresh
+                state = {}  # another challenge, other settings or other sources: start afresh
         state["key"] = run_key
         self.state = state
         self.times: dict[str, float] = state.setdefault("seconds", {})
@@ -248,7 +292,7 @@ class _Stages:
         try:
             with np.load(path, allow_pickle=False) as z:
                 got = {k: z[k] for k in z.files}
-        except Exception:   # a damaged stage file (a kill mid-write on another system, a truncated copy)
+        except Exception:  # a damaged stage file (a kill mid-write on another system, a truncated copy)
             return None
         if str(got.pop("key", "")) != self.key:
             return None
@@ -268,8 +312,9 @@ class _Stages:
         self.log(f"challenge attack: {name} done in {self.times[name]:.1f}s")
 
 
-def _public_stage(st: _Stages, public: Any, s: ChallengeAttackSettings, shape: tuple[int, int, int]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _public_stage(
+    st: _Stages, public: Any, s: ChallengeAttackSettings, shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The public pool's per-pixel mean and variance (patches given, or cut from photos)."""
     from masquerade.data import public_pool
 
@@ -288,8 +333,9 @@ def _public_stage(st: _Stages, public: Any, s: ChallengeAttackSettings, shape: t
     return mean, var
 
 
-def _cluster_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, s: ChallengeAttackSettings
-                   ) -> tuple[np.ndarray, np.ndarray, int]:
+def _cluster_stage(
+    st: _Stages, enc_t: torch.Tensor, slots: Any, s: ChallengeAttackSettings
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Each encoding's two private images (pairs E×2), the clustering's confidence in them, and how many private
     images there are."""
     got = st.load("clusters")
@@ -305,9 +351,17 @@ def _cluster_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, s: ChallengeAtt
     return cl["pairs"], cl["confidence"], cl["n_images"]
 
 
-def _refine_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, pairs: np.ndarray, n_images: int,
-                  public: tuple[torch.Tensor, torch.Tensor, Any], recon: dict[str, Any], s: ChallengeAttackSettings,
-                  prior: Callable[..., torch.Tensor] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _refine_stage(
+    st: _Stages,
+    enc_t: torch.Tensor,
+    slots: Any,
+    pairs: np.ndarray,
+    n_images: int,
+    public: tuple[torch.Tensor, torch.Tensor, Any],
+    recon: dict[str, Any],
+    s: ChallengeAttackSettings,
+    prior: Callable[..., torch.Tensor] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rounds of reconstruct-and-reassign (:func:`refine_pairs`), checkpointed after every round; returns the
     pairs, coefficients and weights it settles on."""
     got = st.load("refine")
@@ -321,18 +375,50 @@ def _refine_stage(st: _Stages, enc_t: torch.Tensor, slots: Any, pairs: np.ndarra
         st.add_time("refine", t_mark[0])
         t_mark[0] = time.perf_counter()
 
-    res = refine_pairs(enc_t, slots, pairs, n_images, mean, var, energy, rounds=s.rounds, eps=s.score_eps,
-                       splits=s.splits, temperature=s.temperature, steps=s.price_steps, rate=s.price_rate,
-                       tol=s.tol, recon=recon, start=got, checkpoint=checkpoint, log=st.log, prior=prior)
-    st.save("refine", finished=np.bool_(True), round=np.int64(s.rounds), pairs=res["pairs"], lam=res["lam"],
-            weights=res["weights"])
+    res = refine_pairs(
+        enc_t,
+        slots,
+        pairs,
+        n_images,
+        mean,
+        var,
+        energy,
+        rounds=s.rounds,
+        eps=s.score_eps,
+        splits=s.splits,
+        temperature=s.temperature,
+        steps=s.price_steps,
+        rate=s.price_rate,
+        tol=s.tol,
+        recon=recon,
+        start=got,
+        checkpoint=checkpoint,
+        log=st.log,
+        prior=prior,
+    )
+    st.save(
+        "refine",
+        finished=np.bool_(True),
+        round=np.int64(s.rounds),
+        pairs=res["pairs"],
+        lam=res["lam"],
+        weights=res["weights"],
+    )
     st.done("refine", t_mark[0])
     return res["pairs"], res["lam"], res["weights"]
 
 
-def _final_stage(st: _Stages, x: torch.Tensor, grouping: tuple[np.ndarray, np.ndarray, np.ndarray], learned: Any,
-                 public: tuple[torch.Tensor, torch.Tensor], s: ChallengeAttackSettings, shape: tuple[int, int, int],
-                 aux: Any, patches_src: Any) -> torch.Tensor:
+def _final_stage(
+    st: _Stages,
+    x: torch.Tensor,
+    grouping: tuple[np.ndarray, np.ndarray, np.ndarray],
+    learned: Any,
+    public: tuple[torch.Tensor, torch.Tensor],
+    s: ChallengeAttackSettings,
+    shape: tuple[int, int, int],
+    aux: Any,
+    patches_src: Any,
+) -> torch.Tensor:
     """The reconstructions through the learned prior, or else through a colour map learned on a challenge simulated
     from ``aux``, or as they are."""
     pairs, lam, weights = grouping
@@ -360,8 +446,14 @@ def _final_stage(st: _Stages, x: torch.Tensor, grouping: tuple[np.ndarray, np.nd
     return x
 
 
-def _run_key(enc: np.ndarray, labels: np.ndarray | None, s: ChallengeAttackSettings, public: Any, aux: Any,
-             prior: str | None = None) -> str:
+def _run_key(
+    enc: np.ndarray,
+    labels: np.ndarray | None,
+    s: ChallengeAttackSettings,
+    public: Any,
+    aux: Any,
+    prior: str | None = None,
+) -> str:
     """A hash of everything the stages depend on: the challenge's arrays, the settings, the sources named."""
     import hashlib
 
@@ -383,7 +475,7 @@ def _run_key(enc: np.ndarray, labels: np.ndarray | None, s: ChallengeAttackSetti
 
 def _settings_doc(s: ChallengeAttackSettings) -> dict[str, Any]:
     doc = json.loads(json.dumps(asdict(s)))
-    doc.pop("prior")          # the stages are keyed by the prior's digest, not by where it was read from
+    doc.pop("prior")  # the stages are keyed by the prior's digest, not by where it was read from
     return doc
 
 
@@ -399,9 +491,11 @@ class ChallengeAttack(Configurable):
     name = "instahide-challenge"
     data_kind = "images"
     Settings = ChallengeAttackSettings
-    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}),
-                               optional=frozenset({Knowledge.LABELS, Knowledge.PUBLIC_POOL, Knowledge.AUXILIARY}))
-    uses_device = True          # the learned prior runs on the device
+    threat_model = ThreatModel(
+        requires=frozenset({Knowledge.ENCODINGS}),
+        optional=frozenset({Knowledge.LABELS, Knowledge.PUBLIC_POOL, Knowledge.AUXILIARY}),
+    )
+    uses_device = True  # the learned prior runs on the device
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -415,9 +509,18 @@ class ChallengeAttack(Configurable):
         # renormalised labels no longer hold the coefficients (parse_slots refuses them): attack without labels
         return {"k": s.k, "upper": s.upper, "dom": s.dom, **({"use_labels": False} if s.renormalize_labels else {})}
 
-    def run(self, *, encodings: Any, labels: Any = None, public_pool: Any = None, auxiliary: Any = None,
-            rng: Any = None, progress: bool | None = None, log: Callable[[str], None] | None = None,
-            device: Any = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        encodings: Any,
+        labels: Any = None,
+        public_pool: Any = None,
+        auxiliary: Any = None,
+        rng: Any = None,
+        progress: bool | None = None,
+        log: Callable[[str], None] | None = None,
+        device: Any = None,
+    ) -> AttackResult:
         """``rng`` (an int) replaces the settings' seed, the attacker's own randomness."""
         import tempfile
 
@@ -435,10 +538,24 @@ class ChallengeAttack(Configurable):
                 raise InputError("instahide-challenge: rng is an int seed (the attacker's own randomness)")
             s = replace(s, seed=int(rng))
         with tempfile.TemporaryDirectory(prefix="masquerade-challenge-") as tmp:
-            res = break_challenge(np.ascontiguousarray(enc, dtype=np.float32), lab, tmp, public=public_pool,
-                                  aux=auxiliary, settings=s, log=log or (lambda _msg: None), device=device)
+            res = break_challenge(
+                np.ascontiguousarray(enc, dtype=np.float32),
+                lab,
+                tmp,
+                public=public_pool,
+                aux=auxiliary,
+                settings=s,
+                log=log or (lambda _msg: None),
+                device=device,
+            )
         private = torch.from_numpy(res["private_images"]).permute(0, 3, 1, 2).float() / 255
         metrics: dict[str, Any] = {k: res[k] for k in ("images_found", "n_private_given", "seconds_total") if k in res}
         metrics["stage_seconds"] = res.get("seconds", {})
-        return AttackResult(self.name, private, recovered={"recoveries": res["recoveries"]}, metrics=metrics,
-                            seconds=time.perf_counter() - t, aligned=False)
+        return AttackResult(
+            self.name,
+            private,
+            recovered={"recoveries": res["recoveries"]},
+            metrics=metrics,
+            seconds=time.perf_counter() - t,
+            aligned=False,
+        )

@@ -35,11 +35,25 @@ from masquerade.progress import track
 from masquerade.registry import create_scheme
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["make_challenge", "score_challenge", "load_recovered", "public_pool", "baseline_recovery",
-           "ChallengeTruth", "read_truth", "SUCCESS_SSIM"]
+__all__ = [
+    "make_challenge",
+    "score_challenge",
+    "load_recovered",
+    "public_pool",
+    "baseline_recovery",
+    "ChallengeTruth",
+    "read_truth",
+    "SUCCESS_SSIM",
+]
 
-TRUTH_FILES = ("private_images.npy", "private_labels.npy", "private_pairs.npy", "coefficients.npy",
-               "public_indices.npy", "manifest.json")
+TRUTH_FILES = (
+    "private_images.npy",
+    "private_labels.npy",
+    "private_pairs.npy",
+    "coefficients.npy",
+    "public_indices.npy",
+    "manifest.json",
+)
 
 
 def _balanced(private: ImageSet, n: int, gen: np.random.Generator) -> np.ndarray:
@@ -60,9 +74,19 @@ def _balanced(private: ImageSet, n: int, gen: np.random.Generator) -> np.ndarray
     return np.sort(np.concatenate(chosen))
 
 
-def make_challenge(private: ImageSet, public: ImageSet, out: str | os.PathLike[str],
-                   truth: str | os.PathLike[str], *, n_private: int = 100, per_image: int = 50, k: int = 6,
-                   upper: float = 0.65, dom: float = 0.3, rng: RngLike = None) -> dict[str, Any]:
+def make_challenge(
+    private: ImageSet,
+    public: ImageSet,
+    out: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    *,
+    n_private: int = 100,
+    per_image: int = 50,
+    k: int = 6,
+    upper: float = 0.65,
+    dom: float = 0.3,
+    rng: RngLike = None,
+) -> dict[str, Any]:
     """Write a challenge to ``out`` and its ground truth to ``truth``; returns a summary (fingerprints, sizes)."""
     out, truth = Path(out), Path(truth)
     if out.resolve() == truth.resolve() or truth.resolve().is_relative_to(out.resolve()):
@@ -83,8 +107,9 @@ def make_challenge(private: ImageSet, public: ImageSet, out: str | os.PathLike[s
     h, w, c = priv.image_shape
     if pub.image_shape != (h, w, c):
         raise InputError(f"challenge: public patches are {pub.image_shape}, private images {priv.image_shape}")
-    scheme = create_scheme("instahide", k=k, mode="cross", private_per_mix=2, upper=upper, dom=dom,
-                           pixel_scale="[-1,1]")
+    scheme = create_scheme(
+        "instahide", k=k, mode="cross", private_per_mix=2, upper=upper, dom=dom, pixel_scale="[-1,1]"
+    )
     assert isinstance(scheme, InstaHide)
     x, p = priv.to_tensor(), pub.to_tensor()
     num_classes = max(private.num_classes, int(priv.labels.max()) + 1)
@@ -107,21 +132,37 @@ def make_challenge(private: ImageSet, public: ImageSet, out: str | os.PathLike[s
     save_npy(truth / "coefficients.npy", np.concatenate(lams)[order])
     save_npy(truth / "public_indices.npy", np.concatenate(pubidx)[order])
     save_npz(truth / "public_patches.npz", images=pub.images, names=np.array(pub.names))
-    manifest = {"n_private": n_private, "per_image": per_image, "encodings": int(len(order)), "k": k,
-                "upper": upper, "dom": dom, "pixel_scale": "[-1,1]", "classes": list(private.classes),
-                "private_names": list(priv.names), "source_indices": chosen.tolist(),
-                "pass_key_fingerprints": prints, "public_patches": len(pub)}
+    manifest = {
+        "n_private": n_private,
+        "per_image": per_image,
+        "encodings": int(len(order)),
+        "k": k,
+        "upper": upper,
+        "dom": dom,
+        "pixel_scale": "[-1,1]",
+        "classes": list(private.classes),
+        "private_names": list(priv.names),
+        "source_indices": chosen.tolist(),
+        "pass_key_fingerprints": prints,
+        "public_patches": len(pub),
+    }
     write_json(truth / "manifest.json", manifest)
-    return {"encodings": int(len(order)), "n_private": n_private, "per_image": per_image, "k": k,
-            "public_patches": len(pub), "pass_key_fingerprints": prints}
+    return {
+        "encodings": int(len(order)),
+        "n_private": n_private,
+        "per_image": per_image,
+        "k": k,
+        "public_patches": len(pub),
+        "pass_key_fingerprints": prints,
+    }
 
 
 @dataclass(frozen=True)
 class ChallengeTruth:
-    private_images: np.ndarray   # uint8 n×H×W×C
+    private_images: np.ndarray  # uint8 n×H×W×C
     private_labels: np.ndarray
-    pairs: np.ndarray            # int E×2
-    coefficients: np.ndarray     # float E×k
+    pairs: np.ndarray  # int E×2
+    coefficients: np.ndarray  # float E×k
 
 
 def read_truth(truth: str | os.PathLike[str]) -> ChallengeTruth:
@@ -130,8 +171,9 @@ def read_truth(truth: str | os.PathLike[str]) -> ChallengeTruth:
     if missing:
         raise InputError(f"{t}: not a challenge truth folder (missing {', '.join(missing)})")
     load = lambda name: np.load(t / name, allow_pickle=False)  # noqa: E731
-    return ChallengeTruth(load("private_images.npy"), load("private_labels.npy"), load("private_pairs.npy"),
-                          load("coefficients.npy"))
+    return ChallengeTruth(
+        load("private_images.npy"), load("private_labels.npy"), load("private_pairs.npy"), load("coefficients.npy")
+    )
 
 
 _RECOVER = re.compile(r"^(\d+)_recover\.(png|jpe?g)$", re.IGNORECASE)
@@ -152,8 +194,9 @@ def load_recovered(path: str | os.PathLike[str], count: int, shape: tuple[int, i
             raise InputError(f"{p}: not a numeric .npy array ({exc})") from None
         if arr.dtype != np.uint8:
             if arr.dtype.kind != "f" or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-                raise InputError(f"{p}: recoveries must be uint8, or floats in [0, 1]; got {arr.dtype} "
-                                 f"in [{arr.min()}, {arr.max()}]")
+                raise InputError(
+                    f"{p}: recoveries must be uint8, or floats in [0, 1]; got {arr.dtype} in [{arr.min()}, {arr.max()}]"
+                )
             arr = np.round(arr * 255).astype(np.uint8)
         if arr.ndim == 3 and shape[2] == 1:
             arr = arr[..., None]
@@ -170,8 +213,9 @@ def load_recovered(path: str | os.PathLike[str], count: int, shape: tuple[int, i
     missing = [i for i in range(count) if i not in found]
     if missing:
         shown = ", ".join(f"{i}_recover.png" for i in missing[:10])
-        raise InputError(f"{p}: {len(missing)} of {count} recoveries are missing ({shown}"
-                         f"{', …' if len(missing) > 10 else ''})")
+        raise InputError(
+            f"{p}: {len(missing)} of {count} recoveries are missing ({shown}{', …' if len(missing) > 10 else ''})"
+        )
     out = np.empty((count, *shape), np.uint8)
     wrong = []
     for i in range(count):
@@ -185,8 +229,7 @@ def load_recovered(path: str | os.PathLike[str], count: int, shape: tuple[int, i
     return out
 
 
-def score_challenge(truth: str | os.PathLike[str], recovered: str | os.PathLike[str] | np.ndarray
-                    ) -> dict[str, Any]:
+def score_challenge(truth: str | os.PathLike[str], recovered: str | os.PathLike[str] | np.ndarray) -> dict[str, Any]:
     """The challenge's scores for recoveries (see module docstring); arrays per encoding and per private image."""
     t = read_truth(truth)
     e = len(t.pairs)

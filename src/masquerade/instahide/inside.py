@@ -32,18 +32,19 @@ from masquerade.instahide.reconstruct import _grid_edges, sign_sync
 
 __all__ = ["InsideReconstruction", "reconstruct_given_grouping", "lifted_pairs"]
 
-_MAX_LIFTED = 2 * 10**8      # entries of the lifted design matrix (E × pairs), float64: 1.6 GB
+_MAX_LIFTED = 2 * 10**8  # entries of the lifted design matrix (E × pairs), float64: 1.6 GB
 
 
 @dataclass
 class InsideReconstruction:
-    images: torch.Tensor         # n×C×H×W on the encodings' scale, up to one global sign
-    residual: torch.Tensor       # E: RMS of |A x| − |encoding| per encoding (the grouping's verifier)
-    iterations: int              # alternating projections run
+    images: torch.Tensor  # n×C×H×W on the encodings' scale, up to one global sign
+    residual: torch.Tensor  # E: RMS of |A x| − |encoding| per encoding (the grouping's verifier)
+    iterations: int  # alternating projections run
 
 
-def lifted_pairs(partners: np.ndarray, lam: np.ndarray, n_images: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def lifted_pairs(
+    partners: np.ndarray, lam: np.ndarray, n_images: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The lifted design of ``b_j² = Σ w X[a, b]`` over the unordered image pairs (a ≤ b) that share an encoding:
     (rows, columns, pairs, weights), where column u is ``X[pairs[u, 0], pairs[u, 1]]`` (``pairs``: U×2). A partner
     id of -1 pads a row with fewer images."""
@@ -70,16 +71,18 @@ def _lifted_start(design: torch.Tensor, b: torch.Tensor, *, chunk: int = 256) ->
     part = torch.where(support.gather(1, order), order, torch.full_like(order, -1)).numpy()
     rows, cols, pairs, wts = lifted_pairs(part, design.gather(1, order).numpy(), n)
     if e * max(e, len(pairs)) > _MAX_LIFTED:
-        raise InputError(f"inside reconstruction: {e} encodings × {len(pairs)} image pairs is too large a lifted "
-                         "system; reconstruct fewer images at once")
+        raise InputError(
+            f"inside reconstruction: {e} encodings × {len(pairs)} image pairs is too large a lifted "
+            "system; reconstruct fewer images at once"
+        )
     lifted = torch.zeros(e, len(pairs), dtype=torch.float64)
     lifted.index_put_((torch.from_numpy(rows), torch.from_numpy(cols)), torch.from_numpy(wts), accumulate=True)
     gram = lifted @ lifted.T
     ridge = 1e-6 * float(gram.diagonal().mean().clamp_min(1e-300))
-    sol = lifted.T @ torch.linalg.solve(gram + ridge * torch.eye(e, dtype=gram.dtype), b * b)      # U × pixels
+    sol = lifted.T @ torch.linalg.solve(gram + ridge * torch.eye(e, dtype=gram.dtype), b * b)  # U × pixels
     pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     x = torch.empty(n, b.shape[1], dtype=torch.float64)
-    for lo in range(0, b.shape[1], chunk):     # n×n per pixel: in chunks of pixels, so memory stays n²·chunk
+    for lo in range(0, b.shape[1], chunk):  # n×n per pixel: in chunks of pixels, so memory stays n²·chunk
         hi = min(lo + chunk, b.shape[1])
         mat = torch.zeros(hi - lo, n, n, dtype=torch.float64)
         mat[:, pa, pb] = sol[:, lo:hi].T
@@ -89,8 +92,15 @@ def _lifted_start(design: torch.Tensor, b: torch.Tensor, *, chunk: int = 256) ->
     return x
 
 
-def _alternate(design: torch.Tensor, b: torch.Tensor, x: torch.Tensor, *, weights: torch.Tensor | None = None,
-               iterations: int = 200, tol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _alternate(
+    design: torch.Tensor,
+    b: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
+    iterations: int = 200,
+    tol: float = 1e-9,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Alternating projections for ``|design x| = b`` from ``x``: signs ``s = sign(design x)``, then the weighted
     least squares ``x = argmin Σ_j w_j |s_j b_j − (design x)_j|²``. Returns x, each encoding's RMS misfit and the
     iterations run."""
@@ -112,8 +122,11 @@ def _alternate(design: torch.Tensor, b: torch.Tensor, x: torch.Tensor, *, weight
 def _design(partners: np.ndarray, lam: np.ndarray, n: int) -> torch.Tensor:
     e, k = partners.shape
     design = torch.zeros(e, n, dtype=torch.float64)
-    design.index_put_((torch.arange(e)[:, None].expand(-1, k), torch.from_numpy(partners)),
-                      torch.from_numpy(np.asarray(lam, np.float64)), accumulate=True)
+    design.index_put_(
+        (torch.arange(e)[:, None].expand(-1, k), torch.from_numpy(partners)),
+        torch.from_numpy(np.asarray(lam, np.float64)),
+        accumulate=True,
+    )
     return design
 
 
@@ -129,9 +142,16 @@ def _synchronised(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     return x.reshape(len(x), h, w, c).permute(0, 3, 1, 2).contiguous().float()
 
 
-def reconstruct_given_grouping(encodings: torch.Tensor | np.ndarray, partners: np.ndarray, lam: np.ndarray, *,
-                               n_images: int | None = None, iterations: int = 200, tol: float = 1e-9,
-                               chunk: int = 256) -> InsideReconstruction:
+def reconstruct_given_grouping(
+    encodings: torch.Tensor | np.ndarray,
+    partners: np.ndarray,
+    lam: np.ndarray,
+    *,
+    n_images: int | None = None,
+    iterations: int = 200,
+    tol: float = 1e-9,
+    chunk: int = 256,
+) -> InsideReconstruction:
     """Every private image from inside-dataset encodings (E×C×H×W, signs flipped) and their grouping:
     ``partners`` (E×k image ids) and ``lam`` (E×k coefficients). ``n_images``: default ``partners.max() + 1``."""
     z = torch.as_tensor(np.asarray(encodings) if not isinstance(encodings, torch.Tensor) else encodings)
@@ -141,8 +161,7 @@ def reconstruct_given_grouping(encodings: torch.Tensor | np.ndarray, partners: n
     lm = np.asarray(lam, dtype=np.float64)
     e, c, h, w = z.shape
     if part.ndim != 2 or part.shape[0] != e or lm.shape != part.shape or not np.issubdtype(part.dtype, np.integer):
-        raise InputError(f"inside reconstruction: partners and lam are E×k (E = {e}), got {part.shape} and "
-                         f"{lm.shape}")
+        raise InputError(f"inside reconstruction: partners and lam are E×k (E = {e}), got {part.shape} and {lm.shape}")
     n = int(part.max()) + 1 if n_images is None else int(n_images)
     if part.min() < 0 or part.max() >= n:
         raise InputError(f"inside reconstruction: partner ids must lie in 0..{n - 1}")

@@ -48,21 +48,22 @@ __all__ = ["InsideAttack", "InsideAttackSettings"]
 
 # -- the attack: the grouping from the encodings (and labels), then the reconstruction -----------------------------
 
+
 @dataclass(frozen=True)
 class InsideAttackSettings:
-    k: int = 4                        # private images per encoding (the scheme's published setting)
-    n_private: int | None = None      # None: estimated (every image fills k·T slots; eigengaps give T)
-    use_labels: bool = True           # False: ignore the released labels (every image is a candidate everywhere)
-    pixel_scale: str = "normalize"    # the scheme's scale; "normalize" with mean/std below (the training code's)
-    mean: tuple[float, ...] | None = None   # the standardisation's; None: the auxiliary images', else fitted
-    std: tuple[float, ...] | None = None    # to the reconstructions' range (see _to_pixels)
-    dominant: float = 0.3             # a class's coefficient from which its slot is clustered (stage 1)
-    whiten_eps: float = 1e-3          # the clustering's whitening of the squared encodings
-    rounds: int = 6                   # refit + balanced support + reconstruction rounds (stage 3)
-    tol: float = 0.002                # stop when fewer than this share of the chosen slots move
-    reweight: int = 4                 # robust reweighting passes per reconstruction (the residual verifies)
-    verify: float = 0.1               # median misfit (share of the encodings' RMS) above which T is retried lower
-    seed: int = 0                     # the attacker's own randomness (k-means starts)
+    k: int = 4  # private images per encoding (the scheme's published setting)
+    n_private: int | None = None  # None: estimated (every image fills k·T slots; eigengaps give T)
+    use_labels: bool = True  # False: ignore the released labels (every image is a candidate everywhere)
+    pixel_scale: str = "normalize"  # the scheme's scale; "normalize" with mean/std below (the training code's)
+    mean: tuple[float, ...] | None = None  # the standardisation's; None: the auxiliary images', else fitted
+    std: tuple[float, ...] | None = None  # to the reconstructions' range (see _to_pixels)
+    dominant: float = 0.3  # a class's coefficient from which its slot is clustered (stage 1)
+    whiten_eps: float = 1e-3  # the clustering's whitening of the squared encodings
+    rounds: int = 6  # refit + balanced support + reconstruction rounds (stage 3)
+    tol: float = 0.002  # stop when fewer than this share of the chosen slots move
+    reweight: int = 4  # robust reweighting passes per reconstruction (the residual verifies)
+    verify: float = 0.1  # median misfit (share of the encodings' RMS) above which T is retried lower
+    seed: int = 0  # the attacker's own randomness (k-means starts)
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -74,8 +75,11 @@ class InsideAttackSettings:
             raise InputError(f"instahide-inside: n_private must be an integer >= 2, got {self.n_private!r}")
         if self.pixel_scale not in PIXEL_SCALES:
             raise InputError(f"instahide-inside: pixel_scale must be one of {PIXEL_SCALES}, got {self.pixel_scale!r}")
-        if (self.mean is None) != (self.std is None) or (self.std is not None and self.mean is not None and (
-                any(v <= 0 for v in self.std) or len(self.mean) != len(self.std))):
+        if (self.mean is None) != (self.std is None) or (
+            self.std is not None
+            and self.mean is not None
+            and (any(v <= 0 for v in self.std) or len(self.mean) != len(self.std))
+        ):
             raise InputError("instahide-inside: mean and std go together, one value per channel, std positive")
         if not 0 < self.dominant < 1:
             raise InputError(f"instahide-inside: dominant must be in (0, 1), got {self.dominant}")
@@ -87,8 +91,9 @@ class InsideAttackSettings:
             raise InputError("instahide-inside: whiten_eps and verify must be positive and tol in [0, 1)")
 
 
-def _merge_copies(design: torch.Tensor, x: torch.Tensor, img_class: np.ndarray, *, alike: float = 0.98
-                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def _merge_copies(
+    design: torch.Tensor, x: torch.Tensor, img_class: np.ndarray, *, alike: float = 0.98
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Images of one class reconstructed alike (correlation above ``alike``): one image whose slots were split
     between copies (more images guessed than there are). Their columns merge; returns design, x, classes."""
     from scipy.sparse import coo_matrix
@@ -105,6 +110,7 @@ def _merge_copies(design: torch.Tensor, x: torch.Tensor, img_class: np.ndarray, 
     keep = np.unique(label, return_index=True)[1]
     return design @ merge, x[torch.from_numpy(keep)], img_class[keep]
 
+
 def _project_groups(v: torch.Tensor, mass: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Each group's entries (E×G×m; ``valid`` where a candidate exists) projected onto the scaled simplex
     {w ≥ 0, Σ w = mass}."""
@@ -117,8 +123,18 @@ def _project_groups(v: torch.Tensor, mass: torch.Tensor, valid: torch.Tensor) ->
     return torch.where(valid & (mass[..., None] > 0), (vv - theta).clamp_min(0), torch.zeros_like(v))
 
 
-def _refit(x: torch.Tensor, b: torch.Tensor, cand: torch.Tensor, mass: torch.Tensor, valid: torch.Tensor,
-           w: torch.Tensor, *, outer: int = 4, inner: int = 150, budget: int = 1 << 23) -> torch.Tensor:
+def _refit(
+    x: torch.Tensor,
+    b: torch.Tensor,
+    cand: torch.Tensor,
+    mass: torch.Tensor,
+    valid: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    outer: int = 4,
+    inner: int = 150,
+    budget: int = 1 << 23,
+) -> torch.Tensor:
     """Every encoding's coefficients over its candidates (E×G×m) given the image estimates ``x`` (n×P): signs from
     the current fit, then the non-negative least squares with each class's coefficients summing to its released
     mass (accelerated projected gradient), ``outer`` times. With exact images the true coefficients fit exactly."""
@@ -127,7 +143,7 @@ def _refit(x: torch.Tensor, b: torch.Tensor, cand: torch.Tensor, mass: torch.Ten
     gram = x @ x.T
     out = torch.empty_like(w)
     step = max(1, budget // (g * m) ** 2)
-    for lo in range(0, e, step):        # chunks of encodings: the candidates' Gram matrices take ``budget`` numbers
+    for lo in range(0, e, step):  # chunks of encodings: the candidates' Gram matrices take ``budget`` numbers
         sl = slice(lo, min(e, lo + step))
         c_, ms, ok, wc = ci[sl], mass[sl], valid[sl], w[sl].reshape(-1, g * m)
         gj = gram[c_[:, :, None], c_[:, None, :]]
@@ -149,8 +165,18 @@ def _refit(x: torch.Tensor, b: torch.Tensor, cand: torch.Tensor, mass: torch.Ten
     return out
 
 
-def _support(w: torch.Tensor, mass: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor, k: int, n: int,
-             target: float, *, steps: int = 50, rate: float = 0.05) -> torch.Tensor:
+def _support(
+    w: torch.Tensor,
+    mass: torch.Tensor,
+    valid: torch.Tensor,
+    cand: torch.Tensor,
+    k: int,
+    n: int,
+    target: float,
+    *,
+    steps: int = 50,
+    rate: float = 0.05,
+) -> torch.Tensor:
     """Which k candidates each encoding keeps (at least one per class present): the largest shares of their class's
     mass, less a price per image raised while the image fills more than ``target`` slots and lowered while it
     fills fewer (every image fills exactly k·T). Returns the kept mask (E×G×m) of the most balanced step."""
@@ -188,27 +214,34 @@ def _candidates(mass: np.ndarray, img_class: np.ndarray) -> tuple[torch.Tensor, 
     g = int(present.sum(1).max())
     table = -np.ones((mass.shape[1], m), np.int64)
     for c, v in enumerate(members):
-        table[c, :len(v)] = v
-    order = np.argsort(~present, axis=1, kind="stable")[:, :g]            # the classes present, first
+        table[c, : len(v)] = v
+    order = np.argsort(~present, axis=1, kind="stable")[:, :g]  # the classes present, first
     have = np.take_along_axis(present, order, 1)
     cand = np.where(have[..., None], table[order], -1)
     return torch.from_numpy(cand), torch.from_numpy(np.where(have, np.take_along_axis(mass, order, 1), 0.0))
 
 
-def _reweighted(design: torch.Tensor, b: torch.Tensor, x: torch.Tensor, passes: int, iterations: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _reweighted(
+    design: torch.Tensor, b: torch.Tensor, x: torch.Tensor, passes: int, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Alternating projections, then ``passes`` robust reweightings: an encoding whose fit is far worse than the
     median (a wrong slot) counts less, so the images rest on the encodings that verify."""
     x, res, _ = _alternate(design, b, x, iterations=iterations, tol=1e-7)
     for _ in range(passes):
         med = float(res.median().clamp_min(1e-12))
-        x, res, _ = _alternate(design, b, x, weights=1 / (1 + (res / (0.5 * med)) ** 2) + 1e-2,
-                               iterations=iterations, tol=1e-7)
+        x, res, _ = _alternate(
+            design, b, x, weights=1 / (1 + (res / (0.5 * med)) ** 2) + 1e-2, iterations=iterations, tol=1e-7
+        )
     return x, res
 
 
-def _to_pixels(x: torch.Tensor, s: InsideAttackSettings, mean: tuple[float, ...] | None,
-               std: tuple[float, ...] | None, aux: torch.Tensor | None) -> torch.Tensor:
+def _to_pixels(
+    x: torch.Tensor,
+    s: InsideAttackSettings,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    aux: torch.Tensor | None,
+) -> torch.Tensor:
     """Reconstructions on the encodings' scale (n×C×H×W, up to one global sign) as [0, 1] images. The encodings
     say nothing about that sign (negating every image negates every mix, and the masks are random); the scale
     does: the right sign maps into [0, 1], the wrong one spills out wherever a pixel is further from the channel
@@ -256,8 +289,9 @@ class InsideAttack(Configurable):
     name = "instahide-inside"
     data_kind = "images"
     Settings = InsideAttackSettings
-    threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}),
-                               optional=frozenset({Knowledge.LABELS, Knowledge.AUXILIARY}))
+    threat_model = ThreatModel(
+        requires=frozenset({Knowledge.ENCODINGS}), optional=frozenset({Knowledge.LABELS, Knowledge.AUXILIARY})
+    )
 
     @classmethod
     def settings_against(cls, scheme: Any) -> dict[str, Any] | None:
@@ -269,8 +303,16 @@ class InsideAttack(Configurable):
             return None
         return {"k": st.k, "pixel_scale": st.pixel_scale}
 
-    def run(self, *, encodings: Any, labels: Any = None, auxiliary: Any = None, rng: Any = None,
-            progress: bool | None = None, log: Callable[[str], None] | None = None) -> AttackResult:
+    def run(
+        self,
+        *,
+        encodings: Any,
+        labels: Any = None,
+        auxiliary: Any = None,
+        rng: Any = None,
+        progress: bool | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> AttackResult:
         """``encodings``: float32 E×C×H×W (or E×H×W×C as a numpy array, the released layout); ``labels``: E×classes
         mixed labels; ``auxiliary``: clean images of the distribution (an ImageSet, tensor or path) for the pixel
         scale and the global sign; ``rng``: an int seed for the attacker's own randomness."""
@@ -288,7 +330,7 @@ class InsideAttack(Configurable):
         mass = _class_mass(labels, e) if use else np.ones((e, 1))
         aux = _auxiliary(auxiliary, (c, h, w))
         mean, std = s.mean, s.std
-        if aux is not None and s.pixel_scale == "normalize":     # the distribution's own statistics
+        if aux is not None and s.pixel_scale == "normalize":  # the distribution's own statistics
             mean = tuple(float(v) for v in aux.mean((0, 2, 3)))
             std = tuple(float(v) for v in aux.std((0, 2, 3)).clamp_min(1e-6))
         say = log or (lambda _m: None)
@@ -304,15 +346,25 @@ class InsideAttack(Configurable):
         with bar(total=len(tries) * (s.rounds + 1), desc=self.name, unit="step", disable=quiet) as pb:
             for passes in tries:
                 tried.append(passes)
-                got = _attempt(b, mass, spectra, passes, s, pb, say,
-                               give_up=3 * s.verify * scale if len(tried) < len(tries) else None)
+                got = _attempt(
+                    b,
+                    mass,
+                    spectra,
+                    passes,
+                    s,
+                    pb,
+                    say,
+                    give_up=3 * s.verify * scale if len(tried) < len(tries) else None,
+                )
                 got["misfit"] = float(got["residual"].median()) / scale
                 if best is None or got["misfit"] < best["misfit"]:
                     best = got
                 if got["misfit"] <= s.verify:
                     break
-                say(f"instahide-inside: T = {passes} leaves a median misfit of {got['misfit']:.2f}; the next guess "
-                    "of T follows")
+                say(
+                    f"instahide-inside: T = {passes} leaves a median misfit of {got['misfit']:.2f}; the next guess "
+                    "of T follows"
+                )
         assert best is not None
         design, x, img_class = _merge_copies(best["design"], best["x"], best["classes"])
         if len(x) < len(best["x"]):
@@ -320,17 +372,37 @@ class InsideAttack(Configurable):
             x, best["residual"] = _reweighted(design, b, x, s.reweight, 200)
         res = best["residual"]
         images = _to_pixels(_synchronised(x, (c, h, w)), s, mean, std, aux)
-        metrics = {"n_images": len(x), "passes": e // len(x), "passes_tried": tried, "rounds": best["rounds"],
-                   "classes": int(mass.shape[1]), "labels_used": bool(use),
-                   "median_misfit": float(res.median()) / scale,
-                   "verified": float((res < 1e-3 * scale).double().mean()),
-                   "stage_seconds": {"cluster": round(clustered, 2), **best["seconds"]}}
-        return AttackResult(self.name, images, recovered={"grouping": design.numpy().astype(np.float32)},
-                            metrics=metrics, seconds=time.perf_counter() - t0, aligned=False)
+        metrics = {
+            "n_images": len(x),
+            "passes": e // len(x),
+            "passes_tried": tried,
+            "rounds": best["rounds"],
+            "classes": int(mass.shape[1]),
+            "labels_used": bool(use),
+            "median_misfit": float(res.median()) / scale,
+            "verified": float((res < 1e-3 * scale).double().mean()),
+            "stage_seconds": {"cluster": round(clustered, 2), **best["seconds"]},
+        }
+        return AttackResult(
+            self.name,
+            images,
+            recovered={"grouping": design.numpy().astype(np.float32)},
+            metrics=metrics,
+            seconds=time.perf_counter() - t0,
+            aligned=False,
+        )
 
 
-def _attempt(b: torch.Tensor, mass: np.ndarray, spectra: dict[int, Any], passes: int, s: InsideAttackSettings,
-             pb: Any, say: Callable[[str], None], give_up: float | None = None) -> dict[str, Any]:
+def _attempt(
+    b: torch.Tensor,
+    mass: np.ndarray,
+    spectra: dict[int, Any],
+    passes: int,
+    s: InsideAttackSettings,
+    pb: Any,
+    say: Callable[[str], None],
+    give_up: float | None = None,
+) -> dict[str, Any]:
     """Stages 1 to 3 for one guess of T: clusters, start, rounds. Returns the design, images (n×P on the
     encodings' scale), residuals, classes, rounds run and stage seconds. ``give_up``: a median misfit that, still
     exceeded after two rounds, ends the attempt (a wrong guess of T; another is tried)."""
@@ -361,13 +433,21 @@ def _attempt(b: torch.Tensor, mass: np.ndarray, spectra: dict[int, Any], passes:
         design = torch.zeros(e, n, dtype=torch.float64).scatter_add_(1, ci, wt.reshape(e, -1))
         x, res = _reweighted(design, b, x, s.reweight, 30)
         pb.update(1)
-        say(f"instahide-inside: round {rounds}: {moved:.1%} of encodings changed, median misfit "
-            f"{float(res.median()):.2e}")
+        say(
+            f"instahide-inside: round {rounds}: {moved:.1%} of encodings changed, median misfit "
+            f"{float(res.median()):.2e}"
+        )
         if moved < s.tol or (give_up is not None and rounds >= 2 and float(res.median()) > give_up):
             break
     if give_up is not None and float(res.median()) > give_up:
-        return {"design": design, "x": x, "residual": res, "classes": img_class, "rounds": rounds,
-                "seconds": {"start": round(seconds["start"], 2), "refine": round(time.perf_counter() - t, 2)}}
+        return {
+            "design": design,
+            "x": x,
+            "residual": res,
+            "classes": img_class,
+            "rounds": rounds,
+            "seconds": {"start": round(seconds["start"], 2), "refine": round(time.perf_counter() - t, 2)},
+        }
     x, res = _reweighted(design, b, x, s.reweight, 200)
     # the rounds fix the grouping, but alternating projections keep the sign basins of the first start: a fresh
     # lifted start on the final grouping escapes them where it fits better
@@ -375,8 +455,14 @@ def _attempt(b: torch.Tensor, mass: np.ndarray, spectra: dict[int, Any], passes:
     if float(fres.median()) < float(res.median()):
         x, res = fresh, fres
     seconds["refine"] = time.perf_counter() - t
-    return {"design": design, "x": x, "residual": res, "classes": img_class, "rounds": rounds,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    return {
+        "design": design,
+        "x": x,
+        "residual": res,
+        "classes": img_class,
+        "rounds": rounds,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
 
 
 def _encodings(encodings: Any) -> torch.Tensor:
@@ -385,11 +471,10 @@ def _encodings(encodings: Any) -> torch.Tensor:
     else:
         arr = np.asarray(encodings)
         if arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
-            arr = arr.transpose(0, 3, 1, 2)            # the released E×H×W×C layout
+            arr = arr.transpose(0, 3, 1, 2)  # the released E×H×W×C layout
         z = torch.from_numpy(np.ascontiguousarray(arr))
     if z.ndim != 4 or len(z) < 2 or not z.dtype.is_floating_point:
-        raise InputError(f"instahide-inside: encodings are float E×C×H×W (E ≥ 2), got {tuple(z.shape)} "
-                         f"{z.dtype}")
+        raise InputError(f"instahide-inside: encodings are float E×C×H×W (E ≥ 2), got {tuple(z.shape)} {z.dtype}")
     if not torch.isfinite(z).all():
         raise InputError("instahide-inside: the encodings hold NaN or infinite values")
     return z.float()

@@ -23,8 +23,9 @@ def _class_mass(labels: Any, e: int) -> np.ndarray:
         raise InputError(f"instahide-inside: labels are E×classes mixed labels (E = {e}), got shape {lab.shape}")
     lab = lab.astype(np.float64)
     if not np.isfinite(lab).all() or lab.min() < -1e-6 or not np.allclose(lab.sum(1), 1.0, atol=1e-3):
-        raise InputError("instahide-inside: every label row must be non-negative weights summing to 1 (the "
-                         "coefficients of the mix)")
+        raise InputError(
+            "instahide-inside: every label row must be non-negative weights summing to 1 (the coefficients of the mix)"
+        )
     return np.where(lab > 1e-6, lab, 0.0)
 
 
@@ -35,7 +36,7 @@ def _counts(mass: np.ndarray, t: int) -> np.ndarray:
     per = mass.sum(0)
     raw = per / t
     count = np.floor(raw).astype(np.int64)
-    count[np.argsort(count - raw)[:max(0, n - int(count.sum()))]] += 1
+    count[np.argsort(count - raw)[: max(0, n - int(count.sum()))]] += 1
     while count.sum() > n:
         count[np.argmax(count)] -= 1
     return np.maximum(count, np.where(per > 0, 1, 0))
@@ -49,8 +50,9 @@ def _pass_counts(mass: np.ndarray, spectra: dict[int, Any], n_private: int | Non
     e = len(mass)
     if n_private is not None:
         if e % n_private:
-            raise InputError(f"instahide-inside: {e} encodings are not a whole number of passes over "
-                             f"{n_private} images")
+            raise InputError(
+                f"instahide-inside: {e} encodings are not a whole number of passes over {n_private} images"
+            )
         return [e // n_private]
     from masquerade.instahide.grouping import _eigengap
 
@@ -108,8 +110,7 @@ def _spectra(feats: np.ndarray, mass: np.ndarray, dominant: float) -> dict[int, 
     return spectra
 
 
-def _cluster(spectra: dict[int, Any], mass: np.ndarray, count: np.ndarray, seed: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _cluster(spectra: dict[int, Any], mass: np.ndarray, count: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1: each class's dominant slots grouped into ``count[c]`` images (spectral embedding, balanced
     k-means). Returns the start design (E×n: each clustered slot's class share on its image) and every image's
     class."""

@@ -38,8 +38,16 @@ from masquerade.fileio import parse_json, read_json
 from masquerade.metrics.ssim import ssim_loss
 from masquerade.models.denoiser import ReconstructionDenoiser
 
-__all__ = ["PriorSettings", "ChallengePrior", "prepare_prior", "load_prior", "default_prior", "resolve_prior",
-           "evidence", "SHIPPED_PRIOR"]
+__all__ = [
+    "PriorSettings",
+    "ChallengePrior",
+    "prepare_prior",
+    "load_prior",
+    "default_prior",
+    "resolve_prior",
+    "evidence",
+    "SHIPPED_PRIOR",
+]
 
 PRIOR_KIND = "instahide-challenge-prior"
 SHIPPED_PRIOR = Path(__file__).resolve().parents[1] / "weights" / "instahide_challenge_prior.safetensors"
@@ -47,14 +55,14 @@ SHIPPED_PRIOR = Path(__file__).resolve().parents[1] / "weights" / "instahide_cha
 
 @dataclass(frozen=True)
 class PriorSettings:
-    passes: tuple[int, ...] = (10, 20, 50)   # T of the simulated challenges
-    challenges: int = 20                      # simulated challenges per T
-    images: int = 100                         # private images per simulated challenge (balanced over classes)
+    passes: tuple[int, ...] = (10, 20, 50)  # T of the simulated challenges
+    challenges: int = 20  # simulated challenges per T
+    images: int = 100  # private images per simulated challenge (balanced over classes)
     corrupt: tuple[float, float] = (0.2, 0.4)  # most of the larger / smaller slots moved to a wrong image
-    steps: int = 8000                         # training steps (Adam, cosine learning-rate decay)
+    steps: int = 8000  # training steps (Adam, cosine learning-rate decay)
     batch: int = 32
     lr: float = 1e-3
-    l1: float = 0.5                           # weight of L1 beside 1 - SSIM
+    l1: float = 0.5  # weight of L1 beside 1 - SSIM
     width: int = 48
     public_patches: int = 2000
     k: int = 6
@@ -92,16 +100,22 @@ class ChallengePrior:
         self.source = source
         self.fingerprint = meta.get("sha256", "")[:16]
 
-    def __call__(self, x: torch.Tensor, pairs: np.ndarray, lam: np.ndarray, weights: np.ndarray | None,
-                 shape: tuple[int, int, int] = (32, 32, 3)) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        pairs: np.ndarray,
+        lam: np.ndarray,
+        weights: np.ndarray | None,
+        shape: tuple[int, int, int] = (32, 32, 3),
+    ) -> torch.Tensor:
         n = len(x)
-        dev = model_device(self.model)          # the images go where the denoiser is, and come back
+        dev = model_device(self.model)  # the images go where the denoiser is, and come back
         img = x.float().reshape(n, *shape).permute(0, 3, 1, 2)
         info = evidence(pairs, lam, weights, n)
         out = []
         with torch.no_grad():
             for lo in range(0, n, 256):
-                out.append(self.model(img[lo:lo + 256].to(dev), info[lo:lo + 256].to(dev)).cpu())
+                out.append(self.model(img[lo : lo + 256].to(dev), info[lo : lo + 256].to(dev)).cpu())
         return torch.cat(out).permute(0, 2, 3, 1).reshape(n, -1)
 
     def to(self, device: Any) -> "ChallengePrior":
@@ -126,8 +140,10 @@ def load_prior(path: str | os.PathLike[str], *, sha256: str | None = None) -> Ch
     data = p.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256:
-        raise InputError(f"{p}: SHA-256 {digest[:16]}… differs from the recorded {sha256[:16]}… (damaged or "
-                         f"replaced; run `make weights` or `masquerade challenge prepare` again)")
+        raise InputError(
+            f"{p}: SHA-256 {digest[:16]}… differs from the recorded {sha256[:16]}… (damaged or "
+            f"replaced; run `make weights` or `masquerade challenge prepare` again)"
+        )
     meta, state = read_safetensors(p, "challenge prior file")
     if meta.get("kind") != PRIOR_KIND:
         raise InputError(f"{p}: not a challenge prior file (kind {meta.get('kind')!r})")
@@ -161,20 +177,39 @@ def default_prior() -> ChallengePrior | None:
 
 # ------------------------------------------------------------------------------------------------ preparation ---
 
-def _simulate(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, mean: torch.Tensor, var: torch.Tensor,
-              t: int, index: int, s: PriorSettings) -> dict[str, np.ndarray]:
+
+def _simulate(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pool: np.ndarray,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    t: int,
+    index: int,
+    s: PriorSettings,
+) -> dict[str, np.ndarray]:
     from masquerade.instahide.recipe import _public_energy, parse_slots, simulate_challenge
     from masquerade.instahide.reconstruct import reconstruct_private
 
     gen = np.random.default_rng([s.seed, t, index])
     classes = np.unique(labels)
     per = max(1, s.images // len(classes))
-    pick = np.concatenate([gen.choice(np.flatnonzero(labels == c), min(per, int((labels == c).sum())),
-                                      replace=False) for c in classes])
+    pick = np.concatenate(
+        [gen.choice(np.flatnonzero(labels == c), min(per, int((labels == c).sum())), replace=False) for c in classes]
+    )
     n = len(pick)
     pub = pool[gen.choice(len(pool), min(len(pool), n * (s.k - 2)), replace=False)]
-    sim = simulate_challenge(images[pick], labels[pick], pub, per_image=t, k=s.k, upper=s.upper, dom=s.dom,
-                             num_classes=int(labels.max()) + 1, rng=gen)
+    sim = simulate_challenge(
+        images[pick],
+        labels[pick],
+        pub,
+        per_image=t,
+        k=s.k,
+        upper=s.upper,
+        dom=s.dom,
+        num_classes=int(labels.max()) + 1,
+        rng=gen,
+    )
     lam = sim["lam"][:, :2]
     order = lam[:, 1] > lam[:, 0]
     pairs = np.where(order[:, None], sim["pairs"][:, ::-1], sim["pairs"]).copy()
@@ -195,14 +230,24 @@ def _simulate(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, mean: to
     sl = parse_slots(sim["label"], len(pairs), k=s.k, upper=s.upper, dom=s.dom)
     energy = _public_energy(1 - sl.lam.sum(1), s.k, s.upper, s.dom)
     x, _ = reconstruct_private(sim["encryption"], pairs, lam, n, mean, var, energy, shape=images.shape[1:])
-    return {"x": x.numpy().astype(np.float16), "y": images[pick], "info": evidence(pairs, lam, None, n).numpy(),
-            "t": np.full(n, t, np.int64)}
+    return {
+        "x": x.numpy().astype(np.float16),
+        "y": images[pick],
+        "info": evidence(pairs, lam, None, n).numpy(),
+        "t": np.full(n, t, np.int64),
+    }
 
 
-def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  public: str | os.PathLike[str] | None = None, settings: PriorSettings | None = None,
-                  work: str | os.PathLike[str] | None = None, log: Callable[[str], None] = print,
-                  device: Any = None) -> dict[str, Any]:
+def prepare_prior(
+    aux: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    public: str | os.PathLike[str] | None = None,
+    settings: PriorSettings | None = None,
+    work: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = print,
+    device: Any = None,
+) -> dict[str, Any]:
     """Simulate challenges from the labelled images ``aux``, train the denoiser, write ``out`` (.safetensors).
     The simulations run on the CPU; the denoiser trains on ``device`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps``).
 
@@ -234,19 +279,36 @@ def prepare_prior(aux: str | os.PathLike[str], out: str | os.PathLike[str], *,
     log(f"challenge prior: {len(x)} training pairs from {len(parts)} simulated challenges in {sim_seconds:.0f}s")
     t1 = time.perf_counter()
     model, step, losses = _train_denoiser(x.to(dev), y.to(dev), info.to(dev), s, work_dir / "train.pt")
-    record = {"pairs": int(len(x)), "simulated_challenges": len(parts), "simulation_seconds": round(sim_seconds, 1),
-              "training_seconds": round(time.perf_counter() - t1, 1), "final_loss": losses[-1] if losses else None,
-              "loss_every_250_steps": [round(v, 4) for v in losses], "aux": str(aux), "public": str(src),
-              "aux_images": int(len(imgs)), "shape": list(shape), "torch": torch.__version__, "device": str(dev)}
-    digest = _write_prior(out, model, {"kind": PRIOR_KIND, "settings": json.dumps(_settings_doc(s)),
-                                       "training": json.dumps(record)})
+    record = {
+        "pairs": int(len(x)),
+        "simulated_challenges": len(parts),
+        "simulation_seconds": round(sim_seconds, 1),
+        "training_seconds": round(time.perf_counter() - t1, 1),
+        "final_loss": losses[-1] if losses else None,
+        "loss_every_250_steps": [round(v, 4) for v in losses],
+        "aux": str(aux),
+        "public": str(src),
+        "aux_images": int(len(imgs)),
+        "shape": list(shape),
+        "torch": torch.__version__,
+        "device": str(dev),
+    }
+    digest = _write_prior(
+        out, model, {"kind": PRIOR_KIND, "settings": json.dumps(_settings_doc(s)), "training": json.dumps(record)}
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
     log(f"challenge prior: wrote {out} (sha256 {digest[:16]}…) after {step} steps, final loss {record['final_loss']}")
     return {**record, "sha256": digest, "settings": _settings_doc(s)}
 
 
-def _simulations(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, stats: tuple[torch.Tensor, torch.Tensor],
-                 s: PriorSettings, work_dir: Path) -> list[dict[str, np.ndarray]]:
+def _simulations(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pool: np.ndarray,
+    stats: tuple[torch.Tensor, torch.Tensor],
+    s: PriorSettings,
+    work_dir: Path,
+) -> list[dict[str, np.ndarray]]:
     """Every simulated challenge's training pairs (``s.challenges`` per T of ``s.passes``), each kept in
     ``work_dir`` as it is made, so an interrupted preparation simulates only what is missing (a damaged file
     again)."""
@@ -264,7 +326,7 @@ def _simulations(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, stats
                 try:
                     with np.load(path) as z:
                         part = {k: z[k] for k in z.files}
-                except Exception:          # damaged: simulate again
+                except Exception:  # damaged: simulate again
                     part = None
             if part is None:
                 part = _simulate(images, labels, pool, mean, var, t, i, s)
@@ -274,8 +336,9 @@ def _simulations(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, stats
     return parts
 
 
-def _training_set(parts: list[dict[str, np.ndarray]], shape: tuple[int, int, int]
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _training_set(
+    parts: list[dict[str, np.ndarray]], shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(reconstructions N×C×H×W, the true images N×C×H×W on [-1, 1], the evidence behind each) from the
     simulations."""
     x = torch.from_numpy(np.concatenate([p["x"] for p in parts]).astype(np.float32)).reshape(-1, *shape)
@@ -284,8 +347,9 @@ def _training_set(parts: list[dict[str, np.ndarray]], shape: tuple[int, int, int
     return x.permute(0, 3, 1, 2).contiguous(), y.permute(0, 3, 1, 2).contiguous(), info
 
 
-def _train_denoiser(x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: PriorSettings, ckpt: Path
-                    ) -> tuple[ReconstructionDenoiser, int, list[float]]:
+def _train_denoiser(
+    x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: PriorSettings, ckpt: Path
+) -> tuple[ReconstructionDenoiser, int, list[float]]:
     """Train the denoiser on ``x``'s device (1 - SSIM plus ``s.l1`` times L1, random mirror images), from the
     checkpoint ``ckpt`` where one is readable; the checkpoint is rewritten atomically every 250 steps. Returns the
     model (in eval mode), the steps run and the mean loss of every 250 steps."""
@@ -297,8 +361,12 @@ def _train_denoiser(x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: Pri
     def fresh() -> tuple[ReconstructionDenoiser, Any, Any, torch.Generator]:
         model = _seeded_model(s).to(dev)
         opt = torch.optim.Adam(model.parameters(), s.lr)
-        return model, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps), \
-            torch.Generator().manual_seed(s.seed)
+        return (
+            model,
+            opt,
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.steps),
+            torch.Generator().manual_seed(s.seed),
+        )
 
     model, opt, sched, gen = fresh()
     step, losses = 0, []
@@ -310,7 +378,7 @@ def _train_denoiser(x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: Pri
             sched.load_state_dict(st["sched"])
             gen.set_state(st["gen"])
             step, losses = int(st["step"]), [float(v) for v in st["losses"]]
-        except Exception:                  # a damaged checkpoint: train from the start
+        except Exception:  # a damaged checkpoint: train from the start
             (model, opt, sched, gen), step, losses = fresh(), 0, []
     model.train()
     running = 0.0
@@ -334,8 +402,17 @@ def _train_denoiser(x: torch.Tensor, y: torch.Tensor, info: torch.Tensor, s: Pri
                 losses.append(running / (250 if step % 250 == 0 else step % 250))
                 running = 0.0
                 with atomic_path(ckpt) as tmp:
-                    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "gen": gen.get_state(), "step": step, "losses": losses}, tmp)
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "opt": opt.state_dict(),
+                            "sched": sched.state_dict(),
+                            "gen": gen.get_state(),
+                            "step": step,
+                            "losses": losses,
+                        },
+                        tmp,
+                    )
     return model.eval(), step, losses
 
 

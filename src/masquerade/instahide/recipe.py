@@ -18,19 +18,20 @@ __all__ = ["Slots", "parse_slots", "public_statistics", "simulate_challenge"]
 @dataclass(frozen=True)
 class Slots:
     """Each encoding's two private slots: classes ``c`` (E×2), coefficients ``lam`` (E×2)."""
+
     c: np.ndarray
     lam: np.ndarray
-    same: np.ndarray   # both slots in one class (the label shows only their sum)
+    same: np.ndarray  # both slots in one class (the label shows only their sum)
     labelled: bool = True
 
 
-def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: float = 0.65, dom: float = 0.3
-                ) -> Slots:
+def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: float = 0.65, dom: float = 0.3) -> Slots:
     """Slots from ``label.npy``; without labels every slot gets class 0 and the sampler's mean coefficient."""
     if labels is None:
         lam = sample_coefficients(100_000, k, upper=upper, dom=dom, private=2, rng=0)[:, :2].mean()
-        return Slots(np.zeros((count, 2), np.int64), np.full((count, 2), lam, np.float32), np.zeros(count, bool),
-                     labelled=False)
+        return Slots(
+            np.zeros((count, 2), np.int64), np.full((count, 2), lam, np.float32), np.zeros(count, bool), labelled=False
+        )
     lab = np.asarray(labels, dtype=np.float64)
     if lab.ndim != 2 or len(lab) != count:
         raise InputError(f"label.npy has shape {lab.shape}; expected ({count}, classes)")
@@ -39,10 +40,12 @@ def parse_slots(labels: np.ndarray | None, count: int, *, k: int = 6, upper: flo
     nonzero = (lab > 0).sum(1)
     if (nonzero == 0).any() or (nonzero > 2).any():
         bad = int(np.flatnonzero((nonzero == 0) | (nonzero > 2))[0])
-        raise InputError(f"label.npy row {bad} has {nonzero[bad]} non-zero entries; the challenge labels mix "
-                         f"exactly two private images (one entry when both share a class)")
+        raise InputError(
+            f"label.npy row {bad} has {nonzero[bad]} non-zero entries; the challenge labels mix "
+            f"exactly two private images (one entry when both share a class)"
+        )
     _check_label_mass(lab, k=k, upper=upper, dom=dom)
-    if lab.shape[1] < 2:               # a one-class challenge: every row mixes two images of that class
+    if lab.shape[1] < 2:  # a one-class challenge: every row mixes two images of that class
         lab = np.pad(lab, ((0, 0), (0, 2 - lab.shape[1])))
     c = np.argsort(-lab, axis=1, kind="stable")[:, :2]
     same = nonzero == 1
@@ -58,15 +61,19 @@ def _check_label_mass(lab: np.ndarray, *, k: int, upper: float, dom: float, tol:
     recipe's labels (renormalised to 1, another recipe, damage) and would be read as wrong coefficients."""
     total = lab.sum(1)
     if k > 2 and len(lab) and (np.abs(total - 1) <= tol).all():
-        raise InputError("label.npy: every row sums to 1 (renormalised labels); the attack reads the private "
-                         "coefficients from the challenge's own labels, whose rows sum to less than 1")
+        raise InputError(
+            "label.npy: every row sums to 1 (renormalised labels); the attack reads the private "
+            "coefficients from the challenge's own labels, whose rows sum to less than 1"
+        )
     cap = min(1.0, 2 * upper) if k > 2 else 1.0
     bad = (total < dom - tol) | (total > cap + tol) | ((lab > 0).sum(1) == 2) & (lab.max(1) > upper + tol)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"label.npy row {i} holds {total[i]:.4f} in all (largest {lab[i].max():.4f}); the recipe "
-                         f"(k={k}, upper={upper}, dom={dom}) puts between {dom} and {cap:g} there, at most {upper} "
-                         f"per image")
+        raise InputError(
+            f"label.npy row {i} holds {total[i]:.4f} in all (largest {lab[i].max():.4f}); the recipe "
+            f"(k={k}, upper={upper}, dom={dom}) puts between {dom} and {cap:g} there, at most {upper} "
+            f"per image"
+        )
 
 
 def public_statistics(pool: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,9 +101,18 @@ def _public_energy(r: np.ndarray, k: int, upper: float, dom: float) -> np.ndarra
     return _energy_table(k, float(upper), float(dom))[np.digitize(r, _ENERGY_BINS)].astype(np.float32)
 
 
-def simulate_challenge(private: np.ndarray, labels: np.ndarray, public: np.ndarray, *, per_image: int,
-                       k: int = 6, upper: float = 0.65, dom: float = 0.3, num_classes: int = 10,
-                       rng: np.random.Generator) -> dict[str, np.ndarray]:
+def simulate_challenge(
+    private: np.ndarray,
+    labels: np.ndarray,
+    public: np.ndarray,
+    *,
+    per_image: int,
+    k: int = 6,
+    upper: float = 0.65,
+    dom: float = 0.3,
+    num_classes: int = 10,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """The challenge's recipe on the attacker's own images (uint8 N×H×W×C private, P×H×W×C public): per pass every
     image is slot 0 once, slot 1 comes from a permutation without fixed points, k-2 public patches at random."""
     n = len(private)

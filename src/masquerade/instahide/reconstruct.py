@@ -38,7 +38,7 @@ def sign_sync(x: torch.Tensor, edges: np.ndarray) -> torch.Tensor:
     # spanning forest's parent links (roots point to themselves with sign +1)
     parent = np.arange(d)
     seen = np.zeros(d, bool)
-    for root in range(d):   # one tree per connected component (a pixel grid has one)
+    for root in range(d):  # one tree per connected component (a pixel grid has one)
         if seen[root]:
             continue
         order, pred = breadth_first_order(tree, root, directed=False)
@@ -47,7 +47,7 @@ def sign_sync(x: torch.Tensor, edges: np.ndarray) -> torch.Tensor:
     child = np.flatnonzero(parent != np.arange(d))
     sgn = np.ones(d)
     sgn[child] = np.asarray(sign_of[child, parent[child]]).ravel()
-    while (parent != parent[parent]).any():   # invariant: sign(p) = sgn[p] * sign(parent[p])
+    while (parent != parent[parent]).any():  # invariant: sign(p) = sgn[p] * sign(parent[p])
         sgn = sgn * sgn[parent]
         parent = parent[parent]
     return torch.from_numpy(sgn).float()
@@ -56,8 +56,9 @@ def sign_sync(x: torch.Tensor, edges: np.ndarray) -> torch.Tensor:
 class _Pixels:
     """The per-pixel measurement model shared by reconstruction and scoring."""
 
-    def __init__(self, enc: torch.Tensor, lam: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
-                 energy: torch.Tensor) -> None:
+    def __init__(
+        self, enc: torch.Tensor, lam: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, energy: torch.Tensor
+    ) -> None:
         self.ae = enc.abs()
         self.sq = enc * enc
         self.lam = lam
@@ -68,11 +69,22 @@ class _Pixels:
         self.pub_var = var
 
 
-def reconstruct_private(enc: np.ndarray | torch.Tensor, pairs: np.ndarray, lam: np.ndarray, n_images: int,
-                        mean: torch.Tensor, var: torch.Tensor, energy: np.ndarray | torch.Tensor, *,
-                        beta: float = 0.3, anneal: tuple[float, ...] = (4.0, 2.0, 1.5, 1.0, 1.0),
-                        em_steps: int = 8, weights: np.ndarray | None = None,
-                        shape: tuple[int, int, int] = (32, 32, 3), resync: int = 1) -> tuple[torch.Tensor, float]:
+def reconstruct_private(
+    enc: np.ndarray | torch.Tensor,
+    pairs: np.ndarray,
+    lam: np.ndarray,
+    n_images: int,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    energy: np.ndarray | torch.Tensor,
+    *,
+    beta: float = 0.3,
+    anneal: tuple[float, ...] = (4.0, 2.0, 1.5, 1.0, 1.0),
+    em_steps: int = 8,
+    weights: np.ndarray | None = None,
+    shape: tuple[int, int, int] = (32, 32, 3),
+    resync: int = 1,
+) -> tuple[torch.Tensor, float]:
     """Private images (n_images × H·W·C on [-1, 1]) from encodings whose slots hold images ``pairs`` (E×2) with
     coefficients ``lam`` (E×2); returns them and the mean negative log-likelihood of the fit (lower is better).
 
@@ -96,7 +108,7 @@ def reconstruct_private(enc: np.ndarray | torch.Tensor, pairs: np.ndarray, lam: 
 
     # spectral start: each encoding's squared value, less what the squares alone explain, estimates x_a x_b
     la, lb = lam_t[:, 0], lam_t[:, 1]
-    base = (la ** 2 + lb ** 2)[:, None] * 0.3 + pm.mu0 ** 2 + pm.energy[:, None] * pm.pub_var[None]
+    base = (la**2 + lb**2)[:, None] * 0.3 + pm.mu0**2 + pm.energy[:, None] * pm.pub_var[None]
     est = (pm.sq - base) / (2 * la * lb).clamp(min=1e-4)[:, None]
     ww = ((la * lb) ** 2 * wt)[:, None]
     m = torch.zeros(d, n_images * n_images)
@@ -141,7 +153,7 @@ def reconstruct_private(enc: np.ndarray | torch.Tensor, pairs: np.ndarray, lam: 
 
 def _nll(x: torch.Tensor, design: torch.Tensor, pm: _Pixels, wt: torch.Tensor) -> float:
     mu = design @ x + pm.mu0
-    per = mu ** 2 / (2 * pm.var) - torch.log(torch.cosh((pm.ae * mu / pm.var).clamp(-60, 60)))
+    per = mu**2 / (2 * pm.var) - torch.log(torch.cosh((pm.ae * mu / pm.var).clamp(-60, 60)))
     return float((per.mean(1) * wt).sum() / wt.sum())
 
 
@@ -165,8 +177,9 @@ class _GridBasis:
                 if n > 1:
                     lap -= np.eye(n, k=1) + np.eye(n, k=-1)
             factors.append(np.linalg.eigh(lap))
-        (vh, self.uh), (vw, self.uw), (vc, self.uc) = [(torch.from_numpy(v), torch.from_numpy(u).float())
-                                                        for v, u in factors]
+        (vh, self.uh), (vw, self.uw), (vc, self.uc) = [
+            (torch.from_numpy(v), torch.from_numpy(u).float()) for v, u in factors
+        ]
         self.vals = (vh[:, None, None] + vw[None, :, None] + vc[None, None, :]).reshape(-1).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,13 +190,14 @@ class _GridBasis:
         """Pixel vectors from coefficients: z @ V.T."""
         return self._apply(z, self.uh, self.uw, self.uc.T)
 
-    def _apply(self, x: torch.Tensor, left_h: torch.Tensor, left_w: torch.Tensor, right_c: torch.Tensor
-               ) -> torch.Tensor:
+    def _apply(
+        self, x: torch.Tensor, left_h: torch.Tensor, left_w: torch.Tensor, right_c: torch.Tensor
+    ) -> torch.Tensor:
         h, w, c = self.shape
         n = len(x)
-        t = x.reshape(n * h * w, c) @ right_c                          # channels
-        t = torch.matmul(left_w, t.reshape(n * h, w, c))               # columns
-        t = torch.matmul(left_h, t.reshape(n, h, w * c))               # rows
+        t = x.reshape(n * h * w, c) @ right_c  # channels
+        t = torch.matmul(left_w, t.reshape(n * h, w, c))  # columns
+        t = torch.matmul(left_h, t.reshape(n, h, w * c))  # rows
         return t.reshape(n, -1)
 
 
@@ -219,7 +233,7 @@ def _whitening(enc: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
     vals = np.maximum(vals_np, 0)
     top = max(float(vals.max()), 1e-300)
     keep = vals > top * 1e-12
-    v = (fn.T @ u[:, keep]) / np.sqrt(vals[keep])                       # D×r, orthonormal columns
+    v = (fn.T @ u[:, keep]) / np.sqrt(vals[keep])  # D×r, orthonormal columns
     c0 = 1 / np.sqrt(eps * top)
     scale = 1 / np.sqrt(vals[keep] + eps * top) - c0
     t = (v * scale) @ v.T

@@ -34,10 +34,18 @@ from masquerade.errors import InputError
 from masquerade.keys import Key, check_key_array, check_key_field, is_count
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["InstaHide", "InstaHideSettings", "InstaHideKey", "sample_coefficients", "CIFAR_MEAN", "CIFAR_STD",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "InstaHide",
+    "InstaHideSettings",
+    "InstaHideKey",
+    "sample_coefficients",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)   # the official training code's normalisation
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the official training code's normalisation
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,7 +67,7 @@ class InstaHideSettings:
     public_mean: tuple[float, ...] = IMAGENET_MEAN
     public_std: tuple[float, ...] = IMAGENET_STD
     renormalize_labels: bool = False
-    group: int = 0   # 0: private partners from the whole set (the paper); g: from secret groups of about g images
+    group: int = 0  # 0: private partners from the whole set (the paper); g: from secret groups of about g images
 
     def __post_init__(self) -> None:
         for name in ("mean", "std", "public_mean", "public_std"):
@@ -72,8 +80,9 @@ class InstaHideSettings:
         if p is None:
             p = self.k if self.mode == "inside" else (self.k + 1) // 2
         if self.mode == "inside" and p != self.k:
-            raise InputError(f"instahide: inside mode mixes k={self.k} private images; private_per_mix={p} "
-                             "applies to cross mode")
+            raise InputError(
+                f"instahide: inside mode mixes k={self.k} private images; private_per_mix={p} applies to cross mode"
+            )
         if not 1 <= p <= self.k:
             raise InputError(f"instahide: private_per_mix must be in 1..k={self.k}, got {p}")
         object.__setattr__(self, "private_per_mix", int(p))
@@ -95,8 +104,10 @@ class InstaHideSettings:
         need = max(2, 2 * p if self.distinct else 2)
         if self.group and self.group < need:
             # below 2p the distinct draw is nearly a Latin square: rejection would take very long
-            raise InputError(f"instahide: group must be 0 (the whole set) or at least {need} images for {p} "
-                             f"{'distinct ' if self.distinct else ''}private images per encoding, got {self.group}")
+            raise InputError(
+                f"instahide: group must be 0 (the whole set) or at least {need} images for {p} "
+                f"{'distinct ' if self.distinct else ''}private images per encoding, got {self.group}"
+            )
 
     @property
     def p(self) -> int:
@@ -112,7 +123,7 @@ class InstaHideSettings:
             return np.ones((2, channels), np.float32), np.zeros((2, channels), np.float32)
         rows = []
         stats = [(self.mean, self.std, "mean/std"), (self.public_mean, self.public_std, "public_mean/public_std")]
-        if self.mode == "inside":   # no public image is mixed in: the private statistics fill both rows
+        if self.mode == "inside":  # no public image is mixed in: the private statistics fill both rows
             stats[1] = stats[0]
         for mean, std, who in stats:
             if len(mean) != channels or len(std) != channels:
@@ -141,17 +152,27 @@ class InstaHideKey(Key):
         s = self.settings
         check_key_field(self, "settings", isinstance(s, InstaHideSettings), "InstaHide settings")
         check_key_field(self, "n", is_count(self.n, 1), "a positive count")
-        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
-                        and all(is_count(v, 1) for v in self.shape) and math.prod(self.shape) <= 2**31,
-                        "[C, H, W] of positive sizes")
-        check_key_field(self, "pool_size", is_count(self.pool_size, 0) and (self.pool_size > 0) == (s.p < s.k),
-                        "the public pool size (positive exactly when the settings mix in public images)")
+        check_key_field(
+            self,
+            "shape",
+            isinstance(self.shape, list)
+            and len(self.shape) == 3
+            and all(is_count(v, 1) for v in self.shape)
+            and math.prod(self.shape) <= 2**31,
+            "[C, H, W] of positive sizes",
+        )
+        check_key_field(
+            self,
+            "pool_size",
+            is_count(self.pool_size, 0) and (self.pool_size > 0) == (s.p < s.k),
+            "the public pool size (positive exactly when the settings mix in public images)",
+        )
         n, c, h, w = int(self.n), *self.shape
         lam = check_key_array(self, "lam", dtype=np.float32, shape=(n, s.k), low=0.0, high=1.0 + 1e-6, finite=True)
         if not np.allclose(lam.sum(1), 1.0, atol=1e-4):
             raise InputError("instahide key: every row of lam (the mixing coefficients) must sum to 1")
         check_key_array(self, "partners", dtype=np.int64, shape=(n, s.k), low=0)
-        if (self.partners[:, :s.p] >= n).any() or (s.p < s.k and (self.partners[:, s.p:] >= self.pool_size).any()):
+        if (self.partners[:, : s.p] >= n).any() or (s.p < s.k and (self.partners[:, s.p :] >= self.pool_size).any()):
             raise InputError("instahide key: partners name images outside the private set or the public pool")
         check_key_array(self, "mask", dtype=np.uint8, shape=(n, -(-(c * h * w) // 8) if s.sign_flip else 0))
 
@@ -165,11 +186,12 @@ class InstaHideKey(Key):
 
     def private_partners(self) -> np.ndarray:
         """Indices of the private images mixed into each encoding (n × private_per_mix; column 0 = itself)."""
-        return self.partners[:, :self.settings.p]
+        return self.partners[:, : self.settings.p]
 
 
-def sample_coefficients(n: int, k: int, *, upper: float, dom: float = 0.0, private: int = 0,
-                        rng: RngLike = None, max_rounds: int = 100_000) -> np.ndarray:
+def sample_coefficients(
+    n: int, k: int, *, upper: float, dom: float = 0.0, private: int = 0, rng: RngLike = None, max_rounds: int = 100_000
+) -> np.ndarray:
     """The official coefficient sampler, vectorised over rows: |N(0,1)| normalised, rows redrawn until valid.
 
     A row is valid when every coefficient is <= ``upper`` and the first ``private`` coefficients sum to >= ``dom``
@@ -196,8 +218,10 @@ def sample_coefficients(n: int, k: int, *, upper: float, dom: float = 0.0, priva
     while todo.size:
         rounds += 1
         if rounds > max_rounds:
-            raise InputError(f"instahide: the coefficient sampler found no valid row in {max_rounds} rounds "
-                             f"(k={k}, upper={upper}, dom={dom}); relax the bounds")
+            raise InputError(
+                f"instahide: the coefficient sampler found no valid row in {max_rounds} rounds "
+                f"(k={k}, upper={upper}, dom={dom}); relax the bounds"
+            )
         fresh = draw(todo.size)
         lam[todo] = fresh
         todo = todo[invalid(fresh)]
@@ -212,16 +236,16 @@ def _grouped_partners(n: int, p: int, group: int, gen: np.random.Generator, dist
     m = max(1, n // group)
     sizes = np.full(m, n // m)
     sizes[: n % m] += 1
-    gid = np.repeat(np.arange(m), sizes)                 # group of each position
-    order = gen.permutation(n).astype(np.int64)          # position t holds image order[t]
-    cols = [np.arange(n, dtype=np.int64)]                # slots in position space; slot 0 is the image itself
+    gid = np.repeat(np.arange(m), sizes)  # group of each position
+    order = gen.permutation(n).astype(np.int64)  # position t holds image order[t]
+    cols = [np.arange(n, dtype=np.int64)]  # slots in position space; slot 0 is the image itself
     limit = 100 + int(200 * math.exp(p))
     for _ in range(1, p):
         perm = np.empty(n, np.int64)
         todo = np.arange(m)
         for _round in range(limit):
             at = np.nonzero(np.isin(gid, todo))[0] if todo.size < m else np.arange(n)
-            perm[at] = at[np.lexsort((gen.random(at.size), gid[at]))]   # a uniform permutation inside each group
+            perm[at] = at[np.lexsort((gen.random(at.size), gid[at]))]  # a uniform permutation inside each group
             if not distinct:
                 break
             clash = np.zeros(at.size, bool)
@@ -231,11 +255,13 @@ def _grouped_partners(n: int, p: int, group: int, gen: np.random.Generator, dist
             if not todo.size:
                 break
         else:
-            raise InputError(f"instahide: could not draw {p} distinct private images per encoding inside groups of "
-                             f"{group}; use larger groups or distinct=False")
+            raise InputError(
+                f"instahide: could not draw {p} distinct private images per encoding inside groups of "
+                f"{group}; use larger groups or distinct=False"
+            )
         cols.append(perm)
     out = np.empty((n, p), np.int64)
-    out[order] = np.stack([order[c] for c in cols], axis=1)   # image order[t] mixes images order[cols[s][t]]
+    out[order] = np.stack([order[c] for c in cols], axis=1)  # image order[t] mixes images order[cols[s][t]]
     return out
 
 
@@ -250,8 +276,10 @@ def _private_partners(n: int, p: int, gen: np.random.Generator, distinct: bool, 
             if not distinct or not np.any(np.stack(cols) == perm):
                 break
         else:
-            raise InputError(f"instahide: could not draw {p} distinct private images per encoding from {n} images; "
-                             "use more images or distinct=False")
+            raise InputError(
+                f"instahide: could not draw {p} distinct private images per encoding from {n} images; "
+                "use more images or distinct=False"
+            )
         cols.append(perm)
     return np.stack(cols, axis=1)
 
@@ -262,7 +290,7 @@ def _public_partners(n: int, slots: int, pool: int, gen: np.random.Generator) ->
     if pool <= 0:
         raise InputError("instahide: cross mode needs a public pool (pool_size > 0)")
     if pool >= n * slots:  # one permutation: no public image repeats within this key
-        return gen.permutation(pool)[:n * slots].reshape(slots, n).T.astype(np.int64)
+        return gen.permutation(pool)[: n * slots].reshape(slots, n).T.astype(np.int64)
     reps = -(-n // pool)
     cols = [np.concatenate([gen.permutation(pool) for _ in range(reps)])[:n] for _ in range(slots)]
     return np.stack(cols, axis=1).astype(np.int64)
@@ -310,10 +338,10 @@ def _solve_by_components(m: Any, rhs: np.ndarray) -> np.ndarray:
             # batches of components whose blocks and right-hand sides take at most about 256 MB
             per = max(1, (256 << 20) // (8 * int(size) * (int(size) + rhs.shape[1])))
             for cut in range(0, len(every), per):
-                _solve_dense(every[cut:cut + per], int(size), members, starts, comp, local, coo, rhs, x)
+                _solve_dense(every[cut : cut + per], int(size), members, starts, comp, local, coo, rhs, x)
             continue
         for g in every:
-            part = members[starts[g]:starts[g + 1]]
+            part = members[starts[g] : starts[g + 1]]
             try:
                 lu = splu(sp.csc_matrix(m[part][:, part]))
             except RuntimeError as exc:
@@ -322,8 +350,17 @@ def _solve_by_components(m: Any, rhs: np.ndarray) -> np.ndarray:
     return x
 
 
-def _solve_dense(which: np.ndarray, size: int, members: np.ndarray, starts: np.ndarray, comp: np.ndarray,
-                 local: np.ndarray, coo: Any, rhs: np.ndarray, x: np.ndarray) -> None:
+def _solve_dense(
+    which: np.ndarray,
+    size: int,
+    members: np.ndarray,
+    starts: np.ndarray,
+    comp: np.ndarray,
+    local: np.ndarray,
+    coo: Any,
+    rhs: np.ndarray,
+    x: np.ndarray,
+) -> None:
     """Solve the components ``which`` (all of ``size`` images) as one batch of dense systems."""
     idx = members[(starts[which][:, None] + np.arange(size)).ravel()]
     slot = np.full(len(starts) - 1, -1, np.int64)
@@ -332,8 +369,9 @@ def _solve_dense(which: np.ndarray, size: int, members: np.ndarray, starts: np.n
     blocks = np.zeros((len(which), size, size))
     blocks[slot[comp[coo.row[keep]]], local[coo.row[keep]], local[coo.col[keep]]] = coo.data[keep]
     # torch's batched LU solve: several times faster here than numpy's for many right-hand sides
-    sol, info = torch.linalg.solve_ex(torch.from_numpy(blocks),
-                                      torch.from_numpy(rhs[idx]).reshape(len(which), size, -1))
+    sol, info = torch.linalg.solve_ex(
+        torch.from_numpy(blocks), torch.from_numpy(rhs[idx]).reshape(len(which), size, -1)
+    )
     if bool((info != 0).any()) or not bool(torch.isfinite(sol).all()):
         raise InputError("instahide.decode: the key's mixing matrix is singular")
     x[idx] = sol.reshape(len(which) * size, -1).numpy()
@@ -348,11 +386,18 @@ class InstaHide(Configurable):
     Settings = InstaHideSettings
 
     # -- keys ----------------------------------------------------------------------------------------------------
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
-               base: Key | None = None) -> InstaHideKey:
+    def keygen(
+        self,
+        n: int,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> InstaHideKey:
         """Draw a one-time key for ``n`` private images of ``shape`` (C, H, W) and a public pool of ``pool_size``."""
         s = self.settings
-        refuse_base(self.name, base)   # every encoding has its own one-time key: nothing to extend
+        refuse_base(self.name, base)  # every encoding has its own one-time key: nothing to extend
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"instahide.keygen: n must be a positive int, got {n!r}")
         if len(shape) != 3 or min(shape) < 1:
@@ -363,10 +408,18 @@ class InstaHide(Configurable):
             raise InputError(f"instahide.keygen: {s.p} distinct private images per encoding need n >= {s.p}, got {n}")
         gen = as_generator(rng)
         n = int(n)
-        lam = sample_coefficients(n, s.k, upper=s.upper, dom=s.dom if s.mode == "cross" else 0.0,
-                                  private=s.p if s.mode == "cross" else 0, rng=gen).astype(np.float32)
-        partners = np.concatenate([_private_partners(n, s.p, gen, s.distinct, s.group),
-                                   _public_partners(n, s.k - s.p, int(pool_size), gen)], axis=1)
+        lam = sample_coefficients(
+            n,
+            s.k,
+            upper=s.upper,
+            dom=s.dom if s.mode == "cross" else 0.0,
+            private=s.p if s.mode == "cross" else 0,
+            rng=gen,
+        ).astype(np.float32)
+        partners = np.concatenate(
+            [_private_partners(n, s.p, gen, s.distinct, s.group), _public_partners(n, s.k - s.p, int(pool_size), gen)],
+            axis=1,
+        )
         c, h, w = (int(v) for v in shape)
         if s.sign_flip:
             nbytes = -(-(c * h * w) // 8)
@@ -376,12 +429,20 @@ class InstaHide(Configurable):
                 mask[:, -1] &= np.uint8((0xFF << (8 - tail)) & 0xFF)
         else:
             mask = np.zeros((n, 0), np.uint8)
-        return InstaHideKey(settings=s, n=n, shape=[c, h, w], pool_size=int(pool_size) if s.p < s.k else 0,
-                            lam=lam, partners=partners, mask=mask)
+        return InstaHideKey(
+            settings=s,
+            n=n,
+            shape=[c, h, w],
+            pool_size=int(pool_size) if s.p < s.k else 0,
+            lam=lam,
+            partners=partners,
+            mask=mask,
+        )
 
     # -- encode / decode --------------------------------------------------------------------------------------------
-    def _check(self, x: torch.Tensor, key: Key, public: torch.Tensor | None, where: str
-               ) -> tuple[np.ndarray, np.ndarray, InstaHideKey]:
+    def _check(
+        self, x: torch.Tensor, key: Key, public: torch.Tensor | None, where: str
+    ) -> tuple[np.ndarray, np.ndarray, InstaHideKey]:
         check_key(key, InstaHideKey, where=where)
         assert isinstance(key, InstaHideKey)
         if key.settings != self.settings:
@@ -398,14 +459,17 @@ class InstaHide(Configurable):
                 raise InputError(f"{where}: cross-mode InstaHide needs the public pool (public=...)")
             pub = _as_float_images(public, f"{where} public")
             if public.shape[0] != key.pool_size or tuple(public.shape[1:]) != (c, h, w):
-                raise InputError(f"{where}: the key expects a public pool of {key.pool_size} images {c}×{h}×{w}, "
-                                 f"got {tuple(public.shape)}")
+                raise InputError(
+                    f"{where}: the key expects a public pool of {key.pool_size} images {c}×{h}×{w}, "
+                    f"got {tuple(public.shape)}"
+                )
         else:
             pub = np.zeros((1, c, h * w), np.float32)
         return (priv if priv is not None else np.zeros((0, c, h * w), np.float32)), pub, key
 
-    def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
-               rng: RngLike = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None
+    ) -> torch.Tensor:
         """Encodings (float32 n×C×H×W, signs kept) of the private batch ``x`` under ``key``."""
         from masquerade.instahide._kernel import mix_encode
 
@@ -441,11 +505,12 @@ class InstaHide(Configurable):
         slot_type = (np.arange(s.k) >= s.p).astype(int)
         y -= np.einsum("nj,jc->nc", lam, shift[slot_type].astype(np.float64))[:, :, None]
         for j in range(s.p, s.k):
-            y -= (lam[:, j, None, None] * scale[1].astype(np.float64)[None, :, None]) * \
-                pub[k.partners[:, j]].astype(np.float64)
+            y -= (lam[:, j, None, None] * scale[1].astype(np.float64)[None, :, None]) * pub[k.partners[:, j]].astype(
+                np.float64
+            )
         y /= scale[0].astype(np.float64)[None, :, None]
         rows = np.repeat(np.arange(k.n), s.p)
-        m = sp.csr_matrix((lam[:, :s.p].ravel(), (rows, k.partners[:, :s.p].ravel())), shape=(k.n, k.n))
+        m = sp.csr_matrix((lam[:, : s.p].ravel(), (rows, k.partners[:, : s.p].ravel())), shape=(k.n, k.n))
         x = _solve_by_components(m, y.reshape(k.n, -1))
         return torch.from_numpy(x.reshape(k.n, c, h, w).astype(np.float32))
 

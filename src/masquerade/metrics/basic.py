@@ -13,8 +13,9 @@ from masquerade.metrics.ssim import as_batch, check_units
 __all__ = ["mse", "rmse", "psnr"]
 
 
-def _pair(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, name: str, data_range: float
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(
+    x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, name: str, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = as_batch(x, name=f"{name} x"), as_batch(y, name=f"{name} y")
     if a.shape != b.shape:
         raise InputError(f"{name}: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")

@@ -20,7 +20,7 @@ from masquerade.errors import InputError
 __all__ = ["SUCCESS_SSIM", "best_match", "privacy_scores"]
 
 SUCCESS_SSIM = 0.8
-PSNR_CAP = 100.0          # dB: identical images would be infinite; a mean over targets stays finite
+PSNR_CAP = 100.0  # dB: identical images would be infinite; a mean over targets stays finite
 
 
 def _uint8_nhwc(images: Any, what: str) -> np.ndarray:
@@ -39,8 +39,9 @@ def _uint8_nhwc(images: Any, what: str) -> np.ndarray:
     return to_uint8(t.float().clamp(0, 1)).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def best_match(originals: np.ndarray, recon: np.ndarray, *, aligned: bool, chunk: int = 20000
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_match(
+    originals: np.ndarray, recon: np.ndarray, *, aligned: bool, chunk: int = 20000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per original (uint8 N×H×W×C), the SSIM of its best-matching reconstruction (uint8 M×H×W×C), that match's
     PSNR (capped at 100 dB) and its index. ``aligned``: reconstruction i belongs to original i, nothing is searched.
     All N×M pairs are scored in chunks of ``chunk`` pairs."""
@@ -78,6 +79,12 @@ def privacy_scores(recon: Any, originals: Any, *, aligned: bool) -> dict[str, An
     orig = _uint8_nhwc(originals, "originals")
     paired = aligned and len(rec) == len(orig)
     best, p, idx = best_match(orig, rec, aligned=paired)
-    return {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
-            "per_target_ssim": best, "per_target_psnr": p, "match": idx,
-            "matching": "paired" if paired else "best match"}
+    return {
+        "ssim": float(best.mean()),
+        "psnr": float(p.mean()),
+        "success": float((best > SUCCESS_SSIM).mean()),
+        "per_target_ssim": best,
+        "per_target_psnr": p,
+        "match": idx,
+        "matching": "paired" if paired else "best match",
+    }

@@ -12,8 +12,9 @@ __all__ = ["recognition_accuracy"]
 
 
 @torch.no_grad()
-def recognition_accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                         batch: int = 500) -> float:
+def recognition_accuracy(
+    classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch: int = 500
+) -> float:
     """Top-1 accuracy of ``classifier`` (a model that takes [0, 1] images) on ``images`` against ``labels``."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise InputError("recognition_accuracy: images must be an N×C×H×W tensor in [0, 1]")
@@ -23,5 +24,5 @@ def recognition_accuracy(classifier: torch.nn.Module, images: torch.Tensor, labe
     if not len(images):
         raise InputError("recognition_accuracy: no images")
     classifier.eval()
-    pred = torch.cat([classifier(images[i:i + batch].float()).argmax(1) for i in range(0, len(images), batch)])
+    pred = torch.cat([classifier(images[i : i + batch].float()).argmax(1) for i in range(0, len(images), batch)])
     return float((pred == labels).float().mean())

@@ -62,8 +62,9 @@ def check_data_range(data_range: float, name: str) -> None:
         raise InputError(f"{name}: data_range must be a positive number, got {data_range!r}")
 
 
-def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, *,
-                floating: bool | None = None) -> None:
+def check_units(
+    a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, *, floating: bool | None = None
+) -> None:
     """Refuse a ``data_range`` that contradicts the pixels: values spanning more than it (uint8 images scored with
     ``data_range=1``), or float images in [0, 1] scored with ``data_range`` > 2 (as if they were 0..255)."""
     check_data_range(data_range, name)
@@ -71,8 +72,13 @@ def check_units(a: torch.Tensor, b: torch.Tensor, data_range: float, name: str, 
         return
     lo_a, hi_a = (float(v) for v in torch.aminmax(a))
     lo_b, hi_b = (float(v) for v in torch.aminmax(b))
-    check_span(min(lo_a, lo_b), max(hi_a, hi_b), data_range, name,
-               floating=a.is_floating_point() if floating is None else floating)
+    check_span(
+        min(lo_a, lo_b),
+        max(hi_a, hi_b),
+        data_range,
+        name,
+        floating=a.is_floating_point() if floating is None else floating,
+    )
 
 
 def check_span(lo: float, hi: float, data_range: float, name: str, *, floating: bool) -> None:
@@ -80,17 +86,30 @@ def check_span(lo: float, hi: float, data_range: float, name: str, *, floating: 
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{name}: the images contain NaN or infinite values")
     if hi - min(lo, 0.0) > data_range * (1 + 1e-6):
-        raise InputError(f"{name}: pixel values span [{lo:.4g}, {hi:.4g}], wider than data_range={data_range}; "
-                         f"uint8 images take data_range=255")
+        raise InputError(
+            f"{name}: pixel values span [{lo:.4g}, {hi:.4g}], wider than data_range={data_range}; "
+            f"uint8 images take data_range=255"
+        )
     if floating and data_range > 2 and 0 < hi <= 1 and lo >= -1:
-        raise InputError(f"{name}: float images in [{lo:.3g}, {hi:.3g}] with data_range={data_range}: images in "
-                         f"[0, 1] take data_range=1")
+        raise InputError(
+            f"{name}: float images in [{lo:.3g}, {hi:.3g}] with data_range={data_range}: images in "
+            f"[0, 1] take data_range=1"
+        )
 
 
-def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_range: float,
-         win_size: int | None = None, gaussian_weights: bool = False, sigma: float = 1.5,
-         use_sample_covariance: bool = True, K1: float = 0.01, K2: float = 0.03,
-         truncate: float = 3.5) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    *,
+    data_range: float,
+    win_size: int | None = None,
+    gaussian_weights: bool = False,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+    K1: float = 0.01,
+    K2: float = 0.03,
+    truncate: float = 3.5,
+) -> torch.Tensor:
     """Mean SSIM of each pair of images in two N×C×H×W batches (float or uint8): a float64 tensor of N values.
 
     ``data_range`` is required (255 for uint8 pixels, 1 for [0, 1] floats): guessing it from the dtype is the
@@ -101,7 +120,7 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     if a.shape != b.shape:
         raise InputError(f"ssim: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     uint8 = a.dtype == torch.uint8 and b.dtype == torch.uint8
-    check_data_range(data_range, "ssim")   # the kernels find the pixels' span in their own pass: checked below
+    check_data_range(data_range, "ssim")  # the kernels find the pixels' span in their own pass: checked below
     if K1 < 0 or K2 < 0 or sigma <= 0:
         raise InputError("ssim: K1, K2 must be >= 0 and sigma > 0")
     if gaussian_weights:
@@ -109,8 +128,10 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
         win = kernel.numel() if win_size is None else win_size
         if win != kernel.numel():
             # skimage ignores win_size with Gaussian weights except for its cropping and N; keep it consistent.
-            raise InputError(f"ssim: with gaussian_weights the window is {kernel.numel()}×{kernel.numel()} "
-                             f"(sigma={sigma}, truncate={truncate}); do not pass win_size={win_size}")
+            raise InputError(
+                f"ssim: with gaussian_weights the window is {kernel.numel()}×{kernel.numel()} "
+                f"(sigma={sigma}, truncate={truncate}); do not pass win_size={win_size}"
+            )
     else:
         win = 7 if win_size is None else int(win_size)
         if win < 1 or win % 2 == 0:
@@ -128,18 +149,19 @@ def ssim(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, data_ran
     out = np.empty(a.shape[0], dtype=np.float64)
     if not a.shape[0]:
         return torch.from_numpy(out)
-    if uint8 and not gaussian_weights and win <= 255:   # larger windows: sums beyond 2^53, the float path
+    if uint8 and not gaussian_weights and win <= 255:  # larger windows: sums beyond 2^53, the float path
         from masquerade.metrics._ssim_kernel import ssim_box_u8
 
         xa, sa = _strided(a)
         xb, sb = _strided(b)
-        lo, hi, _ = ssim_box_u8(xa, xb, tuple(a.shape), sa, sb, win, c1 * n_points**2, c2 * n_points**2,
-                                float(cov_norm), out)
+        lo, hi, _ = ssim_box_u8(
+            xa, xb, tuple(a.shape), sa, sb, win, c1 * n_points**2, c2 * n_points**2, float(cov_norm), out
+        )
         check_span(lo, hi, data_range, "ssim", floating=False)
         return torch.from_numpy(out)
     from masquerade.metrics._ssim_kernel import ssim_separable
 
-    small = (torch.float32, torch.uint8, torch.int8)   # held exactly by float32: half the memory of float64
+    small = (torch.float32, torch.uint8, torch.int8)  # held exactly by float32: half the memory of float64
     dtype = torch.float32 if a.dtype in small and b.dtype in small else torch.float64
     xa, sa = _strided(a.to(dtype))
     xb, sb = _strided(b.to(dtype))
@@ -169,7 +191,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, *, data_range: float, win_size: i
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     pool = lambda t: F.avg_pool2d(t, win_size, 1)  # noqa: E731
     ua, ub = pool(a), pool(b)
-    cov = win_size ** 2 / (win_size ** 2 - 1)
+    cov = win_size**2 / (win_size**2 - 1)
     va, vb, vab = cov * (pool(a * a) - ua * ua), cov * (pool(b * b) - ub * ub), cov * (pool(a * b) - ua * ub)
     return ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
 

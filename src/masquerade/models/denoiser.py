@@ -26,8 +26,9 @@ class ReconstructionDenoiser(nn.Module):
         self.width = w
         self.e1 = nn.Sequential(_conv(4, w), nn.ReLU(), _conv(w, w), nn.ReLU())
         self.e2 = nn.Sequential(_conv(w, 2 * w, 2), nn.ReLU(), _conv(2 * w, 2 * w), nn.ReLU())
-        self.e3 = nn.Sequential(_conv(2 * w, 3 * w, 2), nn.ReLU(), _conv(3 * w, 3 * w), nn.ReLU(),
-                                _conv(3 * w, 3 * w), nn.ReLU())
+        self.e3 = nn.Sequential(
+            _conv(2 * w, 3 * w, 2), nn.ReLU(), _conv(3 * w, 3 * w), nn.ReLU(), _conv(3 * w, 3 * w), nn.ReLU()
+        )
         self.u2 = nn.ConvTranspose2d(3 * w, 2 * w, 2, 2)
         self.d2 = nn.Sequential(_conv(4 * w, 2 * w), nn.ReLU(), _conv(2 * w, 2 * w), nn.ReLU())
         self.u1 = nn.ConvTranspose2d(2 * w, w, 2, 2)

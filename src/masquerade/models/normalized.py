@@ -15,11 +15,17 @@ class Normalized(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
-    arch: str               # these two are set on models read from a file (masquerade.models.load_model)
+    arch: str  # these two are set on models read from a file (masquerade.models.load_model)
     info: dict[str, Any]
 
-    def __init__(self, model: nn.Module, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
-                 *, image_size: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        *,
+        image_size: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
@@ -37,8 +43,10 @@ class Normalized(nn.Module):
             from masquerade.errors import InputError
 
             h, w = self.image_size
-            raise InputError(f"the model was trained on {h}×{w} images, got {x.shape[-2]}×{x.shape[-1]}: use "
-                             f"images of its size (--size {h}) or a model trained on yours")
+            raise InputError(
+                f"the model was trained on {h}×{w} images, got {x.shape[-2]}×{x.shape[-1]}: use "
+                f"images of its size (--size {h}) or a model trained on yours"
+            )
         return self.model((x - self.mean) / self.std)
 
     def check_takes(self, shape: Sequence[int], *, what: str = "the model") -> None:
@@ -50,7 +58,7 @@ class Normalized(nn.Module):
         c, h, w = (int(v) for v in shape)
         try:
             why = refusal(self, shape)
-        except InputError as exc:          # this wrapper's own checks: channels, the size it was trained on
+        except InputError as exc:  # this wrapper's own checks: channels, the size it was trained on
             raise InputError(f"{what}: {exc}") from None
         if why is not None:
             raise InputError(f"{what}: the model does not take {c}×{h}×{w} images ({why})")

@@ -77,10 +77,18 @@ class ResNet9(nn.Module):
         super().__init__()
         w = width
         self.net = nn.Sequential(
-            _conv_bn(in_channels, w), _conv_bn(w, 2 * w), nn.MaxPool2d(2), _Residual(2 * w),
-            _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
-            _conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), _Residual(8 * w),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten())
+            _conv_bn(in_channels, w),
+            _conv_bn(w, 2 * w),
+            nn.MaxPool2d(2),
+            _Residual(2 * w),
+            _conv_bn(2 * w, 4 * w),
+            nn.MaxPool2d(2),
+            _conv_bn(4 * w, 8 * w),
+            nn.MaxPool2d(2),
+            _Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
         self.linear = nn.Linear(8 * w, num_classes)
         self.scale = 0.125  # the DAWNBench net scales its logits down
 
@@ -139,9 +147,14 @@ class LeNetZhu(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 12, 5, padding=2, stride=2), nn.Sigmoid(),
-            nn.Conv2d(12, 12, 5, padding=2, stride=2), nn.Sigmoid(),
-            nn.Conv2d(12, 12, 5, padding=2, stride=1), nn.Sigmoid(), nn.Flatten())
+            nn.Conv2d(in_channels, 12, 5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(12, 12, 5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(12, 12, 5, padding=2, stride=1),
+            nn.Sigmoid(),
+            nn.Flatten(),
+        )
         self.fc = nn.Linear(768, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -187,8 +200,9 @@ def check_input(name: str, shape: Sequence[int], *, what: str = "the model") -> 
     c, h, w = (int(v) for v in shape)
     why = refusal(create_model(name, num_classes=2, in_channels=c).eval(), shape)
     if why is not None:
-        raise InputError(f"{what} {name} does not take {c}×{h}×{w} images ({why}); resize them (--size) or choose "
-                         f"another")
+        raise InputError(
+            f"{what} {name} does not take {c}×{h}×{w} images ({why}); resize them (--size) or choose another"
+        )
 
 
 def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:

@@ -28,15 +28,16 @@ from masquerade.errors import InputError, MasqueradeError
 
 __all__ = ["BrisqueParams", "load_brisque_params", "brisque_features", "brisque_score", "GREY_WEIGHTS"]
 
-GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)   # skimage.color.rgb2gray
+GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray
 _C = 1.0 / 255.0
 
 
 class BrisqueParams:
     """The SVR (support vectors, coefficients, rho, gamma) and the feature ranges of the ``brisque`` package."""
 
-    def __init__(self, sv: np.ndarray, coef: np.ndarray, rho: float, gamma: float, lo: np.ndarray,
-                 hi: np.ndarray) -> None:
+    def __init__(
+        self, sv: np.ndarray, coef: np.ndarray, rho: float, gamma: float, lo: np.ndarray, hi: np.ndarray
+    ) -> None:
         self.sv, self.coef, self.rho, self.gamma, self.lo, self.hi = sv, coef, rho, gamma, lo, hi
 
     def tensors(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
@@ -53,8 +54,10 @@ def _package_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         from masquerade.extras import MissingExtra
 
-        raise MissingExtra("the BRISQUE quality model needs the 'brisque' package, whose wheel ships the SVR model "
-                           "and feature ranges read here: pip install 'masquerade[brisque]'")
+        raise MissingExtra(
+            "the BRISQUE quality model needs the 'brisque' package, whose wheel ships the SVR model "
+            "and feature ranges read here: pip install 'masquerade[brisque]'"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -94,7 +97,7 @@ def load_brisque_params(model_dir: str | None = None) -> BrisqueParams:
 def _gaussian(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The package's normalised 7×7 Gaussian (σ = 7/6) is the outer product of this 1-D kernel with itself."""
     t = torch.arange(7, dtype=torch.float64) - 3
-    g = torch.exp(-t ** 2 / (2 * (7 / 6) ** 2))
+    g = torch.exp(-(t**2) / (2 * (7 / 6) ** 2))
     return (g / g.sum()).to(dtype=dtype, device=device)
 
 
@@ -126,12 +129,13 @@ def grey(images: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _half_matrix(n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
     """m × n matrix of OpenCV's cubic taps (a = -0.75) for halving n samples, edge samples replicated."""
-    m = int(np.rint(n * 0.5))                                 # OpenCV rounds half to even (cvRound)
+    m = int(np.rint(n * 0.5))  # OpenCV rounds half to even (cvRound)
     a = torch.zeros(m, n, dtype=torch.float64)
     rows = torch.arange(m)
     for off, wgt in ((-1, -0.09375), (0, 0.59375), (1, 0.59375), (2, -0.09375)):
-        a.index_put_((rows, (2 * rows + off).clamp(0, n - 1)), torch.full((m,), wgt, dtype=torch.float64),
-                     accumulate=True)                         # source centre 2x + 0.5: taps 2x-1 .. 2x+2
+        a.index_put_(
+            (rows, (2 * rows + off).clamp(0, n - 1)), torch.full((m,), wgt, dtype=torch.float64), accumulate=True
+        )  # source centre 2x + 0.5: taps 2x-1 .. 2x+2
     return a.to(dtype=dtype, device=device)
 
 
@@ -142,10 +146,10 @@ def half_bicubic(x: torch.Tensor) -> torch.Tensor:
 
 
 def mscn(x: torch.Tensor) -> torch.Tensor:
-    both = _blur(torch.cat([x, x * x], 0))                  # one pass for the mean and the second moment
-    mu, second = both[:len(x)], both[len(x):]
+    both = _blur(torch.cat([x, x * x], 0))  # one pass for the mean and the second moment
+    mu, second = both[: len(x)], both[len(x) :]
     var = second - mu * mu
-    sigma = torch.sqrt(var.abs().clamp_min(1e-20))          # the package's sqrt(|E[x²] - μ²|); safe gradient at 0
+    sigma = torch.sqrt(var.abs().clamp_min(1e-20))  # the package's sqrt(|E[x²] - μ²|); safe gradient at 0
     return (x - mu) / (sigma + _C)
 
 
@@ -184,7 +188,7 @@ def _aggd(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     right = (sq_total - sq_left) / (p - n_left).clamp_min(1)
     r_hat = (x.abs().sum(1) / p) ** 2 / (sq_total / p)
     g = torch.sqrt(left) / torch.sqrt(right)
-    big_r = r_hat * (g ** 3 + 1) * (g + 1) / (g ** 2 + 1) ** 2
+    big_r = r_hat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
     alpha = _solve_alpha(big_r)
     sl, sr = torch.sqrt(left), torch.sqrt(right)
     const = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
@@ -195,11 +199,13 @@ def _aggd(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def _scale_features(x: torch.Tensor) -> torch.Tensor:
     m = mscn(x)[:, 0]
     n = len(m)
-    maps = [m.reshape(n, -1),
-            (m[:, :, :-1] * m[:, :, 1:]).reshape(n, -1),
-            (m[:, :-1, :] * m[:, 1:, :]).reshape(n, -1),
-            (m[:, :-1, :-1] * m[:, 1:, 1:]).reshape(n, -1),
-            (m[:, 1:, :-1] * m[:, :-1, 1:]).reshape(n, -1)]
+    maps = [
+        m.reshape(n, -1),
+        (m[:, :, :-1] * m[:, :, 1:]).reshape(n, -1),
+        (m[:, :-1, :] * m[:, 1:, :]).reshape(n, -1),
+        (m[:, :-1, :-1] * m[:, 1:, 1:]).reshape(n, -1),
+        (m[:, 1:, :-1] * m[:, :-1, 1:]).reshape(n, -1),
+    ]
     feats = []
     for i, c in enumerate(maps):
         alpha, mean, left, right = _aggd(c)

@@ -42,18 +42,18 @@ METHODS = ("pgd", "cw", "filter")
 @dataclass(frozen=True)
 class CamouflageSettings:
     method: str = "pgd"
-    jpeg: bool = True                       # expectation over the differentiable JPEG during optimisation
+    jpeg: bool = True  # expectation over the differentiable JPEG during optimisation
     jpeg_range: tuple[int, int] = (85, 95)  # qualities drawn for it
-    quality: int = 90                       # the organisers' re-compression (the real codec)
-    margin: float = 5.0                     # aim this far below the threshold while optimising
+    quality: int = 90  # the organisers' re-compression (the real codec)
+    margin: float = 5.0  # aim this far below the threshold while optimising
     # PGD
     norm: str = "l2"
-    psnr: float = 40.0                      # L2 budget as a PSNR (dB, pixels in [0, 1])
+    psnr: float = 40.0  # L2 budget as a PSNR (dB, pixels in [0, 1])
     linf: float = 2 / 255
     steps: int = 60
-    check_every: int = 10                   # real-codec check (per image early stop)
-    shrink_steps: int = 6                   # bisection on the perturbation's scale after success
-    shrink_margin: float = 2.0              # ... keeping the real-codec score this far below the threshold
+    check_every: int = 10  # real-codec check (per image early stop)
+    shrink_steps: int = 6  # bisection on the perturbation's scale after success
+    shrink_margin: float = 2.0  # ... keeping the real-codec score this far below the threshold
     # CW-L2 (the participants' reference defaults)
     search_steps: int = 5
     iterations: int = 1000
@@ -98,8 +98,9 @@ def _through_jpeg(x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generat
     return jpeg_approx(x, q)
 
 
-def _shrink(model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch.Tensor,
-            s: CamouflageSettings) -> torch.Tensor:
+def _shrink(
+    model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch.Tensor, s: CamouflageSettings
+) -> torch.Tensor:
     """Scale each successful perturbation down by bisection while the real-codec score stays ``shrink_margin``
     below the threshold (a margin for codecs that round a little differently)."""
     if not ok.any():
@@ -115,14 +116,15 @@ def _shrink(model: QualityModel, x: torch.Tensor, delta: torch.Tensor, ok: torch
     return delta * scale[:, None, None, None]
 
 
-def _pgd(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator,
-         pb: Any) -> torch.Tensor:
+def _pgd(
+    model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator, pb: Any
+) -> torch.Tensor:
     dims = x[0].numel()
     eps = math.sqrt(dims * 10 ** (-s.psnr / 10)) if s.norm == "l2" else s.linf
     alpha = 2.5 * eps / s.steps
     target = model.threshold - s.margin
     delta = torch.zeros_like(x)
-    active = _real_scores(model, x, s.quality) >= target     # photos the codec already makes bad are left alone
+    active = _real_scores(model, x, s.quality) >= target  # photos the codec already makes bad are left alone
     for step in range(s.steps):
         idx = active.nonzero().flatten()
         if len(idx) == 0:
@@ -151,14 +153,13 @@ def _pgd(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ra
     return x + _shrink(model, x, delta, ok, s)
 
 
-def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator,
-        pb: Any) -> torch.Tensor:
+def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator, pb: Any) -> torch.Tensor:
     n = len(x)
     w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
     c = torch.full((n,), s.initial_c, dtype=x.dtype, device=x.device)
     lower = torch.zeros(n, dtype=x.dtype, device=x.device)
     upper = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-    best = x.clone()                                                       # images with no success stay as they were
+    best = x.clone()  # images with no success stay as they were
     best_l2 = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     target = model.threshold - s.margin
     for _ in range(s.search_steps):
@@ -168,13 +169,13 @@ def _cw(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.ran
         for it in range(s.iterations):
             adv = (torch.tanh(w) + 1) / 2
             l2 = (adv - x).flatten(1).pow(2).sum(1)
-            margin = model.score(_through_jpeg(adv, s, gen)) - target      # logit(good) - logit(bad)
+            margin = model.score(_through_jpeg(adv, s, gen)) - target  # logit(good) - logit(bad)
             loss_each = l2 + c * torch.clamp(margin, min=-s.kappa)
             opt.zero_grad(set_to_none=True)
             loss_each.sum().backward()
             opt.step()
             pb.update(n)
-            if it % max(1, s.iterations // 10) == 0:                       # abort early when the loss stalls
+            if it % max(1, s.iterations // 10) == 0:  # abort early when the loss stalls
                 cur = float(loss_each.detach().sum())
                 if cur > prev * 0.9999:
                     break
@@ -197,7 +198,7 @@ def tone_curve(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     normalised so each curve runs from y0 to y0 + span within [0, 1])."""
     k = params.shape[-1] - 1
     inc = torch.nn.functional.softplus(params[..., 1:])
-    start = torch.sigmoid(params[..., :1]) * 0.2                          # black point in [0, 0.2]
+    start = torch.sigmoid(params[..., :1]) * 0.2  # black point in [0, 0.2]
     span = 1 - start
     knots_y = torch.cat([start, start + span * torch.cumsum(inc, -1) / inc.sum(-1, keepdim=True)], -1)  # N×3×(K+1)
     pos = (x.clamp(0, 1) * k).reshape(len(x), 3, -1)
@@ -208,11 +209,12 @@ def tone_curve(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return (y0 + t * (y1 - y0)).reshape_as(x)
 
 
-def _filter(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator,
-            pb: Any) -> torch.Tensor:
+def _filter(
+    model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np.random.Generator, pb: Any
+) -> torch.Tensor:
     n = len(x)
     params = torch.zeros(n, 3, s.knots + 1, dtype=x.dtype, device=x.device)
-    params[..., 0] = -10.0                                                  # identity: black point 0, even steps
+    params[..., 0] = -10.0  # identity: black point 0, even steps
     params.requires_grad_(True)
     opt = torch.optim.Adam([params], lr=s.filter_lr)
     target = model.threshold - s.margin
@@ -229,9 +231,16 @@ def _filter(model: QualityModel, x: torch.Tensor, s: CamouflageSettings, gen: np
         return tone_curve(x, params)
 
 
-def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSettings | None = None, *,
-               rng: RngLike = 0, batch: int = 4, progress: bool | None = None,
-               device: DeviceLike = None) -> torch.Tensor:
+def camouflage(
+    model: QualityModel,
+    images: torch.Tensor,
+    settings: CamouflageSettings | None = None,
+    *,
+    rng: RngLike = 0,
+    batch: int = 4,
+    progress: bool | None = None,
+    device: DeviceLike = None,
+) -> torch.Tensor:
     """Camouflaged versions of float N×3×H×W images in [0, 1] (all one size; see :func:`camouflage_photos` for
     photos of mixed sizes). ``device``: where the model and the optimisation run (the real JPEG codec stays on the
     CPU); the model is back where it was, and the images on the CPU, when it returns."""
@@ -246,19 +255,23 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
     out = []
     dev = resolve_device(device)
     if isinstance(model, BrisqueQuality):
-        require_float64(dev, "camouflage against BRISQUE")     # its AGGD fits run in float64
+        require_float64(dev, "camouflage against BRISQUE")  # its AGGD fits run in float64
     home = model_device(model)
     was_training = model.training
     model.eval()
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:                                   # gradients w.r.t. the image only; restored below
+    for p in params:  # gradients w.r.t. the image only; restored below
         p.requires_grad_(False)
     try:
-        with bar(total=len(images) * per_image, desc=f"camouflage ({s.method})", unit="img-step",
-                 disable=None if progress is None else not progress) as pb:
+        with bar(
+            total=len(images) * per_image,
+            desc=f"camouflage ({s.method})",
+            unit="img-step",
+            disable=None if progress is None else not progress,
+        ) as pb:
             for i in range(0, len(images), batch):
-                out.append(run(model, images[i:i + batch].to(dev), s, gen, pb).detach().cpu())
+                out.append(run(model, images[i : i + batch].to(dev), s, gen, pb).detach().cpu())
     finally:
         for p in params:
             p.requires_grad_(True)
@@ -268,8 +281,9 @@ def camouflage(model: QualityModel, images: torch.Tensor, settings: CamouflageSe
 
 
 @torch.no_grad()
-def evaluate_camouflage(model: QualityModel, original: torch.Tensor, camouflaged: torch.Tensor,
-                        quality: int = 90) -> dict[str, np.ndarray]:
+def evaluate_camouflage(
+    model: QualityModel, original: torch.Tensor, camouflaged: torch.Tensor, quality: int = 90
+) -> dict[str, np.ndarray]:
     """The task's protocol per image: scores of the original and the camouflaged photo, each as delivered and after
     the real JPEG re-compression at ``quality``; success (camouflaged + JPEG below the threshold); PSNR and SSIM of
     the delivered camouflaged photo against the original."""
@@ -291,10 +305,20 @@ def evaluate_camouflage(model: QualityModel, original: torch.Tensor, camouflaged
 MAX_PIXELS = 4096 * 4096
 
 
-def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list[str], out_dir: Any,
-                      settings: CamouflageSettings | None = None, *, rng: RngLike = None, batch: int = 4,
-                      max_pixels: int = MAX_PIXELS, progress: bool | None = None,
-                      prefix: str = "", device: DeviceLike = None) -> tuple[list[dict], list[Any]]:
+def camouflage_photos(
+    model: QualityModel,
+    photos: list[np.ndarray],
+    names: list[str],
+    out_dir: Any,
+    settings: CamouflageSettings | None = None,
+    *,
+    rng: RngLike = None,
+    batch: int = 4,
+    max_pixels: int = MAX_PIXELS,
+    progress: bool | None = None,
+    prefix: str = "",
+    device: DeviceLike = None,
+) -> tuple[list[dict], list[Any]]:
     """Camouflage photos of any sizes at their own resolution (photos of one size share batches), write each as
     JPEG at ``settings.quality`` under ``out_dir`` (named ``<prefix><original stem>.jpg``); return one row per photo
     (the task's protocol) and (original, camouflaged) tensors for grids."""
@@ -310,8 +334,10 @@ def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list
         if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
             raise InputError(f"{name}: expected an 8-bit colour photo")
         if im.shape[0] * im.shape[1] > max_pixels:
-            raise InputError(f"{name}: {im.shape[1]}×{im.shape[0]} is larger than the limit of {max_pixels} pixels; "
-                             "resize it first (or raise --max-pixels)")
+            raise InputError(
+                f"{name}: {im.shape[1]}×{im.shape[0]} is larger than the limit of {max_pixels} pixels; "
+                "resize it first (or raise --max-pixels)"
+            )
         if min(im.shape[:2]) < 32:
             raise InputError(f"{name}: {im.shape[1]}×{im.shape[0]} is too small for a quality model (32 px min)")
     groups: dict[tuple[int, int], list[int]] = {}
@@ -331,12 +357,18 @@ def camouflage_photos(model: QualityModel, photos: list[np.ndarray], names: list
             path = out / f"{prefix}{stem}.jpg"
             with atomic_open(path, "wb") as fh:
                 Image.fromarray((deliver(y[j]) * 255).round().byte().permute(1, 2, 0).numpy()).save(
-                    fh, "JPEG", quality=s.quality)
-            rows[i] = {"photo": names[i], "score": round(float(ev["score"][j]), 2),
-                       "score after JPEG": round(float(ev["score_jpeg"][j]), 2),
-                       "camouflaged score after JPEG": round(float(ev["camouflaged_score_jpeg"][j]), 2),
-                       "success": bool(ev["success"][j]), "PSNR": round(float(ev["psnr"][j]), 2),
-                       "SSIM": round(float(ev["ssim"][j]), 4), "seconds": round(seconds, 1), "file": str(path)}
+                    fh, "JPEG", quality=s.quality
+                )
+            rows[i] = {
+                "photo": names[i],
+                "score": round(float(ev["score"][j]), 2),
+                "score after JPEG": round(float(ev["score_jpeg"][j]), 2),
+                "camouflaged score after JPEG": round(float(ev["camouflaged_score_jpeg"][j]), 2),
+                "success": bool(ev["success"][j]),
+                "PSNR": round(float(ev["psnr"][j]), 2),
+                "SSIM": round(float(ev["ssim"][j]), 4),
+                "seconds": round(seconds, 1),
+                "file": str(path),
+            }
             pairs[i] = (x[j], y[j])
     return rows, pairs
-

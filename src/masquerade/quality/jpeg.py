@@ -20,13 +20,113 @@ from masquerade.errors import InputError
 
 __all__ = ["jpeg_real", "jpeg_approx", "quant_tables"]
 
-_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], float).reshape(8, 8)
-_CHROMA = np.array([
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, float).reshape(8, 8)   # ITU-T T.81 Annex K tables
+_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    float,
+).reshape(8, 8)
+_CHROMA = np.array(
+    [
+        17,
+        18,
+        24,
+        47,
+        99,
+        99,
+        99,
+        99,
+        18,
+        21,
+        26,
+        66,
+        99,
+        99,
+        99,
+        99,
+        24,
+        26,
+        56,
+        99,
+        99,
+        99,
+        99,
+        99,
+        47,
+        66,
+        99,
+        99,
+        99,
+        99,
+        99,
+        99,
+    ]
+    + [99] * 32,
+    float,
+).reshape(8, 8)  # ITU-T T.81 Annex K tables
 
 
 def quant_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +154,7 @@ def _dct_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     k = torch.arange(8, dtype=torch.float64)
     m = torch.cos((2 * k[None, :] + 1) * k[:, None] * np.pi / 16) * np.sqrt(2 / 8)
     m[0] /= np.sqrt(2)
-    return m.to(dtype=dtype, device=device)                 # orthonormal DCT-II: X = M x Mᵀ
+    return m.to(dtype=dtype, device=device)  # orthonormal DCT-II: X = M x Mᵀ
 
 
 def _soft_round(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +165,7 @@ def _soft_round(x: torch.Tensor) -> torch.Tensor:
 def _code(plane: torch.Tensor, table: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Quantise and dequantise one plane (N×H×W, sides multiples of 8) block by block."""
     n, h, w = plane.shape
-    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3)          # N × bh × bw × 8 × 8
+    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3)  # N × bh × bw × 8 × 8
     coef = m @ blocks @ m.T
     coef = _soft_round(coef / table) * table
     back = m.T @ coef @ m
@@ -92,9 +192,12 @@ def jpeg_approx(images: torch.Tensor, quality: float | torch.Tensor = 90) -> tor
     m = _dct_matrix(images.dtype, images.device)
     y = _code(y - 128, luma, m) + 128
     sub = [F.avg_pool2d(c[:, None], 2)[:, 0] for c in (cb, cr)]
-    cb, cr = (F.interpolate(_code(c - 128, chroma, m)[:, None] + 128, scale_factor=2, mode="bilinear",
-                            align_corners=False)[:, 0]
-              for c in sub)
+    cb, cr = (
+        F.interpolate(_code(c - 128, chroma, m)[:, None] + 128, scale_factor=2, mode="bilinear", align_corners=False)[
+            :, 0
+        ]
+        for c in sub
+    )
     r = y + 1.402 * (cr - 128)
     g = y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128)
     b = y + 1.772 * (cb - 128)

@@ -26,8 +26,14 @@ __all__ = ["InceptionResNetV2Base", "KonCept512", "KonCept512Quality"]
 
 
 class BasicConv2d(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001, momentum=0.1)
@@ -46,8 +52,9 @@ class Mixed_5b(nn.Module):  # noqa: N801 - the published module names
         super().__init__()
         self.branch0 = BasicConv2d(192, 96, 1)
         self.branch1 = _seq(BasicConv2d(192, 48, 1), BasicConv2d(48, 64, 5, padding=2))
-        self.branch2 = _seq(BasicConv2d(192, 64, 1), BasicConv2d(64, 96, 3, padding=1),
-                            BasicConv2d(96, 96, 3, padding=1))
+        self.branch2 = _seq(
+            BasicConv2d(192, 64, 1), BasicConv2d(64, 96, 3, padding=1), BasicConv2d(96, 96, 3, padding=1)
+        )
         self.branch3 = _seq(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), BasicConv2d(192, 64, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +68,7 @@ class _Residual(nn.Module):
     relu_out: bool
     branch0: nn.Module
     branch1: nn.Module
-    branch2: nn.Module      # absent from blocks with two branches
+    branch2: nn.Module  # absent from blocks with two branches
     conv2d: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,8 +83,9 @@ class Block35(_Residual):
         self.scale, self.relu_out = scale, True
         self.branch0 = BasicConv2d(320, 32, 1)
         self.branch1 = _seq(BasicConv2d(320, 32, 1), BasicConv2d(32, 32, 3, padding=1))
-        self.branch2 = _seq(BasicConv2d(320, 32, 1), BasicConv2d(32, 48, 3, padding=1),
-                            BasicConv2d(48, 64, 3, padding=1))
+        self.branch2 = _seq(
+            BasicConv2d(320, 32, 1), BasicConv2d(32, 48, 3, padding=1), BasicConv2d(48, 64, 3, padding=1)
+        )
         self.conv2d = nn.Conv2d(128, 320, 1)
 
 
@@ -86,8 +94,11 @@ class Block17(_Residual):
         super().__init__()
         self.scale, self.relu_out = scale, True
         self.branch0 = BasicConv2d(1088, 192, 1)
-        self.branch1 = _seq(BasicConv2d(1088, 128, 1), BasicConv2d(128, 160, (1, 7), padding=(0, 3)),
-                            BasicConv2d(160, 192, (7, 1), padding=(3, 0)))
+        self.branch1 = _seq(
+            BasicConv2d(1088, 128, 1),
+            BasicConv2d(128, 160, (1, 7), padding=(0, 3)),
+            BasicConv2d(160, 192, (7, 1), padding=(3, 0)),
+        )
         self.conv2d = nn.Conv2d(384, 1088, 1)
 
 
@@ -96,8 +107,11 @@ class Block8(_Residual):
         super().__init__()
         self.scale, self.relu_out = scale, not no_relu
         self.branch0 = BasicConv2d(2080, 192, 1)
-        self.branch1 = _seq(BasicConv2d(2080, 192, 1), BasicConv2d(192, 224, (1, 3), padding=(0, 1)),
-                            BasicConv2d(224, 256, (3, 1), padding=(1, 0)))
+        self.branch1 = _seq(
+            BasicConv2d(2080, 192, 1),
+            BasicConv2d(192, 224, (1, 3), padding=(0, 1)),
+            BasicConv2d(224, 256, (3, 1), padding=(1, 0)),
+        )
         self.conv2d = nn.Conv2d(448, 2080, 1)
 
 
@@ -105,8 +119,9 @@ class Mixed_6a(nn.Module):  # noqa: N801
     def __init__(self) -> None:
         super().__init__()
         self.branch0 = BasicConv2d(320, 384, 3, stride=2)
-        self.branch1 = _seq(BasicConv2d(320, 256, 1), BasicConv2d(256, 256, 3, padding=1),
-                            BasicConv2d(256, 384, 3, stride=2))
+        self.branch1 = _seq(
+            BasicConv2d(320, 256, 1), BasicConv2d(256, 256, 3, padding=1), BasicConv2d(256, 384, 3, stride=2)
+        )
         self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +133,9 @@ class Mixed_7a(nn.Module):  # noqa: N801
         super().__init__()
         self.branch0 = _seq(BasicConv2d(1088, 256, 1), BasicConv2d(256, 384, 3, stride=2))
         self.branch1 = _seq(BasicConv2d(1088, 256, 1), BasicConv2d(256, 288, 3, stride=2))
-        self.branch2 = _seq(BasicConv2d(1088, 256, 1), BasicConv2d(256, 288, 3, padding=1),
-                            BasicConv2d(288, 320, 3, stride=2))
+        self.branch2 = _seq(
+            BasicConv2d(1088, 256, 1), BasicConv2d(256, 288, 3, padding=1), BasicConv2d(288, 320, 3, stride=2)
+        )
         self.branch3 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,12 +145,23 @@ class Mixed_7a(nn.Module):  # noqa: N801
 def InceptionResNetV2Base() -> nn.Sequential:  # noqa: N802 - a layout, named as such
     """The ImageNet model's children up to (and including) ``avgpool_1a``, in order (16 modules)."""
     return nn.Sequential(
-        BasicConv2d(3, 32, 3, stride=2), BasicConv2d(32, 32, 3), BasicConv2d(32, 64, 3, padding=1),
-        nn.MaxPool2d(3, stride=2), BasicConv2d(64, 80, 1), BasicConv2d(80, 192, 3), nn.MaxPool2d(3, stride=2),
-        Mixed_5b(), nn.Sequential(*[Block35(0.17) for _ in range(10)]), Mixed_6a(),
-        nn.Sequential(*[Block17(0.10) for _ in range(20)]), Mixed_7a(),
-        nn.Sequential(*[Block8(0.20) for _ in range(9)]), Block8(no_relu=True), BasicConv2d(2080, 1536, 1),
-        nn.AvgPool2d(8, count_include_pad=False))
+        BasicConv2d(3, 32, 3, stride=2),
+        BasicConv2d(32, 32, 3),
+        BasicConv2d(32, 64, 3, padding=1),
+        nn.MaxPool2d(3, stride=2),
+        BasicConv2d(64, 80, 1),
+        BasicConv2d(80, 192, 3),
+        nn.MaxPool2d(3, stride=2),
+        Mixed_5b(),
+        nn.Sequential(*[Block35(0.17) for _ in range(10)]),
+        Mixed_6a(),
+        nn.Sequential(*[Block17(0.10) for _ in range(20)]),
+        Mixed_7a(),
+        nn.Sequential(*[Block8(0.20) for _ in range(9)]),
+        Block8(no_relu=True),
+        BasicConv2d(2080, 1536, 1),
+        nn.AvgPool2d(8, count_include_pad=False),
+    )
 
 
 class KonCept512(nn.Module):
@@ -144,10 +171,20 @@ class KonCept512(nn.Module):
         super().__init__()
         self.base = InceptionResNetV2Base()
         self.fc = nn.Sequential(
-            nn.Linear(1536, 2048), nn.ReLU(inplace=True), nn.BatchNorm1d(2048), nn.Dropout(0.25),
-            nn.Linear(2048, 1024), nn.ReLU(inplace=True), nn.BatchNorm1d(1024), nn.Dropout(0.25),
-            nn.Linear(1024, 256), nn.ReLU(inplace=True), nn.BatchNorm1d(256), nn.Dropout(0.5),
-            nn.Linear(256, 1))
+            nn.Linear(1536, 2048),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(2048),
+            nn.Dropout(0.25),
+            nn.Linear(2048, 1024),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(1024),
+            nn.Dropout(0.25),
+            nn.Linear(1024, 256),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(256),
+            nn.Dropout(0.5),
+            nn.Linear(256, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.base(x).reshape(len(x), -1))
@@ -169,23 +206,26 @@ class KonCept512Quality(QualityModel):
                 raise InputError(f"{p}: no such KonCept512 weights file")
             try:
                 state = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as exc:   # noqa: BLE001 - zipfile, pickle (weights_only refusals) and torch errors
+            except Exception as exc:  # noqa: BLE001 - zipfile, pickle (weights_only refusals) and torch errors
                 raise InputError(f"{p}: not a PyTorch weights file ({error_line(exc)})") from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
-            if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                      for k, v in state.items()):
+            if not isinstance(state, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+            ):
                 raise InputError(f"{p}: not a KonCept512 state dict (names to tensors)")
-            state = {k.removeprefix("module."): v for k, v in state.items()}     # saved from DataParallel
+            state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
             try:
                 missing, unexpected = self.net.load_state_dict(state, strict=False)
-            except RuntimeError as exc:                    # shapes that do not fit
+            except RuntimeError as exc:  # shapes that do not fit
                 lines = str(exc).strip().splitlines() or [type(exc).__name__]
-                raise InputError(f"{p}: not a KonCept512 state dict ({lines[min(1, len(lines) - 1)].strip()})") \
-                    from None
+                raise InputError(
+                    f"{p}: not a KonCept512 state dict ({lines[min(1, len(lines) - 1)].strip()})"
+                ) from None
             if missing or unexpected:
-                raise InputError(f"{p}: not a KonCept512 state dict (missing {missing[:3]}, unexpected "
-                                 f"{unexpected[:3]})")
+                raise InputError(
+                    f"{p}: not a KonCept512 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
         self.net.eval()
 
     def score(self, images: torch.Tensor) -> torch.Tensor:

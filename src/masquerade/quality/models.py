@@ -65,8 +65,14 @@ class TorchScriptQuality(QualityModel):
 
     name = "torchscript"
 
-    def __init__(self, path: str | Path, *, input_range: tuple[float, float] = (0.0, 1.0),
-                 output_range: tuple[float, float] = (0.0, 100.0), threshold: float = 50.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        output_range: tuple[float, float] = (0.0, 100.0),
+        threshold: float = 50.0,
+    ) -> None:
         super().__init__(threshold)
         p = Path(path)
         if not p.is_file():
@@ -76,18 +82,17 @@ class TorchScriptQuality(QualityModel):
 
         quiet = logging.getLogger("torch.export")
         level = quiet.level
-        quiet.setLevel(logging.CRITICAL)                  # its own log line would repeat the error below
+        quiet.setLevel(logging.CRITICAL)  # its own log line would repeat the error below
         try:
-            if p.suffix == ".pt2":                        # a torch.export program (TorchScript's successor)
+            if p.suffix == ".pt2":  # a torch.export program (TorchScript's successor)
                 self.model = torch.export.load(str(p)).module()
             else:
-                with warnings.catch_warnings():           # torch 2.13 marks TorchScript deprecated; users still
-                    warnings.simplefilter("ignore", DeprecationWarning)   # ship their models that way
+                with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; users still
+                    warnings.simplefilter("ignore", DeprecationWarning)  # ship their models that way
                     self.model = torch.jit.load(str(p), map_location="cpu")
                 self.model.eval()
-        except Exception as exc:   # noqa: BLE001 - a damaged archive fails in zipfile, pickle, torch or elsewhere
-            raise InputError(f"{p}: not a TorchScript (.pt) or torch.export (.pt2) model ({error_line(exc)})") \
-                from None
+        except Exception as exc:  # noqa: BLE001 - a damaged archive fails in zipfile, pickle, torch or elsewhere
+            raise InputError(f"{p}: not a TorchScript (.pt) or torch.export (.pt2) model ({error_line(exc)})") from None
         finally:
             quiet.setLevel(level)
         self.path = p
@@ -101,12 +106,15 @@ class TorchScriptQuality(QualityModel):
         a, b = self.input_range
         try:
             out = self.model(x * (b - a) + a)
-        except Exception as exc:   # noqa: BLE001 - the user's program may fail in any way on these photos
-            raise InputError(f"{self.path}: the model fails on photos of {tuple(x.shape[1:])} "
-                             f"({error_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - the user's program may fail in any way on these photos
+            raise InputError(
+                f"{self.path}: the model fails on photos of {tuple(x.shape[1:])} ({error_line(exc)})"
+            ) from None
         if not isinstance(out, torch.Tensor) or out.numel() < len(x) or out.numel() % len(x):
-            raise InputError(f"{self.path}: the model must return one score per photo (a tensor), got "
-                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+            raise InputError(
+                f"{self.path}: the model must return one score per photo (a tensor), got "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+            )
         out = out.reshape(len(x), -1)[:, 0]
         lo, hi = self.output_range
         return (out - lo) * (100.0 / (hi - lo))

@@ -48,22 +48,27 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
         f = p / name
         if not f.is_file():
             return {}
-        return read_json(_own_file(p, f), expect=dict)   # every file a report reads is an object
+        return read_json(_own_file(p, f), expect=dict)  # every file a report reads is an object
 
     log_file = p / "log.txt"
     log = _own_file(p, log_file).read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
-    captions = {str(k): v for k, v in load("captions.json").items() if isinstance(v, str)}   # text only
-    return {"path": p, "config": load("config.json"), "metrics": load("metrics.json"),
-            "captions": captions, "images": [_own_file(p, f) for f in sorted(p.glob("*.png"))], "log": log,
-            "rating": load("rating/manifest.json")}
+    captions = {str(k): v for k, v in load("captions.json").items() if isinstance(v, str)}  # text only
+    return {
+        "path": p,
+        "config": load("config.json"),
+        "metrics": load("metrics.json"),
+        "captions": captions,
+        "images": [_own_file(p, f) for f in sorted(p.glob("*.png"))],
+        "log": log,
+        "rating": load("rating/manifest.json"),
+    }
 
 
 def _own_file(root: Path, f: Path) -> Path:
     """``f`` if it is a regular file of the run folder ``root`` itself: a report is meant to be shared, so a link
     (or a linked folder) leading out of the run, to an image or any other file, is refused rather than embedded."""
     if not f.resolve().is_relative_to(root.resolve()) or not f.is_file():
-        raise InputError(f"{f}: leads out of the run folder {root} (a link?); a report embeds only the run's own "
-                         f"files")
+        raise InputError(f"{f}: leads out of the run folder {root} (a link?); a report embeds only the run's own files")
     return f
 
 
@@ -81,8 +86,11 @@ def _fmt(v: Any) -> str:
 
 def _numbers(v: Any, most: int = 100_000) -> bool:
     """A plottable list: 1 to ``most`` numbers, each finite (|v| <= 1e100) or NaN (a gap)."""
-    return isinstance(v, list) and 0 < len(v) <= most and all(
-        isinstance(a, (int, float)) and not isinstance(a, bool) and (a != a or abs(a) <= 1e100) for a in v)
+    return (
+        isinstance(v, list)
+        and 0 < len(v) <= most
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) and (a != a or abs(a) <= 1e100) for a in v)
+    )
 
 
 def _is_series(v: Any) -> bool:
@@ -122,6 +130,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cols.extend(c for c in r if c not in cols)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+
     def cell(v: Any) -> str:
         num = isinstance(v, (int, float)) and not isinstance(v, bool)
         return f"<td{' class=num' if num else ''}>{_fmt(v)}</td>"
@@ -140,7 +149,7 @@ def _plot(title: str, series: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
     x = series["x"]
     for name, ys in series["y"].items():
-        ax.plot(x[:len(ys)], ys, marker="o", ms=3, label=str(name))
+        ax.plot(x[: len(ys)], ys, marker="o", ms=3, label=str(name))
     ax.set_xlabel(str(series.get("xlabel", "")))
     ax.set_ylabel(str(series.get("ylabel", "")))
     if series.get("logx") and all(v > 0 for v in x):
@@ -168,12 +177,16 @@ def _rating_section(folder: Path, manifest: dict[str, Any]) -> str:
     for item in manifest.get("items", []):
         f = folder / str(item.get("image", ""))
         if f.is_file() and _own_file(folder.parent, f).resolve().is_relative_to(folder.resolve()):
-            figs.append(f"<figure>{_img_tag(f.read_bytes(), str(item.get('id')))}<figcaption>"
-                        f"{html.escape(str(item.get('id')))}</figcaption></figure>")
+            figs.append(
+                f"<figure>{_img_tag(f.read_bytes(), str(item.get('id')))}<figcaption>"
+                f"{html.escape(str(item.get('id')))}</figcaption></figure>"
+            )
     choices = ", ".join(html.escape(str(c)) for c in manifest.get("choices", []))
-    return (f"<h3>Rating set ({len(figs)} images)</h3><p>{html.escape(str(manifest.get('question', '')))}"
-            f"<br><span class='muted'>choices: {choices}, unrecognisable; record answers as ratings.csv "
-            f"(rater,id,choice)</span></p><div class='rating'>{''.join(figs)}</div>")
+    return (
+        f"<h3>Rating set ({len(figs)} images)</h3><p>{html.escape(str(manifest.get('question', '')))}"
+        f"<br><span class='muted'>choices: {choices}, unrecognisable; record answers as ratings.csv "
+        f"(rater,id,choice)</span></p><div class='rating'>{''.join(figs)}</div>"
+    )
 
 
 def _run_section(run: dict[str, Any]) -> str:
@@ -181,8 +194,9 @@ def _run_section(run: dict[str, Any]) -> str:
     title = cfg.get("command", run["path"].parent.name)
     parts = [f"<h2>{html.escape(str(title))} <span class='muted'>{html.escape(str(run['path']))}</span></h2>"]
     if cfg.get("started"):
-        parts.append(f"<p class='muted'>started {html.escape(str(cfg['started']))}; seed "
-                     f"{html.escape(str(cfg.get('seed')))}</p>")
+        parts.append(
+            f"<p class='muted'>started {html.escape(str(cfg['started']))}; seed {html.escape(str(cfg.get('seed')))}</p>"
+        )
     scalars = _flatten(metrics)
     if scalars:
         parts.append("<h3>Metrics</h3>" + _kv_table(scalars))
@@ -196,8 +210,9 @@ def _run_section(run: dict[str, Any]) -> str:
         figs = []
         for img in run["images"]:
             cap = run["captions"].get(img.name, img.stem)
-            figs.append(f"<figure>{_img_tag(img.read_bytes(), img.stem)}<figcaption>{html.escape(cap)}"
-                        f"</figcaption></figure>")
+            figs.append(
+                f"<figure>{_img_tag(img.read_bytes(), img.stem)}<figcaption>{html.escape(cap)}</figcaption></figure>"
+            )
         parts.append("<h3>Images</h3><div>" + "".join(figs) + "</div>")
     rating = run.get("rating") or {}
     if rating.get("format") == "masquerade-rating-set":
@@ -205,8 +220,9 @@ def _run_section(run: dict[str, Any]) -> str:
     if cfg.get("config"):
         parts.append("<details><summary>Settings</summary>" + _kv_table(_flatten(cfg["config"])) + "</details>")
     if cfg.get("keys"):
-        rows = [(name, f"{k.get('scheme', '')} · fingerprint {k.get('fingerprint', '')}")
-                for name, k in cfg["keys"].items()]
+        rows = [
+            (name, f"{k.get('scheme', '')} · fingerprint {k.get('fingerprint', '')}") for name, k in cfg["keys"].items()
+        ]
         parts.append("<details><summary>Keys (fingerprints only)</summary>" + _kv_table(rows) + "</details>")
     if cfg.get("versions"):
         parts.append("<details><summary>Versions</summary>" + _kv_table(list(cfg["versions"].items())) + "</details>")
@@ -216,8 +232,12 @@ def _run_section(run: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def build_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *,
-                 title: str = "masquerade report") -> Path:
+def build_report(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    title: str = "masquerade report",
+) -> Path:
     """Write one self-contained HTML page for the given run folders; returns its path.
 
     ``out`` defaults to ``report.html`` inside the run folder when there is one, else in the current folder.
@@ -229,7 +249,9 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathL
         out = Path(run_dirs[0]) / "report.html" if len(runs) == 1 else Path("report.html")
     now = _dt.datetime.now().isoformat(timespec="seconds")
     body = "\n".join(_run_section(r) for r in runs)
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class='muted'>generated {now} from {len(runs)} run folder(s)</p>{body}</body></html>\n")
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p class='muted'>generated {now} from {len(runs)} run folder(s)</p>{body}</body></html>\n"
+    )
     return write_text(out, page)

@@ -14,7 +14,7 @@ import numpy as np
 from masquerade import _native
 from masquerade._threads import parallel
 
-MIN_WORDS = 1 << 18   # words per thread: below this, one thread
+MIN_WORDS = 1 << 18  # words per thread: below this, one thread
 
 
 def _words(x: np.ndarray, out: np.ndarray, where: str) -> None:
@@ -35,24 +35,45 @@ def shuffle_fixed(x: np.ndarray, perm: np.ndarray, inverse: bool, out: np.ndarra
     """x, out: (N, D) uint32; perm: (32,) uint8 -- one permutation for everything."""
     _words(x, out, "shuffle_fixed")
     n, d = x.shape
-    parallel(_native.shuffle_rows, n, x, _perm(perm, 1, "shuffle_fixed"), out, n, d, 1, inverse,
-             min_items=max(1, MIN_WORDS // max(d, 1)))
+    parallel(
+        _native.shuffle_rows,
+        n,
+        x,
+        _perm(perm, 1, "shuffle_fixed"),
+        out,
+        n,
+        d,
+        1,
+        inverse,
+        min_items=max(1, MIN_WORDS // max(d, 1)),
+    )
 
 
 def shuffle_rows(x: np.ndarray, perm: np.ndarray, inverse: bool, out: np.ndarray) -> None:
     """x, out: (N, D) uint32; perm: (N, 32) uint8 -- one permutation per row."""
     _words(x, out, "shuffle_rows")
     n, d = x.shape
-    parallel(_native.shuffle_rows, n, x, _perm(perm, n, "shuffle_rows"), out, n, d, n, inverse,
-             min_items=max(1, MIN_WORDS // max(d, 1)))
+    parallel(
+        _native.shuffle_rows,
+        n,
+        x,
+        _perm(perm, n, "shuffle_rows"),
+        out,
+        n,
+        d,
+        n,
+        inverse,
+        min_items=max(1, MIN_WORDS // max(d, 1)),
+    )
 
 
 def shuffle_elements(x: np.ndarray, perm: np.ndarray, inverse: bool, out: np.ndarray) -> None:
     """x, out: (M,) uint32; perm: (M, 32) uint8 -- one permutation per element (32-step bit loop)."""
     _words(x, out, "shuffle_elements")
     m = x.size
-    parallel(_native.shuffle_elements, m, x, _perm(perm, m, "shuffle_elements"), out, m, inverse,
-             min_items=MIN_WORDS // 8)
+    parallel(
+        _native.shuffle_elements, m, x, _perm(perm, m, "shuffle_elements"), out, m, inverse, min_items=MIN_WORDS // 8
+    )
 
 
 def fisher_yates(rand: np.ndarray, out: np.ndarray) -> None:

@@ -40,7 +40,7 @@ from masquerade.shufflebits.scheme import shuffle_words
 
 __all__ = ["ShuffleBitsKeyRecovery", "ShuffleBitsPopcount", "recover_bit_order", "as_words"]
 
-_WEIGHTS = 2.0 ** (31 - np.arange(32))   # MSB-first slot weights
+_WEIGHTS = 2.0 ** (31 - np.arange(32))  # MSB-first slot weights
 
 
 def _bit_columns(words: np.ndarray) -> np.ndarray:
@@ -48,8 +48,9 @@ def _bit_columns(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(words.astype(">u4").view(np.uint8).reshape(-1, 4), axis=1)
 
 
-def _qap(cov: np.ndarray, cols: np.ndarray, slots: np.ndarray, restarts: int,
-         gen: np.random.Generator) -> tuple[float, np.ndarray]:
+def _qap(
+    cov: np.ndarray, cols: np.ndarray, slots: np.ndarray, restarts: int, gen: np.random.Generator
+) -> tuple[float, np.ndarray]:
     """Assign ``slots`` to ``cols`` minimising w^T C w (steepest-descent swaps, several starts).
     Returns (value, slot of each col)."""
     c = cov[np.ix_(cols, cols)] / cov.diagonal().max(initial=1e-30)
@@ -64,7 +65,7 @@ def _qap(cov: np.ndarray, cols: np.ndarray, slots: np.ndarray, restarts: int,
         v[np.argsort(key, kind="stable")] = np.sort(w)[::-1]
         for _ in range(10 * len(cols) ** 2):
             g = c @ v
-            d = v[None, :] - v[:, None]                     # d[a, b] = v_b - v_a
+            d = v[None, :] - v[:, None]  # d[a, b] = v_b - v_a
             delta = 2 * d * (g[:, None] - g[None, :]) + d * d * diag
             a, b = np.unravel_index(np.argmin(delta), delta.shape)
             if delta[a, b] >= -1e-13:
@@ -74,7 +75,7 @@ def _qap(cov: np.ndarray, cols: np.ndarray, slots: np.ndarray, restarts: int,
         if f < best_f - 1e-12:
             best_f, best = f, v.copy()
     assert best is not None
-    order = np.argsort(-best, kind="stable")                # columns from heaviest to lightest slot
+    order = np.argsort(-best, kind="stable")  # columns from heaviest to lightest slot
     slot_of = np.empty(len(cols), np.int64)
     slot_of[order] = np.sort(slots)
     return best_f, slot_of
@@ -86,8 +87,15 @@ def _exponent_offset(bits: np.ndarray, assign: np.ndarray) -> float:
     return float(abs(np.median(e) - 127))
 
 
-def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
-                      max_words: int = 200_000, max_offset: float = 24.0, within: bool = True) -> np.ndarray:
+def recover_bit_order(
+    words: np.ndarray,
+    *,
+    restarts: int = 4,
+    rng: RngLike = 0,
+    max_words: int = 200_000,
+    max_offset: float = 24.0,
+    within: bool = True,
+) -> np.ndarray:
     """The key row (``perm``: ciphertext position j holds plaintext position perm[j]) recovered from uint32
     ciphertext ``words`` (N × D: N vectors of D numbers) that share one bit permutation.
 
@@ -103,13 +111,13 @@ def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
     w2 = w2.reshape(len(w2), -1) if w2.ndim > 1 else w2[None]
     dim = np.broadcast_to(np.arange(w2.shape[1]), w2.shape).ravel()
     w = w2.ravel()
-    keep = popcount(w) > 1                                  # ±0 and single-bit words carry no order
+    keep = popcount(w) > 1  # ±0 and single-bit words carry no order
     w, dim = w[keep], dim[keep]
     if len(w) > max_words:
         pick = gen.choice(len(w), max_words, replace=False)
         w, dim = w[pick], dim[pick]
     if len(w) < 2:
-        return np.arange(32, dtype=np.uint8)                # nothing to learn from
+        return np.arange(32, dtype=np.uint8)  # nothing to learn from
     bits = _bit_columns(w)
     b64 = bits.astype(np.float64)
     cov = np.cov(b64, rowvar=False)
@@ -123,7 +131,7 @@ def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
         cen = b64 - means[dim]
         cov = cen.T @ cen / len(cen)
     allc = np.arange(32)
-    assign = np.empty(32, np.int64)                         # assign[slot] = column
+    assign = np.empty(32, np.int64)  # assign[slot] = column
     _, slot_of = _qap(cov, allc, allc, restarts, gen)
     assign[slot_of] = allc
     assign = _resolve_constants(bits, assign)
@@ -131,8 +139,9 @@ def recover_bit_order(words: np.ndarray, *, restarts: int = 4, rng: RngLike = 0,
         counts = np.bincount(dim, minlength=w2.shape[1]).astype(np.float64)
         seen = counts > 0
         mean = bits.mean(0)
-        p_dim = np.stack([np.bincount(dim, weights=bits[:, c], minlength=len(counts))[seen] / counts[seen]
-                          for c in allc])
+        p_dim = np.stack(
+            [np.bincount(dim, weights=bits[:, c], minlength=len(counts))[seen] / counts[seen] for c in allc]
+        )
         spread = np.where((mean > 0.02) & (mean < 0.98), p_dim.var(axis=1), -1.0)
         sign_col = int(np.argmax(spread))
         rest = allc[allc != sign_col]
@@ -195,7 +204,7 @@ class ShuffleBitsKeyRecovery(Configurable):
                 raise InputError("shufflebits-key-recovery: restarts and max_words must be positive")
 
     name = "shufflebits-key-recovery"
-    data_kind = "features"      # its encodings are feature vectors
+    data_kind = "features"  # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
 
     def run(self, *, encodings: Any, rng: RngLike = None, progress: bool | None = None) -> AttackResult:
@@ -207,14 +216,19 @@ class ShuffleBitsKeyRecovery(Configurable):
             perms = recover_bit_order(words, restarts=s.restarts, rng=gen, max_words=s.max_words)[None]
             plain = shuffle_words(words, perms, "fixed", inverse=True)
         else:
-            perms = np.stack([recover_bit_order(row[None], restarts=s.restarts, rng=gen,
-                                                max_words=s.max_words) for row in words])
+            perms = np.stack(
+                [recover_bit_order(row[None], restarts=s.restarts, rng=gen, max_words=s.max_words) for row in words]
+            )
             plain = shuffle_words(words, perms, "vector", inverse=True)
         shape = tuple(encodings.shape)
         out = plain.view(np.float32).reshape(shape)
-        return AttackResult(self.name, torch.from_numpy(out) if isinstance(encodings, torch.Tensor) else out,
-                            recovered={"perm": perms}, metrics={"vectors": len(words), "keys": len(perms)},
-                            seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            torch.from_numpy(out) if isinstance(encodings, torch.Tensor) else out,
+            recovered={"perm": perms},
+            metrics={"vectors": len(words), "keys": len(perms)},
+            seconds=time.perf_counter() - t,
+        )
 
 
 class ShuffleBitsPopcount(Configurable):
@@ -225,17 +239,20 @@ class ShuffleBitsPopcount(Configurable):
         pass
 
     name = "shufflebits-popcount"
-    data_kind = "features"      # its encodings are feature vectors
+    data_kind = "features"  # its encodings are feature vectors
     threat_model = ThreatModel(requires=frozenset({Knowledge.ENCODINGS}))
 
     def run(self, *, encodings: Any, rng: RngLike = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         words = as_words(encodings, self.name)
-        return AttackResult(self.name, recovered={"popcount": popcount(words).astype(np.float32)},
-                            metrics={"vectors": len(words)}, seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            recovered={"popcount": popcount(words).astype(np.float32)},
+            metrics={"vectors": len(words)},
+            seconds=time.perf_counter() - t,
+        )
 
 
 def key_matches(recovered: np.ndarray, true: np.ndarray) -> float:
     """Share of ciphertext positions whose plaintext position was recovered."""
     return float((np.asarray(recovered) == np.asarray(true)).mean())
-

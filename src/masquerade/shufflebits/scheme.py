@@ -27,8 +27,15 @@ from masquerade.errors import InputError
 from masquerade.keys import Key, check_key_array, check_key_field, is_count, just_drawn
 from masquerade.rng import RngLike, as_generator
 
-__all__ = ["ShuffleBits", "ShuffleBitsKey", "ShuffleBitsSettings", "ShuffleBitsLayer", "EncryptedFeatures",
-           "shuffle_words", "perm_to_dest"]
+__all__ = [
+    "ShuffleBits",
+    "ShuffleBitsKey",
+    "ShuffleBitsSettings",
+    "ShuffleBitsLayer",
+    "EncryptedFeatures",
+    "shuffle_words",
+    "perm_to_dest",
+]
 
 SCOPES = ("fixed", "vector", "element")
 
@@ -49,18 +56,28 @@ class ShuffleBitsKey(Key):
     scheme: ClassVar[str] = "shufflebits"
     public_fields: ClassVar[tuple[str, ...]] = ("settings", "n", "shape")
     settings: ShuffleBitsSettings
-    n: int                          # vectors the key is for (0: any number, fixed scope)
-    shape: list[int]                # shape of one feature vector (element scope; [] otherwise)
+    n: int  # vectors the key is for (0: any number, fixed scope)
+    shape: list[int]  # shape of one feature vector (element scope; [] otherwise)
     perm: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
 
     def validate(self) -> None:
         scope = getattr(self.settings, "scope", None)
         check_key_field(self, "settings", isinstance(self.settings, ShuffleBitsSettings), "ShuffleBits settings")
-        check_key_field(self, "n", is_count(self.n, 0) and (self.n == 0) == (scope == "fixed"),
-                        "the number of vectors (0 exactly for a fixed key)")
-        check_key_field(self, "shape", isinstance(self.shape, list) and all(is_count(v, 1) for v in self.shape)
-                        and bool(self.shape) == (scope == "element") and int(np.prod(self.shape or [1])) <= 2**31,
-                        "the vector shape (element scope only)")
+        check_key_field(
+            self,
+            "n",
+            is_count(self.n, 0) and (self.n == 0) == (scope == "fixed"),
+            "the number of vectors (0 exactly for a fixed key)",
+        )
+        check_key_field(
+            self,
+            "shape",
+            isinstance(self.shape, list)
+            and all(is_count(v, 1) for v in self.shape)
+            and bool(self.shape) == (scope == "element")
+            and int(np.prod(self.shape or [1])) <= 2**31,
+            "the vector shape (element scope only)",
+        )
         rows = 1 if scope == "fixed" else int(self.n) * (int(np.prod(self.shape)) if scope == "element" else 1)
         check_key_array(self, "perm", dtype=np.uint8, shape=(rows, 32), permutation_rows=True)
 
@@ -97,7 +114,7 @@ def shuffle_words(words: np.ndarray, perm: np.ndarray, scope: str, *, inverse: b
     if rows is None:
         raise InputError(f"shuffle_words: scope must be one of {SCOPES}, got {scope!r}")
     p = np.ascontiguousarray(perm, dtype=np.uint8).reshape(-1, 32)
-    if len(p) != rows:                                      # the kernels do not bounds-check: refuse here
+    if len(p) != rows:  # the kernels do not bounds-check: refuse here
         raise InputError(f"shuffle_words: {scope} scope needs {rows} permutations for {w.shape}, got {len(p)}")
     out = np.empty_like(w)
     if w.size == 0:
@@ -136,8 +153,15 @@ class ShuffleBits(Configurable):
     data_kind = "features"
     Settings = ShuffleBitsSettings
 
-    def keygen(self, n: int = 0, *, rng: RngLike = None, shape: tuple[int, ...] | list[int] = (),
-               pool_size: int = 0, base: Key | None = None) -> ShuffleBitsKey:
+    def keygen(
+        self,
+        n: int = 0,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] | list[int] = (),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> ShuffleBitsKey:
         """Draw permutations: one (fixed scope, any ``n``), one per vector (``n`` vectors), or one per number
         (``n`` vectors of ``shape``, the shape of one feature vector; other scopes ignore it)."""
         s = self.settings
@@ -154,11 +178,15 @@ class ShuffleBits(Configurable):
         from masquerade.shufflebits._kernel import fisher_yates
 
         gen = as_generator(rng)
-        perm = np.empty((rows, 32), np.uint8)                # an independent uniform permutation per row
+        perm = np.empty((rows, 32), np.uint8)  # an independent uniform permutation per row
         fisher_yates(gen.integers(0, 2**32, size=(rows, 31), dtype=np.uint32), perm)
         with just_drawn():
-            return ShuffleBitsKey(settings=s, n=0 if s.scope == "fixed" else int(n),
-                                  shape=shape if s.scope == "element" else [], perm=perm)
+            return ShuffleBitsKey(
+                settings=s,
+                n=0 if s.scope == "fixed" else int(n),
+                shape=shape if s.scope == "element" else [],
+                perm=perm,
+            )
 
     @staticmethod
     def key_from_perm(perm: np.ndarray | list[int]) -> ShuffleBitsKey:
@@ -171,16 +199,20 @@ class ShuffleBits(Configurable):
     # -- encode / decode --------------------------------------------------------------------------------------------
     def _check(self, x: Any, key: Key, where: str) -> ShuffleBitsKey:
         if not isinstance(key, ShuffleBitsKey):
-            raise InputError(f"{where}: expected a 'shufflebits' key, got one for "
-                             f"{getattr(key, 'scheme', type(key).__name__)!r}")
+            raise InputError(
+                f"{where}: expected a 'shufflebits' key, got one for {getattr(key, 'scheme', type(key).__name__)!r}"
+            )
         if key.settings.scope != self.settings.scope:
             raise InputError(f"{where}: the key has {key.settings.scope!r} scope, the scheme {self.settings.scope!r}")
         if not isinstance(x, (np.ndarray, torch.Tensor)):
-            raise InputError(f"{where}: expected a numpy array or torch tensor of float32 features, "
-                             f"got {type(x).__name__}")
+            raise InputError(
+                f"{where}: expected a numpy array or torch tensor of float32 features, got {type(x).__name__}"
+            )
         if x.dtype not in (np.float32, torch.float32):
-            raise InputError(f"{where}: features must be float32 (the cipher permutes the bits of 32-bit floats), "
-                             f"got {x.dtype}; convert them yourself if that is what you mean")
+            raise InputError(
+                f"{where}: features must be float32 (the cipher permutes the bits of 32-bit floats), "
+                f"got {x.dtype}; convert them yourself if that is what you mean"
+            )
         if x.ndim < 1:
             raise InputError(f"{where}: expected features as N × ..., got a scalar")
         n = x.shape[0]
@@ -199,8 +231,9 @@ class ShuffleBits(Configurable):
             out = shuffle_words(words.reshape(len(words), -1), perm, scope, inverse=inverse)
             return torch.from_numpy(out.view(np.float32).reshape(tuple(x.shape)))
         words = np.ascontiguousarray(x).view(np.uint32)
-        return shuffle_words(words.reshape(len(words), -1), perm, scope, inverse=inverse).view(
-            np.float32).reshape(x.shape)
+        return (
+            shuffle_words(words.reshape(len(words), -1), perm, scope, inverse=inverse).view(np.float32).reshape(x.shape)
+        )
 
     def encode(self, x: Any, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None) -> Any:
         """Ciphertext of float32 features ``x`` (N × ..., numpy or torch): the same type, shape and dtype."""
@@ -227,8 +260,11 @@ class ShuffleBitsLayer(torch.nn.Module):
     def forward(self, features: torch.Tensor) -> EncryptedFeatures:
         if not isinstance(features, torch.Tensor) or features.dtype != torch.float32:
             raise InputError("ShuffleBitsLayer: expects float32 feature tensors (N × ...)")
-        key = self._fixed if self._fixed is not None else self.scheme.keygen(
-            features.shape[0], rng=self._gen, shape=tuple(features.shape[1:]))
+        key = (
+            self._fixed
+            if self._fixed is not None
+            else self.scheme.keygen(features.shape[0], rng=self._gen, shape=tuple(features.shape[1:]))
+        )
         # bit permutations have no gradient: the ciphertext leaves the graph
         return EncryptedFeatures(self.scheme.encode(features.detach(), key), key)
 

@@ -20,11 +20,20 @@ from typing import Any
 
 __all__ = ["protect", "reveal", "attack", "train", "search", "compare", "patches", "camouflage", "run_demo"]
 
-_HOME = {"protect": "protect", "reveal": "protect", "attack": "attack", "train": "train", "search": "train",
-         "compare": "data", "patches": "data", "camouflage": "camouflage", "run_demo": "demo"}
+_HOME = {
+    "protect": "protect",
+    "reveal": "protect",
+    "attack": "attack",
+    "train": "train",
+    "search": "train",
+    "compare": "data",
+    "patches": "data",
+    "camouflage": "camouflage",
+    "run_demo": "demo",
+}
 
 
-def __getattr__(name: str) -> Any:   # lazy: importing the package loads no torch
+def __getattr__(name: str) -> Any:  # lazy: importing the package loads no torch
     if name in _HOME:
         return getattr(importlib.import_module(f"masquerade.workflows.{_HOME[name]}"), name)
     raise AttributeError(f"module 'masquerade.workflows' has no attribute {name!r}")

@@ -27,20 +27,40 @@ PathLike = str | os.PathLike[str]
 
 # What each kind of knowledge is read from (the keyword of :func:`attack`, its CLI option and what it holds).
 SOURCES: dict[Knowledge, tuple[tuple[str, str, str], ...]] = {
-    Knowledge.ENCODINGS: (("encodings", "--encodings", "protected data: encodings.npy (N×H×W×C float32) from "
-                           "protect or a challenge's encryption.npy; features .npy/.npz for feature attacks"),),
-    Knowledge.LABELS: (("labels", "--labels", "labels released with the encodings (.npy), e.g. a challenge's "
-                        "label.npy"),),
-    Knowledge.PUBLIC_POOL: (("public", "--public", "the public pool: photos (folder, bundled:photos) or a patch "
-                             ".npz"),),
-    Knowledge.AUXILIARY: (("aux", "--aux", "auxiliary clean images of the same distribution, disjoint from the "
-                           "private ones (folder, .npz, CIFAR archive, bundled:NAME)"),),
-    Knowledge.KNOWN_PAIRS: (("known_plain", "--known-plain", "known plaintext images (any image source)"),
-                            ("known_cipher", "--known-cipher", "their protected versions under the victim's key "
-                             "(.npy N×H×W×C, as protect writes)")),
+    Knowledge.ENCODINGS: (
+        (
+            "encodings",
+            "--encodings",
+            "protected data: encodings.npy (N×H×W×C float32) from "
+            "protect or a challenge's encryption.npy; features .npy/.npz for feature attacks",
+        ),
+    ),
+    Knowledge.LABELS: (
+        ("labels", "--labels", "labels released with the encodings (.npy), e.g. a challenge's label.npy"),
+    ),
+    Knowledge.PUBLIC_POOL: (
+        ("public", "--public", "the public pool: photos (folder, bundled:photos) or a patch .npz"),
+    ),
+    Knowledge.AUXILIARY: (
+        (
+            "aux",
+            "--aux",
+            "auxiliary clean images of the same distribution, disjoint from the "
+            "private ones (folder, .npz, CIFAR archive, bundled:NAME)",
+        ),
+    ),
+    Knowledge.KNOWN_PAIRS: (
+        ("known_plain", "--known-plain", "known plaintext images (any image source)"),
+        (
+            "known_cipher",
+            "--known-cipher",
+            "their protected versions under the victim's key (.npy N×H×W×C, as protect writes)",
+        ),
+    ),
     Knowledge.MODEL: (("model_file", "--model-file", "the model (.safetensors from train, search or snapshots)"),),
-    Knowledge.API: (("api_model", "--api-model", "the feature service: a model file whose penultimate features the "
-                     "API returns"),),
+    Knowledge.API: (
+        ("api_model", "--api-model", "the feature service: a model file whose penultimate features the API returns"),
+    ),
 }
 
 
@@ -76,7 +96,7 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
                 opts = " and ".join(opt for _, opt, _ in keys)
                 raise InputError(f"{attack_cls.name}: needs {know.value} ({opts})")
             continue
-        paths = [v for v in values if v is not None]    # all of them, except known pairs missing one (refused below)
+        paths = [v for v in values if v is not None]  # all of them, except known pairs missing one (refused below)
         if know is Knowledge.ENCODINGS:
             if kind == "features":
                 from masquerade.workflows.protect import load_features
@@ -96,8 +116,7 @@ def given_inputs(attack_cls: Any, sources: dict[str, Any]) -> dict[str, Any]:
             plain = load_images(paths[0]).to_tensor()
             cipher = load_encodings(paths[1], "known protected images")
             if len(plain) != len(cipher):
-                raise InputError(f"{attack_cls.name}: {len(plain)} known plaintexts but {len(cipher)} protected "
-                                 f"images")
+                raise InputError(f"{attack_cls.name}: {len(plain)} known plaintexts but {len(cipher)} protected images")
             given["known_pairs"] = (plain, cipher)
         elif know is Knowledge.MODEL:
             from masquerade.models import load_model
@@ -118,16 +137,31 @@ def score_reconstructions(rec: Any, truth: Any, *, aligned: bool = True) -> dict
     from masquerade.metrics.privacy import privacy_scores
 
     if tuple(rec.shape[1:]) != tuple(truth.shape[1:]):
-        raise InputError(f"--truth: the originals are {tuple(truth.shape[1:])}, the reconstructions "
-                         f"{tuple(rec.shape[1:])}")
+        raise InputError(
+            f"--truth: the originals are {tuple(truth.shape[1:])}, the reconstructions {tuple(rec.shape[1:])}"
+        )
     got = privacy_scores(rec, truth, aligned=aligned)
-    return {"ssim": round(got["ssim"], 4), "psnr": round(got["psnr"], 3), "success": round(got["success"], 4),
-            "scored": len(truth), "matching": got["matching"]}
+    return {
+        "ssim": round(got["ssim"], 4),
+        "psnr": round(got["psnr"], 3),
+        "success": round(got["success"], 4),
+        "scored": len(truth),
+        "matching": got["matching"],
+    }
 
 
-def attack(name: str, *, settings: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
-           truth: PathLike | None = None, seed: int | None = None, out: PathLike | None = None,
-           quiet: bool = False, clients: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+def attack(
+    name: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    sources: dict[str, Any] | None = None,
+    truth: PathLike | None = None,
+    seed: int | None = None,
+    out: PathLike | None = None,
+    quiet: bool = False,
+    clients: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Run attack ``name`` with ``settings`` on the knowledge in ``sources`` (see :data:`SOURCES`); gradient attacks
     take ``clients`` instead (:func:`gradient_clients`). Returns the metrics and the run folder. ``device``: where
     an attack that runs models runs them (default the CPU; :func:`masquerade.contracts.uses_device`)."""
@@ -159,8 +193,16 @@ def _save_recovered(run: Any, recovered: dict[str, Any]) -> list[str]:
     return sorted(arrays)
 
 
-def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, seed: int | None,
-                 out: PathLike | None, quiet: bool, device: Any = None) -> dict[str, Any]:
+def _data_attack(
+    atk: Any,
+    sources: dict[str, Any],
+    *,
+    truth: PathLike | None,
+    seed: int | None,
+    out: PathLike | None,
+    quiet: bool,
+    device: Any = None,
+) -> dict[str, Any]:
     import torch
 
     from masquerade.data import load_images, to_uint8
@@ -171,10 +213,17 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
     given = given_inputs(type(atk), sources)
     kind = getattr(atk, "data_kind", "images")
     with start_run(f"attack-{atk.name}", out=out) as run:
-        run.write_config({"attack": atk.name, "settings": str(atk.settings),
-                          "threat_model": atk.threat_model.describe(),
-                          "given": {k: str(v) for k, v in sources.items() if v is not None},
-                          "truth": None if truth is None else str(truth), "device": str(device)}, seed=seed)
+        run.write_config(
+            {
+                "attack": atk.name,
+                "settings": str(atk.settings),
+                "threat_model": atk.threat_model.describe(),
+                "given": {k: str(v) for k, v in sources.items() if v is not None},
+                "truth": None if truth is None else str(truth),
+                "device": str(device),
+            },
+            seed=seed,
+        )
         res = run_attack(atk, rng=seed, progress=False if quiet else None, device=device, **given)
         metrics: dict[str, Any] = {"attack": atk.name, "seconds": round(res.seconds, 3)}
         metrics.update({k: v for k, v in res.metrics.items() if not isinstance(v, (torch.Tensor, np.ndarray))})
@@ -187,9 +236,14 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
                 metrics.update(score_reconstructions(rec, t, aligned=res.aligned))
                 if res.aligned and len(t) == len(rec):
                     rows.insert(0, t[:16])
-            run.save_grid("reconstructions", torch.cat(rows), ncol=min(16, len(rows[-1])), scale=2,
-                          caption=("rows: originals, reconstructions" if len(rows) == 2 else "reconstructions"))
-        elif rec is not None:       # features
+            run.save_grid(
+                "reconstructions",
+                torch.cat(rows),
+                ncol=min(16, len(rows[-1])),
+                scale=2,
+                caption=("rows: originals, reconstructions" if len(rows) == 2 else "reconstructions"),
+            )
+        elif rec is not None:  # features
             arr = rec.numpy() if isinstance(rec, torch.Tensor) else np.asarray(rec)
             save_npy(run.path / "reconstructions.npy", arr)
             if truth is not None:
@@ -213,10 +267,22 @@ def _data_attack(atk: Any, sources: dict[str, Any], *, truth: PathLike | None, s
     return {**metrics, "run": run.path}
 
 
-def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: int = 8, policy: str | None = None,
-                     always: bool = False, known_labels: bool = True, classifier: PathLike | None = None,
-                     rating_set: bool = False, seed: int | None = None, out: PathLike | None = None,
-                     quiet: bool = False, device: Any = None) -> dict[str, Any]:
+def _gradient_attack(
+    atk: Any,
+    *,
+    model_file: PathLike,
+    data: PathLike,
+    images: int = 8,
+    policy: str | None = None,
+    always: bool = False,
+    known_labels: bool = True,
+    classifier: PathLike | None = None,
+    rating_set: bool = False,
+    seed: int | None = None,
+    out: PathLike | None = None,
+    quiet: bool = False,
+    device: Any = None,
+) -> dict[str, Any]:
     """Gradient inversion the way ATS evaluates it: every one of ``images`` private images (drawn from ``data``)
     is one client update of ``model_file`` (batch 1), transformed by the client's ATS ``policy``."""
     import torch
@@ -239,26 +305,72 @@ def _gradient_attack(atk: Any, *, model_file: PathLike, data: PathLike, images: 
     if clf is not None:
         clf.check_takes(x.shape[1:], what=str(classifier))
     with start_run(f"attack-{atk.name}", out=out) as run:
-        run.write_config({"attack": atk.name, "settings": str(atk.settings), "model_file": str(model_file),
-                          "data": str(data), "images": images, "policy": policy, "always": always,
-                          "known_labels": known_labels, "classifier": classifier, "device": str(device)}, seed=seed)
-        res = attack_model(model, x, y, policy=policy or "none", always=always, attack=atk,
-                           known_labels=known_labels, classifier=clf, rng=seed, progress=None if not quiet else False,
-                           device=device)
+        run.write_config(
+            {
+                "attack": atk.name,
+                "settings": str(atk.settings),
+                "model_file": str(model_file),
+                "data": str(data),
+                "images": images,
+                "policy": policy,
+                "always": always,
+                "known_labels": known_labels,
+                "classifier": classifier,
+                "device": str(device),
+            },
+            seed=seed,
+        )
+        res = attack_model(
+            model,
+            x,
+            y,
+            policy=policy or "none",
+            always=always,
+            attack=atk,
+            known_labels=known_labels,
+            classifier=clf,
+            rng=seed,
+            progress=None if not quiet else False,
+            device=device,
+        )
         sm = summary(res)
         from masquerade.metrics.privacy import SUCCESS_SSIM
 
         success = float((res["ssim"] > SUCCESS_SSIM).float().mean())
-        run.add_metrics(**sm, success=success, attack=res["attack"], iterations=res["iterations"],
-                        seconds=res["seconds"], policy=res["policy"], images=len(x),
-                        per_image=[{"psnr": round(float(p), 3), "ssim": round(float(q), 4), "label": int(t),
-                                    "label_used": int(u)}
-                                   for p, q, t, u in zip(res["psnr"], res["ssim"], y, res["labels_used"])])
-        run.save_grid("reconstructions", torch.cat([x, res["transformed"], res["reconstructions"]]), ncol=len(x),
-                      scale=2, caption="rows: original, what the client's gradient was computed on, "
-                                       "reconstruction")
+        run.add_metrics(
+            **sm,
+            success=success,
+            attack=res["attack"],
+            iterations=res["iterations"],
+            seconds=res["seconds"],
+            policy=res["policy"],
+            images=len(x),
+            per_image=[
+                {"psnr": round(float(p), 3), "ssim": round(float(q), 4), "label": int(t), "label_used": int(u)}
+                for p, q, t, u in zip(res["psnr"], res["ssim"], y, res["labels_used"])
+            ],
+        )
+        run.save_grid(
+            "reconstructions",
+            torch.cat([x, res["transformed"], res["reconstructions"]]),
+            ncol=len(x),
+            scale=2,
+            caption="rows: original, what the client's gradient was computed on, reconstruction",
+        )
         if rating_set:
-            export_rating_set(run.path / "rating", {"original": x, f"{res['policy']}": res["reconstructions"]},
-                              y.tolist(), pool.classes or [str(i) for i in range(pool.num_classes)], rng=seed)
-    return {**sm, "success": success, "attack": atk.name, "policy": res["policy"], "images": len(x),
-            "seconds": res["seconds"], "run": run.path}
+            export_rating_set(
+                run.path / "rating",
+                {"original": x, f"{res['policy']}": res["reconstructions"]},
+                y.tolist(),
+                pool.classes or [str(i) for i in range(pool.num_classes)],
+                rng=seed,
+            )
+    return {
+        **sm,
+        "success": success,
+        "attack": atk.name,
+        "policy": res["policy"],
+        "images": len(x),
+        "seconds": res["seconds"],
+        "run": run.path,
+    }

@@ -11,9 +11,19 @@ __all__ = ["make", "attack", "prepare", "score"]
 PathLike = str | os.PathLike[str]
 
 
-def make(private: PathLike, public: PathLike, *, out: PathLike, truth: PathLike, split: str = "test",
-         n_private: int = 100, per_image: int = 50, k: int = 6, seed: int | None = None,
-         run_out: PathLike | None = None) -> dict[str, Any]:
+def make(
+    private: PathLike,
+    public: PathLike,
+    *,
+    out: PathLike,
+    truth: PathLike,
+    split: str = "test",
+    n_private: int = 100,
+    per_image: int = 50,
+    k: int = 6,
+    seed: int | None = None,
+    run_out: PathLike | None = None,
+) -> dict[str, Any]:
     """A challenge by the official recipe: ``encryption.npy`` and ``label.npy`` in ``out``, the truth apart."""
     import numpy as np
 
@@ -27,18 +37,41 @@ def make(private: PathLike, public: PathLike, *, out: PathLike, truth: PathLike,
     pool = public_pool(public, n_private * (k - 2), size=images.image_shape[0], rng=seed)
     with start_run("challenge-make", out=run_out) as run:
         summary = make_challenge(images, pool, out, truth, n_private=n_private, per_image=per_image, k=k, rng=seed)
-        run.write_config({"private": str(private), "public": str(public), "n_private": n_private,
-                          "per_image": per_image, "k": k, "out": str(out), "truth": str(truth)}, seed=seed)
+        run.write_config(
+            {
+                "private": str(private),
+                "public": str(public),
+                "n_private": n_private,
+                "per_image": per_image,
+                "k": k,
+                "out": str(out),
+                "truth": str(truth),
+            },
+            seed=seed,
+        )
         run.add_metrics(**summary)
         enc = np.load(Path(out) / "encryption.npy")[:40]
-        run.save_grid("encodings", np.clip(np.round(np.abs(enc) * 255), 0, 255).astype(np.uint8), ncol=10, scale=2,
-                      caption="|encodings| (first 40)")
+        run.save_grid(
+            "encodings",
+            np.clip(np.round(np.abs(enc) * 255), 0, 255).astype(np.uint8),
+            ncol=10,
+            scale=2,
+            caption="|encodings| (first 40)",
+        )
     return {**summary, "run": run.path}
 
 
-def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: PathLike | None = None,
-           aux: PathLike | None = None, prior: str | None = None,
-           log: Callable[[str], None] | None = None, device: str | None = None) -> dict[str, Any]:
+def attack(
+    challenge: PathLike,
+    out: PathLike,
+    *,
+    settings: Any = None,
+    public: PathLike | None = None,
+    aux: PathLike | None = None,
+    prior: str | None = None,
+    log: Callable[[str], None] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Recover the private images from a challenge folder; ``out`` keeps every stage, so a rerun resumes.
     ``device``: where the learned prior runs (default the CPU)."""
     from masquerade.devices import resolve_device
@@ -47,23 +80,47 @@ def attack(challenge: PathLike, out: PathLike, *, settings: Any = None, public: 
 
     dev = resolve_device(device)
 
-    given_prior = prior if prior is not None and Path(prior).exists() else None     # not "default" or "none"
-    out = claim_output_dir(out, "challenge-attack", inputs=(challenge, public, aux, given_prior),
-                           own=lambda p: (p / "attack.json").is_file())
+    given_prior = prior if prior is not None and Path(prior).exists() else None  # not "default" or "none"
+    out = claim_output_dir(
+        out,
+        "challenge-attack",
+        inputs=(challenge, public, aux, given_prior),
+        own=lambda p: (p / "attack.json").is_file(),
+    )
     run = Run(out, "challenge-attack")
     try:
-        res = attack_challenge(challenge, out, public=public, aux=aux, settings=settings or ChallengeAttackSettings(),
-                               prior=prior, log=log or run.log, device=dev)
-        run.save_grid("private_images", res["private_images"], ncol=10, scale=2,
-                      caption=f"the {len(res['private_images'])} recovered private images")
+        res = attack_challenge(
+            challenge,
+            out,
+            public=public,
+            aux=aux,
+            settings=settings or ChallengeAttackSettings(),
+            prior=prior,
+            log=log or run.log,
+            device=dev,
+        )
+        run.save_grid(
+            "private_images",
+            res["private_images"],
+            ncol=10,
+            scale=2,
+            caption=f"the {len(res['private_images'])} recovered private images",
+        )
         run.add_metrics(**{k: v for k, v in res.items() if k not in ("private_images", "recoveries", "settings")})
     finally:
         run.close()
     return res
 
 
-def prepare(aux: PathLike, out: PathLike, *, public: PathLike | None = None, settings: Any = None,
-            log: Callable[[str], None] = print, device: str | None = None) -> dict[str, Any]:
+def prepare(
+    aux: PathLike,
+    out: PathLike,
+    *,
+    public: PathLike | None = None,
+    settings: Any = None,
+    log: Callable[[str], None] = print,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Train the attack's learned prior on challenges simulated from ``aux`` (offline, resumable); writes the
     ``.safetensors`` and its ``.json`` record. ``device``: where the denoiser trains (default the CPU)."""
     from masquerade.devices import resolve_device

@@ -30,18 +30,32 @@ def compare(a: PathLike, b: PathLike, *, gaussian: bool = False, out: PathLike |
     p = psnr(ta, tb, data_range=255)
     r = rmse(ta, tb, data_range=255)
     finite = p[torch.isfinite(p)]
-    result = {"pairs": len(x), "ssim_mean": float(s.mean()), "ssim_min": float(s.min()),
-              "psnr_mean_db": float(finite.mean()) if len(finite) else float("inf"),
-              "identical_pairs": int((~torch.isfinite(p)).sum()), "rmse_mean": float(r.mean())}
+    result = {
+        "pairs": len(x),
+        "ssim_mean": float(s.mean()),
+        "ssim_min": float(s.min()),
+        "psnr_mean_db": float(finite.mean()) if len(finite) else float("inf"),
+        "identical_pairs": int((~torch.isfinite(p)).sum()),
+        "rmse_mean": float(r.mean()),
+    }
     with start_run("metrics", out=out) as run:
         run.write_config({"a": str(a), "b": str(b), "gaussian": gaussian})
         run.add_metrics(**result)
     return result
 
 
-def patches(photos: PathLike, out: PathLike, *, n: int, size: tuple[int, int] = (64, 160), out_size: int = 32,
-            min_keypoints: int = 40, seed: int | None = None, cache: bool = True,
-            run_out: PathLike | None = None) -> dict[str, Any]:
+def patches(
+    photos: PathLike,
+    out: PathLike,
+    *,
+    n: int,
+    size: tuple[int, int] = (64, 160),
+    out_size: int = 32,
+    min_keypoints: int = 40,
+    seed: int | None = None,
+    cache: bool = True,
+    run_out: PathLike | None = None,
+) -> dict[str, Any]:
     """Cut ``n`` SIFT-filtered patches (crop sides in ``size``, resized to ``out_size``) from ``photos`` into an
     ``.npz`` (images, names); writes a run folder with a grid."""
     import numpy as np
@@ -56,8 +70,17 @@ def patches(photos: PathLike, out: PathLike, *, n: int, size: tuple[int, int] = 
     if out.suffix != ".npz":
         raise InputError(f"{out}: patches are written as .npz")
     with start_run("data-patches", out=run_out) as run:
-        run.write_config({"photos": str(photos), "out": str(out), "n": n, "size": list(size), "out_size": out_size,
-                          "min_keypoints": min_keypoints}, seed=seed)
+        run.write_config(
+            {
+                "photos": str(photos),
+                "out": str(out),
+                "n": n,
+                "size": list(size),
+                "out_size": out_size,
+                "min_keypoints": min_keypoints,
+            },
+            seed=seed,
+        )
         pool = extract_patches(photos, n, size, out_size=out_size, min_keypoints=min_keypoints, rng=seed, cache=cache)
         save_npz(out, images=pool.images, names=np.array(pool.names))
         run.add_metrics(patches=len(pool), out=str(out))

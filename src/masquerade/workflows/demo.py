@@ -68,8 +68,13 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
         # 2. public patch pool, as cross-dataset InstaHide uses
         raw, _ = load_photos("bundled:photos")
         patches = extract_patches("bundled:photos", 64, (64, 160), rng=seed, cache=False)
-        run.save_grid("patches", patches.images, ncol=16, scale=2,
-                      caption="64 public patches: random crops with more than 40 SIFT keypoints, resized to 32×32")
+        run.save_grid(
+            "patches",
+            patches.images,
+            ncol=16,
+            scale=2,
+            caption="64 public patches: random crops with more than 40 SIFT keypoints, resized to 32×32",
+        )
         run.add_metrics(patch_pool={"patches": len(patches), "photos": len(raw), "min_keypoints": 40})
         say(f"patches: {len(patches)} SIFT-filtered 32×32 patches from {len(raw)} photos")
 
@@ -80,8 +85,11 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
             scheme = SCHEMES.create(name)
             key = scheme.keygen(len(x), rng=gen, shape=tuple(x.shape[1:]))
             z = scheme.encode(x, key)
-            row: dict[str, Any] = {"scheme": name, "key fingerprint": key.fingerprint,
-                                   "encoded shape": str(tuple(z.shape))}
+            row: dict[str, Any] = {
+                "scheme": name,
+                "key fingerprint": key.fingerprint,
+                "encoded shape": str(tuple(z.shape)),
+            }
             if scheme.invertible:
                 back = scheme.decode(z, key)
                 row["round trip max error"] = float((back - x).abs().max())
@@ -108,23 +116,29 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
                 comp = _jpeg(imgs, q)
                 jpeg_ssim.setdefault(name, []).append(float(ssim(ref, _nchw(comp), data_range=255).mean()))
             if name == "photos":
-                run.save_grid("noise-ladder", np.stack([imgs[0]] + noisy_examples), ncol=len(sigmas) + 1,
-                              caption="original, then Gaussian noise σ = " + ", ".join(map(str, sigmas)))
+                run.save_grid(
+                    "noise-ladder",
+                    np.stack([imgs[0]] + noisy_examples),
+                    ncol=len(sigmas) + 1,
+                    caption="original, then Gaussian noise σ = " + ", ".join(map(str, sigmas)),
+                )
         run.add_metrics(
             ssim_vs_noise={"x": sigmas, "y": noise_ssim, "xlabel": "noise σ (of 255)", "ylabel": "mean SSIM"},
             psnr_vs_noise={"x": sigmas, "y": noise_psnr, "xlabel": "noise σ (of 255)", "ylabel": "mean PSNR (dB)"},
             ssim_vs_jpeg={"x": qualities, "y": jpeg_ssim, "xlabel": "JPEG quality", "ylabel": "mean SSIM"},
         )
-        say("metrics: SSIM at noise σ=20: "
-            + ", ".join(f"{k} {v[sigmas.index(20)]:.3f}" for k, v in noise_ssim.items()))
+        say(
+            "metrics: SSIM at noise σ=20: " + ", ".join(f"{k} {v[sigmas.index(20)]:.3f}" for k, v in noise_ssim.items())
+        )
         # 5. the scorecard: every scheme setting against every attack at threat levels 1-3, and its utility
         _scorecard_section(run, say, seed)
 
         # 6. ShuffleBits: a digits model trained here as the feature extractor behind a black-box API
         tr, te = load_images("bundled:digits", size=16).to_rgb().split(0.8, rng=gen)
         settings = TrainSettings(model="fastresnet", epochs=6, batch_size=64, lr=0.05)
-        extractor = train(tr, te, scheme=SCHEMES.create("identity"), settings=settings, seed=seed,
-                          progress=False)["model_state"]
+        extractor = train(tr, te, scheme=SCHEMES.create("identity"), settings=settings, seed=seed, progress=False)[
+            "model_state"
+        ]
         _shufflebits_section(run, say, extractor, tr, te, seed)
         # 7. quality camouflage: bundled photos against BRISQUE-torch, judged after a real JPEG-90 re-compression
         _camouflage_section(run, say, seed)
@@ -147,27 +161,34 @@ def _scorecard_section(run: Run, say: Callable[..., Any], seed: int) -> None:
 
     t0 = time.perf_counter()
     # the quick plan with a lighter utility (1,000 training images, 6 epochs): the tour stays a few minutes long
-    settings = EvaluateSettings.for_quick(seed=seed, threads=max(1, min(os.cpu_count() or 1, 4)), train=1000,
-                                          epochs=6)
+    settings = EvaluateSettings.for_quick(seed=seed, threads=max(1, min(os.cpu_count() or 1, 4)), train=1000, epochs=6)
     card = json.loads(evaluate(settings, run.path / "evaluate", verbose=False).read_text())
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for r in card["rows"]:
-        row = best.setdefault((r["scheme"], r["setting"]), {"scheme": r["scheme"], "setting": r["setting"],
-                                                            "utility (clean test accuracy)": r["utility"]})
+        row = best.setdefault(
+            (r["scheme"], r["setting"]),
+            {"scheme": r["scheme"], "setting": r["setting"], "utility (clean test accuracy)": r["utility"]},
+        )
         col = f"level {r['level']}: best attack SSIM"
         if r["ssim"] >= row.get(col, -1.0):
             row[col] = r["ssim"]
             row[f"level {r['level']}: attack"] = f"{r['attack']} ({100 * r['success']:.0f} % found)"
     table = list(best.values())
     run.add_metrics(scorecard=table, scorecard_seconds=round(time.perf_counter() - t0, 1))
-    say(f"scorecard ({time.perf_counter() - t0:.0f}s): " + "; ".join(
-        f"{t['scheme']} {t['setting']}: utility {t['utility (clean test accuracy)']:.2f}, level 3 SSIM "
-        f"{t.get('level 3: best attack SSIM', float('nan')):.2f}" for t in table))
+    say(
+        f"scorecard ({time.perf_counter() - t0:.0f}s): "
+        + "; ".join(
+            f"{t['scheme']} {t['setting']}: utility {t['utility (clean test accuracy)']:.2f}, level 3 SSIM "
+            f"{t.get('level 3: best attack SSIM', float('nan')):.2f}"
+            for t in table
+        )
+    )
     say(f"scorecard report: {run.path / 'evaluate' / 'report.html'}")
 
 
-def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet,
-                         te: ImageSet, seed: int) -> None:
+def _shufflebits_section(
+    run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet, te: ImageSet, seed: int
+) -> None:
     """Encrypt the features of test digits three ways, recover keys from ciphertexts alone, and run the attribute
     and pixel-decoder attacks on what an adversary gets in each case."""
     from masquerade.attacks.feature_inversion import FeatureAPI, cosine_distance
@@ -182,38 +203,75 @@ def _shufflebits_section(run: Run, say: Callable[..., Any], extractor: ResNet9, 
     z_vec = vec.encode(fv, vec.keygen(len(fv), rng=seed))
     z_el = el.encode(fv, el.keygen(len(fv), rng=seed, shape=fv.shape[1:]))
     rec_fixed = run_attack(ATTACKS.create("shufflebits-key-recovery"), encodings=z_fixed).reconstructions
-    rec_vec = run_attack(ATTACKS.create("shufflebits-key-recovery", group="vector"),
-                         encodings=z_vec).reconstructions
-    rows = {"plaintext features": fv, "fixed key, ciphertext as is": z_fixed,
-            "fixed key, after key recovery": rec_fixed, "one-time key, ciphertext as is": z_vec,
-            "one-time key, after per-vector key recovery": rec_vec}
+    rec_vec = run_attack(ATTACKS.create("shufflebits-key-recovery", group="vector"), encodings=z_vec).reconstructions
+    rows = {
+        "plaintext features": fv,
+        "fixed key, ciphertext as is": z_fixed,
+        "fixed key, after key recovery": rec_fixed,
+        "one-time key, ciphertext as is": z_vec,
+        "one-time key, after per-vector key recovery": rec_vec,
+    }
     stacked = np.concatenate(list(rows.values()))
     aux = (tr.to_tensor(), tr.labels_tensor())
     n = len(fv)
-    pred = run_attack(ATTACKS.create("feature-attribute", epochs=40), encodings=stacked, auxiliary=aux, api=api,
-                      rng=seed, progress=False).recovered["attributes"]
-    pred_pc = run_attack(ATTACKS.create("feature-attribute", representation="popcount", epochs=40), encodings=z_el,
-                         auxiliary=aux, api=api, rng=seed, progress=False).recovered["attributes"]
-    rec = run_attack(ATTACKS.create("feature-inversion", epochs=30, batch=64), encodings=stacked, auxiliary=aux,
-                     api=api, rng=seed, progress=False).reconstructions
+    pred = run_attack(
+        ATTACKS.create("feature-attribute", epochs=40),
+        encodings=stacked,
+        auxiliary=aux,
+        api=api,
+        rng=seed,
+        progress=False,
+    ).recovered["attributes"]
+    pred_pc = run_attack(
+        ATTACKS.create("feature-attribute", representation="popcount", epochs=40),
+        encodings=z_el,
+        auxiliary=aux,
+        api=api,
+        rng=seed,
+        progress=False,
+    ).recovered["attributes"]
+    rec = run_attack(
+        ATTACKS.create("feature-inversion", epochs=30, batch=64),
+        encodings=stacked,
+        auxiliary=aux,
+        api=api,
+        rng=seed,
+        progress=False,
+    ).reconstructions
     table: list[dict[str, Any]] = []
     fv_t = torch.from_numpy(fv)
     for i, name in enumerate(rows):
-        r = rec[i * n:(i + 1) * n]
-        table.append({"features the adversary has": name,
-                      "class inference accuracy": round(float((pred[i * n:(i + 1) * n] == yv).float().mean()), 4),
-                      "decoder SSIM": round(float(ssim(to_uint8(r), to_uint8(xv), data_range=255).mean()), 3),
-                      "cos distance of API features": round(float(cosine_distance(api.predict(r), fv_t).mean()), 4)})
-    table.append({"features the adversary has": "one-time per-number key: popcount only",
-                  "class inference accuracy": round(float((pred_pc == yv).float().mean()), 4),
-                  "decoder SSIM": "-", "cos distance of API features": "-"})
-    run.save_grid("shufflebits", torch.cat([xv[:10]] + [rec[i * n:i * n + 10] for i in range(len(rows))]), ncol=10,
-                  scale=3, caption="rows: test digits; pixel-loss decoder on: plaintext features; fixed-key "
-                                   "ciphertexts as is; after key recovery; one-time-key ciphertexts as is; after "
-                                   "per-vector key recovery")
+        r = rec[i * n : (i + 1) * n]
+        table.append(
+            {
+                "features the adversary has": name,
+                "class inference accuracy": round(float((pred[i * n : (i + 1) * n] == yv).float().mean()), 4),
+                "decoder SSIM": round(float(ssim(to_uint8(r), to_uint8(xv), data_range=255).mean()), 3),
+                "cos distance of API features": round(float(cosine_distance(api.predict(r), fv_t).mean()), 4),
+            }
+        )
+    table.append(
+        {
+            "features the adversary has": "one-time per-number key: popcount only",
+            "class inference accuracy": round(float((pred_pc == yv).float().mean()), 4),
+            "decoder SSIM": "-",
+            "cos distance of API features": "-",
+        }
+    )
+    run.save_grid(
+        "shufflebits",
+        torch.cat([xv[:10]] + [rec[i * n : i * n + 10] for i in range(len(rows))]),
+        ncol=10,
+        scale=3,
+        caption="rows: test digits; pixel-loss decoder on: plaintext features; fixed-key "
+        "ciphertexts as is; after key recovery; one-time-key ciphertexts as is; after "
+        "per-vector key recovery",
+    )
     run.add_metrics(shufflebits_digits=table)
-    say("shufflebits (digits): class inference " + ", ".join(
-        f"{r['features the adversary has']} {r['class inference accuracy']:.2f}" for r in table))
+    say(
+        "shufflebits (digits): class inference "
+        + ", ".join(f"{r['features the adversary has']} {r['class inference accuracy']:.2f}" for r in table)
+    )
 
 
 def _camouflage_section(run: Run, say: Callable[..., Any], seed: int) -> None:
@@ -228,24 +286,40 @@ def _camouflage_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     x = x[good]
     table: list[dict[str, Any]] = []
     grid: list[torch.Tensor] = []
-    for label, settings in [("invisible (PGD, L2 budget 40 dB, JPEG-aware)", CamouflageSettings(steps=30)),
-                            ("visible (tone curves, JPEG-aware)", CamouflageSettings(method="filter",
-                                                                                   filter_steps=40))]:
+    for label, settings in [
+        ("invisible (PGD, L2 budget 40 dB, JPEG-aware)", CamouflageSettings(steps=30)),
+        ("visible (tone curves, JPEG-aware)", CamouflageSettings(method="filter", filter_steps=40)),
+    ]:
         y = camouflage(model, x, settings, rng=seed, progress=False)
         ev = evaluate_camouflage(model, x, y)
         for j in range(len(x)):
-            table.append({"route": label, "photo": int(good[j]),
-                          "score after JPEG-90": round(float(ev["score_jpeg"][j]), 1),
-                          "camouflaged, after JPEG-90": round(float(ev["camouflaged_score_jpeg"][j]), 1),
-                          "success": bool(ev["success"][j]), "PSNR": round(float(ev["psnr"][j]), 1)})
+            table.append(
+                {
+                    "route": label,
+                    "photo": int(good[j]),
+                    "score after JPEG-90": round(float(ev["score_jpeg"][j]), 1),
+                    "camouflaged, after JPEG-90": round(float(ev["camouflaged_score_jpeg"][j]), 1),
+                    "success": bool(ev["success"][j]),
+                    "PSNR": round(float(ev["psnr"][j]), 1),
+                }
+            )
             grid += [x[j], y[j], ((y[j] - x[j]) * 10 + 0.5).clamp(0, 1)]
-    run.save_grid("camouflage", torch.stack(grid), ncol=3, caption="original / camouflaged / difference ×10; "
-                  "rows: PGD (invisible) then tone curves (visible), two photos each")
+    run.save_grid(
+        "camouflage",
+        torch.stack(grid),
+        ncol=3,
+        caption="original / camouflaged / difference ×10; "
+        "rows: PGD (invisible) then tone curves (visible), two photos each",
+    )
     run.add_metrics(camouflage_photos=table)
-    say("camouflage (BRISQUE-torch, after JPEG-90): " + "; ".join(
-        f"{r['route'].split(' (')[0]} {r['score after JPEG-90']} -> {r['camouflaged, after JPEG-90']} "
-        f"at {r['PSNR']} dB" for r in table))
-
+    say(
+        "camouflage (BRISQUE-torch, after JPEG-90): "
+        + "; ".join(
+            f"{r['route'].split(' (')[0]} {r['score after JPEG-90']} -> {r['camouflaged, after JPEG-90']} "
+            f"at {r['PSNR']} dB"
+            for r in table
+        )
+    )
 
 
 def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
@@ -266,16 +340,30 @@ def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     table: list[dict[str, Any]] = []
     grid = [x]
     for policy in ("none", "3-1-7"):
-        res = attack_model(model, x, y, policy=policy, always=True, attack_settings={"iterations": 150},
-                           rng=seed, progress=False)
+        res = attack_model(
+            model, x, y, policy=policy, always=True, attack_settings={"iterations": 150}, rng=seed, progress=False
+        )
         sm = summary(res)
-        table.append({"client policy": policy, "PSNR vs private image (dB)": round(sm["psnr"], 2),
-                      "SSIM": round(sm["ssim"], 3), "iterations": res["iterations"],
-                      "seconds": round(res["seconds"], 1)})
+        table.append(
+            {
+                "client policy": policy,
+                "PSNR vs private image (dB)": round(sm["psnr"], 2),
+                "SSIM": round(sm["ssim"], 3),
+                "iterations": res["iterations"],
+                "seconds": round(res["seconds"], 1),
+            }
+        )
         grid.append(res["reconstructions"])
-    run.save_grid("ats", torch.cat(grid), ncol=3, scale=3,
-                  caption="rows: private images; Inverting Gradients from the shared gradient without defence; "
-                          "with the ATS policy 3-1-7 applied by the client (untrained ConvNet, 150 iterations)")
+    run.save_grid(
+        "ats",
+        torch.cat(grid),
+        ncol=3,
+        scale=3,
+        caption="rows: private images; Inverting Gradients from the shared gradient without defence; "
+        "with the ATS policy 3-1-7 applied by the client (untrained ConvNet, 150 iterations)",
+    )
     run.add_metrics(ats_gradient_inversion=table)
-    say("ats (gradient inversion, untrained ConvNet): PSNR " + ", ".join(
-        f"{r['client policy']} {r['PSNR vs private image (dB)']} dB" for r in table))
+    say(
+        "ats (gradient inversion, untrained ConvNet): PSNR "
+        + ", ".join(f"{r['client policy']} {r['PSNR vs private image (dB)']} dB" for r in table)
+    )

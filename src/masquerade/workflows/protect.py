@@ -18,8 +18,15 @@ __all__ = ["protect", "reveal", "load_features", "public_pool_for"]
 PathLike = str | os.PathLike[str]
 
 
-def public_pool_for(scheme: Any, n_images: int, image_shape: tuple[int, int, int], public: PathLike | None, *,
-                    patches: int = 10000, seed: int | None = None) -> Any:
+def public_pool_for(
+    scheme: Any,
+    n_images: int,
+    image_shape: tuple[int, int, int],
+    public: PathLike | None,
+    *,
+    patches: int = 10000,
+    seed: int | None = None,
+) -> Any:
     """The public patch pool a cross-mode scheme mixes in (None for other schemes): loaded from a patch ``.npz`` or
     cut from photos, one patch per public slot of every image, at most ``patches``."""
     from masquerade.contracts import public_slots
@@ -72,8 +79,10 @@ def load_features(path: PathLike, *, finite: bool = False) -> tuple[np.ndarray, 
         raise InputError(f"{path}: expected float32 features N × D, got {feats.dtype} {feats.shape}")
     if finite and not np.isfinite(feats).all():
         bad = int((~np.isfinite(feats)).sum())
-        raise InputError(f"{path}: {bad} feature values are NaN or infinite; protect takes plaintext features "
-                         f"(--allow-nonfinite encrypts such bit patterns as they are)")
+        raise InputError(
+            f"{path}: {bad} feature values are NaN or infinite; protect takes plaintext features "
+            f"(--allow-nonfinite encrypts such bit patterns as they are)"
+        )
     if len(feats) == 0:
         raise InputError(f"{path}: holds no feature vectors")
     return feats, others
@@ -82,13 +91,20 @@ def load_features(path: PathLike, *, finite: bool = False) -> tuple[np.ndarray, 
 MANIFEST = "manifest.json"
 
 
-def _manifest(out: Path, scheme: str, key: Any, files: list[str], count: int, pool: Path | None = None,
-              pool_name: str = "") -> None:
+def _manifest(
+    out: Path, scheme: str, key: Any, files: list[str], count: int, pool: Path | None = None, pool_name: str = ""
+) -> None:
     from masquerade.fileio import sha256_file, write_json
 
-    doc = {"format": "masquerade-protected", "version": 1, "scheme": scheme, "key_fingerprint": key.fingerprint,
-           "count": int(count), "files": {f: sha256_file(out / f) for f in files}}
-    if pool is not None:       # kept beside the key, not here; its digest binds it to these encodings
+    doc = {
+        "format": "masquerade-protected",
+        "version": 1,
+        "scheme": scheme,
+        "key_fingerprint": key.fingerprint,
+        "count": int(count),
+        "files": {f: sha256_file(out / f) for f in files},
+    }
+    if pool is not None:  # kept beside the key, not here; its digest binds it to these encodings
         doc["public_pool"] = {"file": pool_name, "sha256": sha256_file(pool)}
     write_json(out / MANIFEST, doc)
 
@@ -120,10 +136,20 @@ def load_encodings(path: PathLike, what: str = "encodings") -> Any:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
 
 
-def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settings: dict[str, Any] | None = None,
-            public: PathLike | None = None, public_patches: int = 10000, seed: int | None = None,
-            force: bool = False, run_out: PathLike | None = None, allow_nonfinite: bool = False
-            ) -> dict[str, Any]:
+def protect(
+    data: PathLike,
+    scheme: str,
+    *,
+    out: PathLike,
+    key: PathLike,
+    settings: dict[str, Any] | None = None,
+    public: PathLike | None = None,
+    public_patches: int = 10000,
+    seed: int | None = None,
+    force: bool = False,
+    run_out: PathLike | None = None,
+    allow_nonfinite: bool = False,
+) -> dict[str, Any]:
     """Protect ``data`` (images: folder, .npz, CIFAR archive, ``bundled:NAME``; features: .npy/.npz) with
     ``scheme``: encodings (and mixed labels) into the folder ``out`` with a ``manifest.json`` that binds them to the
     key's fingerprint, the key into ``key`` (apart from ``out``). Non-finite plaintext features are refused unless
@@ -166,7 +192,7 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
         locks.close()
         raise InputError(str(exc)) from None
     try:
-        if keyfile.exists() and not force:       # checked again under the lock: another protect may have won
+        if keyfile.exists() and not force:  # checked again under the lock: another protect may have won
             raise InputError(f"{keyfile}: exists; refusing to overwrite a key (use --force)")
         recover_dir(out)
         if out.is_dir() and any(out.iterdir()) and not force:
@@ -195,29 +221,40 @@ def protect(data: PathLike, scheme: str, *, out: PathLike, key: PathLike, settin
                 staged.unlink(missing_ok=True)
                 raise
             _commit(tmp, out, keyfile, k, pool_file if pool is not None else None)
-            run.write_config({"scheme": scheme, "settings": str(sch.settings), "input": str(data), "out": str(out)},
-                             seed=seed, keys={"protect": k})
+            run.write_config(
+                {"scheme": scheme, "settings": str(sch.settings), "input": str(data), "out": str(out)},
+                seed=seed,
+                keys={"protect": k},
+            )
             if features:
                 run.add_metrics(vectors=n, features_shape=list(feats.shape))
             else:
                 run.add_metrics(images=n, encodings_shape=list(z.shape))
-                run.save_grid("encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2,
-                              caption="|encodings| (first 32)")
+                run.save_grid(
+                    "encodings", (z[:32].abs().clamp(0, 1)), ncol=8, scale=2, caption="|encodings| (first 32)"
+                )
     finally:
         locks.close()
     name = "features.npy" if features else "encodings.npy"
-    return {"kind": "features" if features else "images", "count": n, "out": out / name, "key": keyfile,
-            "fingerprint": k.fingerprint, "run": run.path}
+    return {
+        "kind": "features" if features else "images",
+        "count": n,
+        "out": out / name,
+        "key": keyfile,
+        "fingerprint": k.fingerprint,
+        "run": run.path,
+    }
 
 
-def _refuse_targets(out: Path, keyfile: Path, data: PathLike, public: PathLike | None, run_out: PathLike | None,
-                    force: bool) -> None:
+def _refuse_targets(
+    out: Path, keyfile: Path, data: PathLike, public: PathLike | None, run_out: PathLike | None, force: bool
+) -> None:
     """What protect refuses before it reads anything: a key inside or beside the outputs' reach, outputs over an
     input, an existing key without ``force``, an ``out`` that is a file or a mount point, a key in the run folder."""
     from masquerade.runs import refuse_overlap
 
     _check_key_apart(keyfile, out)
-    refuse_overlap(out, [data, public, run_out])      # --force replaces the folder: never one holding an input
+    refuse_overlap(out, [data, public, run_out])  # --force replaces the folder: never one holding an input
     if keyfile.suffix != ".safetensors":
         raise InputError(f"{keyfile}: key files are written as .safetensors (use that suffix)")
     if keyfile.exists() and not force:
@@ -227,8 +264,9 @@ def _refuse_targets(out: Path, keyfile: Path, data: PathLike, public: PathLike |
     if out.is_dir() and os.path.ismount(out):
         raise InputError(f"{out}: is a mount point, which cannot be replaced as a unit; write into a folder inside it")
     if run_out is not None and keyfile.resolve().is_relative_to(Path(run_out).resolve()):
-        raise InputError(f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep "
-                         f"keys apart")
+        raise InputError(
+            f"{keyfile}: the key would be inside the run folder {run_out}, which reports publish; keep keys apart"
+        )
 
 
 def _stage_features(tmp: Path, z_feats: np.ndarray, others: dict[str, np.ndarray]) -> list[str]:
@@ -285,7 +323,7 @@ def _commit(tmp: Path, out: Path, keyfile: Path, key: Any, pool_file: Path | Non
                 os.replace(aside, path)
         if created and not any(path == keyfile for _, path in moved):
             with contextlib.suppress(OSError):
-                keyfile.unlink()           # a key this run made for a folder it could not put in place
+                keyfile.unlink()  # a key this run made for a folder it could not put in place
         shutil.rmtree(tmp, ignore_errors=True)
         if staged is not None:
             staged.unlink(missing_ok=True)
@@ -320,12 +358,15 @@ def _check_decoded(plain: np.ndarray, kind: str, path: Path, key: PathLike, forc
         off = float((~np.isfinite(plain) | (mag > 1e15) | ((mag > 0) & (mag < 1e-30))).mean())
         what = "values that are not finite or of an implausible magnitude"
     if off > 1e-3:
-        raise InputError(f"{path}: decoding with {key} gives {off:.1%} {what}: the key does not fit these "
-                         f"{'encodings' if kind == 'images' else 'features'} (--force to write them anyway)")
+        raise InputError(
+            f"{path}: decoding with {key} gives {off:.1%} {what}: the key does not fit these "
+            f"{'encodings' if kind == 'images' else 'features'} (--force to write them anyway)"
+        )
 
 
-def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public: PathLike | None = None,
-           force: bool = False) -> dict[str, Any]:
+def reveal(
+    data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public: PathLike | None = None, force: bool = False
+) -> dict[str, Any]:
     """Decode what :func:`protect` wrote (``encodings.npy`` or ``features.npy``) with its key: images to an ``.npz``
     (uint8), features to an ``.npy``. The key must be the one the folder's manifest names (``force`` decodes with
     another anyway); ``out`` is never one of the inputs, and an existing ``out`` is replaced only with ``force``.
@@ -343,14 +384,22 @@ def reveal(data: PathLike, scheme: str, *, key: PathLike, out: PathLike, public:
     # a key carries its scheme's settings (the convention every built-in key keeps); one without them is decoded
     # by the scheme at its defaults, and the key's own fields decide the rest
     settings = getattr(k, "settings", None)
-    sch = create_scheme(scheme, **(dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) and
-                                   not isinstance(settings, type) else {}))
+    sch = create_scheme(
+        scheme,
+        **(
+            dataclasses.asdict(settings)
+            if dataclasses.is_dataclass(settings) and not isinstance(settings, type)
+            else {}
+        ),
+    )
     if not sch.invertible:
         raise NotInvertibleError(f"{scheme} cannot be decoded, even with its key")
     manifest = read_manifest(path.parent)
     if manifest is not None and manifest.get("key_fingerprint") != k.fingerprint and not force:
-        raise InputError(f"{path}: these encodings were made with key {manifest.get('key_fingerprint')}, not with "
-                         f"{key} ({k.fingerprint}); decoding with another key gives garbage (--force to try anyway)")
+        raise InputError(
+            f"{path}: these encodings were made with key {manifest.get('key_fingerprint')}, not with "
+            f"{key} ({k.fingerprint}); decoding with another key gives garbage (--force to try anyway)"
+        )
     if sch.data_kind == "features":
         feats, _ = load_features(path)
         if out.suffix != ".npy":

@@ -77,15 +77,22 @@ class BlockShuffleKey(Key):
     public_fields: ClassVar[tuple[str, ...]] = ("settings", "shape")
     settings: BlockShuffleSettings
     shape: list[int]
-    perm: np.ndarray        # (M,) int64: released position j holds source position perm[j]
-    turns: np.ndarray       # (M,) int64 in 0..3: quarter turns applied to the block at released position j
+    perm: np.ndarray  # (M,) int64: released position j holds source position perm[j]
+    turns: np.ndarray  # (M,) int64 in 0..3: quarter turns applied to the block at released position j
 
     def validate(self) -> None:
         check_key_field(self, "settings", isinstance(self.settings, BlockShuffleSettings), "block shuffle settings")
         b = self.settings.block
-        check_key_field(self, "shape", isinstance(self.shape, list) and len(self.shape) == 3
-                        and all(is_count(v, 1) for v in self.shape) and self.shape[1] % b == 0
-                        and self.shape[2] % b == 0, f"[C, H, W] with H and W divisible by the block size {b}")
+        check_key_field(
+            self,
+            "shape",
+            isinstance(self.shape, list)
+            and len(self.shape) == 3
+            and all(is_count(v, 1) for v in self.shape)
+            and self.shape[1] % b == 0
+            and self.shape[2] % b == 0,
+            f"[C, H, W] with H and W divisible by the block size {b}",
+        )
         m = (self.shape[1] // b) * (self.shape[2] // b)
         check_key_array(self, "perm", dtype=np.int64, shape=(m,), permutation_rows=True)
         check_key_array(self, "turns", dtype=np.int64, shape=(m,), low=0, high=4)
@@ -97,26 +104,38 @@ class BlockShuffle(Configurable):
     name = "blockshuffle"
     invertible = True
     data_kind = "images"
-    one_time_keys = False       # one key for the data set: training, and the attacks, see it as DisguisedNets'
+    one_time_keys = False  # one key for the data set: training, and the attacks, see it as DisguisedNets'
 
     Settings = BlockShuffleSettings
 
-    def keygen(self, n: int, *, rng: RngLike = None, shape: tuple[int, ...] = (3, 32, 32), pool_size: int = 0,
-               base: Key | None = None) -> BlockShuffleKey:
+    def keygen(
+        self,
+        n: int,
+        *,
+        rng: RngLike = None,
+        shape: tuple[int, ...] = (3, 32, 32),
+        pool_size: int = 0,
+        base: Key | None = None,
+    ) -> BlockShuffleKey:
         refuse_pool(self.name, pool_size)
-        if base is not None:                    # a test set under the training set's key
+        if base is not None:  # a test set under the training set's key
             check_key(base, BlockShuffleKey, where="blockshuffle.keygen")
-            return base                         # type: ignore[return-value]
+            return base  # type: ignore[return-value]
         b = self.settings.block
         if len(shape) != 3 or shape[1] % b or shape[2] % b:
             raise InputError(f"blockshuffle: block {b} must divide the image size, got shape {tuple(shape)}")
         m = (shape[1] // b) * (shape[2] // b)
-        gen = secure_rng() if rng is None else as_generator(rng)       # keys come from the OS unless seeded
-        return BlockShuffleKey(settings=self.settings, shape=list(shape), perm=gen.permutation(m).astype(np.int64),
-                               turns=gen.integers(0, 4, m).astype(np.int64))
+        gen = secure_rng() if rng is None else as_generator(rng)  # keys come from the OS unless seeded
+        return BlockShuffleKey(
+            settings=self.settings,
+            shape=list(shape),
+            perm=gen.permutation(m).astype(np.int64),
+            turns=gen.integers(0, 4, m).astype(np.int64),
+        )
 
-    def encode(self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None,
-               rng: RngLike = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, key: Key, *, public: torch.Tensor | None = None, rng: RngLike = None
+    ) -> torch.Tensor:
         x = check_images(x, where="blockshuffle.encode")
         key = self._key(x, key, "blockshuffle.encode")
         blocks = _blocks(x, key.settings.block)[:, torch.from_numpy(key.perm)]
@@ -134,8 +153,10 @@ class BlockShuffle(Configurable):
         check_key(key, BlockShuffleKey, where=where)
         assert isinstance(key, BlockShuffleKey)
         if list(x.shape[1:]) != key.shape:
-            raise InputError(f"{where}: the key is for {key.shape[0]}×{key.shape[1]}×{key.shape[2]} images, got "
-                             f"{'×'.join(map(str, x.shape[1:]))}")
+            raise InputError(
+                f"{where}: the key is for {key.shape[0]}×{key.shape[1]}×{key.shape[2]} images, got "
+                f"{'×'.join(map(str, x.shape[1:]))}"
+            )
         return key
 
 
@@ -160,8 +181,7 @@ class MeanBlocks(Configurable):
         """The block shuffle, at its block size (what the scorecard uses to plan this attack)."""
         return {"block": scheme.settings.block} if getattr(scheme, "name", None) == "blockshuffle" else None
 
-    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None
-            ) -> AttackResult:
+    def run(self, *, encodings: Any, auxiliary: Any, rng: Any = None, progress: bool | None = None) -> AttackResult:
         t = time.perf_counter()
         z = check_images(torch.as_tensor(encodings), where=self.name)
         aux = auxiliary.to_tensor() if hasattr(auxiliary, "to_tensor") else torch.as_tensor(auxiliary)
@@ -169,16 +189,17 @@ class MeanBlocks(Configurable):
         b = self.settings.block
         n, c, h, w = z.shape
         if aux.shape[1:] != z.shape[1:]:
-            raise InputError(f"{self.name}: auxiliary images are {tuple(aux.shape[1:])}, the encodings "
-                             f"{tuple(z.shape[1:])}")
+            raise InputError(
+                f"{self.name}: auxiliary images are {tuple(aux.shape[1:])}, the encodings {tuple(z.shape[1:])}"
+            )
         if h % b or w % b:
             raise InputError(f"{self.name}: block {b} must divide the image size {h}×{w}")
         zb, ab = _blocks(z, b), _blocks(aux, b)
         # first and second moments of each position's block, flattened: released M×F under each turn, plain M×F
-        stats = lambda blk: torch.cat([blk.mean(0), (blk ** 2).mean(0)], 1).flatten(1).double()  # noqa: E731
+        stats = lambda blk: torch.cat([blk.mean(0), (blk**2).mean(0)], 1).flatten(1).double()  # noqa: E731
         plain = stats(ab)
-        turned = torch.stack([stats(torch.rot90(zb, -q, dims=(3, 4))) for q in range(4)])       # 4×M×F
-        cost = torch.cdist(turned, plain.expand(4, *plain.shape)) ** 2                           # 4×M×M
+        turned = torch.stack([stats(torch.rot90(zb, -q, dims=(3, 4))) for q in range(4)])  # 4×M×F
+        cost = torch.cdist(turned, plain.expand(4, *plain.shape)) ** 2  # 4×M×M
         best, turns = cost.min(0)
         rows, cols = linear_sum_assignment(best.numpy())
         perm = np.empty(len(rows), np.int64)
@@ -188,5 +209,10 @@ class MeanBlocks(Configurable):
         turn_of[rows] = q
         key = BlockShuffleKey(settings=BlockShuffleSettings(block=b), shape=[c, h, w], perm=perm, turns=turn_of)
         images = BlockShuffle(block=b).decode(z, key)
-        return AttackResult(self.name, images, recovered={"perm": perm, "turns": turn_of},
-                            metrics={"auxiliary_images": len(aux)}, seconds=time.perf_counter() - t)
+        return AttackResult(
+            self.name,
+            images,
+            recovered={"perm": perm, "turns": turn_of},
+            metrics={"auxiliary_images": len(aux)},
+            seconds=time.perf_counter() - t,
+        )

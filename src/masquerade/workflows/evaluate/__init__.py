@@ -38,7 +38,6 @@ classifies as the target's class; like SSIM it scores the best match, so it is a
 adversary could tell without the originals.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +72,21 @@ from masquerade.workflows.evaluate.plan import (
     plan_cells,
 )
 
-__all__ = ["EvaluateSettings", "SchemeSetting", "Cell", "plan_cells", "run_cell", "evaluate", "default_settings",
-           "comparable", "best_match", "findings", "LEVELS", "SUCCESS_SSIM", "TIMING_FIELDS"]
+__all__ = [
+    "EvaluateSettings",
+    "SchemeSetting",
+    "Cell",
+    "plan_cells",
+    "run_cell",
+    "evaluate",
+    "default_settings",
+    "comparable",
+    "best_match",
+    "findings",
+    "LEVELS",
+    "SUCCESS_SSIM",
+    "TIMING_FIELDS",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -88,6 +100,7 @@ def __getattr__(name: str) -> Any:
 
 
 # -- the run folder: cells streamed in, the scorecard assembled ----------------------------------------------------
+
 
 def _cell_doc(cell: Cell) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cell), default=str))
@@ -108,7 +121,7 @@ class _Store:
         try:
             doc = read_json(p, expect=dict)
         except InputError:
-            return None                       # unreadable, too deep, not ours: run the cell again
+            return None  # unreadable, too deep, not ours: run the cell again
         if not isinstance(doc, dict) or doc.get("plan") != self.plan or doc.get("cell") != _cell_doc(cell):
             return None
         result = doc.get("result")
@@ -121,7 +134,7 @@ class _Store:
         if digest is not None and (not npz.is_file() or sha256_file(npz) != digest):
             return None
         if digest is None and npz.exists():
-            return None                       # arrays the record does not name (an older version's, or foreign)
+            return None  # arrays the record does not name (an older version's, or foreign)
         return result
 
     def save(self, cell: Cell, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -132,8 +145,10 @@ class _Store:
             digest = sha256_file(npz)
         elif npz.exists():
             npz.unlink()
-        write_json(self.dir / f"{cell.file_stem}.json", {"plan": self.plan, "cell": _cell_doc(cell),
-                                                         "result": result, "arrays_sha256": digest})
+        write_json(
+            self.dir / f"{cell.file_stem}.json",
+            {"plan": self.plan, "cell": _cell_doc(cell), "result": result, "arrays_sha256": digest},
+        )
 
     def arrays(self, cell: Cell) -> dict[str, np.ndarray]:
         """The arrays of a cell that :meth:`load` accepted (so their digest matched its record)."""
@@ -147,8 +162,15 @@ class _Store:
             raise InputError(f"{p}: unreadable cell arrays ({type(exc).__name__}); rerun to recompute") from None
 
 
-def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: int, ray_address: str | None,
-             say: Callable[[str], None]) -> None:
+def _execute(
+    cells: list[Cell],
+    s: EvaluateSettings,
+    store: _Store,
+    *,
+    workers: int,
+    ray_address: str | None,
+    say: Callable[[str], None],
+) -> None:
     todo = [c for c in cells if store.load(c) is None]
     done = len(cells) - len(todo)
     if done:
@@ -158,8 +180,11 @@ def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: 
     def report(cell: Cell, result: dict[str, Any]) -> None:
         nonlocal done
         done += 1
-        what = f"utility {result['utility']:.3f}" if cell.kind == "utility" else \
-            f"SSIM {result['ssim']:.3f}, success {result['success']:.2f}"
+        what = (
+            f"utility {result['utility']:.3f}"
+            if cell.kind == "utility"
+            else f"SSIM {result['ssim']:.3f}, success {result['success']:.2f}"
+        )
         where = "utility" if cell.kind == "utility" else f"L{','.join(map(str, cell.levels))} {cell.attack}"
         seconds = result.get("train_s", result.get("cost_s", 0.0))
         say(f"[{done}/{total}] {cell.setting.scheme} {cell.setting.label} · {where}: {what} ({seconds:.1f} s)")
@@ -180,8 +205,13 @@ def _execute(cells: list[Cell], s: EvaluateSettings, store: _Store, *, workers: 
     if started_here:
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
         if ray_address is None:
-            ray.init(num_cpus=workers * s.threads, include_dashboard=False, log_to_driver=False,
-                     runtime_env=env, configure_logging=False)
+            ray.init(
+                num_cpus=workers * s.threads,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=env,
+                configure_logging=False,
+            )
         else:
             ray.init(address=ray_address, log_to_driver=False, runtime_env=env, configure_logging=False)
     try:
@@ -222,7 +252,7 @@ def _recognition(cells: list[Cell], s: EvaluateSettings, store: _Store) -> dict[
     if blob is None:
         return {}
     d = data_for(s)
-    labels = torch.from_numpy(d.train.labels[:s.targets].astype(np.int64))
+    labels = torch.from_numpy(d.train.labels[: s.targets].astype(np.int64))
     with tempfile.TemporaryDirectory(prefix="masquerade-mr-") as tmp:
         f = Path(tmp) / "recogniser.safetensors"
         f.write_bytes(blob.tobytes())
@@ -233,15 +263,17 @@ def _recognition(cells: list[Cell], s: EvaluateSettings, store: _Store) -> dict[
         # a best match per target; gradient inversion scores the first targets only
         if matched is not None and 0 < len(matched) <= len(labels):
             x = torch.from_numpy(matched).permute(0, 3, 1, 2).float() / 255
-            out[c.id] = recognition_accuracy(model, x, labels[:len(matched)])
+            out[c.id] = recognition_accuracy(model, x, labels[: len(matched)])
     return out
 
 
 def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[str, Any]]:
     mr = _recognition(cells, s, store)
     utility = {c.setting.slug: store.load(c) for c in cells if c.kind == "utility"}
-    plain = next((u for c, u in ((c, utility[c.setting.slug]) for c in cells if c.kind == "utility")
-                  if is_plain(c.setting)), None)
+    plain = next(
+        (u for c, u in ((c, utility[c.setting.slug]) for c in cells if c.kind == "utility") if is_plain(c.setting)),
+        None,
+    )
     rows = []
     for c in cells:
         if c.kind != "attack":
@@ -249,22 +281,34 @@ def _rows(cells: list[Cell], s: EvaluateSettings, store: _Store) -> list[dict[st
         r = store.load(c)
         u = utility.get(c.setting.slug)
         if r is None or u is None:
-            raise InputError(f"evaluate: cell {c.id} has no result")   # _execute ran every cell
+            raise InputError(f"evaluate: cell {c.id} has no result")  # _execute ran every cell
         for level in c.levels:
-            rows.append({
-                "scheme": c.setting.scheme, "setting": c.setting.label, "level": level, "attack": c.attack,
-                "cell": c.file_stem,
-                "uses": list(c.uses), "ssim": round(r["ssim"], 4), "psnr": round(r["psnr"], 2),
-                "success": round(r["success"], 4),
-                "mr": round(mr[c.id], 4) if c.id in mr else None, "utility": round(u["utility"], 4),
-                "utility_encoded": round(u["utility_encoded"], 4) if "utility_encoded" in u else None,
-                "tested_on": u["tested_on"], "cost_s": round(r["cost_s"], 3), "train_s": round(u["train_s"], 2),
-                "train_vs_plain": round(u["train_s"] / plain["train_s"], 3) if plain else None,
-                "encode_images_per_s": None if u["encode_images_per_s"] is None else
-                round(u["encode_images_per_s"], 1), "seed": s.seed,
-                "attack_metrics": r.get("attack_metrics", {}),
-            })
-    order = {st.label: i for i, st in enumerate(s.chosen())}   # a stable sort: plan order within each level
+            rows.append(
+                {
+                    "scheme": c.setting.scheme,
+                    "setting": c.setting.label,
+                    "level": level,
+                    "attack": c.attack,
+                    "cell": c.file_stem,
+                    "uses": list(c.uses),
+                    "ssim": round(r["ssim"], 4),
+                    "psnr": round(r["psnr"], 2),
+                    "success": round(r["success"], 4),
+                    "mr": round(mr[c.id], 4) if c.id in mr else None,
+                    "utility": round(u["utility"], 4),
+                    "utility_encoded": round(u["utility_encoded"], 4) if "utility_encoded" in u else None,
+                    "tested_on": u["tested_on"],
+                    "cost_s": round(r["cost_s"], 3),
+                    "train_s": round(u["train_s"], 2),
+                    "train_vs_plain": round(u["train_s"] / plain["train_s"], 3) if plain else None,
+                    "encode_images_per_s": None
+                    if u["encode_images_per_s"] is None
+                    else round(u["encode_images_per_s"], 1),
+                    "seed": s.seed,
+                    "attack_metrics": r.get("attack_metrics", {}),
+                }
+            )
+    order = {st.label: i for i, st in enumerate(s.chosen())}  # a stable sort: plan order within each level
     rows.sort(key=lambda row: (order[row["setting"]], row["level"]))
     return rows
 
@@ -282,30 +326,45 @@ def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any
             continue
         seen.add(r["setting"])
         if r["utility"] <= chance:
-            text = (f"utility {r['utility']:.3f} is at or below chance ({chance:.2f} for {num_classes} classes): "
-                    f"the model trained on this setting's data learned nothing that carries over to "
-                    f"{r.get('tested_on', 'its test images')}")
+            text = (
+                f"utility {r['utility']:.3f} is at or below chance ({chance:.2f} for {num_classes} classes): "
+                f"the model trained on this setting's data learned nothing that carries over to "
+                f"{r.get('tested_on', 'its test images')}"
+            )
             enc = r.get("utility_encoded")
             if isinstance(enc, (int, float)):
-                text += (f"; tested the other way the paper allows, on fresh encodings of each test image (softmax "
-                         f"averaged over {ENCODED_INFERENCE}), the same model reaches {enc:.3f}"
-                         + (": it learned the encodings, and clean images are not what it saw"
-                            if enc > chance + 0.05 else ", no better"))
+                text += (
+                    f"; tested the other way the paper allows, on fresh encodings of each test image (softmax "
+                    f"averaged over {ENCODED_INFERENCE}), the same model reaches {enc:.3f}"
+                    + (
+                        ": it learned the encodings, and clean images are not what it saw"
+                        if enc > chance + 0.05
+                        else ", no better"
+                    )
+                )
             else:
                 text += "; its privacy rows describe a protection that leaves nothing to learn from"
-            out.append({"kind": "utility at or below chance", "scheme": r["scheme"], "setting": r["setting"],
-                        "text": text})
+            out.append(
+                {"kind": "utility at or below chance", "scheme": r["scheme"], "setting": r["setting"], "text": text}
+            )
     bases = _baselines({r["attack"] for r in rows})
     floor = {(r["setting"], r["level"]): (r["attack"], r["ssim"]) for r in rows if r["attack"] in bases}
     for r in rows:
         base = floor.get((r["setting"], r["level"]))
         if r["attack"] not in bases and base is not None and r["ssim"] < base[1] - 0.01:
             name, ssim = base
-            out.append({"kind": f"attack below the {name} floor", "scheme": r["scheme"], "setting": r["setting"],
-                        "level": r["level"], "attack": r["attack"],
-                        "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below {name} (SSIM {ssim:.3f}), the "
-                                f"floor every attack at level {r['level']} holds enough to reach: it failed on this "
-                                "setting, and the row is no evidence that the setting is safe"})
+            out.append(
+                {
+                    "kind": f"attack below the {name} floor",
+                    "scheme": r["scheme"],
+                    "setting": r["setting"],
+                    "level": r["level"],
+                    "attack": r["attack"],
+                    "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below {name} (SSIM {ssim:.3f}), the "
+                    f"floor every attack at level {r['level']} holds enough to reach: it failed on this "
+                    "setting, and the row is no evidence that the setting is safe",
+                }
+            )
     return out
 
 
@@ -325,30 +384,39 @@ def _baselines(names: set[str]) -> set[str]:
     return out
 
 
-def evaluate(s: EvaluateSettings, out: str | os.PathLike[str], *, workers: int = 1, ray_address: str | None = None,
-             verbose: bool = True) -> Path:
+def evaluate(
+    s: EvaluateSettings,
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    verbose: bool = True,
+) -> Path:
     """Run (or resume) the evaluation into ``out``; returns the path of ``scorecard.json``."""
     say = print if verbose else (lambda *_a, **_k: None)
-    if s.device != "cpu":               # "auto" becomes the device it picks: the plan records where it ran
+    if s.device != "cpu":  # "auto" becomes the device it picks: the plan records where it ran
         from masquerade.devices import resolve_device
 
         s = dataclasses.replace(s, device=str(resolve_device(s.device)))
         if s.device != "cpu" and (workers > 1 or ray_address is not None):
             # Ray hides GPUs from tasks that ask for none, and numbers the ones it gives anew
-            raise InputError(f"evaluate: --device {s.device} runs the cells one after another in this process; "
-                             "it does not combine with --workers or --ray (use --device cpu there)")
+            raise InputError(
+                f"evaluate: --device {s.device} runs the cells one after another in this process; "
+                "it does not combine with --workers or --ray (use --device cpu there)"
+            )
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder")
     try:
-        with exclusive_lock(root):            # two evaluations into one folder: the second stops at once
+        with exclusive_lock(root):  # two evaluations into one folder: the second stops at once
             return _evaluate(s, root, workers=workers, ray_address=ray_address, say=say)
     except LockedError as exc:
         raise InputError(str(exc)) from None
 
 
-def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str | None,
-              say: Callable[..., Any]) -> Path:
+def _evaluate(
+    s: EvaluateSettings, root: Path, *, workers: int, ray_address: str | None, say: Callable[..., Any]
+) -> Path:
     config = root / "config.json"
     old: dict[str, Any] | None = None
     if config.is_file():
@@ -361,13 +429,16 @@ def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str
     elif root.is_dir() and any(root.iterdir()):
         raise InputError(f"{root}: the folder exists and is not an evaluation; choose another --out")
     d = data_for(s)
-    if any(st.shares != "features" for st in s.chosen()):    # every image setting trains this model
+    if any(st.shares != "features" for st in s.chosen()):  # every image setting trains this model
         from masquerade.models.resnet import check_input
 
         h, w, c = d.train.image_shape
         check_input(s.model, (c, h, w), what="--model")
-    doc = {"evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)), "plan": s.digest(),
-           "data_sha256": _fingerprint(d)}
+    doc = {
+        "evaluate": json.loads(json.dumps(dataclasses.asdict(s), default=str)),
+        "plan": s.digest(),
+        "data_sha256": _fingerprint(d),
+    }
     if old is not None and old.get("data_sha256") != doc["data_sha256"]:
         raise InputError(f"{root}: the data changed since this evaluation started; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
@@ -377,24 +448,42 @@ def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str
         say(f"evaluate: skipping {label}: {why}")
     cells = plan_cells(s, set(skipped))
     store = _Store(root, s)
-    say(f"evaluate: {len(s.chosen()) - len(skipped)} scheme settings, levels {','.join(map(str, s.levels))}, "
+    say(
+        f"evaluate: {len(s.chosen()) - len(skipped)} scheme settings, levels {','.join(map(str, s.levels))}, "
         f"{len(cells)} cells"
         + (f" on {workers} Ray workers" if workers > 1 and ray_address is None else "")
-        + (f" on the Ray cluster at {ray_address}" if ray_address else ""))
+        + (f" on the Ray cluster at {ray_address}" if ray_address else "")
+    )
     t0 = time.perf_counter()
     _execute(cells, s, store, workers=workers, ray_address=ray_address, say=say)
     rows = _rows(cells, s, store)
-    described = {st.label: {"scheme": st.scheme, "settings": dict(st.params), "encodings_per_image": st.per_image,
-                            "note": st.note, **({"skipped": skipped[st.label]} if st.label in skipped else {})}
-                 for st in s.chosen()}
+    described = {
+        st.label: {
+            "scheme": st.scheme,
+            "settings": dict(st.params),
+            "encodings_per_image": st.per_image,
+            "note": st.note,
+            **({"skipped": skipped[st.label]} if st.label in skipped else {}),
+        }
+        for st in s.chosen()
+    }
     classes = _num_classes(d)
     found = findings(rows, classes)
     for f in found:
         say(f"evaluate: finding: {f['setting']}: {f['text']}")
-    path = write_json(root / "scorecard.json", {"rows": rows, "seed": s.seed, "plan": s.digest(),
-                                                "settings": described, "classes": classes, "findings": found,
-                                                "levels": {str(k): LEVEL_NAMES[k] for k in s.levels},
-                                                "timing_fields": list(TIMING_FIELDS)})
+    path = write_json(
+        root / "scorecard.json",
+        {
+            "rows": rows,
+            "seed": s.seed,
+            "plan": s.digest(),
+            "settings": described,
+            "classes": classes,
+            "findings": found,
+            "levels": {str(k): LEVEL_NAMES[k] for k in s.levels},
+            "timing_fields": list(TIMING_FIELDS),
+        },
+    )
     from masquerade.report.scorecard import build_scorecard_report
 
     report = build_scorecard_report(root)
@@ -404,5 +493,6 @@ def _evaluate(s: EvaluateSettings, root: Path, *, workers: int, ray_address: str
 
 def comparable(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
     """The scorecard's rows without the timing fields: what two runs of one plan must agree on."""
-    return [{k: v for k, v in row.items() if k not in TIMING_FIELDS and k != "attack_metrics"}
-            for row in scorecard["rows"]]
+    return [
+        {k: v for k, v in row.items() if k not in TIMING_FIELDS and k != "attack_metrics"} for row in scorecard["rows"]
+    ]

@@ -34,18 +34,27 @@ ENCODED_INFERENCE = 8
 
 # -- data: one split for every cell, the same in every process ----------------------------------------------------
 
+
 @dataclass
 class _Data:
-    train: Any          # ImageSet (uint8 NHWC, RGB, square)
+    train: Any  # ImageSet (uint8 NHWC, RGB, square)
     test: Any
     aux: Any
-    public: Any         # ImageSet of public patches, or None when no setting mixes them in
+    public: Any  # ImageSet of public patches, or None when no setting mixes them in
     stats: tuple[tuple[float, ...], tuple[float, ...]]
 
 
 @lru_cache(maxsize=2)
-def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_aux: int, n_public: int,
-          photos: str = "bundled:photos") -> _Data:
+def _data(
+    data: str,
+    size: int | None,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    n_aux: int,
+    n_public: int,
+    photos: str = "bundled:photos",
+) -> _Data:
     from masquerade.data import load_images, public_pool
 
     ds = load_images(data, size=size)
@@ -54,17 +63,23 @@ def _data(data: str, size: int | None, seed: int, n_train: int, n_test: int, n_a
     ds = ds.to_rgb() if ds.image_shape[2] == 1 else ds
     need = n_train + n_test + n_aux
     if len(ds) < need:
-        raise InputError(f"{data}: {len(ds)} images; this evaluation needs {need} ({n_train} training, {n_test} "
-                         f"test, {n_aux} auxiliary): lower --train/--test/--auxiliary")
+        raise InputError(
+            f"{data}: {len(ds)} images; this evaluation needs {need} ({n_train} training, {n_test} "
+            f"test, {n_aux} auxiliary): lower --train/--test/--auxiliary"
+        )
     order = np.random.default_rng([seed, 0xDA7A]).permutation(len(ds))
-    test, aux, train = ds.select(order[:n_test]), ds.select(order[n_test:n_test + n_aux]), \
-        ds.select(order[n_test + n_aux:need])
+    test, aux, train = (
+        ds.select(order[:n_test]),
+        ds.select(order[n_test : n_test + n_aux]),
+        ds.select(order[n_test + n_aux : need]),
+    )
     x = train.images.astype(np.float64) / 255
     stats = (tuple(float(v) for v in x.mean((0, 1, 2))), tuple(float(max(v, 1e-3)) for v in x.std((0, 1, 2))))
     h, w = ds.image_shape[:2]
     if h != w:
-        raise InputError(f"{data}: images are {h}×{w}; the public patches and attacks need square images "
-                         "(--size N resizes them)")
+        raise InputError(
+            f"{data}: images are {h}×{w}; the public patches and attacks need square images (--size N resizes them)"
+        )
     pub = public_pool(photos, n_public, size=h, rng=seed) if n_public else None
     return _Data(train, test, aux, pub, stats)
 
@@ -84,9 +99,9 @@ def unfit(s: EvaluateSettings, d: _Data) -> dict[str, str]:
     from masquerade.models.resnet import check_input
 
     for st in s.chosen():
-        if st.shares == "features":     # feature vectors fit every setting (ShuffleBits takes any float32)
+        if st.shares == "features":  # feature vectors fit every setting (ShuffleBits takes any float32)
             continue
-        if st.shares == "gradients":    # the server's federated model must take the client's images
+        if st.shares == "gradients":  # the server's federated model must take the client's images
             try:
                 check_input(s.inversion_model, tuple(x.shape[1:]), what="--inversion-model")
             except InputError as exc:
@@ -121,9 +136,9 @@ def _cell_seed(seed: int, *parts: str) -> int:
 
 @dataclass
 class _Release:
-    encodings: Any                  # torch float32 E×C×H×W: what the scheme releases of the private set
-    labels: Any                     # E×classes soft labels (InstaHide) or E hard labels
-    owners: np.ndarray              # E: the private image in slot 0 of each encoding (its own image, if one-time)
+    encodings: Any  # torch float32 E×C×H×W: what the scheme releases of the private set
+    labels: Any  # E×classes soft labels (InstaHide) or E hard labels
+    owners: np.ndarray  # E: the private image in slot 0 of each encoding (its own image, if one-time)
 
 
 def _num_classes(d: _Data) -> int:
@@ -149,12 +164,16 @@ def _release(s: EvaluateSettings, setting: SchemeSetting, d: _Data) -> _Release:
         key = scheme.keygen(n, rng=gen, shape=tuple(x.shape[1:]), pool_size=0 if pub is None else len(pub))
         encs.append(scheme.encode(x, key, public=pub, rng=gen))
         mix = label_mixer(scheme)
-        labs.append(mix(private.labels, key, num_classes) if mix is not None
-                    else torch.from_numpy(private.labels.astype(np.int64)))
+        labs.append(
+            mix(private.labels, key, num_classes)
+            if mix is not None
+            else torch.from_numpy(private.labels.astype(np.int64))
+        )
     return _Release(torch.cat(encs), torch.cat(labs), np.tile(np.arange(n), setting.per_image))
 
 
 # -- scoring -----------------------------------------------------------------------------------------------------
+
 
 def _to_u8(t: Any) -> np.ndarray:
     """N×C×H×W [0, 1] images as uint8 N×H×W×C, through the project's one quantiser."""
@@ -166,6 +185,7 @@ def _to_u8(t: Any) -> np.ndarray:
 
 
 # -- cells -------------------------------------------------------------------------------------------------------
+
 
 def _given(cell: Cell, s: EvaluateSettings, d: _Data, rel: _Release) -> dict[str, Any]:
     """What the cell's knowledge gives the attack, in the forms attacks take."""
@@ -187,7 +207,7 @@ def _given(cell: Cell, s: EvaluateSettings, d: _Data, rel: _Release) -> dict[str
                 raise InputError("evaluate: level 3 needs known pairs (--pairs > 0)")
             x = d.train.select(np.arange(targets, targets + s.pairs)).to_tensor()
             pair_mask = (rel.owners >= targets) & (np.arange(len(rel.owners)) < len(x) + targets)
-            given[u] = (x, rel.encodings[pair_mask][:len(x)])
+            given[u] = (x, rel.encodings[pair_mask][: len(x)])
         else:
             raise InputError(f"evaluate: no data for knowledge {u!r}")
     return given
@@ -218,7 +238,7 @@ def _run_cell(cell: Cell, s: EvaluateSettings) -> tuple[dict[str, Any], dict[str
         return _feature_cell(cell, s, d)
     rel = _release(s, cell.setting, d)
     res, seconds = _attack(cell, s, _given(cell, s, d, rel))
-    originals = d.train.images[:s.targets]
+    originals = d.train.images[: s.targets]
     recon = _to_u8(res.reconstructions)
     from masquerade.metrics.privacy import best_match
 
@@ -239,8 +259,9 @@ def _attack(cell: Cell, s: EvaluateSettings, given: dict[str, Any]) -> tuple[Any
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
-        res = run_attack(attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False,
-                         device=s.device, **given)
+        res = run_attack(
+            attack, rng=_cell_seed(s.seed, "attack", cell.id) % 2**31, progress=False, device=s.device, **given
+        )
     return res, time.perf_counter() - t0
 
 
@@ -253,8 +274,14 @@ def _scores(best: np.ndarray, p: np.ndarray, seconds: float, metrics: dict[str, 
     """A cell's result from each target's best-match SSIM and PSNR."""
     from masquerade.metrics.privacy import SUCCESS_SSIM
 
-    return {"ssim": float(best.mean()), "psnr": float(p.mean()), "success": float((best > SUCCESS_SSIM).mean()),
-            "per_target_ssim": [round(float(v), 4) for v in best], "cost_s": seconds, "attack_metrics": metrics}
+    return {
+        "ssim": float(best.mean()),
+        "psnr": float(p.mean()),
+        "success": float((best > SUCCESS_SSIM).mean()),
+        "per_target_ssim": [round(float(v), 4) for v in best],
+        "cost_s": seconds,
+        "attack_metrics": metrics,
+    }
 
 
 def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -275,39 +302,57 @@ def _gradient_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str,
     with torch.random.fork_rng(devices=[]):
         # one model for every policy (seeded without the setting): the policies are compared on the same server
         torch.manual_seed(_cell_seed(s.seed, "federated-model"))
-        model = Normalized(create_model(s.inversion_model, num_classes=_num_classes(d), in_channels=x.shape[1]),
-                           mean, std).eval()
-    atk = ATTACKS.create(cell.attack, **dict(cell.attack_settings), mean=mean, std=std,
-                         image_shape=tuple(x.shape[1:]))
+        model = Normalized(
+            create_model(s.inversion_model, num_classes=_num_classes(d), in_channels=x.shape[1]), mean, std
+        ).eval()
+    atk = ATTACKS.create(cell.attack, **dict(cell.attack_settings), mean=mean, std=std, image_shape=tuple(x.shape[1:]))
     if not isinstance(atk, GradientInversion):
         raise InputError(f"evaluate: {cell.attack} is not a gradient inversion attack")
     params = dict(cell.setting.params)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_cell_seed(s.seed, "torch", cell.id))
-        res = attack_model(model, x, y, policy=params.get("policy", "none"), always=bool(params.get("always")),
-                           attack=atk, known_labels=K.LABELS.value in cell.uses,
-                           # seeded per setting, not per attack: every attack on a row faces the same client
-                           # updates (the same policy draws), so blind and adaptive inversions compare directly
-                           rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31, progress=False,
-                           device=s.device)
+        res = attack_model(
+            model,
+            x,
+            y,
+            policy=params.get("policy", "none"),
+            always=bool(params.get("always")),
+            attack=atk,
+            known_labels=K.LABELS.value in cell.uses,
+            # seeded per setting, not per attack: every attack on a row faces the same client
+            # updates (the same policy draws), so blind and adaptive inversions compare directly
+            rng=_cell_seed(s.seed, "attack", cell.setting.slug) % 2**31,
+            progress=False,
+            device=s.device,
+        )
     originals = d.train.images[:n]
     recon = _to_u8(res["reconstructions"])
     from masquerade.metrics.privacy import best_match
 
     best, p, _ = best_match(originals, recon, aligned=True)
     # what the policy destroyed (pixels a translation pushed out) apart from what it hides: scores on kept pixels
-    kept = {k: round(float(np.nanmean(v)), 4) if np.isfinite(v).any() else None       # None: nothing kept
-            for k, v in ((k, res[k].numpy()) for k in ("psnr_kept", "ssim_kept"))}
-    out = _scores(best, p, float(res["seconds"]), {"targets": n, "iterations": int(res["iterations"]),
-                                                    "model": s.inversion_model,
-                                                    "psnr_vs_transformed": float(res["psnr_transformed"].mean()),
-                                                    **kept, "kept": round(float(res["kept"].mean()), 4)})
+    kept = {
+        k: round(float(np.nanmean(v)), 4) if np.isfinite(v).any() else None  # None: nothing kept
+        for k, v in ((k, res[k].numpy()) for k in ("psnr_kept", "ssim_kept"))
+    }
+    out = _scores(
+        best,
+        p,
+        float(res["seconds"]),
+        {
+            "targets": n,
+            "iterations": int(res["iterations"]),
+            "model": s.inversion_model,
+            "psnr_vs_transformed": float(res["psnr_transformed"].mean()),
+            **kept,
+            "kept": round(float(res["kept"].mean()), 4),
+        },
+    )
     show = min(8, n)
     return out, {"targets": originals[:show], "matched": recon, "encodings": _to_u8(res["transformed"][:show])}
 
 
 # -- deep features (ShuffleBits) --------------------------------------------------------------------------------
-
 
 
 def _train_settings(s: EvaluateSettings) -> Any:
@@ -324,8 +369,15 @@ def _plain_training(s: EvaluateSettings) -> dict[str, Any]:
     from masquerade.training import train
 
     d = data_for(s)
-    return train(d.train, d.test, scheme=create_scheme("identity"), settings=_train_settings(s),
-                 seed=_cell_seed(s.seed, "train", PLAIN.slug) % 2**31, progress=False, device=s.device)
+    return train(
+        d.train,
+        d.test,
+        scheme=create_scheme("identity"),
+        settings=_train_settings(s),
+        seed=_cell_seed(s.seed, "train", PLAIN.slug) % 2**31,
+        progress=False,
+        device=s.device,
+    )
 
 
 def _feature_api(s: EvaluateSettings) -> Any:
@@ -338,7 +390,7 @@ def _feature_release(setting: SchemeSetting, s: EvaluateSettings, x: Any, label:
     """(features, their release, the key, encode seconds) of images ``x`` under ``setting``."""
     features = _feature_api(s).predict(x)
     scheme = _make_scheme(setting)
-    if scheme.data_kind != "features":          # a scheme of images leaves features in the clear (the baseline)
+    if scheme.data_kind != "features":  # a scheme of images leaves features in the clear (the baseline)
         return features, features.clone(), None, 0.0
     gen = np.random.default_rng(_cell_seed(s.seed, label, setting.slug))
     t0 = time.perf_counter()
@@ -362,11 +414,11 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
         elif u == K.API.value:
             given[u] = _feature_api(s)
         elif u == K.LABELS.value:
-            given[u] = torch.from_numpy(d.train.labels[:s.targets].astype(np.int64))
+            given[u] = torch.from_numpy(d.train.labels[: s.targets].astype(np.int64))
         else:
             raise InputError(f"evaluate: no data for knowledge {u!r} against features")
     res, seconds = _attack(cell, s, given)
-    originals = d.train.images[:s.targets]
+    originals = d.train.images[: s.targets]
     recon = _to_u8(res.reconstructions)
     from masquerade.metrics.privacy import best_match
 
@@ -379,13 +431,16 @@ def _feature_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
         from masquerade.shufflebits.scheme import shuffle_words
 
         plain = shuffle_words(as_words(z, "evaluate"), np.asarray(res.recovered["perm"]), "fixed", inverse=True)
-        with np.errstate(invalid="ignore"):                  # signalling NaN patterns warn when widened
+        with np.errstate(invalid="ignore"):  # signalling NaN patterns warn when widened
             dec = torch.from_numpy(plain.view(np.float32).astype(np.float64)).nan_to_num(0.0, 0.0, 0.0)
         cos = torch.nn.functional.cosine_similarity(dec, features.reshape(len(z), -1).double(), dim=1)
         metrics["decrypted_cosine"] = float(cos.mean())
     show = min(8, s.targets)
-    return _scores(best, p, seconds, metrics), {"targets": originals[:show], "matched": recon[idx],
-                                                "encodings": _feature_strip(z[:show])}
+    return _scores(best, p, seconds, metrics), {
+        "targets": originals[:show],
+        "matched": recon[idx],
+        "encodings": _feature_strip(z[:show]),
+    }
 
 
 def _feature_strip(z: Any) -> np.ndarray:
@@ -396,7 +451,7 @@ def _feature_strip(z: Any) -> np.ndarray:
     words = as_words(z, "evaluate")
     side = int(np.ceil(np.sqrt(words.shape[1])))
     grey = np.zeros((len(z), side * side), np.uint8)
-    grey[:, :words.shape[1]] = (words >> 24).astype(np.uint8)
+    grey[:, : words.shape[1]] = (words >> 24).astype(np.uint8)
     return np.repeat(grey.reshape(len(z), side, side, 1), 3, axis=3)
 
 
@@ -421,9 +476,13 @@ def _feature_utility(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[st
     finally:
         handle.remove()
     acc = float((pred == d.test.labels).mean())
-    return {"utility": acc, "tested_on": "clean (decrypted features, the clean-trained model)",
-            "train_s": float(r["seconds"]), "encode_images_per_s": len(x) / encode_s if encode_s else None,
-            "curve": []}, {}
+    return {
+        "utility": acc,
+        "tested_on": "clean (decrypted features, the clean-trained model)",
+        "train_s": float(r["seconds"]),
+        "encode_images_per_s": len(x) / encode_s if encode_s else None,
+        "curve": [],
+    }, {}
 
 
 def _view(z: Any) -> Any:
@@ -448,17 +507,29 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
     scheme.encode(x, key, public=None if pub is None else pub.to_tensor(), rng=gen)
     encode_s = time.perf_counter() - t0
     if cell.setting == PLAIN:
-        r = _plain_training(s)          # shared with the feature settings, which release its features
+        r = _plain_training(s)  # shared with the feature settings, which release its features
     else:
         ts = _train_settings(s)
         if cell.setting.per_image > 1:
             # one-time keys (InstaHide): also test the paper's other way, on fresh encodings of each test image
             ts = dataclasses.replace(ts, infer_encodings=ENCODED_INFERENCE)
-        r = train(d.train, d.test, scheme=scheme, public=pub, settings=ts,
-                  seed=_cell_seed(s.seed, "train", cell.setting.slug) % 2**31, progress=False, device=s.device)
-    result = {"utility": float(r["test_acc"]), "tested_on": r["tested_on"], "train_s": float(r["seconds"]),
-              "encode_images_per_s": len(x) / max(encode_s, 1e-9), "curve": [round(h["test_acc"], 4)
-                                                                             for h in r["history"]]}
+        r = train(
+            d.train,
+            d.test,
+            scheme=scheme,
+            public=pub,
+            settings=ts,
+            seed=_cell_seed(s.seed, "train", cell.setting.slug) % 2**31,
+            progress=False,
+            device=s.device,
+        )
+    result = {
+        "utility": float(r["test_acc"]),
+        "tested_on": r["tested_on"],
+        "train_s": float(r["seconds"]),
+        "encode_images_per_s": len(x) / max(encode_s, 1e-9),
+        "curve": [round(h["test_acc"], 4) for h in r["history"]],
+    }
     if "test_acc_encoded" in r:
         result["utility_encoded"] = float(r["test_acc_encoded"])
     arrays: dict[str, Any] = {}
@@ -470,8 +541,14 @@ def _utility_cell(cell: Cell, s: EvaluateSettings, d: _Data) -> tuple[dict[str, 
         from masquerade.models import save_model
 
         with tempfile.TemporaryDirectory(prefix="masquerade-mr-") as tmp:
-            f = save_model(Path(tmp) / "recogniser.safetensors", r["model_state"], arch=s.model,
-                           num_classes=_num_classes(d), mean=r["classifier"].mean, std=r["classifier"].std,
-                           in_channels=x.shape[1])
+            f = save_model(
+                Path(tmp) / "recogniser.safetensors",
+                r["model_state"],
+                arch=s.model,
+                num_classes=_num_classes(d),
+                mean=r["classifier"].mean,
+                std=r["classifier"].std,
+                in_channels=x.shape[1],
+            )
             arrays["recogniser"] = np.frombuffer(f.read_bytes(), np.uint8).copy()
     return result, arrays

@@ -12,8 +12,19 @@ from typing import Any
 from masquerade.contracts import Knowledge, public_slots, settings_against
 from masquerade.errors import InputError
 
-__all__ = ["LEVELS", "LEVEL_NAMES", "TIMING_FIELDS", "SchemeSetting", "PLAIN", "is_plain", "default_settings",
-           "EvaluateSettings", "Cell", "plan_cells", "knowledge"]
+__all__ = [
+    "LEVELS",
+    "LEVEL_NAMES",
+    "TIMING_FIELDS",
+    "SchemeSetting",
+    "PLAIN",
+    "is_plain",
+    "default_settings",
+    "EvaluateSettings",
+    "Cell",
+    "plan_cells",
+    "knowledge",
+]
 
 K = Knowledge
 LEVELS: dict[int, frozenset[Knowledge]] = {
@@ -38,10 +49,10 @@ class SchemeSetting:
     label: str
     params: tuple[tuple[str, Any], ...] = ()
     per_image: int = 1
-    public: bool = False          # mixes in a public pool (InstaHide across datasets)
-    note: str = ""                # what a reader should know to read the row (shown in the report)
-    shares: str = "data"          # what leaves the owner: the protected "data", "gradients" of them (ATS), or
-                                  # "features": deep features of them (ShuffleBits)
+    public: bool = False  # mixes in a public pool (InstaHide across datasets)
+    note: str = ""  # what a reader should know to read the row (shown in the report)
+    shares: str = "data"  # what leaves the owner: the protected "data", "gradients" of them (ATS), or
+    # "features": deep features of them (ShuffleBits)
 
     def __post_init__(self) -> None:
         if self.shares not in SHARES:
@@ -66,42 +77,66 @@ def default_settings(quick: bool) -> list[SchemeSetting]:
     ih_passes = 20 if quick else 50
     out = [
         PLAIN,
-        SchemeSetting("instahide", "inside k=4", (("k", 4), ("mode", "inside"), ("pixel_scale", "normalize"),
-                                                  ("mean", "data"), ("std", "data")), per_image=ih_passes,
-                      note="Pixels standardised with the training images' own mean and deviation before mixing, as "
-                           "the InstaHide training code does."),
-        SchemeSetting("instahide", "cross k=6 (challenge)", (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
-                      per_image=ih_passes, public=True,
-                      note="The InstaHide Challenge's recipe: two private images and four public patches per "
-                           "encoding, pixels in [-1, 1] as the challenge released them. On near-binary images "
-                           "(digits) strokes and background both have magnitude 1 on that scale, so the sign mask "
-                           "leaves a model little to learn from; the inside setting standardises first."),
+        SchemeSetting(
+            "instahide",
+            "inside k=4",
+            (("k", 4), ("mode", "inside"), ("pixel_scale", "normalize"), ("mean", "data"), ("std", "data")),
+            per_image=ih_passes,
+            note="Pixels standardised with the training images' own mean and deviation before mixing, as "
+            "the InstaHide training code does.",
+        ),
+        SchemeSetting(
+            "instahide",
+            "cross k=6 (challenge)",
+            (("k", 6), ("mode", "cross"), ("private_per_mix", 2)),
+            per_image=ih_passes,
+            public=True,
+            note="The InstaHide Challenge's recipe: two private images and four public patches per "
+            "encoding, pixels in [-1, 1] as the challenge released them. On near-binary images "
+            "(digits) strokes and background both have magnitude 1 on that scale, so the sign mask "
+            "leaves a model little to learn from; the inside setting standardises first.",
+        ),
         SchemeSetting("disguise", "RMT b=4", (("transform", "rmt"), ("block", 4))),
         SchemeSetting("disguise", "AES-ECB b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ecb"))),
     ]
     if not quick:
-        out[2:2] = [SchemeSetting("instahide", "inside k=2", (("k", 2), ("mode", "inside"),
-                                                              ("pixel_scale", "normalize"), ("mean", "data"),
-                                                              ("std", "data")), per_image=ih_passes)]
-        out += [SchemeSetting("disguise", "permutation b=4", (("transform", "none"), ("block", 4))),
-                SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
-                SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
-                SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr")))]
+        out[2:2] = [
+            SchemeSetting(
+                "instahide",
+                "inside k=2",
+                (("k", 2), ("mode", "inside"), ("pixel_scale", "normalize"), ("mean", "data"), ("std", "data")),
+                per_image=ih_passes,
+            )
+        ]
+        out += [
+            SchemeSetting("disguise", "permutation b=4", (("transform", "none"), ("block", 4))),
+            SchemeSetting("disguise", "RMT b=8", (("transform", "rmt"), ("block", 8))),
+            SchemeSetting("disguise", "AES-ECB b=8", (("transform", "aes"), ("block", 8), ("aes_mode", "ecb"))),
+            SchemeSetting("disguise", "AES-CTR b=4", (("transform", "aes"), ("block", 4), ("aes_mode", "ctr"))),
+        ]
     # ATS protects what federated learning shares, a client's gradient, by transforming the image first; the
     # published code applies every sub-policy of a chosen list (always), and "none" is plain federated learning.
     # --quick leaves them out unless --schemes names ats: gradient inversion is the costliest attack here.
-    ats_note = ("Federated learning: a client shares the gradient of one transformed image; the server holds the "
-                "model at initialisation and the label. Scored on the first targets only.")
+    ats_note = (
+        "Federated learning: a client shares the gradient of one transformed image; the server holds the "
+        "model at initialisation and the label. Scored on the first targets only."
+    )
     policies = ("none", "3-1-7+43-18-18") if quick else ("none", "3-1-7", "3-1-7+43-18-18")
-    out += [SchemeSetting("ats", f"ATS {policy}", (("policy", policy), ("always", True)), shares="gradients",
-                          note=ats_note) for policy in policies]
+    out += [
+        SchemeSetting("ats", f"ATS {policy}", (("policy", policy), ("always", True)), shares="gradients", note=ats_note)
+        for policy in policies
+    ]
     # ShuffleBits protects deep features (here the clean-trained model's penultimate ones) on their way to a server;
     # the features in the clear are its baseline
-    feat_note = ("The release is the penultimate features of the clean-trained model; the adversary queries that "
-                 "model as a black box (from level 2, with the auxiliary images) to train a decoder.")
+    feat_note = (
+        "The release is the penultimate features of the clean-trained model; the adversary queries that "
+        "model as a black box (from level 2, with the auxiliary images) to train a decoder."
+    )
     out += [SchemeSetting("identity", "features in the clear", shares="features", note=feat_note)]
-    out += [SchemeSetting("shufflebits", f"ShuffleBits {scope}", (("scope", scope),), shares="features",
-                          note=feat_note) for scope in ("fixed", "vector", "element")]
+    out += [
+        SchemeSetting("shufflebits", f"ShuffleBits {scope}", (("scope", scope),), shares="features", note=feat_note)
+        for scope in ("fixed", "vector", "element")
+    ]
     return out
 
 
@@ -113,10 +148,14 @@ def plugin_setting(name: str) -> SchemeSetting:
 
     scheme = SCHEMES.create(name)
     features = scheme.data_kind == "features"
-    return SchemeSetting(name, "defaults", shares="features" if features else "data",
-                         public=public_slots(scheme) > 0,
-                         note=f"A plugin scheme ({type(scheme).__module__}.{type(scheme).__qualname__}) at its "
-                              "default settings, one encoding of each image.")
+    return SchemeSetting(
+        name,
+        "defaults",
+        shares="features" if features else "data",
+        public=public_slots(scheme) > 0,
+        note=f"A plugin scheme ({type(scheme).__module__}.{type(scheme).__qualname__}) at its "
+        "default settings, one encoding of each image.",
+    )
 
 
 def knowledge(level: int, setting: SchemeSetting) -> frozenset[Knowledge]:
@@ -126,7 +165,7 @@ def knowledge(level: int, setting: SchemeSetting) -> frozenset[Knowledge]:
     if setting.shares == "gradients":
         know = (know - {K.ENCODINGS, K.PUBLIC_POOL}) | {K.MODEL, K.GRADIENTS}
     if setting.shares == "features" and K.AUXILIARY in know:
-        know = know | {K.API}       # the feature extractor, queried as a black box
+        know = know | {K.API}  # the feature extractor, queried as a black box
     if not setting.public:
         know = know - {K.PUBLIC_POOL}
     return know
@@ -135,28 +174,28 @@ def knowledge(level: int, setting: SchemeSetting) -> frozenset[Knowledge]:
 @dataclass(frozen=True)
 class EvaluateSettings:
     data: str = "bundled:mnist"
-    size: int | None = None         # None: as loaded (one size for all images); else resized to size×size
+    size: int | None = None  # None: as loaded (one size for all images); else resized to size×size
     quick: bool = False
     schemes: tuple[str, ...] = ("identity", "instahide", "disguise", "ats", "shufflebits")
     levels: tuple[int, ...] = (1, 2, 3)
     seed: int = 0
-    targets: int = 40               # private images scored
-    pairs: int = 20                 # private images the adversary knows with their encodings (level 3)
-    auxiliary: int = 500            # clean images from the same distribution (level 2)
+    targets: int = 40  # private images scored
+    pairs: int = 20  # private images the adversary knows with their encodings (level 3)
+    auxiliary: int = 500  # clean images from the same distribution (level 2)
     test: int = 1000
-    train: int = 3500               # training images for utility (the private set is their first images); with
-                                    # the test and auxiliary images, the 5,000 bundled digits
+    train: int = 3500  # training images for utility (the private set is their first images); with
+    # the test and auxiliary images, the 5,000 bundled digits
     epochs: int = 10
     model: str = "fastresnet"
-    augment: bool = False           # crop and flip in training (off for digits, whose flips are other digits)
-    public: int = 1000              # public patches for InstaHide across datasets
-    public_photos: str = "bundled:photos"   # where they are cut from: a folder of photos, or an .npz of patches
-    threads: int = 1                # CPU threads of each cell: numbers depend on it, so it belongs to the plan
+    augment: bool = False  # crop and flip in training (off for digits, whose flips are other digits)
+    public: int = 1000  # public patches for InstaHide across datasets
+    public_photos: str = "bundled:photos"  # where they are cut from: a folder of photos, or an .npz of patches
+    threads: int = 1  # CPU threads of each cell: numbers depend on it, so it belongs to the plan
     inversion_iterations: int = 4800  # gradient inversion (ATS's configuration of Inverting Gradients)
-    inversion_images: int = 8       # targets attacked by gradient inversion (one client update each)
+    inversion_images: int = 8  # targets attacked by gradient inversion (one client update each)
     inversion_model: str = "convnet16"  # the federated model the server attacks, at initialisation
-    codebook_decoder_steps: int = 300   # the AES-ECB codebook's fill network (0: nearest auxiliary images)
-    device: str = "cpu"             # where trainings and model-based attacks run; numbers depend on it (a plan field)
+    codebook_decoder_steps: int = 300  # the AES-ECB codebook's fill network (0: nearest auxiliary images)
+    device: str = "cpu"  # where trainings and model-based attacks run; numbers depend on it (a plan field)
     settings: tuple[SchemeSetting, ...] = ()
 
     def __post_init__(self) -> None:
@@ -176,16 +215,27 @@ class EvaluateSettings:
             raise InputError(f"evaluate: levels are 1, 2 and 3, got {list(self.levels)}")
         if self.size is not None and self.size < 4:
             raise InputError(f"evaluate: size must be at least 4 pixels, got {self.size}")
-        for name in ("targets", "test", "train", "epochs", "auxiliary", "public", "threads", "inversion_iterations",
-                     "inversion_images"):
+        for name in (
+            "targets",
+            "test",
+            "train",
+            "epochs",
+            "auxiliary",
+            "public",
+            "threads",
+            "inversion_iterations",
+            "inversion_images",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"evaluate: {name} must be positive, got {getattr(self, name)}")
         from masquerade.models import list_models
 
         for name in ("model", "inversion_model"):
             if getattr(self, name) not in list_models():
-                raise InputError(f"evaluate: unknown {name.replace('_', ' ')} {getattr(self, name)!r}; available: "
-                                 f"{', '.join(list_models())}")
+                raise InputError(
+                    f"evaluate: unknown {name.replace('_', ' ')} {getattr(self, name)!r}; available: "
+                    f"{', '.join(list_models())}"
+                )
         if self.pairs < 0:
             raise InputError(f"evaluate: pairs must be >= 0, got {self.pairs}")
         if not isinstance(self.public_photos, str) or not self.public_photos:
@@ -196,8 +246,10 @@ class EvaluateSettings:
         if self.codebook_decoder_steps < 0:
             raise InputError(f"evaluate: codebook_decoder_steps must be >= 0, got {self.codebook_decoder_steps}")
         if self.targets + self.pairs > self.train:
-            raise InputError(f"evaluate: {self.targets} targets + {self.pairs} pairs exceed the {self.train} "
-                             "training images they are drawn from")
+            raise InputError(
+                f"evaluate: {self.targets} targets + {self.pairs} pairs exceed the {self.train} "
+                "training images they are drawn from"
+            )
         if self.targets + self.pairs < 2:
             raise InputError("evaluate: the private set needs at least 2 images (InstaHide mixes pairs)")
 
@@ -205,23 +257,35 @@ class EvaluateSettings:
     def for_quick(cls, **overrides: Any) -> "EvaluateSettings":
         """``--quick``: a few minutes on 2 cores (fewer images and epochs, twenty InstaHide passes; ATS and ShuffleBits
         only when ``schemes`` names them, with 300 inversion iterations on four images)."""
-        base: dict[str, Any] = dict(quick=True, targets=20, pairs=20, auxiliary=300, test=500, train=1500,
-                                    epochs=8, public=500, schemes=("identity", "instahide", "disguise"),
-                                    inversion_iterations=300, inversion_images=4, codebook_decoder_steps=0)
+        base: dict[str, Any] = dict(
+            quick=True,
+            targets=20,
+            pairs=20,
+            auxiliary=300,
+            test=500,
+            train=1500,
+            epochs=8,
+            public=500,
+            schemes=("identity", "instahide", "disguise"),
+            inversion_iterations=300,
+            inversion_images=4,
+            codebook_decoder_steps=0,
+        )
         base.update(overrides)
         return cls(**base)
 
     def chosen(self) -> list[SchemeSetting]:
-        keep = set(self.schemes) | {PLAIN.scheme}     # plain training is every cost's reference
+        keep = set(self.schemes) | {PLAIN.scheme}  # plain training is every cost's reference
         picked = [s for s in self.settings if s.scheme in keep]
         # features in the clear are the baseline of feature protection, planned with it
         protects_features = any(s.shares == "features" and s.scheme != PLAIN.scheme for s in picked)
-        return [s for s in picked
-                if not (s.scheme == PLAIN.scheme and s.shares == "features" and not protects_features)]
+        return [
+            s for s in picked if not (s.scheme == PLAIN.scheme and s.shares == "features" and not protects_features)
+        ]
 
     def digest(self) -> str:
         doc = dataclasses.asdict(self)
-        if doc["device"] == "cpu":      # the plans made before devices existed keep their digests
+        if doc["device"] == "cpu":  # the plans made before devices existed keep their digests
             del doc["device"]
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -230,12 +294,12 @@ class EvaluateSettings:
 class Cell:
     """One unit of work: the utility of a setting, or one attack on it with a given knowledge."""
 
-    kind: str                                   # "utility" or "attack"
+    kind: str  # "utility" or "attack"
     setting: SchemeSetting
     attack: str = ""
     attack_settings: tuple[tuple[str, Any], ...] = ()
-    uses: tuple[str, ...] = ()                  # the knowledge the attack is given
-    levels: tuple[int, ...] = ()                # the levels whose rows it fills
+    uses: tuple[str, ...] = ()  # the knowledge the attack is given
+    levels: tuple[int, ...] = ()  # the levels whose rows it fills
 
     @property
     def id(self) -> str:
@@ -307,8 +371,11 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                 if against is None or not tm.requires <= know:
                     continue
                 settings_cls = getattr(cls, "Settings", None)
-                fields = {f.name for f in dataclasses.fields(settings_cls)} \
-                    if dataclasses.is_dataclass(settings_cls) else set()
+                fields = (
+                    {f.name for f in dataclasses.fields(settings_cls)}
+                    if dataclasses.is_dataclass(settings_cls)
+                    else set()
+                )
                 if setting.per_image > 1 and "n_private" in fields:
                     # a release of one-time encodings publishes its size: n images × T encodings each (the
                     # InstaHide challenge: 100 × 50), so the adversary is told n rather than left to estimate it
@@ -323,14 +390,15 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                 if prev is not None:
                     by_uses[(name, "+".join(uses))] = dataclasses.replace(prev, levels=prev.levels + (level,))
                 else:
-                    by_uses[(name, "+".join(uses))] = Cell("attack", setting, name, tuple(sorted(against.items())),
-                                                           uses, (level,))
+                    by_uses[(name, "+".join(uses))] = Cell(
+                        "attack", setting, name, tuple(sorted(against.items())), uses, (level,)
+                    )
         cells += list(by_uses.values())
     return cells
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SUCCESS_SSIM":      # its home is masquerade.metrics.privacy (which loads torch); kept for a release
+    if name == "SUCCESS_SSIM":  # its home is masquerade.metrics.privacy (which loads torch); kept for a release
         from masquerade.metrics.privacy import SUCCESS_SSIM
 
         return SUCCESS_SSIM
