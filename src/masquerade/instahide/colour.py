@@ -6,7 +6,7 @@ a small challenge the attacker simulates from its own labelled auxiliary images,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,9 +14,6 @@ import torch
 from masquerade.errors import InputError
 from masquerade.instahide.recipe import _public_energy, parse_slots, simulate_challenge
 from masquerade.instahide.reconstruct import reconstruct_private
-
-if TYPE_CHECKING:
-    from masquerade.instahide.attack import ChallengeAttackSettings
 
 __all__ = ["ColourMap", "learn_colour"]
 
@@ -73,12 +70,13 @@ def learn_colour(
     aux: Any,
     mean: torch.Tensor,
     var: torch.Tensor,
-    s: ChallengeAttackSettings,
+    s: Any,
     shape: tuple[int, int, int],
     patches_src: Any,
 ) -> ColourMap:
     """Simulate a small challenge from the auxiliary images (the attacker's own truth), reconstruct it with the true
-    pairing, and fit the colour map from what reconstruction gives to what the images were."""
+    pairing, and fit the colour map from what reconstruction gives to what the images were. ``s``: the attack's
+    :class:`~masquerade.instahide.attack.ChallengeAttackSettings` (not imported here: that module imports this one)."""
     from masquerade.data import ImageSet, load_images, public_pool
 
     imgs = (aux if isinstance(aux, ImageSet) else load_images(aux)).to_rgb()
