@@ -105,8 +105,10 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
         "http_proxy": "http://127.0.0.1:9",
         "https_proxy": "http://127.0.0.1:9",
     }
+    # --quick: every section of the tour, with the scorecard's two cheapest settings at level 1 (the full tour is
+    # `make demo`, about 5.5 minutes; its sections are the same functions with more steps)
     r = subprocess.run(
-        [sys.executable, "-m", "masquerade", "demo", "--out", str(tmp_path / "demo")],
+        [sys.executable, "-m", "masquerade", "demo", "--quick", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         env=env,
@@ -118,13 +120,26 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page
     assert "ats_gradient_inversion" in page and "scorecard" in page
-    # the scorecard's own report, and its InstaHide row broken by the challenge attack from the encodings alone
+    assert "shufflebits_digits" in page and "camouflage_photos" in page
+    # the scorecard's own report, and its InstaHide row broken from the encodings and labels alone
     card = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())
-    challenge = [r for r in card["rows"] if r["attack"] == "instahide-challenge" and r["level"] == 1]
-    assert challenge and challenge[0]["success"] > 0.5
+    assert {r["setting"] for r in card["rows"]} == {"no protection", "inside k=4"} and list(card["levels"]) == ["1"]
     inside = [r for r in card["rows"] if r["setting"] == "inside k=4"]
-    assert inside and inside[0]["utility"] > 0.75  # far above chance (0.10), with the demo's lighter training
+    broken = [r for r in inside if r["attack"] == "instahide-inside"]
+    assert broken and broken[0]["success"] > 0.5
+    assert inside[0]["utility"] > 0.75  # far above chance (0.10), with the demo's lighter training
     assert (tmp_path / "demo" / "evaluate" / "report.html").is_file()
+    config = json.loads((tmp_path / "demo" / "config.json").read_text())
+    assert config["config"]["scale"]["settings"] == ["no protection", "inside k=4"]
+
+
+def test_the_full_demo_scores_the_whole_quick_plan_and_quick_names_settings_it_has() -> None:
+    from masquerade.workflows.demo import FULL, QUICK
+    from masquerade.workflows.evaluate import EvaluateSettings
+
+    assert FULL.settings == () and FULL.levels == (1, 2, 3) and (FULL.train, FULL.epochs) == (1000, 6)
+    labels = {s.label for s in EvaluateSettings.for_quick().settings}
+    assert set(QUICK.settings) <= labels and (QUICK.train, QUICK.epochs) == (FULL.train, FULL.epochs)
 
 
 def test_protect_instahide_writes_encodings_and_a_separate_key(

@@ -11,9 +11,9 @@ __all__ = ["register"]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from masquerade.workflows.demo import run_demo
+    from masquerade.workflows.demo import FULL, QUICK, run_demo
 
-    run_demo(out=args.out, seed=args.seed)
+    run_demo(out=args.out, seed=args.seed, scale=QUICK if args.quick else FULL)
     return 0
 
 
@@ -35,6 +35,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="offline tour on bundled data; writes an HTML report")
     p.add_argument("--out", help="run folder (default runs/demo/<timestamp>)")
     p.add_argument("--seed", type=seed, default=0, help="seed for a reproducible demo (default 0)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="every section, with fewer steps and a scorecard of two settings at level 1 (about 2.5 minutes)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="build an HTML report from run folders")

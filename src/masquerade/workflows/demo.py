@@ -12,9 +12,11 @@ and without an ATS transformation policy -- every number in the report is comput
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +32,34 @@ from masquerade.rng import as_generator
 from masquerade.runs import Run, start_run
 from masquerade.training import TrainSettings, train
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DemoScale", "FULL", "QUICK"]
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """How much work each section of the tour does."""
+
+    train: int = 1000  # the scorecard's utility: training images and epochs
+    epochs: int = 6
+    levels: tuple[int, ...] = (1, 2, 3)  # the scorecard's threat levels
+    settings: tuple[str, ...] = ()  # the scorecard's settings, by label (none named: all of the quick plan's)
+    extractor_epochs: int = 6  # ShuffleBits: the digits model behind the feature API, and the attacks' training
+    attribute_epochs: int = 40
+    inversion_epochs: int = 30
+    ats_iterations: int = 150  # Inverting Gradients
+
+
+FULL = DemoScale()
+# ``demo --quick``: every section, the scorecard with two settings at level 1 (trained as fully as in the full tour,
+# so that its utilities mean the same) and fewer training and inversion steps elsewhere: about 2.5 minutes
+QUICK = DemoScale(
+    levels=(1,),
+    settings=("no protection", "inside k=4"),
+    extractor_epochs=3,
+    attribute_epochs=15,
+    inversion_epochs=10,
+    ats_iterations=50,
+)
 
 
 def _jpeg(images: np.ndarray, quality: int) -> np.ndarray:
@@ -49,12 +78,14 @@ def _nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
-def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> Path:
-    """Run the demo and return the path of its HTML report."""
+def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True, scale: DemoScale = FULL) -> Path:
+    """Run the demo and return the path of its HTML report; ``scale``: :data:`FULL`, or :data:`QUICK` for a
+    shorter tour through the same sections."""
     t0 = time.perf_counter()
     gen = as_generator(seed)
     with start_run("demo", out=out) as run:
-        run.write_config({"seed": seed, "data": ["bundled:mnist", "bundled:photos"]}, seed=seed)
+        config = {"seed": seed, "data": ["bundled:mnist", "bundled:photos"], "scale": asdict(scale)}
+        run.write_config(config, seed=seed)
         say = print if verbose else (lambda *a, **k: None)
 
         # 1. data
@@ -131,20 +162,20 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
             "metrics: SSIM at noise σ=20: " + ", ".join(f"{k} {v[sigmas.index(20)]:.3f}" for k, v in noise_ssim.items())
         )
         # 5. the scorecard: every scheme setting against every attack at threat levels 1-3, and its utility
-        _scorecard_section(run, say, seed)
+        _scorecard_section(run, say, seed, scale)
 
         # 6. ShuffleBits: a digits model trained here as the feature extractor behind a black-box API
         tr, te = load_images("bundled:digits", size=16).to_rgb().split(0.8, rng=gen)
-        settings = TrainSettings(model="fastresnet", epochs=6, batch_size=64, lr=0.05)
+        settings = TrainSettings(model="fastresnet", epochs=scale.extractor_epochs, batch_size=64, lr=0.05)
         extractor = train(tr, te, scheme=SCHEMES.create("identity"), settings=settings, seed=seed, progress=False)[
             "model_state"
         ]
-        _shufflebits_section(run, say, extractor, tr, te, seed)
+        _shufflebits_section(run, say, extractor, tr, te, seed, scale)
         # 7. quality camouflage: bundled photos against BRISQUE-torch, judged after a real JPEG-90 re-compression
         _camouflage_section(run, say, seed)
 
         # 8. ATS: gradient inversion of a client's update, without and with a transformation policy
-        _ats_section(run, say, seed)
+        _ats_section(run, say, seed, scale)
         run.add_metrics(seconds=round(time.perf_counter() - t0, 2))
         run.log("demo finished")
     report = build_report([run.path], title="masquerade demo")
@@ -152,16 +183,28 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True) -> 
     return report
 
 
-def _scorecard_section(run: Run, say: Callable[..., Any], seed: int) -> None:
-    """``masquerade evaluate --quick --train 1000 --epochs 6`` into ``evaluate/`` (on every core: its thread count
-    is part of its plan), and its summary as one table of this report."""
+def _scorecard_section(run: Run, say: Callable[..., Any], seed: int, scale: DemoScale) -> None:
+    """``masquerade evaluate --quick --train 1000 --epochs 6`` (by default) into ``evaluate/`` (on every core: its
+    thread count is part of its plan), and its summary as one table of this report."""
     import os
 
     from masquerade.workflows.evaluate import EvaluateSettings, evaluate
 
     t0 = time.perf_counter()
     # the quick plan with a lighter utility (1,000 training images, 6 epochs): the tour stays a few minutes long
-    settings = EvaluateSettings.for_quick(seed=seed, threads=max(1, min(os.cpu_count() or 1, 4)), train=1000, epochs=6)
+    settings = EvaluateSettings.for_quick(
+        seed=seed,
+        threads=max(1, min(os.cpu_count() or 1, 4)),
+        train=scale.train,
+        epochs=scale.epochs,
+        levels=scale.levels,
+    )
+    if scale.settings:
+        chosen = tuple(st for st in settings.settings if st.label in scale.settings)
+        missing = sorted(set(scale.settings) - {st.label for st in chosen})
+        if missing:
+            raise ValueError(f"demo: the quick plan has no setting {', '.join(missing)}")
+        settings = dataclasses.replace(settings, settings=chosen)
     card = json.loads(evaluate(settings, run.path / "evaluate", verbose=False).read_text())
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for r in card["rows"]:
@@ -174,12 +217,13 @@ def _scorecard_section(run: Run, say: Callable[..., Any], seed: int) -> None:
             row[col] = r["ssim"]
             row[f"level {r['level']}: attack"] = f"{r['attack']} ({100 * r['success']:.0f} % found)"
     table = list(best.values())
+    top = max(scale.levels)
     run.add_metrics(scorecard=table, scorecard_seconds=round(time.perf_counter() - t0, 1))
     say(
         f"scorecard ({time.perf_counter() - t0:.0f}s): "
         + "; ".join(
-            f"{t['scheme']} {t['setting']}: utility {t['utility (clean test accuracy)']:.2f}, level 3 SSIM "
-            f"{t.get('level 3: best attack SSIM', float('nan')):.2f}"
+            f"{t['scheme']} {t['setting']}: utility {t['utility (clean test accuracy)']:.2f}, level {top} SSIM "
+            f"{t.get(f'level {top}: best attack SSIM', float('nan')):.2f}"
             for t in table
         )
     )
@@ -187,7 +231,7 @@ def _scorecard_section(run: Run, say: Callable[..., Any], seed: int) -> None:
 
 
 def _shufflebits_section(
-    run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet, te: ImageSet, seed: int
+    run: Run, say: Callable[..., Any], extractor: ResNet9, tr: ImageSet, te: ImageSet, seed: int, scale: DemoScale
 ) -> None:
     """Encrypt the features of test digits three ways, recover keys from ciphertexts alone, and run the attribute
     and pixel-decoder attacks on what an adversary gets in each case."""
@@ -215,7 +259,7 @@ def _shufflebits_section(
     aux = (tr.to_tensor(), tr.labels_tensor())
     n = len(fv)
     pred = run_attack(
-        ATTACKS.create("feature-attribute", epochs=40),
+        ATTACKS.create("feature-attribute", epochs=scale.attribute_epochs),
         encodings=stacked,
         auxiliary=aux,
         api=api,
@@ -223,7 +267,7 @@ def _shufflebits_section(
         progress=False,
     ).recovered["attributes"]
     pred_pc = run_attack(
-        ATTACKS.create("feature-attribute", representation="popcount", epochs=40),
+        ATTACKS.create("feature-attribute", representation="popcount", epochs=scale.attribute_epochs),
         encodings=z_el,
         auxiliary=aux,
         api=api,
@@ -231,7 +275,7 @@ def _shufflebits_section(
         progress=False,
     ).recovered["attributes"]
     rec = run_attack(
-        ATTACKS.create("feature-inversion", epochs=30, batch=64),
+        ATTACKS.create("feature-inversion", epochs=scale.inversion_epochs, batch=64),
         encodings=stacked,
         auxiliary=aux,
         api=api,
@@ -322,7 +366,7 @@ def _camouflage_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     )
 
 
-def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
+def _ats_section(run: Run, say: Callable[..., Any], seed: int, scale: DemoScale) -> None:
     """Inverting Gradients on three 32×32 photo crops through an untrained ConvNet: each crop is one client update
     (batch 1, label known), shared as is, then transformed by the ATS policy 3-1-7 (applied always, as published)."""
     import torch.nn.functional as F
@@ -341,7 +385,14 @@ def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
     grid = [x]
     for policy in ("none", "3-1-7"):
         res = attack_model(
-            model, x, y, policy=policy, always=True, attack_settings={"iterations": 150}, rng=seed, progress=False
+            model,
+            x,
+            y,
+            policy=policy,
+            always=True,
+            attack_settings={"iterations": scale.ats_iterations},
+            rng=seed,
+            progress=False,
         )
         sm = summary(res)
         table.append(
@@ -360,7 +411,7 @@ def _ats_section(run: Run, say: Callable[..., Any], seed: int) -> None:
         ncol=3,
         scale=3,
         caption="rows: private images; Inverting Gradients from the shared gradient without defence; "
-        "with the ATS policy 3-1-7 applied by the client (untrained ConvNet, 150 iterations)",
+        f"with the ATS policy 3-1-7 applied by the client (untrained ConvNet, {scale.ats_iterations} iterations)",
     )
     run.add_metrics(ats_gradient_inversion=table)
     say(
