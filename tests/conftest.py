@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -17,6 +18,31 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Never write into the user's cache from tests."""
     monkeypatch.setenv("MASQUERADE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("MASQUERADE_DATA", str(tmp_path_factory.getbasetemp() / "datasets"))
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``masquerade ARGS`` in this process (``main``, as ``python -m masquerade`` calls it, usage errors included):
+    no interpreter and torch import per call. The entry point itself is tested in a subprocess once."""
+    from masquerade.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return CliResult(rc, out.out, out.err)
+
+    return run
 
 
 def shared(name: str) -> Path:

@@ -4,10 +4,10 @@ Pixel Privacy submission layout)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +20,15 @@ CLI = [sys.executable, "-m", "masquerade", "camouflage"]
 
 
 @pytest.mark.slow
-def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) -> None:
+def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path, cli: Any) -> None:
     photos = load_images("bundled:photos", size=(96, 128)).images[:2]
     src = tmp_path / "photos"
     src.mkdir()
     for name, p in zip(["beach.png", "dog.jpg"], photos):
         Image.fromarray(p).save(src / name)
-    r = subprocess.run(
-        CLI
-        + [
+    r = cli(
+        "camouflage",
+        *[
             "--in",
             str(src),
             "--out",
@@ -44,8 +44,6 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
             "--run-code",
             "TEAM1",
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
@@ -71,19 +69,14 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path) 
     assert not any("TEAM1" in p.name or "beach" in p.name for p in (tmp_path / "appeal" / "images").iterdir())
 
 
-def test_bad_run_code_and_used_rating_set_folder_are_one_line(tmp_path: Path) -> None:
+def test_bad_run_code_and_used_rating_set_folder_are_one_line(tmp_path: Path, cli: Any) -> None:
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    r = subprocess.run(
-        CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x"],
-        capture_output=True,
-        text=True,
-    )
+    r = cli("camouflage", *["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x"])
     assert r.returncode == 2 and "--run-code" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "f").write_text("x")
-    r = subprocess.run(
-        CLI + ["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--rating-set", str(tmp_path / "used")],
-        capture_output=True,
-        text=True,
+    r = cli(
+        "camouflage",
+        *["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--rating-set", str(tmp_path / "used")],
     )
     assert r.returncode == 2 and "not an empty folder" in r.stderr and not (tmp_path / "o").exists()

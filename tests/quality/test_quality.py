@@ -228,21 +228,17 @@ def test_camouflage_refuses_bad_input(tmp_path) -> None:
         camouflage_photos(m, [big[..., 0]], ["grey.png"], tmp_path)
 
 
-def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path) -> None:
-    import subprocess
-    import sys
-
+def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path, cli) -> None:
     photo = load_images("bundled:photos", size=(96, 128)).images[0]
     Image.fromarray(photo).convert("L").save(tmp_path / "grey.png")
     Image.fromarray(photo).save(tmp_path / "colour.png")
     (tmp_path / "notes.txt").write_text("not a photo")
-    cli = [sys.executable, "-m", "masquerade", "camouflage"]
-    r = subprocess.run(cli + ["--in", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    r = cli("camouflage", *["--in", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.returncode == 2 and "not an image" in r.stderr
     (tmp_path / "notes.txt").unlink()
-    r = subprocess.run(
-        cli
-        + [
+    r = cli(
+        "camouflage",
+        *[
             "--in",
             str(tmp_path),
             "--out",
@@ -254,8 +250,6 @@ def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path) -> None:
             "--seed",
             "0",
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 0, r.stderr
     outs = sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith("."))  # and its mark

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -172,14 +169,20 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
     assert np.array_equal(s.decode(back, key).numpy().view(np.uint32), z.view(np.uint32))
 
 
-def test_cli_protect_reveal_features(tmp_path) -> None:
+def test_cli_protect_reveal_features(tmp_path, capsys) -> None:
+    # in this process: the command line is main(); the subprocess path is covered by the CLI tests
+    from masquerade.cli import main
+
+    def cli(args: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        rc = main(args)
+        return rc, capsys.readouterr().err
+
     x = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
     x.view(np.uint32)[0, : len(SPECIAL)] = SPECIAL[:10]
     np.savez(tmp_path / "f.npz", features=x, labels=np.arange(6))
-    cli = [sys.executable, "-m", "masquerade"]
-    r = subprocess.run(
-        cli
-        + [
+    rc, err = cli(
+        [
             "protect",
             "shufflebits",
             "--in",
@@ -188,16 +191,13 @@ def test_cli_protect_reveal_features(tmp_path) -> None:
             str(tmp_path / "refused"),
             "--key",
             str(tmp_path / "refused.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
+        ]
     )
-    assert r.returncode == 2 and "--allow-nonfinite" in r.stderr  # special values only when asked for
+    assert rc == 2 and "--allow-nonfinite" in err  # special values only when asked for
     for scope in SCOPES:
         out, key = tmp_path / f"enc-{scope}", tmp_path / f"{scope}.safetensors"
-        r = subprocess.run(
-            cli
-            + [
+        rc, err = cli(
+            [
                 "protect",
                 "shufflebits",
                 "--scope",
@@ -211,14 +211,11 @@ def test_cli_protect_reveal_features(tmp_path) -> None:
                 "--run-out",
                 str(tmp_path / f"run-{scope}"),
                 "--allow-nonfinite",
-            ],
-            capture_output=True,
-            text=True,
+            ]
         )
-        assert r.returncode == 0, r.stderr
-        r = subprocess.run(
-            cli
-            + [
+        assert rc == 0, err
+        rc, err = cli(
+            [
                 "reveal",
                 "shufflebits",
                 "--in",
@@ -227,17 +224,14 @@ def test_cli_protect_reveal_features(tmp_path) -> None:
                 str(key),
                 "--out",
                 str(tmp_path / f"dec-{scope}.npy"),
-            ],
-            capture_output=True,
-            text=True,
+            ]
         )
-        assert r.returncode == 0, r.stderr
+        assert rc == 0, err
         np.testing.assert_array_equal(np.load(tmp_path / f"dec-{scope}.npy").view(np.uint32), x.view(np.uint32))
         assert np.array_equal(np.load(out / "extra.npz")["labels"], np.arange(6))
     np.save(tmp_path / "f64.npy", np.ones((6, 10)))
-    r = subprocess.run(
-        cli
-        + [
+    rc, err = cli(
+        [
             "protect",
             "shufflebits",
             "--in",
@@ -246,11 +240,9 @@ def test_cli_protect_reveal_features(tmp_path) -> None:
             str(tmp_path / "e"),
             "--key",
             str(tmp_path / "k.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
+        ]
     )
-    assert r.returncode == 2 and "float32" in r.stderr
+    assert rc == 2 and "float32" in err
 
 
 def _relu_features(n: int, d: int, seed: int) -> np.ndarray:
