@@ -119,7 +119,7 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     assert report.is_file() and str(report) in r.stdout
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 6 and "ssim_vs_noise" in page
-    assert "ats_gradient_inversion" in page and "scorecard" in page
+    assert "ats_gradient_inversion" in page and "scorecard" in page and "masquerade demo (--quick)" in page
     assert "shufflebits_digits" in page and "camouflage_photos" in page
     # the scorecard's own report, and its InstaHide row broken from the encodings and labels alone
     card = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())

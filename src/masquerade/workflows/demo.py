@@ -178,7 +178,7 @@ def run_demo(*, out: str | None = None, seed: int = 0, verbose: bool = True, sca
         _ats_section(run, say, seed, scale)
         run.add_metrics(seconds=round(time.perf_counter() - t0, 2))
         run.log("demo finished")
-    report = build_report([run.path], title="masquerade demo")
+    report = build_report([run.path], title="masquerade demo" + (" (--quick)" if scale == QUICK else ""))
     say(f"report: {report}")
     return report
 
