@@ -348,7 +348,11 @@ def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any
                 {"kind": "utility at or below chance", "scheme": r["scheme"], "setting": r["setting"], "text": text}
             )
     bases = _baselines({r["attack"] for r in rows})
-    floor = {(r["setting"], r["level"]): (r["attack"], r["ssim"]) for r in rows if r["attack"] in bases}
+    floor: dict[tuple[str, int], tuple[str, float]] = {}
+    for r in rows:  # the best of the floors, where several attacks declare one
+        key = (r["setting"], r["level"])
+        if r["attack"] in bases and (key not in floor or r["ssim"] > floor[key][1]):
+            floor[key] = (r["attack"], r["ssim"])
     for r in rows:
         base = floor.get((r["setting"], r["level"]))
         if r["attack"] not in bases and base is not None and r["ssim"] < base[1] - 0.01:
@@ -360,9 +364,9 @@ def findings(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any
                     "setting": r["setting"],
                     "level": r["level"],
                     "attack": r["attack"],
-                    "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below {name} (SSIM {ssim:.3f}), the "
-                    f"floor every attack at level {r['level']} holds enough to reach: it failed on this "
-                    "setting, and the row is no evidence that the setting is safe",
+                    "text": f"{r['attack']} (SSIM {r['ssim']:.3f}) scores below {name} (SSIM {ssim:.3f}), which "
+                    f"uses only what every attack at level {r['level']} holds: it failed on this setting, and the "
+                    "row is no evidence that the setting is safe",
                 }
             )
     return out
