@@ -105,8 +105,8 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
         "http_proxy": "http://127.0.0.1:9",
         "https_proxy": "http://127.0.0.1:9",
     }
-    # --quick: every section of the tour, with the scorecard's two cheapest settings at level 1 (the full tour is
-    # `make demo`, about 5.5 minutes; its sections are the same functions with more steps)
+    # --quick: every section of the tour, with two settings of the scorecard at level 1 (the full tour is
+    # `make demo`, 6 to 7 minutes; its sections are the same functions with more steps)
     r = subprocess.run(
         [sys.executable, "-m", "masquerade", "demo", "--quick", "--out", str(tmp_path / "demo")],
         capture_output=True,
