@@ -4,7 +4,6 @@ Pixel Privacy submission layout)."""
 from __future__ import annotations
 
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from PIL import Image
 from masquerade.data import load_images
 from masquerade.hitl.ratingset import load_rating_set
 
-CLI = [sys.executable, "-m", "masquerade", "camouflage"]
-
 
 @pytest.mark.slow
 def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path, cli: Any) -> None:
@@ -28,22 +25,20 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path, 
         Image.fromarray(p).save(src / name)
     r = cli(
         "camouflage",
-        *[
-            "--in",
-            str(src),
-            "--out",
-            str(tmp_path / "o"),
-            "--steps",
-            "2",
-            "--seed",
-            "0",
-            "--run-out",
-            str(tmp_path / "run"),
-            "--rating-set",
-            str(tmp_path / "appeal"),
-            "--run-code",
-            "TEAM1",
-        ],
+        "--in",
+        str(src),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "2",
+        "--seed",
+        "0",
+        "--run-out",
+        str(tmp_path / "run"),
+        "--rating-set",
+        str(tmp_path / "appeal"),
+        "--run-code",
+        "TEAM1",
     )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
@@ -71,12 +66,17 @@ def test_camouflage_writes_an_appeal_set_and_the_submission_zip(tmp_path: Path, 
 
 def test_bad_run_code_and_used_rating_set_folder_are_one_line(tmp_path: Path, cli: Any) -> None:
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    r = cli("camouflage", *["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x"])
+    r = cli("camouflage", "--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--run-code", "../x")
     assert r.returncode == 2 and "--run-code" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "f").write_text("x")
     r = cli(
         "camouflage",
-        *["--in", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--rating-set", str(tmp_path / "used")],
+        "--in",
+        str(tmp_path / "a.png"),
+        "--out",
+        str(tmp_path / "o"),
+        "--rating-set",
+        str(tmp_path / "used"),
     )
     assert r.returncode == 2 and "not an empty folder" in r.stderr and not (tmp_path / "o").exists()

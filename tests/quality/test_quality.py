@@ -233,23 +233,21 @@ def test_cli_camouflage_handles_grey_photos_and_writes_jpegs(tmp_path, cli) -> N
     Image.fromarray(photo).convert("L").save(tmp_path / "grey.png")
     Image.fromarray(photo).save(tmp_path / "colour.png")
     (tmp_path / "notes.txt").write_text("not a photo")
-    r = cli("camouflage", *["--in", str(tmp_path), "--out", str(tmp_path / "o")])
+    r = cli("camouflage", "--in", str(tmp_path), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "not an image" in r.stderr
     (tmp_path / "notes.txt").unlink()
     r = cli(
         "camouflage",
-        *[
-            "--in",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-            "--steps",
-            "3",
-            "--run-out",
-            str(tmp_path / "run"),
-            "--seed",
-            "0",
-        ],
+        "--in",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "3",
+        "--run-out",
+        str(tmp_path / "run"),
+        "--seed",
+        "0",
     )
     assert r.returncode == 0, r.stderr
     outs = sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith("."))  # and its mark
