@@ -370,12 +370,7 @@ def plan_cells(s: EvaluateSettings, skip: frozenset[str] | set[str] = frozenset(
                 tm = cls.threat_model
                 if against is None or not tm.requires <= know:
                     continue
-                settings_cls = getattr(cls, "Settings", None)
-                fields = (
-                    {f.name for f in dataclasses.fields(settings_cls)}
-                    if dataclasses.is_dataclass(settings_cls)
-                    else set()
-                )
+                fields = ATTACKS.setting_names(name)
                 if setting.per_image > 1 and "n_private" in fields:
                     # a release of one-time encodings publishes its size: n images × T encodings each (the
                     # InstaHide challenge: 100 × 50), so the adversary is told n rather than left to estimate it
