@@ -37,8 +37,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         capsys.readouterr()
         try:
             rc = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            rc = exc.code if isinstance(exc.code, int) else 1
+        except SystemExit as exc:  # argparse's usage errors; the interpreter's exit status for the others
+            rc = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         out = capsys.readouterr()
         return CliResult(rc, out.out, out.err)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,15 +84,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv,needle", CASES, ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in enumerate(CASES)])
-def test_bad_input_is_one_line_and_exit_2(
-    files: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    try:
-        rc = main(["--quiet", *[a.format(d=files) for a in argv]])
-    except SystemExit as exc:  # argparse's own usage errors
-        rc = int(exc.code or 0)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2, err
+def test_bad_input_is_one_line_and_exit_2(files: Path, argv: list[str], needle: str, cli: Any) -> None:
+    r = cli("--quiet", *[a.format(d=files) for a in argv])
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2, err
     assert needle in err[-1] and "Traceback" not in "\n".join(err) and "internal error" not in err[-1]
     assert len([line for line in err if line.startswith("masquerade")]) == 1
 
@@ -107,14 +103,11 @@ def test_bad_input_is_one_line_and_exit_2(
         ["train", "--data"],
     ],
 )
-def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line(argv: list[str], cli: Any) -> None:
     """argparse's own errors, like every other: one line naming what is wrong and where help is, exit 2."""
-    try:
-        rc = main(argv)
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1, err
+    r = cli(*argv)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, err
     assert err[0].startswith("masquerade") and "error:" in err[0] and err[0].endswith("--help)")
 
 

@@ -169,80 +169,64 @@ def test_layer_outputs_ciphertext_and_key_and_bits_survive_the_pipeline(tmp_path
     assert np.array_equal(s.decode(back, key).numpy().view(np.uint32), z.view(np.uint32))
 
 
-def test_cli_protect_reveal_features(tmp_path, capsys) -> None:
-    # in this process: the command line is main(); the subprocess path is covered by the CLI tests
-    from masquerade.cli import main
-
-    def cli(args: list[str]) -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main(args)
-        return rc, capsys.readouterr().err
-
+def test_cli_protect_reveal_features(tmp_path, cli) -> None:
     x = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
     x.view(np.uint32)[0, : len(SPECIAL)] = SPECIAL[:10]
     np.savez(tmp_path / "f.npz", features=x, labels=np.arange(6))
-    rc, err = cli(
-        [
+    r = cli(
+        "protect",
+        "shufflebits",
+        "--in",
+        str(tmp_path / "f.npz"),
+        "--out",
+        str(tmp_path / "refused"),
+        "--key",
+        str(tmp_path / "refused.safetensors"),
+    )
+    assert r.returncode == 2 and "--allow-nonfinite" in r.stderr  # special values only when asked for
+    for scope in SCOPES:
+        out, key = tmp_path / f"enc-{scope}", tmp_path / f"{scope}.safetensors"
+        r = cli(
             "protect",
             "shufflebits",
+            "--scope",
+            scope,
             "--in",
             str(tmp_path / "f.npz"),
             "--out",
-            str(tmp_path / "refused"),
+            str(out),
             "--key",
-            str(tmp_path / "refused.safetensors"),
-        ]
-    )
-    assert rc == 2 and "--allow-nonfinite" in err  # special values only when asked for
-    for scope in SCOPES:
-        out, key = tmp_path / f"enc-{scope}", tmp_path / f"{scope}.safetensors"
-        rc, err = cli(
-            [
-                "protect",
-                "shufflebits",
-                "--scope",
-                scope,
-                "--in",
-                str(tmp_path / "f.npz"),
-                "--out",
-                str(out),
-                "--key",
-                str(key),
-                "--run-out",
-                str(tmp_path / f"run-{scope}"),
-                "--allow-nonfinite",
-            ]
+            str(key),
+            "--run-out",
+            str(tmp_path / f"run-{scope}"),
+            "--allow-nonfinite",
         )
-        assert rc == 0, err
-        rc, err = cli(
-            [
-                "reveal",
-                "shufflebits",
-                "--in",
-                str(out / "features.npy"),
-                "--key",
-                str(key),
-                "--out",
-                str(tmp_path / f"dec-{scope}.npy"),
-            ]
+        assert r.returncode == 0, r.stderr
+        r = cli(
+            "reveal",
+            "shufflebits",
+            "--in",
+            str(out / "features.npy"),
+            "--key",
+            str(key),
+            "--out",
+            str(tmp_path / f"dec-{scope}.npy"),
         )
-        assert rc == 0, err
+        assert r.returncode == 0, r.stderr
         np.testing.assert_array_equal(np.load(tmp_path / f"dec-{scope}.npy").view(np.uint32), x.view(np.uint32))
         assert np.array_equal(np.load(out / "extra.npz")["labels"], np.arange(6))
     np.save(tmp_path / "f64.npy", np.ones((6, 10)))
-    rc, err = cli(
-        [
-            "protect",
-            "shufflebits",
-            "--in",
-            str(tmp_path / "f64.npy"),
-            "--out",
-            str(tmp_path / "e"),
-            "--key",
-            str(tmp_path / "k.safetensors"),
-        ]
+    r = cli(
+        "protect",
+        "shufflebits",
+        "--in",
+        str(tmp_path / "f64.npy"),
+        "--out",
+        str(tmp_path / "e"),
+        "--key",
+        str(tmp_path / "k.safetensors"),
     )
-    assert rc == 2 and "float32" in err
+    assert r.returncode == 2 and "float32" in r.stderr
 
 
 def _relu_features(n: int, d: int, seed: int) -> np.ndarray:
